@@ -1,0 +1,26 @@
+//! `tally-log` owns one partition's bytes on disk: a directory of segments named by their base
+//! offset (`00000000000000000000.log`), a sparse offset index and a time index per segment,
+//! rolling by size and time, retention by time and size (which moves the log start offset),
+//! recovery after a crash (every batch past the recovery point is re-read and its CRC checked,
+//! and a torn tail is truncated), and the fsync policy.
+//!
+//! It stores Kafka RecordBatch v2 bytes exactly as given and reads them back by offset. It knows
+//! batch headers (through `tally-protocol`) but nothing about producers, sequences or
+//! transactions: deciding whether a batch may be appended belongs to `tally-partition`.
+
+mod config;
+mod error;
+mod index;
+mod log;
+mod scan;
+mod segment;
+
+pub use config::LogConfig;
+pub use error::LogError;
+pub use log::{Log, LogReadResult, RecoveryReport};
+pub use segment::Segment;
+
+/// File name of a segment or index: the base offset zero-padded to 20 digits, as Kafka does.
+pub fn offset_file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}

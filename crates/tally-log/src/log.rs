@@ -1,0 +1,457 @@
+//! The log of one partition: an ordered map of segments, the log start and end offsets, the
+//! recovery point, and the roll, retention and flush rules.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tally_protocol::record_batch::batch_size_at;
+use tally_protocol::BatchHeader;
+use tracing::{info, warn};
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::segment::Segment;
+
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// What opening the log found and did; logged by the broker at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Segments read batch by batch with CRC checks (those at or past the recovery point).
+    pub scanned_segments: usize,
+    pub scanned_bytes: u64,
+    /// Bytes cut off a torn or corrupt tail, and why.
+    pub truncated_bytes: u64,
+    pub truncation_reason: Option<String>,
+    pub log_end_offset: i64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone)]
+pub struct LogReadResult {
+    /// Concatenated whole batches; empty when there is nothing at or after the offset.
+    pub records: Bytes,
+    /// Base offset of the first batch returned (may be below the requested offset).
+    pub first_batch_offset: Option<i64>,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    unflushed_messages: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering what a crash may have left behind.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
+        fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
+            let entry = entry.map_err(LogError::io(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".log") {
+                let base = stem
+                    .parse::<i64>()
+                    .map_err(|_| LogError::BadFileName(dir.to_path_buf(), name.clone()))?;
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let recovery_point = read_recovery_point(dir);
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        let interval = config.index_interval_bytes;
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let next_base = bases.get(i + 1).copied();
+            let trusted = matches!(next_base, Some(n) if n <= recovery_point);
+            let (segment, outcome) = if trusted {
+                Segment::open_indexed(dir, base, next_base.expect("trusted has next"), interval)?
+            } else {
+                let (s, o) = Segment::open_scanned(dir, base, true, interval)?;
+                (s, Some(o))
+            };
+            if let Some(outcome) = outcome {
+                report.scanned_segments += 1;
+                report.scanned_bytes += outcome.valid_bytes;
+                if outcome.truncated_bytes > 0 || outcome.reason.is_some() {
+                    report.truncated_bytes += outcome.truncated_bytes;
+                    warn!(
+                        dir = %dir.display(),
+                        segment = base,
+                        truncated_bytes = outcome.truncated_bytes,
+                        reason = outcome.reason.as_deref().unwrap_or(""),
+                        "truncated a torn or corrupt log tail"
+                    );
+                    report.truncation_reason = outcome.reason.clone();
+                    // Whatever follows a corrupt batch cannot be trusted to be contiguous.
+                    let later: Vec<i64> = bases[i + 1..].to_vec();
+                    for b in later {
+                        let (s, _) = Segment::open_scanned(dir, b, false, interval)?;
+                        report.truncated_bytes += s.size();
+                        s.delete()?;
+                    }
+                    bases.truncate(i + 1);
+                }
+            }
+            segments.insert(base, segment);
+            i += 1;
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(dir, 0)?);
+            sync_dir(dir)?;
+        }
+        let log_start_offset = *segments.keys().next().expect("one segment");
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            recovery_point,
+            unflushed_messages: 0,
+        };
+        // The recovery point can never be past what survived recovery.
+        log.recovery_point = log.recovery_point.min(log.log_end_offset());
+        report.segments = log.segments.len();
+        report.log_end_offset = log.log_end_offset();
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("one segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("one segment")
+    }
+
+    /// The offset the next appended batch gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn size_in_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// Whether a batch of `batch_bytes` appended at `now_ms` must go into a new segment.
+    pub fn should_roll(&self, batch_bytes: usize, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        active.size() + batch_bytes as u64 > self.config.segment_bytes
+            || active
+                .rolling_timestamp()
+                .is_some_and(|t| now_ms - t > self.config.segment_ms)
+    }
+
+    /// Starts a new segment at the log end offset. The old one gets its indexes written and is
+    /// flushed, and then the recovery point moves to the new base: a crash later re-reads only
+    /// the new segment.
+    pub fn roll(&mut self) -> Result<i64, LogError> {
+        let new_base = self.log_end_offset();
+        if self.active().base_offset() == new_base {
+            return Ok(new_base);
+        }
+        {
+            let old = self.active();
+            old.save_indexes()?;
+            old.flush()?;
+        }
+        let segment = Segment::create(&self.dir, new_base)?;
+        sync_dir(&self.dir)?;
+        self.segments.insert(new_base, segment);
+        self.set_recovery_point(new_base)?;
+        Ok(new_base)
+    }
+
+    fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
+        let path = self.dir.join(RECOVERY_POINT_FILE);
+        let tmp = self.dir.join("recovery-point.tmp");
+        fs::write(&tmp, format!("{offset}\n")).map_err(LogError::io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(LogError::io(&path))?;
+        self.recovery_point = offset;
+        Ok(())
+    }
+
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Appends one whole, validated batch whose base offset the caller has already set to the
+    /// log end offset. Flushes when `flush.messages` is reached.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+        assert_eq!(
+            header.base_offset,
+            self.log_end_offset(),
+            "a batch must be appended at the log end offset"
+        );
+        assert_eq!(header.size_in_bytes(), batch.len());
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(batch, header, interval)?;
+        self.unflushed_messages += header.records_count.max(1) as u64;
+        if self.unflushed_messages >= self.config.flush_interval_messages {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Forces the active segment to disk.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active().flush()?;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Flushes everything and records the recovery point; called on clean shutdown.
+    pub fn close(&mut self) -> Result<(), LogError> {
+        self.flush()?;
+        let end = self.log_end_offset();
+        self.set_recovery_point(end)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes` (but at
+    /// least one batch when `min_one_batch`), and never a batch at or past `max_offset` (the
+    /// high watermark). Reads within one segment, as Kafka does; the caller fetches again.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<LogReadResult, LogError> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        let empty = LogReadResult {
+            records: Bytes::new(),
+            first_batch_offset: None,
+        };
+        if offset >= max_offset {
+            return Ok(empty);
+        }
+        for (_, segment) in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(
+                self.segments
+                    .range(offset + 1..)
+                    .take_while(|(b, _)| **b < max_offset),
+            )
+        {
+            let Some((position, first)) = segment.find_batch(offset)? else {
+                continue;
+            };
+            if first.base_offset >= max_offset {
+                return Ok(empty);
+            }
+            let available = (segment.size() - position) as usize;
+            let first_size = first.size_in_bytes();
+            let want = if first_size > max_bytes {
+                if !min_one_batch {
+                    return Ok(empty);
+                }
+                first_size
+            } else {
+                max_bytes.min(available)
+            };
+            let buf = segment.read_at(position, want)?;
+            // Keep whole batches below max_offset only.
+            let mut keep = 0usize;
+            while keep < buf.len() {
+                let Some(size) = batch_size_at(&buf[keep..]) else {
+                    break;
+                };
+                let size = size as usize;
+                if keep + size > buf.len() {
+                    break;
+                }
+                let header = BatchHeader::parse(&buf[keep..]).map_err(|e| LogError::Io {
+                    path: self.dir.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+                if header.base_offset >= max_offset {
+                    break;
+                }
+                keep += size;
+            }
+            let mut buf = buf;
+            buf.truncate(keep);
+            return Ok(LogReadResult {
+                records: Bytes::from(buf),
+                first_batch_offset: (keep > 0).then_some(first.base_offset),
+            });
+        }
+        Ok(empty)
+    }
+
+    /// The first batch (header and bytes) whose max timestamp is >= `timestamp`, if any.
+    pub fn read_batch_by_time(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
+        for segment in self.segments.values() {
+            if let Some((position, header)) = segment.find_batch_by_time(timestamp)? {
+                let bytes = segment.read_at(position, header.size_in_bytes())?;
+                return Ok(Some((header, Bytes::from(bytes))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch (header and bytes) holding the largest timestamp in the log, if any.
+    pub fn read_batch_with_max_timestamp(&self) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
+        let Some(max) = self
+            .segments
+            .values()
+            .map(Segment::max_timestamp)
+            .max()
+            .filter(|t| *t >= 0)
+        else {
+            return Ok(None);
+        };
+        self.read_batch_by_time(max)
+    }
+
+    /// Calls `f` with the header of every batch from the one holding `from_offset` to the end:
+    /// how the producer table is rebuilt from the log.
+    pub fn for_each_batch_header(
+        &self,
+        from_offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let from = from_offset.max(self.log_start_offset);
+        let first_base = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map(|(b, _)| *b)
+            .unwrap_or(self.log_start_offset);
+        for segment in self.segments.range(first_base..).map(|(_, s)| s) {
+            let mut position = match segment.find_batch(from)? {
+                Some((p, _)) => p,
+                None if segment.base_offset() >= from => 0,
+                None => continue,
+            };
+            while position < segment.size() {
+                let header = segment.header_at(position)?;
+                f(&header);
+                position += header.size_in_bytes() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes segments beyond `retention.ms` and `retention.bytes` (never the only segment;
+    /// the active one is first rolled if it too has expired) and moves the log start offset.
+    /// Returns the base offsets deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<Vec<i64>, LogError> {
+        let mut doomed: Vec<i64> = Vec::new();
+        if self.config.retention_ms >= 0 {
+            for segment in self.segments.values() {
+                let newest = if segment.max_timestamp() >= 0 {
+                    segment.max_timestamp()
+                } else {
+                    last_modified_ms(&self.dir, segment.base_offset())
+                };
+                if segment.is_empty() || now_ms - newest <= self.config.retention_ms {
+                    break;
+                }
+                doomed.push(segment.base_offset());
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut size = self.size_in_bytes();
+            // As Kafka: delete a segment only if the log stays at least retention.bytes big.
+            for segment in self.segments.values() {
+                if segment.is_empty() || size < self.config.retention_bytes as u64 + segment.size()
+                {
+                    break;
+                }
+                size -= segment.size();
+                if !doomed.contains(&segment.base_offset()) {
+                    doomed.push(segment.base_offset());
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        if doomed.len() >= self.segments.len() {
+            if self.active().is_empty() {
+                doomed.pop();
+            } else {
+                self.roll()?;
+            }
+        }
+        for base in &doomed {
+            if let Some(segment) = self.segments.remove(base) {
+                segment.delete()?;
+            }
+        }
+        self.log_start_offset = *self.segments.keys().next().expect("active remains");
+        info!(dir = %self.dir.display(), deleted = doomed.len(), log_start_offset = self.log_start_offset, "retention deleted segments");
+        Ok(doomed)
+    }
+}
+
+fn read_recovery_point(dir: &Path) -> i64 {
+    fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn last_modified_ms(dir: &Path, base_offset: i64) -> i64 {
+    fs::metadata(dir.join(crate::offset_file_name(base_offset, "log")))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Makes a created or renamed file's directory entry durable.
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io(dir))
+}

@@ -1,0 +1,334 @@
+//! One segment: a file of record batches with base offset `base_offset`, plus its sparse
+//! indexes. Bytes below `size` never change once written, which is what lets readers use
+//! positional reads while the writer appends.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tally_protocol::BatchHeader;
+use tally_protocol::RECORD_BATCH_OVERHEAD;
+
+use crate::error::LogError;
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::offset_file_name;
+use crate::scan::{BatchScanner, ScanStep};
+
+/// What a full scan of a segment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanOutcome {
+    pub valid_bytes: u64,
+    pub truncated_bytes: u64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    size: u64,
+    next_offset: i64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index: u64,
+    max_timestamp: i64,
+    /// Offset (relative) of the batch that holds `max_timestamp`.
+    offset_of_max_timestamp: u32,
+    /// The first batch's max timestamp: the clock `segment.ms` rolls by (as in Kafka).
+    rolling_timestamp: Option<i64>,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            dir.join(offset_file_name(base_offset, "log")),
+            dir.join(offset_file_name(base_offset, "index")),
+            dir.join(offset_file_name(base_offset, "timeindex")),
+        )
+    }
+
+    fn open_file(path: &Path, create_new: bool) -> Result<File, LogError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create_new)
+            .open(path)
+            .map_err(LogError::io(path))
+    }
+
+    fn empty(base_offset: i64, log_path: PathBuf, file: File) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: 0,
+            rolling_timestamp: None,
+        }
+    }
+
+    /// Creates a new, empty segment file.
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        // Stale indexes of an earlier segment with the same base would mislead a later open.
+        let _ = fs::remove_file(index_path);
+        let _ = fs::remove_file(time_path);
+        let file = Self::open_file(&log_path, true)?;
+        Ok(Segment::empty(base_offset, log_path, file))
+    }
+
+    /// Opens a segment by reading every batch (checking CRCs when `verify_crc`), rebuilding its
+    /// indexes, and truncating the file at the first batch that is torn or corrupt.
+    pub(crate) fn open_scanned(
+        dir: &Path,
+        base_offset: i64,
+        verify_crc: bool,
+        index_interval_bytes: u32,
+    ) -> Result<(Segment, ScanOutcome), LogError> {
+        let (log_path, _, _) = Self::paths(dir, base_offset);
+        let file = Self::open_file(&log_path, false)?;
+        let file_len = file.metadata().map_err(LogError::io(&log_path))?.len();
+        let mut segment = Segment::empty(base_offset, log_path, file);
+        let file = Arc::clone(&segment.file);
+        let mut scanner = BatchScanner::new(&file, 0, file_len, verify_crc);
+        let mut reason = None;
+        loop {
+            match scanner
+                .next_batch()
+                .map_err(LogError::io(&segment.log_path))?
+            {
+                ScanStep::Batch { position, header } => {
+                    if header.base_offset < segment.next_offset
+                        || header.last_offset() - base_offset > i64::from(u32::MAX)
+                    {
+                        reason = Some(format!(
+                            "batch at position {position} has offset {} but {} was expected",
+                            header.base_offset, segment.next_offset
+                        ));
+                        break;
+                    }
+                    segment.track(position, &header, index_interval_bytes);
+                }
+                ScanStep::End => break,
+                ScanStep::Invalid { reason: r, .. } => {
+                    reason = Some(r);
+                    break;
+                }
+            }
+        }
+        let truncated_bytes = file_len - segment.size;
+        if truncated_bytes > 0 {
+            file.set_len(segment.size)
+                .map_err(LogError::io(&segment.log_path))?;
+            file.sync_all().map_err(LogError::io(&segment.log_path))?;
+        }
+        Ok((
+            segment,
+            ScanOutcome {
+                valid_bytes: file_len - truncated_bytes,
+                truncated_bytes,
+                reason,
+            },
+        ))
+    }
+
+    /// Opens an inactive segment below the recovery point from its saved indexes, trusting its
+    /// bytes. `next_offset` is the next segment's base offset. Falls back to a scan when the
+    /// indexes are missing or not sane.
+    pub(crate) fn open_indexed(
+        dir: &Path,
+        base_offset: i64,
+        next_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(Segment, Option<ScanOutcome>), LogError> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let file = Self::open_file(&log_path, false)?;
+        let size = file.metadata().map_err(LogError::io(&log_path))?.len();
+        let max_rel = (next_offset - base_offset - 1).clamp(0, i64::from(u32::MAX)) as u32;
+        let loaded = OffsetIndex::load(&index_path, size)
+            .zip(TimeIndex::load(&time_path, max_rel))
+            .filter(|_| size > 0 && next_offset > base_offset);
+        match loaded {
+            Some((index, time_index)) => {
+                let mut segment = Segment::empty(base_offset, log_path, file);
+                segment.size = size;
+                segment.next_offset = next_offset;
+                if let Some((t, r)) = time_index.last() {
+                    segment.max_timestamp = t;
+                    segment.offset_of_max_timestamp = r;
+                }
+                segment.index = index;
+                segment.time_index = time_index;
+                // Read the first header only to learn the rolling timestamp.
+                if let Ok(h) = segment.header_at(0) {
+                    segment.rolling_timestamp = Some(h.max_timestamp);
+                }
+                Ok((segment, None))
+            }
+            None => {
+                let (segment, outcome) =
+                    Self::open_scanned(dir, base_offset, true, index_interval_bytes)?;
+                segment.save_indexes()?;
+                Ok((segment, Some(outcome)))
+            }
+        }
+    }
+
+    /// Updates size, next offset, indexes and timestamps for a batch stored at `position`.
+    /// Like Kafka, both indexes get an entry only every `index.interval.bytes`.
+    fn track(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if self.size > 0 && self.bytes_since_index >= u64::from(index_interval_bytes) {
+            self.index.append(relative, position as u32);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            self.bytes_since_index = 0;
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = relative;
+        }
+        if self.rolling_timestamp.is_none() {
+            self.rolling_timestamp = Some(header.max_timestamp);
+        }
+        let size = header.size_in_bytes() as u64;
+        self.size = position + size;
+        self.bytes_since_index += size;
+        self.next_offset = header.last_offset() + 1;
+    }
+
+    /// Appends one whole batch at the end. On a failed write the file is cut back to its old
+    /// size, so a partial batch is never left behind for readers.
+    pub(crate) fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        index_interval_bytes: u32,
+    ) -> Result<(), LogError> {
+        let position = self.size;
+        if let Err(e) = self.file.write_all_at(batch, position) {
+            let _ = self.file.set_len(position);
+            return Err(LogError::Io {
+                path: self.log_path.clone(),
+                source: e,
+            });
+        }
+        self.track(position, header, index_interval_bytes);
+        Ok(())
+    }
+
+    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        let mut buf = [0u8; RECORD_BATCH_OVERHEAD];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(LogError::io(&self.log_path))?;
+        BatchHeader::parse(&buf).map_err(|e| LogError::Io {
+            path: self.log_path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    /// Position and header of the first batch whose last offset is >= `offset`, if any.
+    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let mut position = u64::from(self.index.floor_position(relative));
+        while position < self.size {
+            let header = self.header_at(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.size_in_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position and header of the first batch whose max timestamp is >= `timestamp`.
+    pub(crate) fn find_batch_by_time(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let relative = self.time_index.floor_offset(timestamp);
+        let start = self.base_offset + i64::from(relative);
+        let Some((mut position, _)) = self.find_batch(start)? else {
+            return Ok(None);
+        };
+        while position < self.size {
+            let header = self.header_at(position)?;
+            if header.max_timestamp >= timestamp {
+                return Ok(Some((position, header)));
+            }
+            position += header.size_in_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(LogError::io(&self.log_path))?;
+        Ok(buf)
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), LogError> {
+        self.file.sync_data().map_err(LogError::io(&self.log_path))
+    }
+
+    pub(crate) fn save_indexes(&self) -> Result<(), LogError> {
+        let dir = self.log_path.parent().expect("segment has a directory");
+        let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
+        self.index
+            .save(&index_path)
+            .map_err(LogError::io(&index_path))?;
+        // The final entry records the segment's max timestamp, which retention reads back.
+        let mut time_index = self.time_index.clone();
+        if self.max_timestamp >= 0 {
+            time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        }
+        time_index
+            .save(&time_path)
+            .map_err(LogError::io(&time_path))
+    }
+
+    /// Removes the segment's files. Readers holding the file handle keep reading (unix).
+    pub(crate) fn delete(&self) -> Result<(), LogError> {
+        let dir = self.log_path.parent().expect("segment has a directory");
+        let (log_path, index_path, time_path) = Self::paths(dir, self.base_offset);
+        fs::remove_file(&log_path).map_err(LogError::io(&log_path))?;
+        let _ = fs::remove_file(index_path);
+        let _ = fs::remove_file(time_path);
+        Ok(())
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub(crate) fn rolling_timestamp(&self) -> Option<i64> {
+        self.rolling_timestamp
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+}

@@ -1,0 +1,299 @@
+//! The log against real files in a temporary directory: append, read, roll, reopen, recovery
+//! of torn and corrupt tails, retention.
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+
+use bytes::Bytes;
+use tally_log::{Log, LogConfig, LogError};
+use tally_protocol::record_batch::set_base_offset;
+use tally_protocol::BatchHeader;
+use tally_testkit::BatchSpec;
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends a batch of `count` records with timestamps from `ts`; returns its base offset.
+fn append(log: &mut Log, count: usize, ts: i64) -> i64 {
+    let mut spec = BatchSpec::new(-1, -1, -1, count);
+    spec.timestamp_ms = ts;
+    let mut bytes = spec.encode().to_vec();
+    let base = log.log_end_offset();
+    set_base_offset(&mut bytes, base);
+    let header = BatchHeader::parse_whole(&bytes).unwrap();
+    if log.should_roll(bytes.len(), ts) {
+        log.roll().unwrap();
+    }
+    log.append(&bytes, &header).unwrap();
+    base
+}
+
+/// Every batch header in `records`, checked whole.
+fn headers(records: &Bytes) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut rest = &records[..];
+    while !rest.is_empty() {
+        let h = BatchHeader::parse_whole(rest).unwrap();
+        rest = &rest[h.size_in_bytes()..];
+        out.push(h);
+    }
+    out
+}
+
+fn read_all(log: &Log) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log
+            .read(offset, 1 << 20, log.log_end_offset(), true)
+            .unwrap();
+        let hs = headers(&r.records);
+        assert!(!hs.is_empty(), "read at {offset} returned nothing");
+        offset = hs.last().unwrap().last_offset() + 1;
+        out.extend(hs);
+    }
+    out
+}
+
+fn active_segment_path(dir: &Path, log: &Log) -> std::path::PathBuf {
+    let base = *log.segment_base_offsets().last().unwrap();
+    dir.join(tally_log::offset_file_name(base, "log"))
+}
+
+#[test]
+fn appends_read_back_across_rolls_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.log_end_offset, 0);
+    let mut bases = Vec::new();
+    for i in 0..60 {
+        bases.push(append(&mut log, 1 + i % 4, 1000 + i as i64));
+    }
+    assert!(log.segment_base_offsets().len() > 3, "should have rolled");
+    let end = log.log_end_offset();
+    let got: Vec<i64> = read_all(&log).iter().map(|h| h.base_offset).collect();
+    assert_eq!(got, bases);
+
+    // A read from the middle of a batch returns the whole batch holding the offset.
+    let r = log.read(bases[10] + 1, 1, end, true).unwrap();
+    assert_eq!(
+        headers(&r.records)[0].base_offset,
+        bases[10].min(bases[10] + 1)
+    );
+    // max_bytes smaller than the first batch: nothing, unless min_one_batch.
+    assert!(log
+        .read(bases[10], 1, end, false)
+        .unwrap()
+        .records
+        .is_empty());
+    // Nothing at or past max_offset.
+    assert!(log
+        .read(bases[5], 1 << 20, bases[5], true)
+        .unwrap()
+        .records
+        .is_empty());
+    let r = log.read(bases[5], 1 << 20, bases[7], true).unwrap();
+    assert_eq!(headers(&r.records).len(), 2);
+    // Out of range.
+    assert!(matches!(
+        log.read(end + 1, 100, end, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.read(end, 100, end, true).unwrap().records.is_empty());
+
+    // Reopen without close (a crash): same contents, only the tail is re-read.
+    drop(log);
+    let (log, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.log_end_offset, end);
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.scanned_segments < report.segments, "{report:?}");
+    let got: Vec<i64> = read_all(&log).iter().map(|h| h.base_offset).collect();
+    assert_eq!(got, bases);
+
+    // Reopen after a clean close.
+    let mut log = log;
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.log_end_offset, end);
+    assert_eq!(
+        report.scanned_segments, 1,
+        "only the active segment is re-read"
+    );
+    assert_eq!(read_all(&log).len(), bases.len());
+}
+
+#[test]
+fn torn_tail_is_truncated_to_last_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    for i in 0..10 {
+        append(&mut log, 3, i);
+    }
+    let end = log.log_end_offset();
+    let path = active_segment_path(dir.path(), &log);
+    drop(log);
+    // Cut 5 bytes off the last batch.
+    let len = fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let (log, report) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(report.log_end_offset, end - 3);
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(read_all(&log).len(), 9);
+    // New appends continue at the recovered end.
+    let mut log = log;
+    assert_eq!(append(&mut log, 1, 99), end - 3);
+}
+
+#[test]
+fn corrupt_tail_bytes_fail_the_crc_and_are_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    for i in 0..10 {
+        append(&mut log, 2, i);
+    }
+    let end = log.log_end_offset();
+    let path = active_segment_path(dir.path(), &log);
+    drop(log);
+    let mut bytes = fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x5a;
+    bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0]);
+    fs::write(&path, &bytes).unwrap();
+    let (log, report) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(report.log_end_offset, end - 2);
+    assert!(report.truncation_reason.unwrap().contains("CRC"));
+    assert_eq!(read_all(&log).len(), 9);
+}
+
+#[test]
+fn corruption_in_an_unflushed_segment_drops_everything_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1024)).unwrap();
+    for i in 0..40 {
+        append(&mut log, 2, i);
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 4);
+    drop(log);
+    // Pretend nothing was ever flushed: every segment is past the recovery point.
+    fs::remove_file(dir.path().join("recovery-point")).unwrap();
+    let second = dir
+        .path()
+        .join(tally_log::offset_file_name(bases[1], "log"));
+    let mut bytes = fs::read(&second).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(&second, &bytes).unwrap();
+    let (log, report) = Log::open(dir.path(), config(1024)).unwrap();
+    assert_eq!(log.segment_base_offsets(), bases[..2].to_vec());
+    assert!(report.log_end_offset < bases[2]);
+    assert!(report.truncated_bytes > 0);
+    read_all(&log);
+}
+
+#[test]
+fn damaged_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(4096)).unwrap();
+    for i in 0..100 {
+        append(&mut log, 3, i);
+    }
+    let end = log.log_end_offset();
+    let bases = log.segment_base_offsets();
+    drop(log);
+    fs::write(
+        dir.path()
+            .join(tally_log::offset_file_name(bases[0], "index")),
+        [9u8; 13],
+    )
+    .unwrap();
+    fs::remove_file(
+        dir.path()
+            .join(tally_log::offset_file_name(bases[1], "timeindex")),
+    )
+    .unwrap();
+    let (log, report) = Log::open(dir.path(), config(4096)).unwrap();
+    assert_eq!(report.log_end_offset, end);
+    assert_eq!(read_all(&log).len(), 100);
+}
+
+#[test]
+fn retention_by_size_and_time_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1024);
+    let (mut log, _) = Log::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..50 {
+        append(&mut log, 2, 10_000 + i);
+    }
+    let before = log.segment_base_offsets();
+    cfg.retention_bytes = 3000;
+    log.set_config(cfg.clone());
+    let deleted = log.apply_retention(20_000).unwrap();
+    assert!(!deleted.is_empty());
+    assert!(
+        log.size_in_bytes() >= 3000,
+        "keeps at least retention.bytes"
+    );
+    assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
+    assert!(log.log_start_offset() > 0);
+    assert!(matches!(
+        log.read(0, 100, log.log_end_offset(), true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    for b in &deleted {
+        assert!(!dir
+            .path()
+            .join(tally_log::offset_file_name(*b, "log"))
+            .exists());
+    }
+    assert!(before.len() > log.segment_base_offsets().len());
+
+    // Time: everything is older than retention.ms at now = 1e9 -> the active segment is rolled
+    // and everything before it goes; the log stays appendable at the same end offset.
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 1000;
+    log.set_config(cfg);
+    let end = log.log_end_offset();
+    log.apply_retention(1_000_000_000).unwrap();
+    assert_eq!(log.log_start_offset(), end);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(append(&mut log, 1, 5), end);
+    drop(log);
+    let (log, _) = Log::open(dir.path(), config(1024)).unwrap();
+    assert_eq!(log.log_start_offset(), end);
+    assert_eq!(log.log_end_offset(), end + 1);
+}
+
+#[test]
+fn finds_batches_by_timestamp_and_walks_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1500)).unwrap();
+    let mut bases = Vec::new();
+    for i in 0..40i64 {
+        bases.push(append(&mut log, 2, 1000 + i * 10));
+    }
+    // Batch i has timestamps 1000+10i and 1001+10i.
+    let (h, bytes) = log.read_batch_by_time(1205).unwrap().unwrap();
+    assert_eq!(h.base_offset, bases[21]);
+    assert_eq!(bytes.len(), h.size_in_bytes());
+    let (h, _) = log.read_batch_by_time(1201).unwrap().unwrap();
+    assert_eq!(h.base_offset, bases[20]);
+    assert!(log.read_batch_by_time(5000).unwrap().is_none());
+    let (h, _) = log.read_batch_with_max_timestamp().unwrap().unwrap();
+    assert_eq!(h.base_offset, bases[39]);
+
+    let mut seen = Vec::new();
+    log.for_each_batch_header(bases[30] + 1, |h| seen.push(h.base_offset))
+        .unwrap();
+    assert_eq!(seen, bases[30..].to_vec());
+}

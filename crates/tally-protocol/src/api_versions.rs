@@ -1,0 +1,130 @@
+//! The table of API versions Tally advertises in ApiVersions.
+//!
+//! This is our own table rather than `kafka_protocol`'s `valid_versions()`: clients pick
+//! min(their max, our max), so every version listed here must be one the broker really serves.
+//! The test below decodes a request at every advertised version to keep the two in step.
+
+use kafka_protocol::messages::ApiKey;
+
+/// An advertised (min, max) range for one API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    pub api_key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+impl ApiRange {
+    const fn new(api_key: ApiKey, min: i16, max: i16) -> ApiRange {
+        ApiRange { api_key, min, max }
+    }
+}
+
+/// Produce v0-2 are advertised (Kafka 4 does so too, KAFKA-18659: old librdkafka gates
+/// compression on seeing Produce v0) but answered with UNSUPPORTED_VERSION.
+pub const PRODUCE_MIN_IMPLEMENTED: i16 = 3;
+
+/// Every API the broker serves, with the versions it advertises.
+pub const ADVERTISED_APIS: &[ApiRange] = &[
+    ApiRange::new(ApiKey::Produce, 0, 11),
+    ApiRange::new(ApiKey::Fetch, 4, 12),
+    ApiRange::new(ApiKey::ListOffsets, 1, 7),
+    ApiRange::new(ApiKey::Metadata, 0, 12),
+    ApiRange::new(ApiKey::ApiVersions, 0, 4),
+    ApiRange::new(ApiKey::CreateTopics, 2, 7),
+    ApiRange::new(ApiKey::DeleteTopics, 1, 6),
+    ApiRange::new(ApiKey::InitProducerId, 0, 5),
+    ApiRange::new(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    ApiRange::new(ApiKey::DescribeConfigs, 1, 4),
+    ApiRange::new(ApiKey::CreatePartitions, 0, 3),
+    ApiRange::new(ApiKey::DescribeCluster, 0, 1),
+    ApiRange::new(ApiKey::DescribeProducers, 0, 0),
+];
+
+/// The advertised range for a raw api key, if the broker serves that API at all.
+pub fn advertised_range(api_key: i16) -> Option<ApiRange> {
+    ADVERTISED_APIS
+        .iter()
+        .copied()
+        .find(|r| r.api_key as i16 == api_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::RequestKind;
+    use kafka_protocol::protocol::Encodable;
+
+    /// Encodes a default request at each advertised version and decodes it again: catches an
+    /// advertised version the codec cannot read.
+    #[test]
+    fn every_advertised_version_decodes() {
+        for range in ADVERTISED_APIS {
+            let min = if range.api_key == ApiKey::Produce {
+                PRODUCE_MIN_IMPLEMENTED
+            } else {
+                range.min
+            };
+            for version in min..=range.max {
+                let valid = range.api_key.valid_versions();
+                assert!(
+                    valid.min <= version && version <= valid.max,
+                    "{:?} v{version} is advertised but kafka-protocol cannot decode it",
+                    range.api_key
+                );
+                let request = default_request(range.api_key);
+                let mut buf = BytesMut::new();
+                request
+                    .encode(&mut buf, version)
+                    .unwrap_or_else(|e| panic!("{:?} v{version} encode: {e}", range.api_key));
+                let mut bytes: Bytes = buf.freeze();
+                let decoded = RequestKind::decode(range.api_key, &mut bytes, version)
+                    .unwrap_or_else(|e| panic!("{:?} v{version} decode: {e}", range.api_key));
+                assert_eq!(decoded, request, "{:?} v{version}", range.api_key);
+                assert!(
+                    bytes.is_empty(),
+                    "{:?} v{version} left bytes",
+                    range.api_key
+                );
+            }
+        }
+    }
+
+    fn default_request(api_key: ApiKey) -> RequestKind {
+        use kafka_protocol::messages::*;
+        match api_key {
+            ApiKey::Produce => RequestKind::Produce(ProduceRequest::default()),
+            ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default()),
+            ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default()),
+            ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default()),
+            ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+            ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default()),
+            ApiKey::DeleteTopics => RequestKind::DeleteTopics(DeleteTopicsRequest::default()),
+            ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                RequestKind::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default())
+            }
+            ApiKey::DescribeConfigs => {
+                RequestKind::DescribeConfigs(DescribeConfigsRequest::default())
+            }
+            ApiKey::CreatePartitions => {
+                RequestKind::CreatePartitions(CreatePartitionsRequest::default())
+            }
+            ApiKey::DescribeCluster => {
+                RequestKind::DescribeCluster(DescribeClusterRequest::default())
+            }
+            ApiKey::DescribeProducers => {
+                RequestKind::DescribeProducers(DescribeProducersRequest::default())
+            }
+            other => panic!("add {other:?} to default_request"),
+        }
+    }
+
+    #[test]
+    fn lookup() {
+        assert_eq!(advertised_range(0).unwrap().max, 11);
+        assert!(advertised_range(11).is_none());
+        assert!(advertised_range(-3).is_none());
+    }
+}

@@ -1,0 +1,20 @@
+//! `tally-protocol` owns the parts of the Kafka wire format that Tally reads itself rather than
+//! through the `kafka-protocol` codecs: the 4-byte frame prefix and request-header peek, the table
+//! of API versions the broker advertises, the zero-copy view of a RecordBatch v2 header (read the
+//! producer fields, check the CRC-32C, patch the base offset and partition leader epoch in place),
+//! and Kafka's sequence-number arithmetic.
+//!
+//! It does no I/O and knows nothing about partitions or producers' state: everything here is a
+//! pure function of bytes, so it can be fuzzed and property-tested on its own.
+
+pub mod api_versions;
+pub mod frame;
+pub mod record_batch;
+pub mod sequence;
+
+pub use api_versions::{advertised_range, ApiRange, ADVERTISED_APIS};
+pub use frame::{FrameError, RequestPeek};
+pub use record_batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};
+
+/// Kafka's error codes, re-exported so every crate names them the same way.
+pub use kafka_protocol::ResponseError;

@@ -1,0 +1,13 @@
+//! `tally-testkit` is test support only (never a dependency of a shipped crate): it builds real
+//! RecordBatch v2 bytes with chosen producer fields, speaks the Kafka protocol at the level of
+//! single frames (so tests can forge any request at any version, or send garbage), and runs the
+//! `tally` binary as a child process that tests can SIGKILL and restart on the same data
+//! directory.
+
+pub mod batch;
+pub mod broker_process;
+pub mod wire_client;
+
+pub use batch::{batch, BatchSpec};
+pub use broker_process::BrokerProcess;
+pub use wire_client::WireClient;
