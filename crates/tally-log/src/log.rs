@@ -381,10 +381,10 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes segments beyond `retention.ms` and `retention.bytes` (never the only segment;
-    /// the active one is first rolled if it too has expired) and moves the log start offset.
-    /// Returns the base offsets deleted.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<Vec<i64>, LogError> {
+    /// Deletes segments beyond `retention.ms` and `retention.bytes` and moves the log start
+    /// offset. Never deletes the active segment: when it has expired too, `roll_needed` says
+    /// so, and the caller (which snapshots producer state at every roll) rolls and calls again.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
         let mut doomed: Vec<i64> = Vec::new();
         if self.config.retention_ms >= 0 {
             for segment in self.segments.values() {
@@ -403,7 +403,8 @@ impl Log {
             let mut size = self.size_in_bytes();
             // As Kafka: delete a segment only if the log stays at least retention.bytes big.
             for segment in self.segments.values() {
-                if segment.is_empty() || size < self.config.retention_bytes as u64 + segment.size()
+                if segment.is_empty()
+                    || size < self.config.retention_bytes as u64 + segment.size()
                 {
                     break;
                 }
@@ -413,25 +414,31 @@ impl Log {
                 }
             }
         }
-        if doomed.is_empty() {
-            return Ok(doomed);
-        }
-        if doomed.len() >= self.segments.len() {
-            if self.active().is_empty() {
-                doomed.pop();
-            } else {
-                self.roll()?;
-            }
-        }
+        let active_base = self.active().base_offset();
+        let roll_needed = doomed.contains(&active_base);
+        doomed.retain(|b| *b != active_base);
         for base in &doomed {
             if let Some(segment) = self.segments.remove(base) {
                 segment.delete()?;
             }
         }
-        self.log_start_offset = *self.segments.keys().next().expect("active remains");
-        info!(dir = %self.dir.display(), deleted = doomed.len(), log_start_offset = self.log_start_offset, "retention deleted segments");
-        Ok(doomed)
+        if !doomed.is_empty() {
+            self.log_start_offset = *self.segments.keys().next().expect("active remains");
+            info!(dir = %self.dir.display(), deleted = doomed.len(), log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        Ok(RetentionOutcome {
+            deleted_segments: doomed,
+            roll_needed,
+        })
     }
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub deleted_segments: Vec<i64>,
+    /// The active segment has expired as well: roll, then apply retention again.
+    pub roll_needed: bool,
 }
 
 fn read_recovery_point(dir: &Path) -> i64 {

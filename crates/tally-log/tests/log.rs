@@ -238,7 +238,9 @@ fn retention_by_size_and_time_moves_the_log_start() {
     let before = log.segment_base_offsets();
     cfg.retention_bytes = 3000;
     log.set_config(cfg.clone());
-    let deleted = log.apply_retention(20_000).unwrap();
+    let outcome = log.apply_retention(20_000).unwrap();
+    assert!(!outcome.roll_needed);
+    let deleted = outcome.deleted_segments;
     assert!(!deleted.is_empty());
     assert!(
         log.size_in_bytes() >= 3000,
@@ -258,13 +260,18 @@ fn retention_by_size_and_time_moves_the_log_start() {
     }
     assert!(before.len() > log.segment_base_offsets().len());
 
-    // Time: everything is older than retention.ms at now = 1e9 -> the active segment is rolled
-    // and everything before it goes; the log stays appendable at the same end offset.
+    // Time: everything is older than retention.ms at now = 1e9 -> the caller rolls the active
+    // segment and everything before the new one goes; appends continue at the same offset.
     cfg.retention_bytes = -1;
     cfg.retention_ms = 1000;
     log.set_config(cfg);
     let end = log.log_end_offset();
-    log.apply_retention(1_000_000_000).unwrap();
+    let outcome = log.apply_retention(1_000_000_000).unwrap();
+    assert!(outcome.roll_needed, "the active segment expired too");
+    log.roll().unwrap();
+    let outcome = log.apply_retention(1_000_000_000).unwrap();
+    assert!(!outcome.roll_needed);
+    assert_eq!(outcome.deleted_segments.len(), 1);
     assert_eq!(log.log_start_offset(), end);
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(append(&mut log, 1, 5), end);

@@ -1,0 +1,60 @@
+use tally_log::LogError;
+use tally_protocol::ResponseError;
+use thiserror::Error;
+
+/// Why a produced batch was not appended. [`AppendError::error_code`] is the one place where
+/// these outcomes become Kafka error codes.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    #[error("invalid record batch: {0}")]
+    InvalidRecord(String),
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(String),
+    #[error("record batch of {size} bytes is larger than max.message.bytes ({max})")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("producer {producer_id}: epoch {batch_epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        batch_epoch: i16,
+        current_epoch: i16,
+    },
+    #[error("producer {producer_id} epoch {epoch}: sequence {first_seq} is out of order, expected {expected_seq}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        expected_seq: i32,
+    },
+    #[error("transactional batches are not supported yet")]
+    TransactionsUnsupported,
+    #[error("storage error: {0}")]
+    Storage(#[from] LogError),
+    #[error("storage error: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+}
+
+impl AppendError {
+    pub fn error_code(&self) -> ResponseError {
+        match self {
+            AppendError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            AppendError::CorruptMessage(_) => ResponseError::CorruptMessage,
+            AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            // What Kafka answers for a transactional batch it cannot verify (KIP-890).
+            AppendError::TransactionsUnsupported => ResponseError::InvalidTxnState,
+            AppendError::Storage(_) | AppendError::Snapshot(_) => {
+                ResponseError::KafkaStorageError
+            }
+        }
+    }
+}
+
+/// Why a partition could not be opened.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+}

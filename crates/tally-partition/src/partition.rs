@@ -1,0 +1,266 @@
+//! One partition: its log, its producer table, and the append path that joins them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tally_log::{Log, LogConfig, LogError, LogReadResult, RecoveryReport};
+use tally_protocol::record_batch::{set_base_offset, set_log_append_time, set_partition_leader_epoch};
+use tally_protocol::BatchHeader;
+use tracing::{info, warn};
+
+use crate::append_error::{AppendError, OpenError};
+use crate::batch_validation::validate_client_batch;
+use crate::producer_table::{AppendDecision, ProducerTable};
+use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
+
+/// Snapshots kept besides the newest: older ones are never needed once a newer one exists.
+const SNAPSHOTS_TO_KEEP: usize = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionConfig {
+    pub log: LogConfig,
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: i64,
+    /// Bound on producers remembered per partition; the least recently appending is evicted.
+    pub max_producers: usize,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub log_append_time: bool,
+    pub leader_epoch: i32,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        PartitionConfig {
+            log: LogConfig::default(),
+            max_message_bytes: 1_048_588,
+            producer_id_expiration_ms: 86_400_000,
+            max_producers: 100_000,
+            log_append_time: false,
+            leader_epoch: 0,
+        }
+    }
+}
+
+/// What opening a partition did: log recovery, snapshot loaded, batches replayed.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub log: RecoveryReport,
+    pub snapshot_offset: Option<i64>,
+    pub replayed_batches: u64,
+    pub producers: usize,
+}
+
+/// The answer to an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    /// The LogAppendTime stamped on the batch, or -1 for CreateTime. For a duplicate, the
+    /// cached batch's timestamp, as Kafka answers.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    /// The batch was a retry of one already in the log and was not appended again.
+    pub duplicate: bool,
+}
+
+pub struct Partition {
+    dir: PathBuf,
+    config: PartitionConfig,
+    log: Log,
+    producers: ProducerTable,
+}
+
+impl Partition {
+    /// Opens the partition in `dir`: recovers the log, loads the newest usable producer
+    /// snapshot, and replays the batches after it so the table is exactly what the log says.
+    pub fn open(dir: &Path, config: PartitionConfig, now_ms: i64) -> Result<(Partition, OpenReport), OpenError> {
+        let (log, log_report) = Log::open(dir, config.log.clone())?;
+        let end = log.log_end_offset();
+        let mut report = OpenReport {
+            log: log_report,
+            ..OpenReport::default()
+        };
+        let mut producers = ProducerTable::new(config.max_producers);
+        for (offset, path) in list_snapshots(dir).into_iter().rev() {
+            if offset > end {
+                // State from beyond a truncated tail must never be used.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            match read_snapshot(&path) {
+                Ok((offset, entries)) => {
+                    producers = ProducerTable::from_entries(entries, offset, config.max_producers);
+                    report.snapshot_offset = Some(offset);
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "deleting unreadable producer snapshot");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let from = producers.map_end_offset().max(log.log_start_offset());
+        producers.set_map_end_offset(from);
+        let mut replayed = 0u64;
+        log.for_each_batch_header(from, |header| {
+            if header.base_offset >= from {
+                producers.apply_batch(header, now_ms);
+                replayed += 1;
+            }
+        })?;
+        producers.set_map_end_offset(end);
+        report.replayed_batches = replayed;
+        producers.remove_expired(now_ms, config.producer_id_expiration_ms);
+        report.producers = producers.len();
+        let mut partition = Partition {
+            dir: dir.to_path_buf(),
+            config,
+            log,
+            producers,
+        };
+        if replayed > 0 {
+            partition.take_snapshot()?;
+        }
+        Ok((partition, report))
+    }
+
+    /// Validates, decides and appends one client batch (the records of one partition in a
+    /// Produce request). The producer table changes only after the log write succeeded.
+    pub fn append_client_batch(&mut self, batch: &mut [u8], now_ms: i64) -> Result<AppendOutcome, AppendError> {
+        let header = validate_client_batch(batch, self.config.max_message_bytes)?;
+        if let AppendDecision::Duplicate(original) = self.producers.check(&header)? {
+            return Ok(AppendOutcome {
+                base_offset: original.first_offset(),
+                log_append_time_ms: original.timestamp,
+                log_start_offset: self.log.log_start_offset(),
+                duplicate: true,
+            });
+        }
+        let base_offset = self.log.log_end_offset();
+        set_base_offset(batch, base_offset);
+        set_partition_leader_epoch(batch, self.config.leader_epoch);
+        let mut log_append_time_ms = -1;
+        if self.config.log_append_time {
+            set_log_append_time(batch, now_ms);
+            log_append_time_ms = now_ms;
+        }
+        let header = BatchHeader::parse(batch).expect("validated batch parses");
+        if self.log.should_roll(batch.len(), now_ms) {
+            self.roll()?;
+        }
+        self.log.append(batch, &header)?;
+        self.producers.apply_batch(&header, now_ms);
+        Ok(AppendOutcome {
+            base_offset,
+            log_append_time_ms,
+            log_start_offset: self.log.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Snapshot the producer table at the log end, then start a new segment: after a crash,
+    /// only the new segment needs replaying.
+    fn roll(&mut self) -> Result<(), AppendError> {
+        self.take_snapshot()?;
+        self.log.roll()?;
+        Ok(())
+    }
+
+    fn take_snapshot(&mut self) -> Result<(), crate::snapshot::SnapshotError> {
+        let offset = self.log.log_end_offset();
+        assert_eq!(
+            self.producers.map_end_offset(),
+            offset,
+            "producer state must reflect exactly the log when snapshotted"
+        );
+        write_snapshot(&self.dir, offset, &self.producers.entries())?;
+        self.prune_snapshots();
+        Ok(())
+    }
+
+    fn prune_snapshots(&self) {
+        let snapshots = list_snapshots(&self.dir);
+        let keep_from = snapshots.len().saturating_sub(SNAPSHOTS_TO_KEEP);
+        for (_, path) in &snapshots[..keep_from] {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Reads whole batches from `offset` up to the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<LogReadResult, LogError> {
+        self.log.read(offset, max_bytes, self.high_watermark(), min_one_batch)
+    }
+
+    /// Applies `retention.ms` / `retention.bytes`. Producer state is kept even when all of a
+    /// producer's batches are deleted (Kafka since 2.5, KIP-360); only expiry forgets it.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, AppendError> {
+        let mut outcome = self.log.apply_retention(now_ms)?;
+        if outcome.roll_needed {
+            self.roll()?;
+            let again = self.log.apply_retention(now_ms)?;
+            outcome.deleted_segments.extend(again.deleted_segments);
+        }
+        if !outcome.deleted_segments.is_empty() {
+            info!(dir = %self.dir.display(), log_start_offset = self.log.log_start_offset(), "log start offset moved");
+        }
+        Ok(outcome.deleted_segments.len())
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`.
+    pub fn remove_expired_producers(&mut self, now_ms: i64) -> usize {
+        self.producers
+            .remove_expired(now_ms, self.config.producer_id_expiration_ms)
+    }
+
+    /// Clean shutdown: flush, snapshot at the log end, record the recovery point.
+    pub fn close(&mut self) -> Result<(), AppendError> {
+        self.log.flush()?;
+        self.take_snapshot()?;
+        self.log.close()?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.log.flush()
+    }
+
+    /// Single replica: everything appended is committed.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    /// No transactions yet, so the last stable offset is the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn producers(&self) -> &ProducerTable {
+        &self.producers
+    }
+
+    pub fn config(&self) -> &PartitionConfig {
+        &self.config
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn set_config(&mut self, config: PartitionConfig) {
+        self.log.set_config(config.log.clone());
+        self.config = config;
+    }
+}
