@@ -1,1 +1,23 @@
+//! `tally-broker` owns the Kafka-compatible server of one node: configuration (Kafka's key
+//! names), the data directory, the topic registry and its durable record, producer-id
+//! allocation, the TCP listener with its limits, request framing and dispatch, and one handler
+//! per API under `handlers/`. Handlers translate between the wire and the partitions; the
+//! decision whether a batch is appended belongs to `tally-partition`, not here.
 
+mod broker;
+pub mod broker_config;
+mod clock;
+pub mod config_def;
+mod connection;
+mod data_dir;
+mod dispatch;
+mod handlers;
+mod partition_handle;
+mod producer_id_manager;
+mod server;
+mod topic_error;
+mod topic_registry;
+
+pub use broker::{Broker, RunningBroker, StartError};
+pub use broker_config::{BrokerConfig, ConfigError, Endpoint};
+pub use topic_error::TopicError;

@@ -211,8 +211,13 @@ impl Log {
     }
 
     /// Appends one whole, validated batch whose base offset the caller has already set to the
-    /// log end offset. Flushes when `flush.messages` is reached.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+    /// log end offset, at broker time `now_ms`. Flushes when `flush.messages` is reached.
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         assert_eq!(
             header.base_offset,
             self.log_end_offset(),
@@ -220,7 +225,7 @@ impl Log {
         );
         assert_eq!(header.size_in_bytes(), batch.len());
         let interval = self.config.index_interval_bytes;
-        self.active_mut().append(batch, header, interval)?;
+        self.active_mut().append(batch, header, interval, now_ms)?;
         self.unflushed_messages += header.records_count.max(1) as u64;
         if self.unflushed_messages >= self.config.flush_interval_messages {
             self.flush()?;
@@ -403,8 +408,7 @@ impl Log {
             let mut size = self.size_in_bytes();
             // As Kafka: delete a segment only if the log stays at least retention.bytes big.
             for segment in self.segments.values() {
-                if segment.is_empty()
-                    || size < self.config.retention_bytes as u64 + segment.size()
+                if segment.is_empty() || size < self.config.retention_bytes as u64 + segment.size()
                 {
                     break;
                 }

@@ -36,7 +36,9 @@ pub struct Segment {
     max_timestamp: i64,
     /// Offset (relative) of the batch that holds `max_timestamp`.
     offset_of_max_timestamp: u32,
-    /// The first batch's max timestamp: the clock `segment.ms` rolls by (as in Kafka).
+    /// Broker time of the segment's first append, which `segment.ms` is measured from. Kafka
+    /// uses the first batch's timestamp instead, so a producer with a slow clock makes it roll
+    /// a segment per batch; the broker's clock cannot be skewed by clients.
     rolling_timestamp: Option<i64>,
 }
 
@@ -123,6 +125,10 @@ impl Segment {
                 }
             }
         }
+        if segment.size > 0 {
+            // The first append's time is not stored; the last write's time is a later bound.
+            segment.rolling_timestamp = modified_ms(&segment.log_path);
+        }
         let truncated_bytes = file_len - segment.size;
         if truncated_bytes > 0 {
             file.set_len(segment.size)
@@ -166,10 +172,7 @@ impl Segment {
                 }
                 segment.index = index;
                 segment.time_index = time_index;
-                // Read the first header only to learn the rolling timestamp.
-                if let Ok(h) = segment.header_at(0) {
-                    segment.rolling_timestamp = Some(h.max_timestamp);
-                }
+                segment.rolling_timestamp = modified_ms(&segment.log_path);
                 Ok((segment, None))
             }
             None => {
@@ -195,9 +198,6 @@ impl Segment {
             self.max_timestamp = header.max_timestamp;
             self.offset_of_max_timestamp = relative;
         }
-        if self.rolling_timestamp.is_none() {
-            self.rolling_timestamp = Some(header.max_timestamp);
-        }
         let size = header.size_in_bytes() as u64;
         self.size = position + size;
         self.bytes_since_index += size;
@@ -211,6 +211,7 @@ impl Segment {
         batch: &[u8],
         header: &BatchHeader,
         index_interval_bytes: u32,
+        now_ms: i64,
     ) -> Result<(), LogError> {
         let position = self.size;
         if let Err(e) = self.file.write_all_at(batch, position) {
@@ -221,6 +222,7 @@ impl Segment {
             });
         }
         self.track(position, header, index_interval_bytes);
+        self.rolling_timestamp.get_or_insert(now_ms);
         Ok(())
     }
 
@@ -331,4 +333,13 @@ impl Segment {
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
+}
+
+/// The file's modification time in ms since the epoch.
+fn modified_ms(path: &Path) -> Option<i64> {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
 }

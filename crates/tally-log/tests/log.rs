@@ -29,7 +29,7 @@ fn append(log: &mut Log, count: usize, ts: i64) -> i64 {
     if log.should_roll(bytes.len(), ts) {
         log.roll().unwrap();
     }
-    log.append(&bytes, &header).unwrap();
+    log.append(&bytes, &header, ts).unwrap();
     base
 }
 
@@ -303,4 +303,29 @@ fn finds_batches_by_timestamp_and_walks_headers() {
     log.for_each_batch_header(bases[30] + 1, |h| seen.push(h.base_offset))
         .unwrap();
     assert_eq!(seen, bases[30..].to_vec());
+}
+
+#[test]
+fn segment_ms_is_measured_on_the_broker_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: 1000,
+        ..config(1 << 20)
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    // A batch stamped in 1970 by its producer, appended at broker time 50_000.
+    let mut spec = BatchSpec::new(-1, -1, -1, 1);
+    spec.timestamp_ms = 1;
+    let bytes = spec.encode().to_vec();
+    let header = BatchHeader::parse_whole(&bytes).unwrap();
+    assert!(
+        !log.should_roll(bytes.len(), 50_000),
+        "an empty segment never rolls"
+    );
+    log.append(&bytes, &header, 50_000).unwrap();
+    assert!(
+        !log.should_roll(bytes.len(), 50_500),
+        "old record timestamps do not age a segment"
+    );
+    assert!(log.should_roll(bytes.len(), 51_001));
 }

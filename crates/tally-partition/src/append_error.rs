@@ -43,9 +43,7 @@ impl AppendError {
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             // What Kafka answers for a transactional batch it cannot verify (KIP-890).
             AppendError::TransactionsUnsupported => ResponseError::InvalidTxnState,
-            AppendError::Storage(_) | AppendError::Snapshot(_) => {
-                ResponseError::KafkaStorageError
-            }
+            AppendError::Storage(_) | AppendError::Snapshot(_) => ResponseError::KafkaStorageError,
         }
     }
 }

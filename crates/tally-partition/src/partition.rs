@@ -4,7 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tally_log::{Log, LogConfig, LogError, LogReadResult, RecoveryReport};
-use tally_protocol::record_batch::{set_base_offset, set_log_append_time, set_partition_leader_epoch};
+use tally_protocol::record_batch::{
+    set_base_offset, set_log_append_time, set_partition_leader_epoch,
+};
 use tally_protocol::BatchHeader;
 use tracing::{info, warn};
 
@@ -74,7 +76,11 @@ pub struct Partition {
 impl Partition {
     /// Opens the partition in `dir`: recovers the log, loads the newest usable producer
     /// snapshot, and replays the batches after it so the table is exactly what the log says.
-    pub fn open(dir: &Path, config: PartitionConfig, now_ms: i64) -> Result<(Partition, OpenReport), OpenError> {
+    pub fn open(
+        dir: &Path,
+        config: PartitionConfig,
+        now_ms: i64,
+    ) -> Result<(Partition, OpenReport), OpenError> {
         let (log, log_report) = Log::open(dir, config.log.clone())?;
         let end = log.log_end_offset();
         let mut report = OpenReport {
@@ -127,7 +133,11 @@ impl Partition {
 
     /// Validates, decides and appends one client batch (the records of one partition in a
     /// Produce request). The producer table changes only after the log write succeeded.
-    pub fn append_client_batch(&mut self, batch: &mut [u8], now_ms: i64) -> Result<AppendOutcome, AppendError> {
+    pub fn append_client_batch(
+        &mut self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
         let header = validate_client_batch(batch, self.config.max_message_bytes)?;
         if let AppendDecision::Duplicate(original) = self.producers.check(&header)? {
             return Ok(AppendOutcome {
@@ -149,7 +159,7 @@ impl Partition {
         if self.log.should_roll(batch.len(), now_ms) {
             self.roll()?;
         }
-        self.log.append(batch, &header)?;
+        self.log.append(batch, &header, now_ms)?;
         self.producers.apply_batch(&header, now_ms);
         Ok(AppendOutcome {
             base_offset,
@@ -188,8 +198,14 @@ impl Partition {
     }
 
     /// Reads whole batches from `offset` up to the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<LogReadResult, LogError> {
-        self.log.read(offset, max_bytes, self.high_watermark(), min_one_batch)
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<LogReadResult, LogError> {
+        self.log
+            .read(offset, max_bytes, self.high_watermark(), min_one_batch)
     }
 
     /// Applies `retention.ms` / `retention.bytes`. Producer state is kept even when all of a

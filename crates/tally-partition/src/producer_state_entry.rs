@@ -48,7 +48,12 @@ impl ProducerStateEntry {
     }
 
     /// The cached batch with exactly this sequence range, if the epoch matches.
-    pub fn find_duplicate(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
+    pub fn find_duplicate(
+        &self,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Option<BatchMetadata> {
         if epoch != self.producer_epoch {
             return None;
         }

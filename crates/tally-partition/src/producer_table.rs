@@ -54,7 +54,9 @@ impl ProducerTable {
     }
 
     fn insert(&mut self, entry: ProducerStateEntry) {
-        if self.producers.len() >= self.max_producers && !self.producers.contains_key(&entry.producer_id) {
+        if self.producers.len() >= self.max_producers
+            && !self.producers.contains_key(&entry.producer_id)
+        {
             self.evict_one();
         }
         self.by_recency.insert(entry.last_offset, entry.producer_id);

@@ -215,8 +215,14 @@ mod tests {
         let n = bytes.len();
         bytes[n - 1] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read_snapshot(&path), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            read_snapshot(&path),
+            Err(SnapshotError::Corrupt { .. })
+        ));
         fs::write(&path, b"TLYS").unwrap();
-        assert!(matches!(read_snapshot(&path), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            read_snapshot(&path),
+            Err(SnapshotError::Corrupt { .. })
+        ));
     }
 }

@@ -18,9 +18,16 @@ fn config(segment_bytes: u64) -> PartitionConfig {
     }
 }
 
-fn send(p: &mut Partition, pid: i64, epoch: i16, seq: i32, count: usize) -> Result<AppendOutcome, i16> {
+fn send(
+    p: &mut Partition,
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    count: usize,
+) -> Result<AppendOutcome, i16> {
     let mut b = batch(pid, epoch, seq, count).to_vec();
-    p.append_client_batch(&mut b, 1_000).map_err(|e| e.error_code().code())
+    p.append_client_batch(&mut b, 1_000)
+        .map_err(|e| e.error_code().code())
 }
 
 fn entries(p: &Partition) -> Vec<tally_partition::ProducerStateEntry> {
@@ -109,7 +116,11 @@ fn unreadable_or_future_snapshots_are_not_used() {
     let (offset, path) = list_snapshots(dir.path()).pop().unwrap();
     fs::write(&path, b"garbage").unwrap();
     // A snapshot past the log end (as after a truncated tail) must be ignored too.
-    fs::write(dir.path().join(format!("{:020}.snapshot", offset + 100)), b"x").unwrap();
+    fs::write(
+        dir.path().join(format!("{:020}.snapshot", offset + 100)),
+        b"x",
+    )
+    .unwrap();
     let (p, report) = Partition::open(dir.path(), config(1 << 20), 0).unwrap();
     assert_eq!(report.snapshot_offset, None);
     assert_eq!(report.replayed_batches, 6);
@@ -129,7 +140,10 @@ fn retention_keeps_producer_state() {
     // Batches carry timestamps around 1.7e12: all expired at now = 2e12.
     p.apply_retention(2_000_000_000_000).unwrap();
     assert_eq!(p.log_start_offset(), p.log_end_offset());
-    let e = p.producers().get(11).expect("state kept after its batches were deleted");
+    let e = p
+        .producers()
+        .get(11)
+        .expect("state kept after its batches were deleted");
     assert_eq!(e.last_seq(), 29);
     assert_eq!(send(&mut p, 11, 2, 29, 1).map(|o| o.duplicate), Ok(true));
     assert_eq!(send(&mut p, 11, 2, 31, 1), Err(45));
@@ -184,14 +198,22 @@ fn bad_batches_are_rejected_before_touching_state() {
         ("base offset", base_offset, 87),
         ("empty", Vec::new(), 87),
     ] {
-        let got = p.append_client_batch(&mut bytes, 0).map_err(|e| e.error_code().code());
+        let got = p
+            .append_client_batch(&mut bytes, 0)
+            .map_err(|e| e.error_code().code());
         assert_eq!(got.err(), Some(code), "{name}");
     }
     let mut small = config(1 << 20);
     small.max_message_bytes = 50;
     p.set_config(small);
     let mut big = good.clone();
-    assert_eq!(p.append_client_batch(&mut big, 0).unwrap_err().error_code().code(), 10);
+    assert_eq!(
+        p.append_client_batch(&mut big, 0)
+            .unwrap_err()
+            .error_code()
+            .code(),
+        10
+    );
 
     assert_eq!(entries(&p), before);
     assert_eq!(p.log_end_offset(), end);

@@ -39,7 +39,13 @@ impl Harness {
             next_offset: 0,
         }
     }
-    fn send(&mut self, pid: i64, epoch: i16, seq: i32, count: i32) -> Result<AppendDecision, AppendError> {
+    fn send(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        seq: i32,
+        count: i32,
+    ) -> Result<AppendDecision, AppendError> {
         let mut h = header(pid, epoch, seq, count, 0);
         let d = self.table.check(&h)?;
         if d == AppendDecision::Append {
@@ -113,8 +119,14 @@ fn sequences_wrap_at_i32_max() {
     // A batch that itself wraps: first MAX-1, last 1.
     let mut h = Harness::new();
     h.send(2, 0, i32::MAX - 5, 4).unwrap();
-    assert_eq!(h.send(2, 0, i32::MAX - 1, 4).unwrap(), AppendDecision::Append);
-    assert!(matches!(h.send(2, 0, i32::MAX - 1, 4).unwrap(), AppendDecision::Duplicate(_)));
+    assert_eq!(
+        h.send(2, 0, i32::MAX - 1, 4).unwrap(),
+        AppendDecision::Append
+    );
+    assert!(matches!(
+        h.send(2, 0, i32::MAX - 1, 4).unwrap(),
+        AppendDecision::Duplicate(_)
+    ));
     assert_eq!(h.send(2, 0, 2, 1).unwrap(), AppendDecision::Append);
 }
 
@@ -201,7 +213,12 @@ enum Op {
     /// Resend one of the producer's earlier batches, `back` batches ago.
     Retry { pid: i64, back: usize },
     /// A batch at an arbitrary sequence / epoch delta.
-    Wild { pid: i64, epoch_delta: i16, seq: i32, count: i32 },
+    Wild {
+        pid: i64,
+        epoch_delta: i16,
+        seq: i32,
+        count: i32,
+    },
     /// Epoch bump and restart at sequence 0.
     Bump { pid: i64 },
 }

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod broker_process;
+pub mod requests;
 pub mod wire_client;
 
 pub use batch::{batch, BatchSpec};

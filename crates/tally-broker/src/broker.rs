@@ -1,0 +1,198 @@
+//! The broker: state shared by every connection, start-up (validate config, lock the data
+//! directory, bind, recover every partition), background maintenance, and clean shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::broker_config::{BrokerConfig, ConfigError, Endpoint};
+use crate::clock::now_ms;
+use crate::data_dir::{DataDir, DataDirError};
+use crate::producer_id_manager::ProducerIdManager;
+use crate::topic_error::TopicError;
+use crate::topic_registry::TopicRegistry;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    DataDir(#[from] DataDirError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open producer id allocation in {path}: {source}")]
+    ProducerIds {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open topics: {0}")]
+    Topics(#[from] TopicError),
+}
+
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub node_id: i32,
+    pub advertised: Endpoint,
+    pub cluster_id: String,
+    pub topics: TopicRegistry,
+    pub producer_ids: ProducerIdManager,
+    /// Bumped after every append; long-polling fetches wait on it.
+    data_version: watch::Sender<u64>,
+    shutting_down: AtomicBool,
+    _data_dir: DataDir,
+}
+
+impl Broker {
+    pub fn notify_append(&self) {
+        self.data_version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.data_version.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Starts a broker: everything that can fail at start-up fails here, with one message.
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let log_dir = config.log_dir();
+        let data_dir = DataDir::open(&log_dir, config.node_id())?;
+        let listen = config.listener()?;
+        let listen_addr = listen.socket_addr()?;
+        let listener = TcpListener::bind(listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen_addr.to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen_addr.to_string(),
+            source,
+        })?;
+        let advertised = config.advertised(local_addr.port())?;
+        let producer_ids =
+            ProducerIdManager::open(&log_dir).map_err(|source| StartError::ProducerIds {
+                path: log_dir.display().to_string(),
+                source,
+            })?;
+        let topics = {
+            let config = Arc::clone(&config);
+            let log_dir = log_dir.clone();
+            // Recovery reads files: keep it off the async workers.
+            tokio::task::spawn_blocking(move || TopicRegistry::open(&log_dir, config, now_ms()))
+                .await
+                .expect("recovery task")?
+        };
+        let broker = Arc::new(Broker {
+            node_id: config.node_id(),
+            cluster_id: data_dir.cluster_id.clone(),
+            config,
+            advertised,
+            topics,
+            producer_ids,
+            data_version: watch::channel(0).0,
+            shutting_down: AtomicBool::new(false),
+            _data_dir: data_dir,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let maintenance = tokio::spawn(maintenance(Arc::clone(&broker), shutdown_rx.clone()));
+        let server = tokio::spawn(crate::server::serve(
+            Arc::clone(&broker),
+            listener,
+            shutdown_rx,
+        ));
+        info!(
+            listen = %local_addr,
+            advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
+            data_dir = %log_dir.display(),
+            topics = broker.topics.list().len(),
+            cluster_id = %broker.cluster_id,
+            "tally broker ready"
+        );
+        Ok(RunningBroker {
+            broker,
+            local_addr,
+            shutdown_tx,
+            server,
+            maintenance,
+        })
+    }
+}
+
+/// A started broker; [`RunningBroker::shutdown`] stops it cleanly.
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    pub local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    /// Stops accepting, lets requests in progress finish, then flushes every partition and
+    /// writes its producer snapshot, so the next start replays nothing.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        self.broker.shutting_down.store(true, Ordering::Relaxed);
+        let _ = self.shutdown_tx.send(true);
+        self.broker.notify_append();
+        let _ = self.server.await;
+        let _ = self.maintenance.await;
+        let broker = Arc::clone(&self.broker);
+        tokio::task::spawn_blocking(move || broker.topics.close_all())
+            .await
+            .expect("close task");
+        info!("shutdown complete");
+    }
+}
+
+/// Retention and producer expiry, each on its own interval.
+async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut retention = tokio::time::interval(Duration::from_millis(
+        broker.config.retention_check_interval_ms(),
+    ));
+    let mut expiry = tokio::time::interval(Duration::from_millis(
+        broker.config.producer_id_expiration_check_interval_ms(),
+    ));
+    retention.tick().await;
+    expiry.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = retention.tick() => {
+                for p in broker.topics.all_partitions() {
+                    if let Err(e) = p.lock().apply_retention(now_ms()) {
+                        warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
+                    }
+                }
+            }
+            _ = expiry.tick() => {
+                let now = now_ms();
+                let removed: usize = broker
+                    .topics
+                    .all_partitions()
+                    .iter()
+                    .map(|p| p.lock().remove_expired_producers(now))
+                    .sum();
+                if removed > 0 {
+                    info!(removed, "expired idle producers");
+                }
+            }
+        }
+    }
+}

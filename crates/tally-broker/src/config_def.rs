@@ -1,0 +1,255 @@
+//! The table of every config key Tally understands: broker keys (Kafka's names) and the topic
+//! keys that override them. One place for names, types, defaults and documentation; the loader,
+//! DescribeConfigs and CreateTopics all read it.
+
+/// Kafka's `ConfigType` codes, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    List = 7,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    pub default: &'static str,
+    /// Smallest accepted value for numbers.
+    pub min: i64,
+    /// For strings with a fixed set of values: the values.
+    pub choices: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    ty: ConfigType,
+    default: &'static str,
+    min: i64,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        ty,
+        default,
+        min,
+        choices: &[],
+        doc,
+    }
+}
+
+const fn choice(
+    name: &'static str,
+    default: &'static str,
+    choices: &'static [&'static str],
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        ty: STRING,
+        default,
+        min: 0,
+        choices,
+        doc,
+    }
+}
+
+use ConfigType::{Boolean, Int, Long, Short};
+const STRING: ConfigType = ConfigType::String;
+
+/// Broker keys. Several are synonyms that Kafka resolves by precedence (see `broker_config`).
+pub const BROKER_CONFIGS: &[ConfigDef] = &[
+    def("node.id", Int, "0", 0, "The id of this broker in Metadata responses (synonym: broker.id)."),
+    def("broker.id", Int, "0", 0, "Synonym of node.id."),
+    def("log.dirs", STRING, "./tally-data", 0, "The directory holding all data (one directory is supported)."),
+    def("log.dir", STRING, "./tally-data", 0, "Synonym of log.dirs, used when log.dirs is not set."),
+    def("listeners", STRING, "PLAINTEXT://127.0.0.1:9092", 0, "The address to listen on: HOST:PORT or PLAINTEXT://HOST:PORT."),
+    def("advertised.listeners", STRING, "", 0, "The address put in Metadata responses; defaults to the listener."),
+    def("num.partitions", Int, "1", 1, "Partitions of an auto-created topic, or of CreateTopics with -1."),
+    def("default.replication.factor", Short, "1", 1, "Replication factor of auto-created topics; a single broker supports 1."),
+    def("auto.create.topics.enable", Boolean, "true", 0, "Create a topic when Metadata asks for one that does not exist."),
+    def("log.segment.bytes", Int, "1073741824", 100, "Roll to a new segment when the active one would grow past this."),
+    def("log.roll.ms", Long, "604800000", 1, "Roll to a new segment when the active one is older than this."),
+    def("log.roll.hours", Int, "168", 1, "log.roll.ms in hours, used when log.roll.ms is not set."),
+    def("log.retention.ms", Long, "604800000", -1, "Delete segments older than this; -1 keeps data forever."),
+    def("log.retention.minutes", Int, "10080", -1, "log.retention.ms in minutes, used when log.retention.ms is not set."),
+    def("log.retention.hours", Int, "168", -1, "log.retention.ms in hours, used when neither ms nor minutes is set."),
+    def("log.retention.bytes", Long, "-1", -1, "Delete the oldest segments while a partition is larger; -1 = no limit."),
+    def("log.retention.check.interval.ms", Long, "300000", 1, "How often retention and producer expiry run."),
+    def("log.index.interval.bytes", Int, "4096", 0, "Bytes between two entries of the sparse offset index."),
+    def("log.flush.interval.messages", Long, "9223372036854775807", 1, "fsync after this many messages; 1 = fsync before every acknowledgement. The default leaves flushing to the OS, as Kafka does."),
+    choice("log.message.timestamp.type", "CreateTime", &["CreateTime", "LogAppendTime"], "Keep the producer's timestamps, or stamp each batch with the broker's clock."),
+    choice("log.cleanup.policy", "delete", &["delete"], "Only delete is supported (no compaction)."),
+    choice("compression.type", "producer", &["producer"], "Batches are stored as the producer compressed them."),
+    def("min.insync.replicas", Int, "1", 1, "A single broker has one in-sync replica."),
+    def("message.max.bytes", Int, "1048588", 0, "The largest record batch accepted."),
+    def("socket.request.max.bytes", Int, "104857600", 1, "The largest request frame accepted; a larger one closes the connection."),
+    def("max.connections", Int, "10000", 1, "Connections accepted at once; more are closed on accept."),
+    def("producer.id.expiration.ms", Int, "86400000", 1, "Forget a producer's state after this long without a write."),
+    def("producer.id.expiration.check.interval.ms", Int, "600000", 1, "How often expired producer state is removed."),
+    def("producer.state.max.producers.per.partition", Int, "100000", 1, "Tally only: producers remembered per partition; past it, the one that wrote least recently is forgotten."),
+];
+
+/// Topic keys, each backed by a broker key that gives its default.
+pub const TOPIC_CONFIGS: &[(ConfigDef, &str)] = &[
+    (
+        choice(
+            "cleanup.policy",
+            "delete",
+            &["delete"],
+            "Only delete is supported (no compaction).",
+        ),
+        "log.cleanup.policy",
+    ),
+    (
+        def(
+            "retention.ms",
+            Long,
+            "604800000",
+            -1,
+            "Delete segments older than this; -1 keeps data forever.",
+        ),
+        "log.retention.ms",
+    ),
+    (
+        def(
+            "retention.bytes",
+            Long,
+            "-1",
+            -1,
+            "Delete the oldest segments while a partition is larger; -1 = no limit.",
+        ),
+        "log.retention.bytes",
+    ),
+    (
+        def(
+            "segment.bytes",
+            Int,
+            "1073741824",
+            100,
+            "Roll to a new segment when the active one would grow past this.",
+        ),
+        "log.segment.bytes",
+    ),
+    (
+        def(
+            "segment.ms",
+            Long,
+            "604800000",
+            1,
+            "Roll to a new segment when the active one is older than this.",
+        ),
+        "log.roll.ms",
+    ),
+    (
+        def(
+            "max.message.bytes",
+            Int,
+            "1048588",
+            0,
+            "The largest record batch accepted.",
+        ),
+        "message.max.bytes",
+    ),
+    (
+        choice(
+            "message.timestamp.type",
+            "CreateTime",
+            &["CreateTime", "LogAppendTime"],
+            "Keep the producer's timestamps or stamp the broker's clock.",
+        ),
+        "log.message.timestamp.type",
+    ),
+    (
+        def(
+            "flush.messages",
+            Long,
+            "9223372036854775807",
+            1,
+            "fsync after this many messages.",
+        ),
+        "log.flush.interval.messages",
+    ),
+    (
+        def(
+            "index.interval.bytes",
+            Int,
+            "4096",
+            0,
+            "Bytes between two entries of the sparse offset index.",
+        ),
+        "log.index.interval.bytes",
+    ),
+    (
+        def(
+            "min.insync.replicas",
+            Int,
+            "1",
+            1,
+            "A single broker has one in-sync replica.",
+        ),
+        "min.insync.replicas",
+    ),
+    (
+        choice(
+            "compression.type",
+            "producer",
+            &["producer"],
+            "Batches are stored as the producer compressed them.",
+        ),
+        "compression.type",
+    ),
+];
+
+pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+pub fn topic_def(name: &str) -> Option<&'static (ConfigDef, &'static str)> {
+    TOPIC_CONFIGS.iter().find(|(d, _)| d.name == name)
+}
+
+/// Checks `value` against the definition; returns the normalised string.
+pub fn check_value(def: &ConfigDef, value: &str) -> Result<String, String> {
+    let value = value.trim();
+    match def.ty {
+        Boolean => match value.to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(value.to_ascii_lowercase()),
+            _ => Err(format!(
+                "{}: expected true or false, got '{value}'",
+                def.name
+            )),
+        },
+        Int | Short | Long => {
+            let n: i64 = value
+                .parse()
+                .map_err(|_| format!("{}: expected a whole number, got '{value}'", def.name))?;
+            let max = match def.ty {
+                Short => i64::from(i16::MAX),
+                Int => i64::from(i32::MAX),
+                _ => i64::MAX,
+            };
+            if n < def.min || n > max {
+                return Err(format!(
+                    "{}: {n} is out of range [{}, {max}]",
+                    def.name, def.min
+                ));
+            }
+            Ok(n.to_string())
+        }
+        ConfigType::String | ConfigType::List => {
+            if !def.choices.is_empty() && !def.choices.contains(&value) {
+                return Err(format!(
+                    "{}: '{value}' is not supported (supported: {})",
+                    def.name,
+                    def.choices.join(", ")
+                ));
+            }
+            Ok(value.to_string())
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! From a request frame to a response frame: peek at the header, answer what needs no
+//! decoding (unknown API, unsupported version, a too-new ApiVersions), decode with
+//! `kafka-protocol`, call the API's handler, and encode the answer with the right header.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tally_protocol::api_versions::PRODUCE_MIN_IMPLEMENTED;
+use tally_protocol::{advertised_range, RequestPeek};
+use tracing::error;
+
+use crate::broker::Broker;
+use crate::handlers::{self, RequestContext};
+
+pub enum Outcome {
+    Respond(Bytes),
+    /// acks=0 produce: the client expects nothing back.
+    NoResponse,
+    /// Kafka closes the connection on malformed or unsupported requests.
+    Close(String),
+}
+
+pub async fn handle_frame(broker: &Broker, frame: Bytes) -> Outcome {
+    let Some(peek) = RequestPeek::read(&frame) else {
+        return Outcome::Close(format!(
+            "request of {} bytes is shorter than a request header",
+            frame.len()
+        ));
+    };
+    let Ok(api_key) = ApiKey::try_from(peek.api_key) else {
+        return Outcome::Close(format!("unknown api key {}", peek.api_key));
+    };
+    let Some(range) = advertised_range(peek.api_key) else {
+        return Outcome::Close(format!(
+            "{api_key:?} (key {}) is not supported",
+            peek.api_key
+        ));
+    };
+    let version = peek.api_version;
+    if api_key == ApiKey::ApiVersions && version > range.max {
+        // KIP-511: answer a too-new ApiVersions in v0 with UNSUPPORTED_VERSION and our
+        // versions, without parsing the body, so the client can retry with one we know.
+        let response = handlers::api_versions::unsupported_version_response();
+        return encode(
+            api_key,
+            0,
+            peek.correlation_id,
+            &ResponseKind::ApiVersions(response),
+        );
+    }
+    if version < range.min || version > range.max {
+        return Outcome::Close(format!(
+            "{api_key:?} v{version} is not supported (v{}-v{})",
+            range.min, range.max
+        ));
+    }
+    if api_key == ApiKey::Produce && version < PRODUCE_MIN_IMPLEMENTED {
+        return handlers::produce::legacy_version(&frame, peek);
+    }
+    let mut buf = frame;
+    let header = match RequestHeader::decode(&mut buf, api_key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => {
+            return Outcome::Close(format!(
+                "malformed {api_key:?} v{version} request header: {e}"
+            ))
+        }
+    };
+    let request = match RequestKind::decode(api_key, &mut buf, version) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Close(format!("malformed {api_key:?} v{version} request: {e}")),
+    };
+    let ctx = RequestContext {
+        api_version: version,
+        correlation_id: header.correlation_id,
+    };
+    let response = match request {
+        RequestKind::Produce(r) => match handlers::produce::handle(broker, &ctx, r) {
+            handlers::produce::ProduceOutcome::Respond(r) => ResponseKind::Produce(r),
+            handlers::produce::ProduceOutcome::NoResponse => return Outcome::NoResponse,
+            handlers::produce::ProduceOutcome::Close(reason) => return Outcome::Close(reason),
+        },
+        RequestKind::Fetch(r) => {
+            ResponseKind::Fetch(handlers::fetch::handle(broker, &ctx, r).await)
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(broker, &ctx, r))
+        }
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(handlers::metadata::handle(broker, &ctx, r))
+        }
+        RequestKind::ApiVersions(_) => {
+            ResponseKind::ApiVersions(handlers::api_versions::response())
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(handlers::create_topics::handle(broker, &ctx, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(handlers::delete_topics::handle(broker, &ctx, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(handlers::init_producer_id::handle(broker, &ctx, r))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            handlers::offset_for_leader_epoch::handle(broker, &ctx, r),
+        ),
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(handlers::describe_configs::handle(broker, &ctx, r))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(handlers::create_partitions::handle(broker, &ctx, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(broker, &ctx, r))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(handlers::describe_producers::handle(broker, &ctx, r))
+        }
+        _ => return Outcome::Close(format!("{api_key:?} has no handler")),
+    };
+    encode(api_key, version, ctx.correlation_id, &response)
+}
+
+/// Size prefix, response header (v0 for ApiVersions whatever the version), body.
+pub fn encode(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Outcome {
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        api_key.response_header_version(version)
+    };
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let result = ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .and_then(|_| response.encode(&mut buf, version));
+    if let Err(e) = result {
+        // A response we cannot encode is our bug; say so loudly and drop the connection
+        // rather than send the client something it cannot parse.
+        error!(?api_key, version, error = %e, "failed to encode response");
+        return Outcome::Close(format!(
+            "internal error encoding {api_key:?} v{version} response"
+        ));
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Outcome::Respond(buf.freeze())
+}

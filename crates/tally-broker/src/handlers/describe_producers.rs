@@ -1,0 +1,59 @@
+//! DescribeProducers (API 61): the producer table of each partition, as
+//! `kafka-transactions.sh describe-producers` shows it.
+
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
+use tally_protocol::ResponseError;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    request: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&index| match broker.topics.partition(&t.name, index) {
+                    None => PartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    Some(handle) => {
+                        let partition = handle.lock();
+                        let active = partition
+                            .producers()
+                            .entries()
+                            .into_iter()
+                            .map(|e| {
+                                ProducerState::default()
+                                    .with_producer_id(ProducerId(e.producer_id))
+                                    .with_producer_epoch(i32::from(e.producer_epoch))
+                                    .with_last_sequence(e.last_seq())
+                                    .with_last_timestamp(e.last_timestamp)
+                                    .with_coordinator_epoch(e.coordinator_epoch)
+                                    .with_current_txn_start_offset(
+                                        e.current_txn_first_offset.unwrap_or(-1),
+                                    )
+                            })
+                            .collect();
+                        PartitionResponse::default()
+                            .with_partition_index(index)
+                            .with_active_producers(active)
+                    }
+                })
+                .collect();
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
+}

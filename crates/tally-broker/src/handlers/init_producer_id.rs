@@ -1,0 +1,47 @@
+//! InitProducerId for idempotent producers: a fresh producer id at epoch 0, whatever the
+//! request carries (as Kafka does). Producers bump their epoch locally afterwards; partitions
+//! accept a higher epoch at sequence 0 without asking anyone.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use tally_protocol::ResponseError;
+use tracing::error;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let fail = |e: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if ctx.api_version >= 3 && ((request.producer_id.0 == -1) != (request.producer_epoch == -1)) {
+        return fail(ResponseError::InvalidRequest);
+    }
+    if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| id.0.is_empty())
+    {
+        return fail(ResponseError::InvalidRequest);
+    }
+    if request.transactional_id.is_some() {
+        // No transaction coordinator yet: what Kafka answers when none is available.
+        return fail(ResponseError::CoordinatorNotAvailable);
+    }
+    match broker.producer_ids.next_producer_id() {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            error!(error = %e, "cannot persist a producer id block");
+            // Kafka's answer when no id block is available; clients retry it.
+            fail(ResponseError::CoordinatorLoadInProgress)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset whose
+//! record timestamp is at or after a given time.
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use tally_partition::Partition;
+use tally_protocol::{BatchHeader, ResponseError};
+
+use super::{check_leader_epoch, RequestContext, LEADER_EPOCH};
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let version = ctx.api_version;
+    let read_committed = version >= 2 && request.isolation_level == 1;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let answer = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let Some(handle) = broker.topics.partition(&t.name.0, p.partition_index) else {
+                        return answer
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    if version >= 4 {
+                        if let Some(e) = check_leader_epoch(p.current_leader_epoch) {
+                            return answer.with_error_code(e.code());
+                        }
+                    }
+                    let partition = handle.lock();
+                    let found = match p.timestamp {
+                        EARLIEST => Ok(Some((-1, partition.log_start_offset()))),
+                        LATEST => Ok(Some((
+                            -1,
+                            if read_committed {
+                                partition.last_stable_offset()
+                            } else {
+                                partition.high_watermark()
+                            },
+                        ))),
+                        MAX_TIMESTAMP if version >= 7 => by_max_timestamp(&partition),
+                        ts if ts >= 0 => by_timestamp(&partition, ts),
+                        _ => return answer.with_error_code(ResponseError::InvalidRequest.code()),
+                    };
+                    match found {
+                        Ok(Some((timestamp, offset))) => {
+                            let mut a = answer.with_timestamp(timestamp).with_offset(offset);
+                            if version >= 4 {
+                                a.leader_epoch = LEADER_EPOCH;
+                            }
+                            a
+                        }
+                        Ok(None) => answer,
+                        Err(e) => answer.with_error_code(e.code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (timestamp, offset) of the first record at or after `target`.
+fn by_timestamp(partition: &Partition, target: i64) -> Result<Option<(i64, i64)>, ResponseError> {
+    let found = partition
+        .log()
+        .read_batch_by_time(target)
+        .map_err(|_| ResponseError::KafkaStorageError)?;
+    Ok(found.map(|(header, bytes)| first_record_at_or_after(&header, bytes, target)))
+}
+
+fn by_max_timestamp(partition: &Partition) -> Result<Option<(i64, i64)>, ResponseError> {
+    let found = partition
+        .log()
+        .read_batch_with_max_timestamp()
+        .map_err(|_| ResponseError::KafkaStorageError)?;
+    Ok(found.map(|(header, bytes)| first_record_at_or_after(&header, bytes, header.max_timestamp)))
+}
+
+/// Decodes the batch (decompressing if needed) to find the exact record. With LogAppendTime
+/// every record carries the batch's time, so the batch's first offset is the answer.
+fn first_record_at_or_after(header: &BatchHeader, bytes: Bytes, target: i64) -> (i64, i64) {
+    if header.is_log_append_time() {
+        return (header.max_timestamp, header.base_offset);
+    }
+    let mut buf = bytes;
+    match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= target)
+            .map(|r| (r.timestamp, r.offset))
+            .unwrap_or((header.max_timestamp, header.last_offset())),
+        // An undecodable batch still has a trustworthy header.
+        Err(_) => (header.max_timestamp, header.base_offset),
+    }
+}

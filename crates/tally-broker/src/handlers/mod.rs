@@ -1,0 +1,59 @@
+//! One file per Kafka API. Each handler maps outcomes to Kafka error codes in one place (the
+//! `error_code()` of the partition's or registry's error type) and never panics on input.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_producers;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use kafka_protocol::protocol::StrBytes;
+use tally_protocol::ResponseError;
+
+/// What a handler knows about the request besides its body.
+pub struct RequestContext {
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+/// The wire form of an optional error.
+pub fn code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
+}
+
+pub fn message(text: impl Into<String>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(text.into()))
+}
+
+/// The single leader epoch of every partition (one broker, never re-elected). Requests that
+/// name a newer epoch get UNKNOWN_LEADER_EPOCH, as from a leader that has not caught up.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub fn check_leader_epoch(current_leader_epoch: i32) -> Option<ResponseError> {
+    if current_leader_epoch > LEADER_EPOCH {
+        Some(ResponseError::UnknownLeaderEpoch)
+    } else if current_leader_epoch >= 0 && current_leader_epoch < LEADER_EPOCH {
+        Some(ResponseError::FencedLeaderEpoch)
+    } else {
+        None
+    }
+}
+
+/// Authorized-operation bitfields reported when asked (no authorizer: everything allowed).
+/// Bits are Kafka's AclOperation codes.
+pub fn operations_bitfield(ops: &[u8]) -> i32 {
+    ops.iter().fold(0, |acc, op| acc | (1 << op))
+}
+
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+pub const TOPIC_OPERATIONS: &[u8] = &[3, 4, 5, 6, 7, 8, 10, 11];
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS: &[u8] = &[5, 7, 8, 9, 10, 11, 12];

@@ -1,0 +1,212 @@
+//! Produce: each partition's batch goes through the partition's append path; the answer
+//! carries the assigned (or, for a retried batch, the original) base offset.
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tally_protocol::{RequestPeek, ResponseError};
+use tracing::debug;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::dispatch::Outcome;
+
+pub enum ProduceOutcome {
+    Respond(ProduceResponse),
+    NoResponse,
+    Close(String),
+}
+
+/// Compression codec of a batch, read from its attributes without parsing the rest.
+fn compression_of(records: &[u8]) -> Option<i16> {
+    records
+        .get(21..23)
+        .map(|a| i16::from_be_bytes([a[0], a[1]]) & 0x07)
+}
+
+pub fn handle(broker: &Broker, ctx: &RequestContext, request: ProduceRequest) -> ProduceOutcome {
+    let version = ctx.api_version;
+    let acks = request.acks;
+    let now = now_ms();
+    let mut first_error: Option<String> = None;
+    let mut appended = false;
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|topic_data| {
+            let name = topic_data.name.0.to_string();
+            let topic = broker.topics.get(&name);
+            let partition_responses = topic_data
+                .partition_data
+                .into_iter()
+                .map(|data| {
+                    let mut answer = PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_base_offset(-1);
+                    let mut fail = |e: ResponseError, text: String, answer: PartitionProduceResponse| {
+                        debug!(topic = %name, partition = data.index, error = ?e, %text, "produce rejected");
+                        first_error.get_or_insert_with(|| format!("{name}-{}: {text}", data.index));
+                        let mut answer = answer.with_error_code(e.code());
+                        if version >= 8 {
+                            answer.error_message = super::message(text);
+                        }
+                        answer
+                    };
+                    if !matches!(acks, -1..=1) {
+                        return fail(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}"), answer);
+                    }
+                    let (Some(topic), Some(handle)) = (
+                        topic.as_ref(),
+                        topic.as_ref().and_then(|t| usize::try_from(data.index).ok().and_then(|i| t.partitions.get(i))),
+                    ) else {
+                        return fail(ResponseError::UnknownTopicOrPartition, "unknown topic or partition".into(), answer);
+                    };
+                    let Some(records) = data.records else {
+                        return fail(ResponseError::InvalidRecord, "the partition carries no records".into(), answer);
+                    };
+                    if version < 7 && compression_of(&records) == Some(4) {
+                        return fail(
+                            ResponseError::UnsupportedCompressionType,
+                            "zstd needs Produce v7 or later".into(),
+                            answer,
+                        );
+                    }
+                    if acks == -1 {
+                        let min_isr = broker
+                            .config
+                            .topic_value("min.insync.replicas", &topic.configs)
+                            .and_then(|(v, _)| v.parse::<i64>().ok())
+                            .unwrap_or(1);
+                        if min_isr > 1 {
+                            return fail(
+                                ResponseError::NotEnoughReplicas,
+                                format!("min.insync.replicas is {min_isr} but this broker is the only replica"),
+                                answer,
+                            );
+                        }
+                    }
+                    // The batch is patched in place (base offset, leader epoch), so it needs
+                    // bytes of its own; the request buffer is shared.
+                    let mut batch = records.to_vec();
+                    let result = handle.lock().append_client_batch(&mut batch, now);
+                    match result {
+                        Ok(outcome) => {
+                            appended |= !outcome.duplicate;
+                            answer.base_offset = outcome.base_offset;
+                            answer.log_append_time_ms = outcome.log_append_time_ms;
+                            if version >= 5 {
+                                answer.log_start_offset = outcome.log_start_offset;
+                            }
+                            answer
+                        }
+                        Err(e) => fail(e.error_code(), e.to_string(), answer),
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    if appended {
+        broker.notify_append();
+    }
+    if acks == 0 {
+        // The client reads no answer; Kafka closes the connection so it notices a failure.
+        return match first_error {
+            Some(reason) => ProduceOutcome::Close(format!("acks=0 produce failed: {reason}")),
+            None => ProduceOutcome::NoResponse,
+        };
+    }
+    ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
+}
+
+/// Produce v0-v2 are advertised (old librdkafka looks for v0) but, as in Kafka 4, refused:
+/// every partition gets UNSUPPORTED_VERSION. `kafka-protocol` has no codec for these versions,
+/// so the body is read and the answer written here.
+pub fn legacy_version(frame: &[u8], peek: RequestPeek) -> Outcome {
+    let Some(answer) = legacy_unsupported(frame, peek.api_version) else {
+        return Outcome::Close(format!("malformed Produce v{} request", peek.api_version));
+    };
+    match answer {
+        None => Outcome::Close("acks=0 Produce v0-v2 is not supported".into()),
+        Some(body) => {
+            let mut out = BytesMut::with_capacity(body.len() + 8);
+            out.put_i32(body.len() as i32 + 4);
+            out.put_i32(peek.correlation_id);
+            out.extend_from_slice(&body);
+            Outcome::Respond(out.freeze())
+        }
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.buf.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// A nullable string or bytes with an i16 (`wide` = false) or i32 length.
+    fn sized(&mut self, wide: bool) -> Option<Option<&'a [u8]>> {
+        let len = if wide {
+            self.i32()?
+        } else {
+            i32::from(self.i16()?)
+        };
+        if len < 0 {
+            return Some(None);
+        }
+        self.take(len as usize).map(Some)
+    }
+}
+
+/// `None`: malformed. `Some(None)`: acks=0. `Some(Some(body))`: the response body.
+fn legacy_unsupported(frame: &[u8], version: i16) -> Option<Option<Vec<u8>>> {
+    let mut c = Cursor { buf: frame, at: 8 };
+    c.sized(false)?; // client id
+    let acks = c.i16()?;
+    c.i32()?; // timeout
+    let topics = c.i32()?;
+    if !(0..=100_000).contains(&topics) {
+        return None;
+    }
+    let mut body = Vec::new();
+    body.extend_from_slice(&topics.to_be_bytes());
+    for _ in 0..topics {
+        let name = c.sized(false)??;
+        body.extend_from_slice(&(name.len() as i16).to_be_bytes());
+        body.extend_from_slice(name);
+        let partitions = c.i32()?;
+        if !(0..=1_000_000).contains(&partitions) {
+            return None;
+        }
+        body.extend_from_slice(&partitions.to_be_bytes());
+        for _ in 0..partitions {
+            let index = c.i32()?;
+            c.sized(true)?;
+            body.extend_from_slice(&index.to_be_bytes());
+            body.extend_from_slice(&ResponseError::UnsupportedVersion.code().to_be_bytes());
+            body.extend_from_slice(&(-1i64).to_be_bytes());
+            if version >= 2 {
+                body.extend_from_slice(&(-1i64).to_be_bytes());
+            }
+        }
+    }
+    if version >= 1 {
+        body.extend_from_slice(&0i32.to_be_bytes());
+    }
+    Some((acks != 0).then_some(body))
+}

@@ -1,0 +1,399 @@
+//! Topics and their partitions: the in-memory registry and its durable record,
+//! `tally-topics.json` in the data directory (written atomically on every change). Partition
+//! data lives in `<data dir>/<topic>-<partition>/`, tagged with the topic id so a directory left
+//! over from a deleted topic is never mistaken for a new topic of the same name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tally_partition::{OpenReport, Partition};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::broker_config::{check_topic_config, BrokerConfig};
+use crate::partition_handle::PartitionHandle;
+use crate::topic_error::{validate_topic_name, TopicError};
+
+const TOPICS_FILE: &str = "tally-topics.json";
+const PARTITION_METADATA: &str = "partition.metadata";
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<Arc<PartitionHandle>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicsFile {
+    version: u32,
+    topics: Vec<TopicRecord>,
+}
+
+pub struct TopicRegistry {
+    log_dir: PathBuf,
+    config: Arc<BrokerConfig>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serialises create, delete and add-partitions, and the writes of the topics file.
+    admin: Mutex<()>,
+}
+
+fn partition_dir(log_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    log_dir.join(format!("{topic}-{index}"))
+}
+
+fn storage(e: impl std::fmt::Display) -> TopicError {
+    TopicError::Storage(e.to_string())
+}
+
+impl TopicRegistry {
+    /// Loads the topics file and opens (recovers) every partition.
+    pub fn open(
+        log_dir: &Path,
+        config: Arc<BrokerConfig>,
+        now_ms: i64,
+    ) -> Result<TopicRegistry, TopicError> {
+        remove_deleted_dirs(log_dir);
+        let path = log_dir.join(TOPICS_FILE);
+        let records = match fs::read_to_string(&path) {
+            Ok(text) => {
+                let file: TopicsFile = serde_json::from_str(&text).map_err(|e| {
+                    TopicError::Storage(format!("{} is not valid: {e}", path.display()))
+                })?;
+                file.topics
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage(e)),
+        };
+        let registry = TopicRegistry {
+            log_dir: log_dir.to_path_buf(),
+            config,
+            topics: RwLock::new(HashMap::new()),
+            admin: Mutex::new(()),
+        };
+        for record in records {
+            let mut partitions = Vec::new();
+            for index in 0..record.partitions {
+                let (handle, report) = registry.open_partition(
+                    &record.name,
+                    record.id,
+                    index,
+                    &record.configs,
+                    now_ms,
+                )?;
+                log_open(&record.name, index, &report);
+                partitions.push(handle);
+            }
+            registry.topics.write().insert(
+                record.name.clone(),
+                Arc::new(Topic {
+                    name: record.name,
+                    id: record.id,
+                    configs: record.configs,
+                    partitions,
+                }),
+            );
+        }
+        Ok(registry)
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        id: Uuid,
+        index: i32,
+        configs: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<(Arc<PartitionHandle>, OpenReport), TopicError> {
+        let dir = partition_dir(&self.log_dir, topic, index);
+        let meta = dir.join(PARTITION_METADATA);
+        let expected = format!("version: 0\ntopic_id: {id}\n");
+        match fs::read_to_string(&meta) {
+            Ok(found) if found == expected => {}
+            Ok(_) => {
+                // Data of an older topic with the same name: set it aside, start empty.
+                warn!(dir = %dir.display(), "partition directory belongs to another topic id; removing it");
+                let aside = self.log_dir.join(format!(
+                    "{topic}-{index}.{}-delete",
+                    Uuid::new_v4().simple()
+                ));
+                fs::rename(&dir, &aside).map_err(storage)?;
+                let _ = fs::remove_dir_all(&aside);
+            }
+            Err(_) => {}
+        }
+        fs::create_dir_all(&dir).map_err(storage)?;
+        if !meta.exists() {
+            fs::write(&meta, expected).map_err(storage)?;
+        }
+        let (partition, report) =
+            Partition::open(&dir, self.config.partition_config(configs), now_ms)
+                .map_err(storage)?;
+        Ok((
+            Arc::new(PartitionHandle::new(topic.to_string(), index, partition)),
+            report,
+        ))
+    }
+
+    fn persist(&self, topics: &HashMap<String, Arc<Topic>>) -> Result<(), TopicError> {
+        let mut records: Vec<TopicRecord> = topics
+            .values()
+            .map(|t| TopicRecord {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+                configs: t.configs.clone(),
+            })
+            .collect();
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        let text = serde_json::to_string_pretty(&TopicsFile {
+            version: 1,
+            topics: records,
+        })
+        .map_err(storage)?;
+        let path = self.log_dir.join(TOPICS_FILE);
+        let tmp = self.log_dir.join(format!("{TOPICS_FILE}.tmp"));
+        {
+            use std::io::Write;
+            let mut f = fs::File::create(&tmp).map_err(storage)?;
+            f.write_all(text.as_bytes()).map_err(storage)?;
+            f.sync_all().map_err(storage)?;
+        }
+        fs::rename(&tmp, &path).map_err(storage)?;
+        fs::File::open(&self.log_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(storage)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<PartitionHandle>> {
+        let topics = self.topics.read();
+        let t = topics.get(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+            .cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<PartitionHandle>> {
+        self.topics
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
+    }
+
+    /// Validates topic configs, returning them normalised.
+    pub fn check_configs(
+        configs: &[(String, Option<String>)],
+    ) -> Result<BTreeMap<String, String>, TopicError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in configs {
+            let Some(value) = value else {
+                return Err(TopicError::InvalidConfig(format!(
+                    "config '{key}' has a null value"
+                )));
+            };
+            let v = check_topic_config(key, value).map_err(TopicError::InvalidConfig)?;
+            out.insert(key.clone(), v);
+        }
+        Ok(out)
+    }
+
+    /// Creates a topic (or only validates the request when `validate_only`).
+    pub fn create(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        if num_partitions < 1 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "number of partitions must be at least 1, not {num_partitions}"
+            )));
+        }
+        if num_partitions > 100_000 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{num_partitions} partitions is more than this broker allows (100000)"
+            )));
+        }
+        let _admin = self.admin.lock();
+        if let Some(existing) = self.get(name) {
+            return Err(TopicError::AlreadyExists(existing.name.clone()));
+        }
+        let id = Uuid::new_v4();
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: name.to_string(),
+                id,
+                configs,
+                partitions: Vec::new(),
+            }));
+        }
+        let mut partitions = Vec::new();
+        for index in 0..num_partitions {
+            match self.open_partition(name, id, index, &configs, now_ms) {
+                Ok((handle, _)) => partitions.push(handle),
+                Err(e) => {
+                    for i in 0..=index {
+                        let _ = fs::remove_dir_all(partition_dir(&self.log_dir, name, i));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id,
+            configs,
+            partitions,
+        });
+        let mut next = self.topics.read().clone();
+        next.insert(name.to_string(), Arc::clone(&topic));
+        if let Err(e) = self.persist(&next) {
+            for i in 0..num_partitions {
+                let _ = fs::remove_dir_all(partition_dir(&self.log_dir, name, i));
+            }
+            return Err(e);
+        }
+        *self.topics.write() = next;
+        info!(topic = name, partitions = num_partitions, %id, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
+        let _admin = self.admin.lock();
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let mut next = self.topics.read().clone();
+        next.remove(name);
+        self.persist(&next)?;
+        *self.topics.write() = next;
+        // Readers holding a partition keep their open files; the directories go now.
+        for p in &topic.partitions {
+            let dir = partition_dir(&self.log_dir, name, p.index);
+            let aside =
+                self.log_dir
+                    .join(format!("{name}-{}.{}-delete", p.index, topic.id.simple()));
+            if fs::rename(&dir, &aside).is_ok() {
+                let _ = fs::remove_dir_all(&aside);
+            }
+        }
+        info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<(), TopicError> {
+        let _admin = self.admin.lock();
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the new count must be larger, not {count}"
+            )));
+        }
+        if count > 100_000 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{count} partitions is more than this broker allows (100000)"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            let (handle, _) = self.open_partition(name, topic.id, index, &topic.configs, now_ms)?;
+            partitions.push(handle);
+        }
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs: topic.configs.clone(),
+            partitions,
+        });
+        let mut next = self.topics.read().clone();
+        next.insert(name.to_string(), grown);
+        self.persist(&next)?;
+        *self.topics.write() = next;
+        info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+
+    /// Clean shutdown of every partition: flush, snapshot, recovery point.
+    pub fn close_all(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.lock().close() {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "closing partition failed");
+            }
+        }
+    }
+}
+
+fn log_open(topic: &str, index: i32, report: &OpenReport) {
+    let log = &report.log;
+    if log.truncated_bytes > 0 {
+        warn!(
+            topic,
+            partition = index,
+            truncated_bytes = log.truncated_bytes,
+            reason = log.truncation_reason.as_deref().unwrap_or(""),
+            "recovered partition: cut a torn or corrupt tail"
+        );
+    }
+    info!(
+        topic, partition = index, log_end_offset = log.log_end_offset, segments = log.segments,
+        scanned_bytes = log.scanned_bytes, snapshot = ?report.snapshot_offset,
+        replayed_batches = report.replayed_batches, producers = report.producers,
+        "opened partition"
+    );
+}
+
+/// Finishes deletions a crash interrupted.
+fn remove_deleted_dirs(log_dir: &Path) {
+    for entry in fs::read_dir(log_dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().ends_with("-delete") {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
