@@ -38,7 +38,10 @@ fn idempotent_rdkafka_producer_and_consumer_round_trip_100k() {
         let partition = (i % PARTITIONS as usize) as i32;
         let key = format!("k{i}");
         let value = format!("p{partition}-{i}");
-        let mut record = BaseRecord::to("e2e").partition(partition).key(&key).payload(&value);
+        let mut record = BaseRecord::to("e2e")
+            .partition(partition)
+            .key(&key)
+            .payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -53,7 +56,9 @@ fn idempotent_rdkafka_producer_and_consumer_round_trip_100k() {
             producer.poll(Duration::ZERO);
         }
     }
-    producer.flush(Duration::from_secs(60)).expect("flush: every message acknowledged");
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("flush: every message acknowledged");
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
@@ -64,7 +69,9 @@ fn idempotent_rdkafka_producer_and_consumer_round_trip_100k() {
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        assignment.add_partition_offset("e2e", p, Offset::Beginning).unwrap();
+        assignment
+            .add_partition_offset("e2e", p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&assignment).unwrap();
 
@@ -73,25 +80,50 @@ fn idempotent_rdkafka_producer_and_consumer_round_trip_100k() {
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < MESSAGES {
-        assert!(Instant::now() < deadline, "read only {} of {MESSAGES} messages", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "read only {} of {MESSAGES} messages",
+            seen.len()
+        );
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
         let message = message.expect("consume");
         let partition = message.partition();
-        let value = std::str::from_utf8(message.payload().unwrap()).unwrap().to_string();
+        let value = std::str::from_utf8(message.payload().unwrap())
+            .unwrap()
+            .to_string();
         let (tag, counter) = value.split_once('-').unwrap();
-        assert_eq!(tag, format!("p{partition}"), "message in the wrong partition");
+        assert_eq!(
+            tag,
+            format!("p{partition}"),
+            "message in the wrong partition"
+        );
         let counter: i64 = counter.parse().unwrap();
         // Per-partition order: counters only grow, offsets are contiguous.
         let last = last_counter.insert(partition, counter).unwrap_or(-1);
-        assert!(counter > last, "partition {partition}: {counter} after {last}");
-        let expected = next_offset.insert(partition, message.offset() + 1).unwrap_or(0);
-        assert_eq!(message.offset(), expected, "partition {partition}: offset gap or repeat");
+        assert!(
+            counter > last,
+            "partition {partition}: {counter} after {last}"
+        );
+        let expected = next_offset
+            .insert(partition, message.offset() + 1)
+            .unwrap_or(0);
+        assert_eq!(
+            message.offset(),
+            expected,
+            "partition {partition}: offset gap or repeat"
+        );
         *seen.entry(value).or_default() += 1;
     }
-    assert!(seen.values().all(|&n| n == 1), "a message was delivered twice");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was delivered twice"
+    );
     assert_eq!(seen.len(), MESSAGES);
     let total: i64 = next_offset.values().sum();
-    assert_eq!(total, MESSAGES as i64, "the log holds exactly the messages sent");
+    assert_eq!(
+        total, MESSAGES as i64,
+        "the log holds exactly the messages sent"
+    );
 }

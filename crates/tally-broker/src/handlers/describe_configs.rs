@@ -103,11 +103,12 @@ pub fn handle(
                     return result;
                 }
             };
+            // Null or empty asks for every key, as in Kafka.
             let wanted = |n: &str| {
                 resource
                     .configuration_keys
                     .as_ref()
-                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == n))
+                    .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == n))
             };
             result.configs = entries
                 .into_iter()
