@@ -141,10 +141,11 @@ fn batches_without_producer_id_always_append() {
 #[test]
 fn eviction_is_by_least_recent_append_and_deterministic() {
     let mut t = ProducerTable::new(3);
-    let mut offset = 0;
-    for (pid, seq) in [(1, 0), (2, 0), (3, 0), (1, 1), (4, 0)] {
-        let h = header(pid, 0, seq, 1, offset);
-        offset += 1;
+    for (offset, (pid, seq)) in [(1, 0), (2, 0), (3, 0), (1, 1), (4, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let h = header(pid, 0, seq, 1, offset as i64);
         if t.check(&h).unwrap() == AppendDecision::Append {
             t.apply_batch(&h, 0);
         }
@@ -166,11 +167,17 @@ fn expiry_uses_the_later_of_batch_time_and_append_time() {
     assert!(t.is_empty());
 }
 
+/// (first sequence, last sequence, base offset) of a stored batch.
+type StoredBatch = (i32, i32, i64);
+
 /// An independent model: keeps every batch of the current epoch, not only five.
 #[derive(Default)]
 struct Model {
-    producers: HashMap<i64, (i16, Vec<(i32, i32, i64)>)>,
+    producers: HashMap<i64, (i16, Vec<StoredBatch>)>,
 }
+
+/// What a simulated producer has sent: epoch, next sequence, (first, count) per batch.
+type Sent = (i16, i32, Vec<(i32, i32)>);
 
 impl Model {
     fn decide(&self, pid: i64, epoch: i16, first: i32, last: i32) -> Result<Option<i64>, i16> {
@@ -242,13 +249,13 @@ proptest! {
         let mut model = Model::default();
         let mut log: Vec<BatchHeader> = Vec::new();
         // What each producer "sent": (epoch, first, count) per batch, and its next sequence.
-        let mut sent: HashMap<i64, (i16, i32, Vec<(i32, i32)>)> = HashMap::new();
+        let mut sent: HashMap<i64, Sent> = HashMap::new();
         for op in ops {
             let (pid, epoch, first, count) = match op {
                 Op::Next { pid, count } => {
                     let s = sent.entry(pid).or_insert((0, 0, Vec::new()));
                     let first = s.1;
-                    s.1 = increment_sequence(first, count as i32);
+                    s.1 = increment_sequence(first, count);
                     s.2.push((first, count));
                     (pid, s.0, first, count)
                 }

@@ -54,7 +54,6 @@ mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::RequestKind;
-    use kafka_protocol::protocol::Encodable;
 
     /// Encodes a default request at each advertised version and decodes it again: catches an
     /// advertised version the codec cannot read.

@@ -38,13 +38,9 @@ pub fn message(text: impl Into<String>) -> Option<StrBytes> {
 pub const LEADER_EPOCH: i32 = 0;
 
 pub fn check_leader_epoch(current_leader_epoch: i32) -> Option<ResponseError> {
-    if current_leader_epoch > LEADER_EPOCH {
-        Some(ResponseError::UnknownLeaderEpoch)
-    } else if current_leader_epoch >= 0 && current_leader_epoch < LEADER_EPOCH {
-        Some(ResponseError::FencedLeaderEpoch)
-    } else {
-        None
-    }
+    // With one epoch that never changes, no request can carry an older one (which would be
+    // FENCED_LEADER_EPOCH); -1 means the client does not know the epoch.
+    (current_leader_epoch > LEADER_EPOCH).then_some(ResponseError::UnknownLeaderEpoch)
 }
 
 /// Authorized-operation bitfields reported when asked (no authorizer: everything allowed).
