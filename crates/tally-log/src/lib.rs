@@ -17,7 +17,7 @@ mod segment;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{Log, LogReadResult, RecoveryReport, RetentionOutcome};
+pub use log::{sync_dir, Log, LogReadResult, RecoveryReport, RetentionOutcome};
 pub use segment::Segment;
 
 /// File name of a segment or index: the base offset zero-padded to 20 digits, as Kafka does.

@@ -45,6 +45,8 @@ pub struct Log {
     log_start_offset: i64,
     recovery_point: i64,
     unflushed_messages: u64,
+    /// Test seam: make every fsync fail, as a failing disk would.
+    fail_flushes: bool,
 }
 
 impl Log {
@@ -120,6 +122,7 @@ impl Log {
             log_start_offset,
             recovery_point,
             unflushed_messages: 0,
+            fail_flushes: false,
         };
         // The recovery point can never be past what survived recovery.
         log.recovery_point = log.recovery_point.min(log.log_end_offset());
@@ -165,13 +168,16 @@ impl Log {
         self.segments.keys().copied().collect()
     }
 
-    /// Whether a batch of `batch_bytes` appended at `now_ms` must go into a new segment.
-    pub fn should_roll(&self, batch_bytes: usize, now_ms: i64) -> bool {
+    /// Whether a batch of `batch_bytes` ending at `last_offset`, appended at `now_ms`, must go
+    /// into a new segment: the active one is full, old, or could not index the batch's offsets
+    /// relative to its base (Kafka's rule: within `i32::MAX`).
+    pub fn should_roll(&self, batch_bytes: usize, last_offset: i64, now_ms: i64) -> bool {
         let active = self.active();
         if active.is_empty() {
             return false;
         }
         active.size() + batch_bytes as u64 > self.config.segment_bytes
+            || last_offset - active.base_offset() > i64::from(i32::MAX)
             || active
                 .rolling_timestamp()
                 .is_some_and(|t| now_ms - t > self.config.segment_ms)
@@ -191,8 +197,10 @@ impl Log {
             old.flush()?;
         }
         let segment = Segment::create(&self.dir, new_base)?;
-        sync_dir(&self.dir)?;
+        // In the map before anything else can fail: the file exists now, and a later roll must
+        // not try to create it again.
         self.segments.insert(new_base, segment);
+        sync_dir(&self.dir)?;
         self.set_recovery_point(new_base)?;
         Ok(new_base)
     }
@@ -206,12 +214,20 @@ impl Log {
         Ok(())
     }
 
+    /// Makes every later fsync fail (tests of storage failures only).
+    #[doc(hidden)]
+    pub fn inject_flush_failures(&mut self, on: bool) {
+        self.fail_flushes = on;
+    }
+
     pub fn recovery_point(&self) -> i64 {
         self.recovery_point
     }
 
     /// Appends one whole, validated batch whose base offset the caller has already set to the
-    /// log end offset, at broker time `now_ms`. Flushes when `flush.messages` is reached.
+    /// log end offset, at broker time `now_ms`. Only writes; [`Log::flush_if_due`] applies the
+    /// `flush.messages` policy, so the caller can record the batch as written before a flush
+    /// (which may fail) is attempted.
     pub fn append(
         &mut self,
         batch: &[u8],
@@ -227,6 +243,12 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(batch, header, interval, now_ms)?;
         self.unflushed_messages += header.records_count.max(1) as u64;
+        Ok(())
+    }
+
+    /// fsyncs the active segment if `flush.messages` messages were appended since the last
+    /// flush.
+    pub fn flush_if_due(&mut self) -> Result<(), LogError> {
         if self.unflushed_messages >= self.config.flush_interval_messages {
             self.flush()?;
         }
@@ -235,6 +257,12 @@ impl Log {
 
     /// Forces the active segment to disk.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        if self.fail_flushes {
+            return Err(LogError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("injected fsync failure"),
+            });
+        }
         self.active().flush()?;
         self.unflushed_messages = 0;
         Ok(())
@@ -460,8 +488,8 @@ fn last_modified_ms(dir: &Path, base_offset: i64) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Makes a created or renamed file's directory entry durable.
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
+/// Makes a created, renamed or deleted file's directory entry durable.
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(LogError::io(dir))

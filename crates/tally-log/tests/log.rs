@@ -26,7 +26,7 @@ fn append(log: &mut Log, count: usize, ts: i64) -> i64 {
     let base = log.log_end_offset();
     set_base_offset(&mut bytes, base);
     let header = BatchHeader::parse_whole(&bytes).unwrap();
-    if log.should_roll(bytes.len(), ts) {
+    if log.should_roll(bytes.len(), header.last_offset(), ts) {
         log.roll().unwrap();
     }
     log.append(&bytes, &header, ts).unwrap();
@@ -319,13 +319,15 @@ fn segment_ms_is_measured_on_the_broker_clock() {
     let bytes = spec.encode().to_vec();
     let header = BatchHeader::parse_whole(&bytes).unwrap();
     assert!(
-        !log.should_roll(bytes.len(), 50_000),
+        !log.should_roll(bytes.len(), 0, 50_000),
         "an empty segment never rolls"
     );
     log.append(&bytes, &header, 50_000).unwrap();
     assert!(
-        !log.should_roll(bytes.len(), 50_500),
+        !log.should_roll(bytes.len(), 1, 50_500),
         "old record timestamps do not age a segment"
     );
-    assert!(log.should_roll(bytes.len(), 51_001));
+    assert!(log.should_roll(bytes.len(), 1, 51_001));
+    // A batch whose offsets do not fit the segment's relative index rolls as well.
+    assert!(log.should_roll(bytes.len(), i64::from(i32::MAX) + 1, 50_500));
 }

@@ -31,6 +31,8 @@ pub enum AppendError {
     Storage(#[from] LogError),
     #[error("storage error: {0}")]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("the partition is offline after a storage failure ({0}); restart the broker")]
+    Offline(String),
 }
 
 impl AppendError {
@@ -43,7 +45,9 @@ impl AppendError {
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             // What Kafka answers for a transactional batch it cannot verify (KIP-890).
             AppendError::TransactionsUnsupported => ResponseError::InvalidTxnState,
-            AppendError::Storage(_) | AppendError::Snapshot(_) => ResponseError::KafkaStorageError,
+            AppendError::Storage(_) | AppendError::Snapshot(_) | AppendError::Offline(_) => {
+                ResponseError::KafkaStorageError
+            }
         }
     }
 }

@@ -3,13 +3,20 @@
 //! `LogValidator.validateBatch`). A batch that fails here touches no producer state.
 
 use tally_protocol::record_batch::LOG_OVERHEAD;
-use tally_protocol::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};
+use tally_protocol::{
+    validate_records, BatchError, BatchHeader, RecordsError, RECORD_BATCH_OVERHEAD,
+};
+
+/// Records of one batch may decompress to at most this much (Kafka has no bound; a bound turns
+/// a compression bomb into an error instead of minutes of CPU).
+pub const MAX_DECOMPRESSED_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 
 use crate::append_error::AppendError;
 
 /// Validates the records of one partition in a Produce request (v3+): exactly one whole v2
 /// batch, base offset 0, within `max_message_bytes`, a good CRC, a consistent record count, not
-/// a control batch, and a non-negative sequence when it has a producer id.
+/// a control batch, a non-negative sequence when it has a producer id, and records that are
+/// whole with offset deltas 0, 1, 2, ... (so the offsets a batch takes are the records it has).
 pub fn validate_client_batch(
     records: &[u8],
     max_message_bytes: usize,
@@ -98,5 +105,9 @@ pub fn validate_client_batch(
     if header.is_transactional() {
         return Err(AppendError::TransactionsUnsupported);
     }
+    validate_records(&header, records, MAX_DECOMPRESSED_BATCH_BYTES).map_err(|e| match e {
+        RecordsError::Corrupt(m) => AppendError::CorruptMessage(m),
+        other => AppendError::InvalidRecord(other.to_string()),
+    })?;
     Ok(header)
 }

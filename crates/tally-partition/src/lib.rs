@@ -18,7 +18,7 @@ mod snapshot;
 
 pub use append_error::{AppendError, OpenError};
 pub use batch_metadata::BatchMetadata;
-pub use batch_validation::validate_client_batch;
+pub use batch_validation::{validate_client_batch, MAX_DECOMPRESSED_BATCH_BYTES};
 pub use partition::{AppendOutcome, OpenReport, Partition, PartitionConfig};
 pub use producer_state_entry::{ProducerStateEntry, NUM_BATCHES_TO_RETAIN};
 pub use producer_table::{AppendDecision, ProducerTable};

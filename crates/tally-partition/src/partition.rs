@@ -71,6 +71,9 @@ pub struct Partition {
     config: PartitionConfig,
     log: Log,
     producers: ProducerTable,
+    /// Set when an fsync failed: the page cache may have lost written data, so (as Kafka takes
+    /// the log directory offline) appends are refused until a restart recovers from disk.
+    offline: Option<String>,
 }
 
 impl Partition {
@@ -90,8 +93,10 @@ impl Partition {
         let mut producers = ProducerTable::new(config.max_producers);
         for (offset, path) in list_snapshots(dir).into_iter().rev() {
             if offset > end {
-                // State from beyond a truncated tail must never be used.
+                // State from beyond a truncated tail must never be used; the removal is made
+                // durable so it cannot come back once the log grows past it again.
                 let _ = fs::remove_file(&path);
+                tally_log::sync_dir(dir)?;
                 continue;
             }
             match read_snapshot(&path) {
@@ -124,6 +129,7 @@ impl Partition {
             config,
             log,
             producers,
+            offline: None,
         };
         if replayed > 0 {
             partition.take_snapshot()?;
@@ -138,6 +144,9 @@ impl Partition {
         batch: &mut [u8],
         now_ms: i64,
     ) -> Result<AppendOutcome, AppendError> {
+        if let Some(reason) = &self.offline {
+            return Err(AppendError::Offline(reason.clone()));
+        }
         let header = validate_client_batch(batch, self.config.max_message_bytes)?;
         if let AppendDecision::Duplicate(original) = self.producers.check(&header)? {
             return Ok(AppendOutcome {
@@ -156,11 +165,22 @@ impl Partition {
             log_append_time_ms = now_ms;
         }
         let header = BatchHeader::parse(batch).expect("validated batch parses");
-        if self.log.should_roll(batch.len(), now_ms) {
+        if self
+            .log
+            .should_roll(batch.len(), header.last_offset(), now_ms)
+        {
             self.roll()?;
         }
+        // A failed write leaves nothing behind (the segment is cut back) and changes no state.
         self.log.append(batch, &header, now_ms)?;
+        // Written: the table must know it now, whatever happens to the flush, or a retry of
+        // this batch would be appended again.
         self.producers.apply_batch(&header, now_ms);
+        if let Err(e) = self.log.flush_if_due() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the partition refuses appends until restart");
+            self.offline = Some(e.to_string());
+            return Err(e.into());
+        }
         Ok(AppendOutcome {
             base_offset,
             log_append_time_ms,
@@ -273,6 +293,12 @@ impl Partition {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Makes every later fsync fail (tests of storage failures only).
+    #[doc(hidden)]
+    pub fn inject_flush_failures(&mut self, on: bool) {
+        self.log.inject_flush_failures(on);
     }
 
     pub fn set_config(&mut self, config: PartitionConfig) {

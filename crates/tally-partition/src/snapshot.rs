@@ -97,6 +97,9 @@ pub fn write_snapshot(
         f.sync_data().map_err(io(&tmp))?;
     }
     fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(path)
 }
 

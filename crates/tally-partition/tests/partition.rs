@@ -218,3 +218,52 @@ fn bad_batches_are_rejected_before_touching_state() {
     assert_eq!(entries(&p), before);
     assert_eq!(p.log_end_offset(), end);
 }
+
+/// fsync before ack fails after the batch was written: the client gets a storage error, but
+/// the producer table already knows the batch, so its retry is never appended twice: refused
+/// while the partition is offline, answered as a duplicate after a restart.
+#[test]
+fn failed_fsync_never_lets_a_retry_be_appended_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.log.flush_interval_messages = 1;
+    let (mut p, _) = Partition::open(dir.path(), cfg.clone(), 0).unwrap();
+    assert_eq!(send(&mut p, 9, 0, 0, 2).unwrap().base_offset, 0);
+    p.inject_flush_failures(true);
+    assert_eq!(send(&mut p, 9, 0, 2, 2), Err(56), "KAFKA_STORAGE_ERROR");
+    assert_eq!(
+        p.producers().get(9).unwrap().last_seq(),
+        3,
+        "the written batch is recorded"
+    );
+    assert_eq!(
+        send(&mut p, 9, 0, 2, 2),
+        Err(56),
+        "offline: the retry is refused"
+    );
+    assert_eq!(send(&mut p, 9, 0, 4, 1), Err(56));
+    assert_eq!(p.log_end_offset(), 4);
+    drop(p);
+    let (mut p, _) = Partition::open(dir.path(), cfg, 0).unwrap();
+    let retry = send(&mut p, 9, 0, 2, 2).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 2);
+    assert_eq!(p.log_end_offset(), 4);
+}
+
+/// A batch whose header claims more records than it holds (with a consistent delta and CRC)
+/// would take offsets it has no records for; it is refused.
+#[test]
+fn inflated_record_counts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _) = Partition::open(dir.path(), config(1 << 20), 0).unwrap();
+    let mut b = batch(4, 0, 0, 2).to_vec();
+    b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+    b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = p.append_client_batch(&mut b, 0).unwrap_err();
+    assert_eq!(err.error_code().code(), 87, "{err}");
+    assert_eq!(p.log_end_offset(), 0);
+    assert!(p.producers().is_empty());
+}

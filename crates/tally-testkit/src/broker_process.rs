@@ -35,7 +35,9 @@ impl BrokerProcess {
             .tempdir()
             .expect("temp dir");
         let data_dir = work.path().join("data");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Port 0: the broker binds a free port itself and says which in its ready line. (Picking
+        // a free port here and passing it races with other tests' ephemeral ports.)
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut broker = BrokerProcess {
             bin: bin.to_path_buf(),
             child: None,
@@ -77,11 +79,22 @@ impl BrokerProcess {
         self.wait_ready();
     }
 
+    /// The address in this start's "tally broker ready ... listen=HOST:PORT" line, if logged.
+    fn ready_addr(&self) -> Option<SocketAddr> {
+        let log = std::fs::read_to_string(self.log_path(self.starts)).ok()?;
+        let line = log.lines().find(|l| l.contains("tally broker ready"))?;
+        let start = line.find("listen=")? + "listen=".len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+            if let Some(addr) = self.ready_addr() {
+                self.addr = addr;
+                if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                    return;
+                }
             }
             if let Some(status) = self
                 .child

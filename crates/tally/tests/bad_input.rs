@@ -133,6 +133,23 @@ fn bad_batches_get_kafkas_error_codes_and_store_nothing() {
             INVALID_RECORD,
         ),
         (
+            "count and delta inflated, CRC fixed",
+            mutated(|b| {
+                b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+                b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+                fix_crc(b)
+            }),
+            INVALID_RECORD,
+        ),
+        (
+            "record length varint corrupted, CRC fixed",
+            mutated(|b| {
+                b[61] = 0x02;
+                fix_crc(b)
+            }),
+            CORRUPT_MESSAGE,
+        ),
+        (
             "nonzero base offset",
             mutated(|b| b[0..8].copy_from_slice(&42i64.to_be_bytes())),
             INVALID_RECORD,

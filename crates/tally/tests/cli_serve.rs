@@ -103,22 +103,29 @@ fn occupied_port_and_shared_data_dir_are_refused() {
 #[test]
 fn defaults_use_a_local_data_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let port = tally_testkit::broker_process::free_port();
+    let log_path = dir.path().join("broker.log");
     let mut child = Command::new(TALLY)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut client = loop {
-        if let Ok(c) = WireClient::connect(addr) {
-            break c;
+    let addr = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(at) = log.find("listen=") {
+            let addr: std::net::SocketAddr = log[at + 7..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            break addr;
         }
-        assert!(std::time::Instant::now() < deadline);
+        assert!(std::time::Instant::now() < deadline, "not ready: {log}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    let mut client = WireClient::connect(addr).unwrap();
     client.create_topic("here", 1).unwrap();
     assert!(
         dir.path().join("tally-data/here-0").is_dir(),

@@ -1,14 +1,15 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset whose
 //! record timestamp is at or after a given time.
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
-use tally_partition::Partition;
-use tally_protocol::{BatchHeader, ResponseError};
+use tally_partition::{Partition, MAX_DECOMPRESSED_BATCH_BYTES};
+use tally_protocol::{walk_records, BatchHeader, ResponseError};
 
 use super::{check_leader_epoch, RequestContext, LEADER_EPOCH};
 use crate::broker::Broker;
@@ -98,21 +99,25 @@ fn by_max_timestamp(partition: &Partition) -> Result<Option<(i64, i64)>, Respons
     Ok(found.map(|(header, bytes)| first_record_at_or_after(&header, bytes, header.max_timestamp)))
 }
 
-/// Decodes the batch (decompressing if needed) to find the exact record. With LogAppendTime
-/// every record carries the batch's time, so the batch's first offset is the answer.
+/// Walks the batch's records (decompressing as a bounded stream) to find the exact record.
+/// With LogAppendTime every record carries the batch's time, so the first offset is the answer.
 fn first_record_at_or_after(header: &BatchHeader, bytes: Bytes, target: i64) -> (i64, i64) {
     if header.is_log_append_time() {
         return (header.max_timestamp, header.base_offset);
     }
-    let mut buf = bytes;
-    match RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set
-            .records
-            .iter()
-            .find(|r| r.timestamp >= target)
-            .map(|r| (r.timestamp, r.offset))
-            .unwrap_or((header.max_timestamp, header.last_offset())),
-        // An undecodable batch still has a trustworthy header.
-        Err(_) => (header.max_timestamp, header.base_offset),
+    let mut found = None;
+    let walked = walk_records(header, &bytes, MAX_DECOMPRESSED_BATCH_BYTES, |r| {
+        let timestamp = header.base_timestamp + r.timestamp_delta;
+        if timestamp >= target {
+            found = Some((timestamp, header.base_offset + i64::from(r.offset_delta)));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    match (found, walked) {
+        (Some(hit), _) => hit,
+        // Stored batches were validated on the way in; if one still cannot be walked, its
+        // header is the best answer there is.
+        _ => (header.max_timestamp, header.base_offset),
     }
 }

@@ -1,0 +1,5 @@
+//! `tally-client` (work in progress): an async Kafka client.
+
+pub mod error;
+pub mod partitioner;
+pub mod record;
