@@ -68,6 +68,9 @@ impl ProxyConfig {
 
 struct Shared {
     config: ProxyConfig,
+    /// Where connections go; settable after start, so a broker can be started advertising the
+    /// proxy's address.
+    upstream: Mutex<SocketAddr>,
     counters: FaultCounters,
     events: Mutex<Vec<ProduceEvent>>,
     faults_enabled: AtomicBool,
@@ -89,6 +92,7 @@ impl FaultProxy {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            upstream: Mutex::new(config.upstream),
             config,
             counters: FaultCounters::default(),
             events: Mutex::new(Vec::new()),
@@ -117,6 +121,11 @@ impl FaultProxy {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Points new connections at another broker address.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.shared.upstream.lock().expect("upstream lock") = upstream;
     }
 
     pub fn counters(&self) -> FaultCountsSnapshot {
@@ -233,7 +242,8 @@ async fn connection(shared: Arc<Shared>, client: TcpStream, id: u64) {
         while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
         return;
     }
-    let Ok(upstream) = TcpStream::connect(config.upstream).await else {
+    let upstream_addr = *shared.upstream.lock().expect("upstream lock");
+    let Ok(upstream) = TcpStream::connect(upstream_addr).await else {
         debug!(
             connection = id,
             "upstream unreachable; closing the client connection"

@@ -1,5 +1,47 @@
-//! `tally-client` (work in progress): an async Kafka client.
+//! `tally-client` owns Tally's async Kafka client, on tokio: a producer that is idempotent by
+//! default (producer id and epoch from InitProducerId, per-partition sequences stamped once
+//! and kept on every retry, in-order retries within the broker's five-batch memory, and epoch
+//! bumps to close sequence gaps), a consumer of assigned partitions, and an admin client. It
+//! speaks the Kafka protocol through `kafka-protocol` and works against Tally and any Kafka
+//! broker. It does not depend on the broker crates.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tally_client::{Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! // Idempotent by default: a retried batch is stored once.
+//! let producer = Producer::new(ProducerConfig::new("127.0.0.1:9092")).await?;
+//! let delivered = producer
+//!     .send(ProducerRecord::new("events", "hello").with_key("user-1"))
+//!     .await?
+//!     .await?;
+//! println!("stored at partition {} offset {}", delivered.partition, delivered.offset);
+//! producer.close().await;
+//!
+//! let mut consumer = Consumer::new(ConsumerConfig::new("127.0.0.1:9092")).await?;
+//! consumer.assign_topic("events", Offset::Earliest).await?;
+//! for record in consumer.poll(Duration::from_secs(1)).await? {
+//!     println!("{}@{}: {:?}", record.partition, record.offset, record.value);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod connection;
+pub mod consumer;
 pub mod error;
 pub mod partitioner;
+pub mod producer;
 pub mod record;
+
+pub use admin::{Admin, NewTopic, ProducerDescription};
+pub use cluster::{PartitionInfo, TopicInfo};
+pub use config::ClientConfig;
+pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};
+pub use error::{ClientError, ProduceError};
+pub use producer::{Compression, DeliveryFuture, Producer, ProducerConfig};
+pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata};

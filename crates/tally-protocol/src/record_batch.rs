@@ -196,6 +196,21 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Writes the producer id, epoch and base sequence into an encoded batch and recomputes the
+/// CRC. A producer stamps a batch once, when it is first sent; retries resend these bytes.
+pub fn set_producer_fields(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) {
+    batch[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
+    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Stamps the batch with LogAppendTime `timestamp_ms`: sets the timestamp-type attribute and the
 /// max timestamp, then recomputes the CRC (both fields are covered by it).
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
@@ -256,6 +271,18 @@ mod tests {
         assert_eq!(h.base_offset, 123_456);
         assert_eq!(h.last_offset(), 123_457);
         assert_eq!(h.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn producer_fields_are_stamped_with_a_valid_crc() {
+        let mut b = sample_batch(-1, -1, -1, 3);
+        set_producer_fields(&mut b, 77, 4, 1000);
+        let h = BatchHeader::parse_whole(&b).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (77, 4, 1000)
+        );
+        assert_eq!(h.last_sequence(), 1002);
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! The producer: idempotent by default. `send` puts a record into a per-partition batch; a
+//! background sender (see `sender`) seals, sends, retries and settles batches.
+
+mod accumulator;
+mod batch;
+mod config;
+mod sender;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+pub use config::ProducerConfig;
+pub use kafka_protocol::records::Compression;
+
+use crate::cluster::Cluster;
+use crate::error::{ClientError, ProduceError};
+use crate::record::{ProducerRecord, RecordMetadata};
+use accumulator::Accumulator;
+use batch::PendingRecord;
+
+pub(crate) struct Inner {
+    pub config: ProducerConfig,
+    pub cluster: Arc<Cluster>,
+    pub accumulator: Mutex<Accumulator>,
+    /// Wakes the sender: a batch filled, a new batch started lingering, a flush was asked.
+    pub wake: Notify,
+    /// Records handed to `send` and not yet settled.
+    pub outstanding: AtomicU64,
+    pub idle: Notify,
+    pub flush_requested: AtomicBool,
+    pub producer: Mutex<(i64, i16)>,
+    memory: Arc<Semaphore>,
+}
+
+/// A Kafka producer. Cheap to share behind an `Arc`; `send` may be called from many tasks.
+pub struct Producer {
+    inner: Arc<Inner>,
+    shutdown: watch::Sender<bool>,
+    sender: Option<JoinHandle<()>>,
+}
+
+/// Resolves to where the record was stored, or why it was not.
+pub struct DeliveryFuture(DeliveryState);
+
+enum DeliveryState {
+    Waiting(oneshot::Receiver<Result<RecordMetadata, ProduceError>>),
+    Ready(Option<Result<RecordMetadata, ProduceError>>),
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ProduceError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            DeliveryState::Ready(result) => {
+                Poll::Ready(result.take().expect("polled after completion"))
+            }
+            DeliveryState::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(ProduceError::Client(ClientError::Closed)))),
+        }
+    }
+}
+
+/// InitProducerId for an idempotent producer, retrying what the broker says to retry.
+pub(crate) async fn init_producer_id(inner: &Inner) -> Result<(i64, i16), ClientError> {
+    let deadline = Instant::now() + Duration::from_millis(inner.config.delivery_timeout_ms);
+    loop {
+        let attempt = async {
+            let connection = inner.cluster.any_connection().await?;
+            let version = connection.version(ApiKey::InitProducerId, 0, 4)?;
+            let request = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            let response = connection
+                .send(&request, version, inner.config.client.request_timeout())
+                .await?;
+            if response.error_code != 0 {
+                return Err(ClientError::broker(
+                    response.error_code,
+                    Some("InitProducerId"),
+                ));
+            }
+            Ok((response.producer_id.0, response.producer_epoch))
+        };
+        match attempt.await {
+            Ok(ids) => return Ok(ids),
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(inner.config.retry_backoff_ms)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Producer {
+    /// Connects, gets a producer id when idempotent, and starts the sender.
+    pub async fn new(config: ProducerConfig) -> Result<Producer, ClientError> {
+        config.validate()?;
+        let cluster = Cluster::connect(config.client.clone()).await?;
+        let memory = Arc::new(Semaphore::new(config.buffer_memory));
+        let inner = Arc::new(Inner {
+            cluster,
+            accumulator: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            outstanding: AtomicU64::new(0),
+            idle: Notify::new(),
+            flush_requested: AtomicBool::new(false),
+            producer: Mutex::new((-1, -1)),
+            memory,
+            config,
+        });
+        let (producer_id, epoch) = if inner.config.enable_idempotence {
+            init_producer_id(&inner).await?
+        } else {
+            (-1, -1)
+        };
+        *inner.producer.lock().expect("lock") = (producer_id, epoch);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let sender = tokio::spawn(
+            sender::Sender::new(Arc::clone(&inner), producer_id, epoch).run(shutdown_rx),
+        );
+        Ok(Producer {
+            inner,
+            shutdown,
+            sender: Some(sender),
+        })
+    }
+
+    /// The producer id and epoch in use (-1, -1 without idempotence).
+    pub fn producer_id_and_epoch(&self) -> (i64, i16) {
+        *self.inner.producer.lock().expect("lock")
+    }
+
+    /// Queues a record. Fails at once for an unknown topic or partition; otherwise the returned
+    /// future settles when the broker has answered (or the delivery timeout passed).
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        if *self.shutdown.borrow() {
+            return Err(ClientError::Closed);
+        }
+        let size = record.estimated_size();
+        if size > self.inner.config.max_request_size {
+            return Ok(DeliveryFuture(DeliveryState::Ready(Some(Err(
+                ProduceError::RecordTooLarge {
+                    size,
+                    max: self.inner.config.max_request_size,
+                },
+            )))));
+        }
+        let topic = self
+            .inner
+            .cluster
+            .topic_or_fetch(&record.topic, true)
+            .await?;
+        let partitions = topic.partitions.len() as i32;
+        if partitions == 0 {
+            return Err(ClientError::UnknownTopic(record.topic.clone()));
+        }
+        if let Some(p) = record.partition {
+            if !(0..partitions).contains(&p) {
+                return Err(ClientError::UnknownPartition(record.topic.clone(), p));
+            }
+        }
+        let permit = Arc::clone(&self.inner.memory)
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let (delivery, rx) = oneshot::channel();
+        self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
+        let wake = self.inner.accumulator.lock().expect("lock").append(
+            PendingRecord {
+                record,
+                timestamp_ms,
+                delivery,
+                _permit: permit,
+            },
+            size,
+            partitions,
+            self.inner.config.batch_size,
+        );
+        if wake {
+            self.inner.wake.notify_one();
+        }
+        Ok(DeliveryFuture(DeliveryState::Waiting(rx)))
+    }
+
+    /// Sends and waits for the outcome.
+    pub async fn send_and_wait(
+        &self,
+        record: ProducerRecord,
+    ) -> Result<RecordMetadata, ProduceError> {
+        self.send(record).await.map_err(ProduceError::Client)?.await
+    }
+
+    /// Sends everything queued now and waits until every record has an outcome.
+    pub async fn flush(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.inner.outstanding.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            self.inner.flush_requested.store(true, Ordering::SeqCst);
+            self.inner.wake.notify_one();
+            idle.await;
+        }
+    }
+
+    /// Flushes, then stops the sender.
+    pub async fn close(mut self) {
+        self.flush().await;
+        let _ = self.shutdown.send(true);
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.await;
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,628 @@
+//! The sender task: takes sealed batches, sends them to partition leaders, and settles every
+//! answer. It owns all idempotence state, so the rules are applied in one place, one event at
+//! a time (the contract of the design page, section B):
+//!
+//! - A batch gets its producer id, epoch and sequence when it is first sent, and keeps them
+//!   (and its bytes) on every retry.
+//! - Per partition, batches go out in sequence order, at most `max_in_flight` at a time; once a
+//!   batch has to be retried, the partition sends one batch at a time, lowest sequence first,
+//!   until nothing is left to retry. With at most five batches unacknowledged, every retry is
+//!   still in the broker's five-batch memory and is answered with its original offset.
+//! - A definite gap (the broker rejected a batch for good, or says a batch that should be next
+//!   is out of order, or a batch of unknown fate timed out and nothing later proved it landed)
+//!   is closed by an epoch bump (KIP-360): stop starting batches, let everything in flight
+//!   settle (batches of unknown fate are still retried), then bump the epoch locally (or get a
+//!   new producer id), restart every partition's sequence at 0 and restamp the batches that
+//!   were certainly not written. A batch that may have been written is never restamped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tally_protocol::sequence::increment_sequence;
+use tally_protocol::ResponseError;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::batch::{Fate, SealedBatch};
+use super::Inner;
+use crate::error::{ClientError, ProduceError};
+
+type TopicPartition = (String, i32);
+
+struct PartitionState {
+    /// Sealed, unacknowledged batches in sequence order (stamped ones first).
+    batches: VecDeque<SealedBatch>,
+    next_sequence: i32,
+    /// Stamp index the next stamped batch gets.
+    next_stamp_index: u64,
+    last_acked_sequence: i32,
+    in_flight: usize,
+    /// Next sequence expected after a batch of unknown fate expired; cleared when a later
+    /// batch is acknowledged (which proves the expired one landed).
+    unresolved: bool,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        PartitionState {
+            batches: VecDeque::new(),
+            next_sequence: 0,
+            next_stamp_index: 0,
+            last_acked_sequence: -1,
+            in_flight: 0,
+            unresolved: false,
+        }
+    }
+}
+
+impl PartitionState {
+    /// Some batch came back for a retry: send one at a time until it is settled.
+    fn retrying(&self) -> bool {
+        self.batches.iter().any(|b| b.attempts > 0 && !b.in_flight)
+    }
+}
+
+struct ResponseEvent {
+    node: i32,
+    batches: Vec<(TopicPartition, u64)>,
+    result: Result<ProduceResponse, ClientError>,
+}
+
+pub(crate) struct Sender {
+    inner: Arc<Inner>,
+    partitions: HashMap<TopicPartition, PartitionState>,
+    node_in_flight: HashMap<i32, usize>,
+    events_tx: mpsc::UnboundedSender<ResponseEvent>,
+    events_rx: mpsc::UnboundedReceiver<ResponseEvent>,
+    next_batch_id: u64,
+    producer_id: i64,
+    epoch: i16,
+    draining: bool,
+    bump_needed: bool,
+    new_id_needed: bool,
+    metadata_stale: bool,
+}
+
+impl Sender {
+    pub fn new(inner: Arc<Inner>, producer_id: i64, epoch: i16) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Sender {
+            inner,
+            partitions: HashMap::new(),
+            node_in_flight: HashMap::new(),
+            events_tx,
+            events_rx,
+            next_batch_id: 0,
+            producer_id,
+            epoch,
+            draining: false,
+            bump_needed: false,
+            new_id_needed: false,
+            metadata_stale: false,
+        }
+    }
+
+    fn idempotent(&self) -> bool {
+        self.inner.config.enable_idempotence
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let now = Instant::now();
+            self.collect(now);
+            self.expire(now);
+            self.finish_drain().await;
+            if self.metadata_stale {
+                self.refresh_metadata().await;
+            }
+            self.send(now).await;
+            self.settle_idle();
+            let stopping = *shutdown.borrow();
+            if stopping && self.is_idle() {
+                return;
+            }
+            let deadline = self.next_deadline(Instant::now());
+            tokio::select! {
+                Some(event) = self.events_rx.recv() => self.handle(event),
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                changed = shutdown.changed(), if !stopping => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            // Settle everything that is already waiting before sending more.
+            while let Ok(event) = self.events_rx.try_recv() {
+                self.handle(event);
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.inner.outstanding.load(Ordering::SeqCst) == 0
+    }
+
+    fn settle_idle(&self) {
+        if self.is_idle() {
+            self.inner.flush_requested.store(false, Ordering::SeqCst);
+            self.inner.idle.notify_waiters();
+        }
+    }
+
+    fn done(&self, records: usize) {
+        self.inner
+            .outstanding
+            .fetch_sub(records as u64, Ordering::SeqCst);
+    }
+
+    /// Seals batches that are full, have lingered long enough, or are wanted by a flush.
+    fn collect(&mut self, now: Instant) {
+        let linger = Duration::from_millis(self.inner.config.linger_ms);
+        let flushing = self.inner.flush_requested.load(Ordering::SeqCst);
+        let taken = self
+            .inner
+            .accumulator
+            .lock()
+            .expect("lock")
+            .take_ready(now, linger, flushing);
+        for open in taken {
+            self.next_batch_id += 1;
+            let tp = (open.topic.clone(), open.partition);
+            match SealedBatch::seal(self.next_batch_id, open, self.inner.config.compression) {
+                Ok(batch) => self
+                    .partitions
+                    .entry(tp)
+                    .or_default()
+                    .batches
+                    .push_back(batch),
+                Err((open, reason)) => {
+                    let n = open.records.len();
+                    for record in open.records {
+                        let _ =
+                            record
+                                .delivery
+                                .send(Err(ProduceError::Client(ClientError::Protocol(
+                                    reason.clone(),
+                                ))));
+                    }
+                    self.done(n);
+                }
+            }
+        }
+    }
+
+    /// Fails batches past `delivery_timeout_ms` (never one in flight: its answer is awaited).
+    fn expire(&mut self, now: Instant) {
+        let timeout = Duration::from_millis(self.inner.config.delivery_timeout_ms);
+        let idempotent = self.idempotent();
+        let mut expired_records = 0;
+        let mut bump = false;
+        let mut drain = false;
+        for state in self.partitions.values_mut() {
+            let mut kept = VecDeque::with_capacity(state.batches.len());
+            while let Some(batch) = state.batches.pop_front() {
+                if batch.in_flight || now.duration_since(batch.created) < timeout {
+                    kept.push_back(batch);
+                    continue;
+                }
+                let fate = batch.fate;
+                if idempotent && batch.stamp.is_some() {
+                    match fate {
+                        // Sent and maybe written: only a later acknowledgement can tell.
+                        Fate::Unknown => {
+                            state.unresolved = true;
+                            drain = true;
+                        }
+                        // Stamped but not written: its sequence is now a gap.
+                        _ => bump = true,
+                    }
+                }
+                expired_records += batch.record_count as usize;
+                let error = ProduceError::TimedOut {
+                    possibly_persisted: fate == Fate::Unknown,
+                    last_error: batch.last_error.clone(),
+                };
+                debug!(topic = %batch.topic, partition = batch.partition, ?fate, "batch expired");
+                batch.fail(error);
+            }
+            state.batches = kept;
+        }
+        if expired_records > 0 {
+            self.done(expired_records);
+        }
+        if bump {
+            self.bump_needed = true;
+        }
+        if bump || drain {
+            self.draining = true;
+        }
+    }
+
+    /// Once nothing is in flight and no batch is of unknown fate, bump the epoch if a gap
+    /// needs closing, restart sequences and restamp what was certainly not written.
+    async fn finish_drain(&mut self) {
+        if !self.draining {
+            return;
+        }
+        let settled = self
+            .partitions
+            .values()
+            .all(|p| p.in_flight == 0 && p.batches.iter().all(|b| b.fate != Fate::Unknown));
+        if !settled {
+            return;
+        }
+        let unresolved = self.partitions.values().any(|p| p.unresolved);
+        if self.bump_needed || self.new_id_needed || unresolved {
+            if self.new_id_needed || self.epoch >= i16::MAX - 1 {
+                match super::init_producer_id(&self.inner).await {
+                    Ok((id, epoch)) => {
+                        self.producer_id = id;
+                        self.epoch = epoch;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "InitProducerId failed; will retry");
+                        return;
+                    }
+                }
+            } else {
+                self.epoch += 1;
+            }
+            *self.inner.producer.lock().expect("lock") = (self.producer_id, self.epoch);
+            warn!(
+                producer_id = self.producer_id,
+                epoch = self.epoch,
+                "producer epoch bumped to close a sequence gap"
+            );
+            for state in self.partitions.values_mut() {
+                state.next_sequence = 0;
+                state.last_acked_sequence = -1;
+                state.unresolved = false;
+                for batch in &mut state.batches {
+                    batch.stamp = None;
+                    batch.fate = Fate::NeverSent;
+                    batch.attempts = 0;
+                    batch.retry_at = None;
+                }
+            }
+        }
+        self.draining = false;
+        self.bump_needed = false;
+        self.new_id_needed = false;
+    }
+
+    async fn refresh_metadata(&mut self) {
+        let topics: Vec<String> = {
+            let mut t: Vec<String> = self.partitions.keys().map(|(t, _)| t.clone()).collect();
+            t.sort();
+            t.dedup();
+            t
+        };
+        if self.inner.cluster.refresh(&topics).await.is_ok() {
+            self.metadata_stale = false;
+        }
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut next = now + Duration::from_millis(200);
+        if let Some(created) = self.inner.accumulator.lock().expect("lock").oldest_open() {
+            next = next.min(created + Duration::from_millis(self.inner.config.linger_ms));
+        }
+        let timeout = Duration::from_millis(self.inner.config.delivery_timeout_ms);
+        for state in self.partitions.values() {
+            for b in state.batches.iter().filter(|b| !b.in_flight) {
+                if let Some(at) = b.retry_at {
+                    next = next.min(at);
+                }
+                next = next.min(b.created + timeout);
+            }
+        }
+        next.max(now)
+    }
+
+    /// Index of the batch the partition may send next, if any.
+    fn sendable(&self, state: &PartitionState, now: Instant) -> Option<usize> {
+        let max = self.inner.config.max_in_flight_requests_per_connection;
+        if state.in_flight >= max {
+            return None;
+        }
+        let index = state.batches.iter().position(|b| !b.in_flight)?;
+        let batch = &state.batches[index];
+        if batch.retry_at.is_some_and(|at| at > now) {
+            return None;
+        }
+        if self.draining && batch.fate != Fate::Unknown {
+            // Only batches that may be written are resent while draining, to learn their fate.
+            return None;
+        }
+        if self.idempotent() {
+            if state.retrying() && (index != 0 || state.in_flight > 0) {
+                return None;
+            }
+            // The broker remembers a producer's last five batches. A batch that may have been
+            // written (sent, no answer yet) must stay among them for its retry to be recognised:
+            // counting from the oldest such batch, at most `max` batches may ever be stamped,
+            // acknowledged ones included (they too occupy the broker's memory).
+            if batch.stamp.is_none() {
+                if let Some(oldest) = state.batches.iter().find(|b| b.fate == Fate::Unknown) {
+                    if state.next_stamp_index - oldest.stamp_index >= max as u64 {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(index)
+    }
+
+    async fn send(&mut self, now: Instant) {
+        // Group partitions with something to send by leader.
+        let mut by_node: HashMap<i32, Vec<TopicPartition>> = HashMap::new();
+        for (tp, state) in &self.partitions {
+            if self.sendable(state, now).is_none() {
+                continue;
+            }
+            match self.inner.cluster.leader(&tp.0, tp.1) {
+                Some(node) => by_node.entry(node).or_default().push(tp.clone()),
+                None => self.metadata_stale = true,
+            }
+        }
+        let max = self.inner.config.max_in_flight_requests_per_connection;
+        for (node, tps) in by_node {
+            let connection = match self.inner.cluster.connection(node).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(node, error = %e, "no connection to the leader");
+                    self.metadata_stale = true;
+                    continue;
+                }
+            };
+            let version = match connection.version(ApiKey::Produce, 3, 11) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.fail_all_for_node(&tps, e);
+                    continue;
+                }
+            };
+            loop {
+                if *self.node_in_flight.get(&node).unwrap_or(&0) >= max {
+                    break;
+                }
+                let mut picked: Vec<(TopicPartition, u64)> = Vec::new();
+                let mut topics: HashMap<String, Vec<PartitionProduceData>> = HashMap::new();
+                for tp in &tps {
+                    let state = self.partitions.get(tp).expect("partition state");
+                    let Some(index) = self.sendable(state, now) else {
+                        continue;
+                    };
+                    let (producer_id, epoch, idempotent) =
+                        (self.producer_id, self.epoch, self.idempotent());
+                    let state = self.partitions.get_mut(tp).expect("partition state");
+                    let next_sequence = state.next_sequence;
+                    let batch = &mut state.batches[index];
+                    if idempotent && batch.stamp.is_none() {
+                        batch.stamp(producer_id, epoch, next_sequence);
+                        batch.stamp_index = state.next_stamp_index;
+                        state.next_stamp_index += 1;
+                        state.next_sequence = increment_sequence(next_sequence, batch.record_count);
+                    }
+                    let batch = &mut state.batches[index];
+                    batch.in_flight = true;
+                    batch.attempts += 1;
+                    batch.fate = Fate::Unknown;
+                    state.in_flight += 1;
+                    picked.push((tp.clone(), batch.id));
+                    topics.entry(tp.0.clone()).or_default().push(
+                        PartitionProduceData::default()
+                            .with_index(tp.1)
+                            .with_records(Some(state.batches[index].payload())),
+                    );
+                }
+                if picked.is_empty() {
+                    break;
+                }
+                let request = ProduceRequest::default()
+                    .with_transactional_id(None)
+                    .with_acks(self.inner.config.acks)
+                    .with_timeout_ms(
+                        self.inner
+                            .config
+                            .client
+                            .request_timeout_ms
+                            .min(i32::MAX as u64) as i32,
+                    )
+                    .with_topic_data(
+                        topics
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                TopicProduceData::default()
+                                    .with_name(TopicName(StrBytes::from_string(name)))
+                                    .with_partition_data(partitions)
+                            })
+                            .collect(),
+                    );
+                *self.node_in_flight.entry(node).or_default() += 1;
+                let events = self.events_tx.clone();
+                if self.inner.config.acks == 0 {
+                    let result = connection
+                        .submit_without_answer(&request, version)
+                        .map(|_| ProduceResponse::default());
+                    let _ = events.send(ResponseEvent {
+                        node,
+                        batches: picked,
+                        result,
+                    });
+                    continue;
+                }
+                match connection.submit(&request, version) {
+                    Ok(rx) => {
+                        let connection = Arc::clone(&connection);
+                        let timeout = self.inner.config.client.request_timeout();
+                        tokio::spawn(async move {
+                            let result = connection
+                                .wait::<ProduceRequest>(rx, version, timeout)
+                                .await;
+                            let _ = events.send(ResponseEvent {
+                                node,
+                                batches: picked,
+                                result,
+                            });
+                        });
+                    }
+                    Err(e) => {
+                        let _ = events.send(ResponseEvent {
+                            node,
+                            batches: picked,
+                            result: Err(e),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The broker cannot take Produce at any version we speak: nothing sent there can succeed.
+    fn fail_all_for_node(&mut self, tps: &[TopicPartition], error: ClientError) {
+        let mut n = 0;
+        for tp in tps {
+            if let Some(state) = self.partitions.get_mut(tp) {
+                for batch in state.batches.drain(..) {
+                    n += batch.record_count as usize;
+                    batch.fail(ProduceError::Client(error.clone()));
+                }
+            }
+        }
+        self.done(n);
+    }
+
+    fn handle(&mut self, event: ResponseEvent) {
+        if let Some(n) = self.node_in_flight.get_mut(&event.node) {
+            *n = n.saturating_sub(1);
+        }
+        let now = Instant::now();
+        let backoff = Duration::from_millis(self.inner.config.retry_backoff_ms);
+        let acks_zero = self.inner.config.acks == 0;
+        let answers: HashMap<TopicPartition, (i16, i64, i64, Option<String>)> = match &event.result
+        {
+            Ok(response) => response
+                .responses
+                .iter()
+                .flat_map(|t| {
+                    t.partition_responses.iter().map(move |p| {
+                        (
+                            (t.name.0.to_string(), p.index),
+                            (
+                                p.error_code,
+                                p.base_offset,
+                                p.log_append_time_ms,
+                                p.error_message.as_ref().map(|m| m.to_string()),
+                            ),
+                        )
+                    })
+                })
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        for (tp, id) in event.batches {
+            let Some(state) = self.partitions.get_mut(&tp) else {
+                continue;
+            };
+            let Some(index) = state.batches.iter().position(|b| b.id == id) else {
+                continue;
+            };
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.batches[index].in_flight = false;
+            let outcome = match (&event.result, answers.get(&tp)) {
+                (Err(e), _) => Err((e.clone(), None)),
+                (Ok(_), _) if acks_zero => Ok((0, -1, -1)),
+                (Ok(_), None) => Err((
+                    ClientError::Protocol(format!("no answer for {}-{}", tp.0, tp.1)),
+                    None,
+                )),
+                (Ok(_), Some((0, base, time, _))) => Ok((0, *base, *time)),
+                (Ok(_), Some((code, base, time, message))) => {
+                    if *code == ResponseError::DuplicateSequenceNumber.code() {
+                        // Written before; an old broker does not say where.
+                        Ok((*code, -1, *time))
+                    } else {
+                        let _ = base;
+                        Err((ClientError::broker(*code, message.as_deref()), Some(*code)))
+                    }
+                }
+            };
+            match outcome {
+                Ok((_, base_offset, log_append_time)) => {
+                    let batch = state.batches.remove(index).expect("batch");
+                    if let Some(last) = batch.last_sequence() {
+                        state.last_acked_sequence = last;
+                    }
+                    state.unresolved = false;
+                    let n = batch.record_count as usize;
+                    batch.succeed(base_offset, log_append_time);
+                    self.inner.outstanding.fetch_sub(n as u64, Ordering::SeqCst);
+                }
+                Err((error, code)) => {
+                    let idempotent = self.inner.config.enable_idempotence;
+                    let batch = &mut state.batches[index];
+                    batch.last_error = Some(error.clone());
+                    match code {
+                        // Not an error answer: the request failed in transit; the batch may be in
+                        // the log. Resend the same bytes.
+                        None => {
+                            batch.retry_at = Some(now + backoff);
+                        }
+                        Some(45) if idempotent => {
+                            debug!(topic = %tp.0, partition = tp.1, index, stamp = ?batch.stamp, attempts = batch.attempts, "out of order");
+                            // The broker did not append it.
+                            batch.fate = Fate::Unwritten;
+                            batch.retry_at = Some(now + backoff);
+                            // Head of the line: nothing we sent before it is unsettled, yet the
+                            // broker wants another sequence.
+                            if index == 0 {
+                                // Its state and ours differ: bump the epoch and start over.
+                                warn!(topic = %tp.0, partition = tp.1, "OUT_OF_ORDER_SEQUENCE_NUMBER at the head of the line; bumping the epoch");
+                                self.bump_needed = true;
+                                self.draining = true;
+                            }
+                        }
+                        Some(47) | Some(59) | Some(90) if idempotent => {
+                            batch.fate = Fate::Unwritten;
+                            batch.retry_at = Some(now + backoff);
+                            self.new_id_needed = true;
+                            self.draining = true;
+                        }
+                        Some(c)
+                            if ResponseError::try_from_code(c)
+                                .is_some_and(|e| e.is_retriable()) =>
+                        {
+                            if matches!(c, 3 | 5 | 6 | 74 | 75) {
+                                self.metadata_stale = true;
+                            }
+                            // Some retriable errors (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND)
+                            // may come after a write: the fate stays unknown.
+                            batch.retry_at = Some(now + backoff);
+                        }
+                        Some(_) => {
+                            // Refused for good: the batch was not written.
+                            let batch = state.batches.remove(index).expect("batch");
+                            let stamped = batch.stamp.is_some();
+                            let n = batch.record_count as usize;
+                            batch.fail(ProduceError::Rejected(error));
+                            self.inner.outstanding.fetch_sub(n as u64, Ordering::SeqCst);
+                            if idempotent && stamped {
+                                // Its sequence is now a hole the next batches would hit.
+                                self.bump_needed = true;
+                                self.draining = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
