@@ -96,13 +96,15 @@ pub struct BrokerConfig {
     explicit: BTreeMap<String, String>,
 }
 
-/// The flags of `tally serve` that name config keys.
+/// `TALLY_*` variables that are not config keys: the flags of `tally serve` and the client
+/// commands' bootstrap address.
 pub const RESERVED_ENV: &[&str] = &[
     "TALLY_DATA_DIR",
     "TALLY_LISTEN",
     "TALLY_ADVERTISE",
     "TALLY_CONFIG",
     "TALLY_LOG",
+    "TALLY_BOOTSTRAP",
 ];
 
 impl BrokerConfig {

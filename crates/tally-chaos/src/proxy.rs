@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     pub stall_probability: f64,
     /// Keep a log of Produce traffic (for demos and small tests; it grows with traffic).
     pub record_events: bool,
+    /// Rewrite the broker addresses in Metadata answers to the proxy's own, so clients keep
+    /// coming through the proxy even when the broker advertises itself (single broker only).
+    pub rewrite_metadata: bool,
 }
 
 impl ProxyConfig {
@@ -62,12 +65,14 @@ impl ProxyConfig {
             delay_ms: (0, 0),
             stall_probability: 0.0,
             record_events: false,
+            rewrite_metadata: false,
         }
     }
 }
 
 struct Shared {
     config: ProxyConfig,
+    local_addr: SocketAddr,
     /// Where connections go; settable after start, so a broker can be started advertising the
     /// proxy's address.
     upstream: Mutex<SocketAddr>,
@@ -92,6 +97,7 @@ impl FaultProxy {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            local_addr,
             upstream: Mutex::new(config.upstream),
             config,
             counters: FaultCounters::default(),
@@ -221,6 +227,29 @@ fn record_answer(shared: &Shared, index: usize, frame: &Bytes, version: i16) {
     }
 }
 
+/// The Metadata answer with every broker's address replaced by the proxy's.
+fn rewrite_metadata(frame: &Bytes, version: i16, proxy: SocketAddr) -> Option<Bytes> {
+    use bytes::BufMut;
+    use kafka_protocol::messages::MetadataResponse;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let api_key = ApiKey::Metadata;
+    let header_version = api_key.response_header_version(version);
+    let mut body = frame.slice(4..);
+    let header = ResponseHeader::decode(&mut body, header_version).ok()?;
+    let mut response = MetadataResponse::decode(&mut body, version).ok()?;
+    for broker in &mut response.brokers {
+        broker.host = StrBytes::from_string(proxy.ip().to_string());
+        broker.port = i32::from(proxy.port());
+    }
+    let mut out = bytes::BytesMut::new();
+    out.put_i32(0);
+    header.encode(&mut out, header_version).ok()?;
+    response.encode(&mut out, version).ok()?;
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Some(out.freeze())
+}
+
 fn set_outcome(shared: &Shared, index: Option<usize>, outcome: ProduceOutcome) {
     if let Some(i) = index {
         if let Some(e) = shared.events.lock().expect("events lock").get_mut(i) {
@@ -339,6 +368,13 @@ async fn connection(shared: Arc<Shared>, client: TcpStream, id: u64) {
                     return;
                 }
             }
+            let frame = if shared.config.rewrite_metadata
+                && pending.api_key == ApiKey::Metadata as i16
+            {
+                rewrite_metadata(&frame, pending.api_version, shared.local_addr).unwrap_or(frame)
+            } else {
+                frame
+            };
             let (low, high) = shared.config.delay_ms;
             if high > 0 && shared.faults_enabled.load(Ordering::Relaxed) {
                 FaultCounters::bump(&shared.counters.responses_delayed);

@@ -55,6 +55,9 @@ pub struct ProducerDescription {
     pub last_timestamp: i64,
     pub coordinator_epoch: i32,
     pub current_txn_start_offset: i64,
+    /// Offset of the producer's last batch, from Tally's tagged-field extension; `None` from
+    /// brokers that do not send it.
+    pub last_offset: Option<i64>,
 }
 
 pub struct Admin {
@@ -214,14 +217,21 @@ impl Admin {
                             p.error_message.as_deref(),
                         ));
                     }
-                    out.extend(p.active_producers.iter().map(|s| ProducerDescription {
-                        partition: p.partition_index,
-                        producer_id: s.producer_id.0,
-                        producer_epoch: s.producer_epoch,
-                        last_sequence: s.last_sequence,
-                        last_timestamp: s.last_timestamp,
-                        coordinator_epoch: s.coordinator_epoch,
-                        current_txn_start_offset: s.current_txn_start_offset,
+                    out.extend(p.active_producers.iter().map(|s| {
+                        ProducerDescription {
+                            partition: p.partition_index,
+                            producer_id: s.producer_id.0,
+                            producer_epoch: s.producer_epoch,
+                            last_sequence: s.last_sequence,
+                            last_timestamp: s.last_timestamp,
+                            coordinator_epoch: s.coordinator_epoch,
+                            current_txn_start_offset: s.current_txn_start_offset,
+                            last_offset: s
+                                .unknown_tagged_fields
+                                .get(&tally_protocol::DESCRIBE_PRODUCERS_LAST_OFFSET_TAG)
+                                .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+                                .map(i64::from_be_bytes),
+                        }
                     }));
                 }
             }

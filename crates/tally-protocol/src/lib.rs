@@ -19,5 +19,10 @@ pub use frame::{FrameError, RequestPeek};
 pub use record_batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};
 pub use records::{validate_records, walk_records, RecordInfo, RecordsError};
 
+/// Tally's extension to DescribeProducers: a tagged field of each producer state carrying the
+/// offset of the producer's last batch (i64, big-endian). Kafka's schema has no such field;
+/// clients that do not know the tag skip it.
+pub const DESCRIBE_PRODUCERS_LAST_OFFSET_TAG: i32 = 10_000;
+
 /// Kafka's error codes, re-exported so every crate names them the same way.
 pub use kafka_protocol::ResponseError;

@@ -1,12 +1,22 @@
-//! `tally`: one command line for the Tally broker. `tally serve` runs a broker with embedded
-//! defaults (data in ./tally-data, listening on 127.0.0.1:9092).
+//! `tally`: one command line for Tally. `tally serve` runs a broker with embedded defaults
+//! (data in ./tally-data, listening on 127.0.0.1:9092); the other commands are clients of a
+//! running broker (`--bootstrap`, default 127.0.0.1:9092).
 
-use std::path::PathBuf;
+mod consume_cmd;
+mod demo;
+mod produce_cmd;
+mod producers_cmd;
+mod serve;
+mod table;
+mod topic_cmd;
+
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tally_broker::{Broker, BrokerConfig};
+use tally_client::ClientConfig;
+
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
 #[derive(Parser)]
 #[command(
@@ -15,6 +25,9 @@ use tally_broker::{Broker, BrokerConfig};
     about = "Tally: a Kafka-compatible event log built around exactly-once writes"
 )]
 struct Cli {
+    /// Broker to connect to, HOST:PORT (client commands; default 127.0.0.1:9092).
+    #[arg(long, global = true, env = "TALLY_BOOTSTRAP", value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,32 +44,52 @@ Config keys use Kafka's names (log.dirs, listeners, advertised.listeners, num.pa
 log.segment.bytes, log.retention.ms, message.max.bytes, producer.id.expiration.ms, ...).
 Later sources win: defaults, --config FILE, TALLY_* environment variables
 (TALLY_LOG_RETENTION_MS=...), --set KEY=VALUE, then --data-dir/--listen/--advertise.")]
-    Serve(ServeArgs),
-}
-
-#[derive(Parser)]
-struct ServeArgs {
-    /// Data directory (log.dirs).
-    #[arg(long, env = "TALLY_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address to listen on (listeners), HOST:PORT.
-    #[arg(long, env = "TALLY_LISTEN", value_name = "HOST:PORT")]
-    listen: Option<String>,
-    /// Address given to clients in Metadata (advertised.listeners); defaults to --listen.
-    #[arg(long, env = "TALLY_ADVERTISE", value_name = "HOST:PORT")]
-    advertise: Option<String>,
-    /// TOML file of config keys with Kafka's names.
-    #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Any config key, e.g. --set log.segment.bytes=1048576 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    Serve(serve::ServeArgs),
+    /// Create, delete, list and describe topics.
+    Topic(topic_cmd::TopicArgs),
+    /// Write messages, one per line, from standard input or a file.
+    Produce(produce_cmd::ProduceArgs),
+    /// Read messages.
+    Consume(consume_cmd::ConsumeArgs),
+    /// Show each partition's producer table: producer id, epoch, last sequence and offset.
+    Producers(producers_cmd::ProducersArgs),
+    /// Run a demonstration.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line, as for every other error: clap's first paragraph, joined; --help has
+            // the details.
+            let rendered = e.render().to_string();
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("tally: {} (see --help)", first.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve::run(args),
+        other => client_command(other, cli.bootstrap),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +98,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut client = ClientConfig::new(
+        bootstrap
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_string()),
+    );
+    client.client_id = "tally-cli".into();
+    client.connect_timeout_ms = 5_000;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(_) => unreachable!("serve runs its own runtime"),
+            Command::Topic(args) => topic_cmd::run(args, client).await,
+            Command::Produce(args) => produce_cmd::run(args, client).await,
+            Command::Consume(args) => consume_cmd::run(args, client).await,
+            Command::Producers(args) => producers_cmd::run(args, client).await,
+            Command::Demo(args) => demo::run(args, bootstrap).await,
+        }
+    })
 }
 
 /// The error and its causes on one line, skipping a cause its parent already quotes.
@@ -80,59 +137,4 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-fn broker_config(args: &ServeArgs) -> Result<BrokerConfig> {
-    let mut config = BrokerConfig::new();
-    if let Some(path) = &args.config {
-        config.merge_toml_file(path)?;
-    }
-    config.merge_env(std::env::vars())?;
-    for pair in &args.set {
-        config.set_pair(pair)?;
-    }
-    if let Some(dir) = &args.data_dir {
-        config.set("log.dirs", &dir.to_string_lossy())?;
-    }
-    if let Some(listen) = &args.listen {
-        config.set("listeners", listen)?;
-    }
-    if let Some(advertise) = &args.advertise {
-        config.set("advertised.listeners", advertise)?;
-    }
-    config.validate()?;
-    Ok(config)
-}
-
-fn serve(args: ServeArgs) -> Result<()> {
-    let config = broker_config(&args)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let running = Broker::start(config).await?;
-        wait_for_signal().await?;
-        running.shutdown().await;
-        Ok(())
-    })
-}
-
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -5,7 +5,7 @@ use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
-use tally_protocol::ResponseError;
+use tally_protocol::{ResponseError, DESCRIBE_PRODUCERS_LAST_OFFSET_TAG};
 
 use super::RequestContext;
 use crate::broker::Broker;
@@ -41,6 +41,10 @@ pub fn handle(
                                     .with_coordinator_epoch(e.coordinator_epoch)
                                     .with_current_txn_start_offset(
                                         e.current_txn_first_offset.unwrap_or(-1),
+                                    )
+                                    .with_unknown_tagged_field(
+                                        DESCRIBE_PRODUCERS_LAST_OFFSET_TAG,
+                                        bytes::Bytes::copy_from_slice(&e.last_offset.to_be_bytes()),
                                     )
                             })
                             .collect();
