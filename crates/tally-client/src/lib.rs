@@ -5,6 +5,9 @@
 //! speaks the Kafka protocol through `kafka-protocol` and works against Tally and any Kafka
 //! broker. It does not depend on the broker crates.
 //!
+//! A runnable version of the example below: `cargo run -p tally-client --example
+//! produce_consume -- 127.0.0.1:9092` with a broker running (`tally serve`).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use tally_client::{Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord};

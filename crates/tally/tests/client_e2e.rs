@@ -194,3 +194,155 @@ async fn exactly_once_through_lost_acks_and_resets_and_duplicates_without_idempo
         "no message lost in the control run either"
     );
 }
+
+/// A batch refused for good (MESSAGE_TOO_LARGE) leaves a hole in the sequence; the producer
+/// closes it with an epoch bump, and everything else is still stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_reported_and_the_epoch_bump_keeps_the_rest_exactly_once() {
+    let broker = BrokerProcess::start(Path::new(TALLY), &["--set", "message.max.bytes=3000"]);
+    let admin = Admin::new(ClientConfig::new(broker.bootstrap()))
+        .await
+        .unwrap();
+    admin.create_topic(NewTopic::new("gap", 1)).await.unwrap();
+    let mut config = ProducerConfig::new(broker.bootstrap());
+    config.batch_size = 1000;
+    config.linger_ms = 1;
+    let producer = Producer::new(config).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        let value = if i == 150 {
+            "x".repeat(5000)
+        } else {
+            format!("m{i}")
+        };
+        deliveries.push((
+            i,
+            producer
+                .send(ProducerRecord::new("gap", value))
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut refused = Vec::new();
+    for (i, d) in deliveries {
+        match d.await {
+            Ok(_) => {}
+            Err(tally_client::ProduceError::Rejected(e)) => {
+                assert!(e.to_string().contains("MessageTooLarge"), "{e}");
+                refused.push(i);
+            }
+            Err(e) => panic!("message {i}: {e}"),
+        }
+    }
+    assert_eq!(refused, vec![150]);
+    assert!(
+        producer.producer_id_and_epoch().1 >= 1,
+        "the gap was closed by an epoch bump"
+    );
+    // The producer goes on working after the bump.
+    producer
+        .send_and_wait(ProducerRecord::new("gap", "after"))
+        .await
+        .unwrap();
+    producer.close().await;
+    let records = read_all(&broker.bootstrap(), "gap", 300).await;
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    let mut expected: Vec<String> = (0..300)
+        .filter(|i| *i != 150)
+        .map(|i| format!("m{i}"))
+        .collect();
+    expected.push("after".into());
+    assert_eq!(values, expected);
+}
+
+/// Every answer is lost for a while: batches time out with an unknown fate ("possibly
+/// persisted"), the partition is unresolved, the producer bumps its epoch, and once the
+/// network heals it goes on. Nothing is ever stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_unknown_fate_time_out_and_the_producer_recovers_without_duplicates() {
+    let mut proxy_config = ProxyConfig::new("127.0.0.1:9".parse().unwrap());
+    proxy_config.drop_produce_responses = DropPolicy::Probability(1.0);
+    let proxy = FaultProxy::start(proxy_config).await.unwrap();
+    let advertise = proxy.local_addr().to_string();
+    let broker = BrokerProcess::start(Path::new(TALLY), &["--advertise", &advertise]);
+    proxy.set_upstream(broker.addr);
+    proxy.set_faults_enabled(false);
+    let admin = Admin::new(ClientConfig::new(advertise.clone()))
+        .await
+        .unwrap();
+    admin.create_topic(NewTopic::new("dark", 1)).await.unwrap();
+    let mut config = ProducerConfig::new(advertise.clone());
+    config.delivery_timeout_ms = 1500;
+    config.retry_backoff_ms = 50;
+    config.linger_ms = 1;
+    let producer = Producer::new(config).await.unwrap();
+    producer
+        .send_and_wait(ProducerRecord::new("dark", "before"))
+        .await
+        .unwrap();
+
+    proxy.set_faults_enabled(true);
+    let mut lost = Vec::new();
+    for i in 0..20 {
+        lost.push(
+            producer
+                .send(ProducerRecord::new("dark", format!("dark-{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in lost {
+        match d.await {
+            Err(tally_client::ProduceError::TimedOut {
+                possibly_persisted: true,
+                ..
+            }) => {}
+            other => panic!("expected a timeout of unknown fate, got {other:?}"),
+        }
+    }
+    proxy.set_faults_enabled(false);
+    let mut after = Vec::new();
+    for i in 0..20 {
+        after.push(
+            producer
+                .send(ProducerRecord::new("dark", format!("after-{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in after {
+        d.await
+            .expect("the producer recovers once answers come back");
+    }
+    assert!(
+        producer.producer_id_and_epoch().1 >= 1,
+        "unresolved sequences were closed by a bump"
+    );
+    producer.close().await;
+
+    let end = admin.list_offset("dark", 0, -1).await.unwrap() as usize;
+    let records = read_all(&advertise, "dark", end).await;
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    let mut unique = values.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        values.len(),
+        "a message was stored twice: {values:?}"
+    );
+    assert_eq!(values[0], "before");
+    for i in 0..20 {
+        assert!(values.contains(&format!("after-{i}")), "after-{i} missing");
+    }
+    eprintln!(
+        "stored {} of the 20 messages whose answers were lost",
+        values.iter().filter(|v| v.starts_with("dark-")).count()
+    );
+}

@@ -22,12 +22,7 @@ const N: usize = 1000;
 /// Key, value and headers of a message read by librdkafka.
 type RdMessage = (Option<String>, String, Vec<(String, String)>);
 
-fn rd_read(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    expected: usize,
-) -> Vec<RdMessage> {
+fn rd_read(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Vec<RdMessage> {
     let consumer: BaseConsumer = RdConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "interop")
