@@ -96,8 +96,8 @@ pub struct BrokerConfig {
     explicit: BTreeMap<String, String>,
 }
 
-/// `TALLY_*` variables that are not config keys: the flags of `tally serve` and the client
-/// commands' bootstrap address.
+/// `TALLY_*` variables that are not config keys: the flags of `tally serve`, the client
+/// commands' bootstrap address, and the crash points of tests.
 pub const RESERVED_ENV: &[&str] = &[
     "TALLY_DATA_DIR",
     "TALLY_LISTEN",
@@ -105,6 +105,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TALLY_CONFIG",
     "TALLY_LOG",
     "TALLY_BOOTSTRAP",
+    "TALLY_FAILPOINT",
 ];
 
 impl BrokerConfig {

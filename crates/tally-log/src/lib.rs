@@ -10,6 +10,7 @@
 
 mod config;
 mod error;
+pub mod failpoint;
 mod index;
 mod log;
 mod scan;

@@ -196,11 +196,13 @@ impl Log {
             old.save_indexes()?;
             old.flush()?;
         }
+        crate::failpoint::hit("log.roll.after_flush");
         let segment = Segment::create(&self.dir, new_base)?;
         // In the map before anything else can fail: the file exists now, and a later roll must
         // not try to create it again.
         self.segments.insert(new_base, segment);
         sync_dir(&self.dir)?;
+        crate::failpoint::hit("log.roll.after_new_segment");
         self.set_recovery_point(new_base)?;
         Ok(new_base)
     }
@@ -241,7 +243,9 @@ impl Log {
         );
         assert_eq!(header.size_in_bytes(), batch.len());
         let interval = self.config.index_interval_bytes;
+        crate::failpoint::hit("log.append.before_write");
         self.active_mut().append(batch, header, interval, now_ms)?;
+        crate::failpoint::hit("log.append.after_write");
         self.unflushed_messages += header.records_count.max(1) as u64;
         Ok(())
     }

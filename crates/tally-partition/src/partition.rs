@@ -193,6 +193,7 @@ impl Partition {
     /// only the new segment needs replaying.
     fn roll(&mut self) -> Result<(), AppendError> {
         self.take_snapshot()?;
+        tally_log::failpoint::hit("partition.roll.after_snapshot");
         self.log.roll()?;
         Ok(())
     }

@@ -96,7 +96,9 @@ pub fn write_snapshot(
         f.write_all(&file_bytes).map_err(io(&tmp))?;
         f.sync_data().map_err(io(&tmp))?;
     }
+    tally_log::failpoint::hit("snapshot.before_rename");
     fs::rename(&tmp, &path).map_err(io(&path))?;
+    tally_log::failpoint::hit("snapshot.after_rename");
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;

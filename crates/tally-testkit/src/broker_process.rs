@@ -15,6 +15,8 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Environment for the next start (cleared with [`BrokerProcess::set_env`]).
+    env: Vec<(String, String)>,
     work: TempDir,
     starts: usize,
 }
@@ -30,6 +32,11 @@ pub fn free_port() -> u16 {
 impl BrokerProcess {
     /// Starts `bin serve` on a fresh temporary data directory and a free loopback port.
     pub fn start(bin: &Path, extra_args: &[&str]) -> BrokerProcess {
+        Self::start_with_env(bin, extra_args, &[])
+    }
+
+    /// As [`BrokerProcess::start`], with environment variables (e.g. `TALLY_FAILPOINT`).
+    pub fn start_with_env(bin: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let work = tempfile::Builder::new()
             .prefix("tally-test-")
             .tempdir()
@@ -44,6 +51,10 @@ impl BrokerProcess {
             addr,
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             work,
             starts: 0,
         };
@@ -70,6 +81,7 @@ impl BrokerProcess {
             .arg(self.addr.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log)
@@ -164,6 +176,30 @@ impl BrokerProcess {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker before restarting it");
         self.spawn();
+    }
+
+    /// Replaces the environment used by later restarts.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Waits up to `timeout` for the broker to exit by itself (a failpoint); its status then.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

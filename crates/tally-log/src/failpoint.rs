@@ -1,0 +1,46 @@
+//! Crash points for tests: with `TALLY_FAILPOINT=<name>` or `<name>@<n>` in the environment,
+//! the process kills itself with SIGKILL the first (or n-th) time it reaches that point, as a
+//! power cut or `kill -9` at exactly that moment would. Without the variable, [`hit`] is one
+//! relaxed atomic load.
+//!
+//! Points: `log.append.before_write`, `log.append.after_write` (written, producer state not yet
+//! updated), `log.roll.after_flush` (old segment flushed, new one not created),
+//! `log.roll.after_new_segment` (new segment, recovery point not moved), `snapshot.before_rename`
+//! (temporary file written), `snapshot.after_rename`, `partition.roll.after_snapshot` (snapshot
+//! written, log not rolled).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+struct Armed {
+    name: String,
+    at_hit: u64,
+}
+
+static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+fn armed() -> &'static Option<Armed> {
+    ARMED.get_or_init(|| {
+        let value = std::env::var("TALLY_FAILPOINT").ok()?;
+        let (name, at_hit) = match value.split_once('@') {
+            Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
+            None => (value, 1),
+        };
+        Some(Armed { name, at_hit })
+    })
+}
+
+/// Marks a crash point; kills the process if it is the armed one and its hit count is reached.
+pub fn hit(name: &str) {
+    let Some(armed) = armed() else {
+        return;
+    };
+    if armed.name == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == armed.at_hit {
+        eprintln!("failpoint {name} reached: SIGKILL");
+        // SAFETY: sending a signal to our own process.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}

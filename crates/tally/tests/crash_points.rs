@@ -1,0 +1,151 @@
+//! SIGKILL of the broker at exact moments of its write path (failpoints: during an append,
+//! during a segment roll, during a producer snapshot), while an idempotent producer is
+//! producing. The broker is restarted on the same data directory; the producer keeps retrying.
+//! The end state is exactly once, with every acknowledged message at its acknowledged offset.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tally_client::{
+    Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, Offset, Producer, ProducerConfig,
+    ProducerRecord,
+};
+use tally_testkit::BrokerProcess;
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+const MESSAGES: usize = 3000;
+
+const POINTS: &[(&str, u32)] = &[
+    ("log.append.before_write", 60),
+    ("log.append.after_write", 60),
+    ("log.roll.after_flush", 3),
+    ("log.roll.after_new_segment", 3),
+    ("partition.roll.after_snapshot", 3),
+    ("snapshot.before_rename", 3),
+    ("snapshot.after_rename", 3),
+];
+
+fn crash_at(point: &str, hit: u32) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let failpoint = format!("{point}@{hit}");
+    let mut broker = BrokerProcess::start_with_env(
+        Path::new(TALLY),
+        &["--set", "log.segment.bytes=4096"],
+        &[("TALLY_FAILPOINT", &failpoint)],
+    );
+    let bootstrap = broker.bootstrap();
+    runtime.block_on(async {
+        Admin::new(ClientConfig::new(bootstrap.clone()))
+            .await
+            .unwrap()
+            .create_topic(NewTopic::new("crash", 2))
+            .await
+            .unwrap();
+    });
+    let producing = runtime.spawn({
+        let bootstrap = bootstrap.clone();
+        async move {
+            let mut config = ProducerConfig::new(bootstrap);
+            config.linger_ms = 1;
+            config.batch_size = 400;
+            config.retry_backoff_ms = 20;
+            config.delivery_timeout_ms = 60_000;
+            config.client.request_timeout_ms = 3_000;
+            config.client.reconnect_backoff_ms = 20;
+            config.client.reconnect_backoff_max_ms = 200;
+            let producer = Producer::new(config).await.unwrap();
+            let mut deliveries = Vec::new();
+            for i in 0..MESSAGES {
+                let partition = (i % 2) as i32;
+                let value = format!("p{partition}-{i}");
+                deliveries.push((
+                    value.clone(),
+                    producer
+                        .send(ProducerRecord::new("crash", value).with_partition(partition))
+                        .await
+                        .unwrap(),
+                ));
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mut acked = HashMap::new();
+            for (value, d) in deliveries {
+                let meta = d
+                    .await
+                    .unwrap_or_else(|e| panic!("{value} not delivered: {e}"));
+                acked.insert(value, (meta.partition, meta.offset));
+            }
+            producer.close().await;
+            acked
+        }
+    });
+    let status = broker.wait_for_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some(),
+        "{failpoint}: the broker never reached the failpoint"
+    );
+    assert!(
+        broker
+            .logs()
+            .contains(&format!("failpoint {point} reached")),
+        "{failpoint}"
+    );
+    broker.set_env(&[]);
+    broker.restart();
+    let acked = runtime.block_on(producing).unwrap();
+    assert_eq!(acked.len(), MESSAGES, "{failpoint}");
+
+    let stored = runtime.block_on(async {
+        let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap.clone()))
+            .await
+            .unwrap();
+        consumer
+            .assign_topic("crash", Offset::Earliest)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while out.len() < MESSAGES {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{failpoint}: read {} of {MESSAGES}",
+                out.len()
+            );
+            out.extend(consumer.poll(Duration::from_millis(300)).await.unwrap());
+        }
+        out.extend(consumer.poll(Duration::from_millis(300)).await.unwrap());
+        out
+    });
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in &stored {
+        let value = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+        assert_eq!(
+            acked.get(&value),
+            Some(&(r.partition, r.offset)),
+            "{failpoint}: {value} is not where it was acknowledged"
+        );
+        *seen.entry(value).or_default() += 1;
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "{failpoint}: a message was stored twice"
+    );
+    assert_eq!(
+        seen.len(),
+        MESSAGES,
+        "{failpoint}: an acknowledged message was lost"
+    );
+}
+
+#[test]
+fn sigkill_at_each_crash_point_keeps_exactly_once() {
+    for (point, hit) in POINTS {
+        crash_at(point, *hit);
+    }
+}
