@@ -32,6 +32,7 @@
 //! ```
 
 pub mod admin;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod connection;
@@ -42,6 +43,7 @@ pub mod producer;
 pub mod record;
 
 pub use admin::{Admin, NewTopic, ProducerDescription};
+pub use audit::{audit_topic, AuditReport, DuplicateRange, ProducerAudit, SequenceGap};
 pub use cluster::{PartitionInfo, TopicInfo};
 pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};

@@ -2,6 +2,8 @@
 //! (data in ./tally-data, listening on 127.0.0.1:9092); the other commands are clients of a
 //! running broker (`--bootstrap`, default 127.0.0.1:9092).
 
+mod audit_cmd;
+mod chaos_cmd;
 mod consume_cmd;
 mod demo;
 mod produce_cmd;
@@ -53,6 +55,10 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Consume(consume_cmd::ConsumeArgs),
     /// Show each partition's producer table: producer id, epoch, last sequence and offset.
     Producers(producers_cmd::ProducersArgs),
+    /// Report sequence gaps and ranges stored twice in a topic (exit 1 if any range is).
+    Audit(audit_cmd::AuditArgs),
+    /// Run a fault-injecting proxy in front of a broker.
+    ChaosProxy(chaos_cmd::ChaosArgs),
     /// Run a demonstration.
     Demo(demo::DemoArgs),
 }
@@ -120,6 +126,8 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Consume(args) => consume_cmd::run(args, client).await,
             Command::Producers(args) => producers_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,
+            Command::Audit(args) => audit_cmd::run(args, client).await,
+            Command::ChaosProxy(args) => chaos_cmd::run(args).await,
         }
     })
 }
