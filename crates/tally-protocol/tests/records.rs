@@ -172,3 +172,25 @@ proptest::proptest! {
         let _ = validate_records(&header, &batch, 1 << 16);
     }
 }
+
+/// A tiny request that claims a huge array must be a decode error, not an allocation of the
+/// claimed size (which aborts the process). Guards the patched kafka-protocol (vendor/).
+#[test]
+fn huge_array_counts_are_decode_errors() {
+    use kafka_protocol::messages::{ApiKey, RequestKind};
+    for (version, body) in [
+        (1i16, vec![0x7f, 0xff, 0xff, 0xff]), // Metadata v1: topics array, int32 count
+        (9, vec![0xff, 0xff, 0xff, 0xff, 0x07, 0x00]), // Metadata v9: compact array, uvarint count
+    ] {
+        let mut bytes = Bytes::from(body);
+        assert!(
+            RequestKind::decode(ApiKey::Metadata, &mut bytes, version).is_err(),
+            "v{version}"
+        );
+    }
+    // Produce v3 with i32::MAX topics.
+    let mut body = vec![0xff, 0xff, 0, 1, 0, 0, 0x03, 0xe8];
+    body.extend_from_slice(&i32::MAX.to_be_bytes());
+    let mut bytes = Bytes::from(body);
+    assert!(RequestKind::decode(ApiKey::Produce, &mut bytes, 3).is_err());
+}
