@@ -37,11 +37,22 @@ impl BrokerProcess {
 
     /// As [`BrokerProcess::start`], with environment variables (e.g. `TALLY_FAILPOINT`).
     pub fn start_with_env(bin: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
+        Self::start_in(bin, None, extra_args, env)
+    }
+
+    /// As [`BrokerProcess::start_with_env`], with the data in `data_dir` when given (for
+    /// example on a small filesystem that can fill up).
+    pub fn start_in(
+        bin: &Path,
+        data_dir: Option<PathBuf>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let work = tempfile::Builder::new()
             .prefix("tally-test-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = work.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| work.path().join("data"));
         // Port 0: the broker binds a free port itself and says which in its ready line. (Picking
         // a free port here and passing it races with other tests' ephemeral ports.)
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
