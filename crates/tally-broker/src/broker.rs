@@ -66,25 +66,16 @@ impl Broker {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Starts a broker: everything that can fail at start-up fails here, with one message.
-    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    /// Opens a broker without a listener: checks the config, locks the data directory and
+    /// recovers every partition. `listen_port` is the port clients reach it on (for the
+    /// advertised address when none is configured). [`Broker::start`] adds the TCP listener;
+    /// a simulation feeds it connections through [`Broker::serve_connection`].
+    pub async fn open(config: BrokerConfig, listen_port: u16) -> Result<Arc<Broker>, StartError> {
         config.validate()?;
         let config = Arc::new(config);
         let log_dir = config.log_dir();
         let data_dir = DataDir::open(&log_dir, config.node_id())?;
-        let listen = config.listener()?;
-        let listen_addr = listen.socket_addr()?;
-        let listener = TcpListener::bind(listen_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen_addr.to_string(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: listen_addr.to_string(),
-            source,
-        })?;
-        let advertised = config.advertised(local_addr.port())?;
+        let advertised = config.advertised(listen_port)?;
         let producer_ids =
             ProducerIdManager::open(&log_dir).map_err(|source| StartError::ProducerIds {
                 path: log_dir.display().to_string(),
@@ -98,7 +89,7 @@ impl Broker {
                 .await
                 .expect("recovery task")?
         };
-        let broker = Arc::new(Broker {
+        Ok(Arc::new(Broker {
             node_id: config.node_id(),
             cluster_id: data_dir.cluster_id.clone(),
             config,
@@ -108,9 +99,49 @@ impl Broker {
             data_version: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
             _data_dir: data_dir,
-        });
+        }))
+    }
+
+    /// Runs retention and producer expiry until `shutdown` turns true.
+    pub fn spawn_maintenance(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(maintenance(Arc::clone(self), shutdown))
+    }
+
+    /// Serves one client connection, given as the two halves of any stream.
+    pub async fn serve_connection<R, W>(
+        self: Arc<Self>,
+        read_half: R,
+        write_half: W,
+        peer: String,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        crate::connection::run_connection(self, read_half, write_half, peer, shutdown).await;
+    }
+
+    /// Starts a broker: everything that can fail at start-up fails here, with one message.
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+        config.validate()?;
+        let listen = config.listener()?;
+        let listen_addr = listen.socket_addr()?;
+        let listener = TcpListener::bind(listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen_addr.to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen_addr.to_string(),
+            source,
+        })?;
+        let broker = Broker::open(config, local_addr.port()).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let maintenance = tokio::spawn(maintenance(Arc::clone(&broker), shutdown_rx.clone()));
+        let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
         let server = tokio::spawn(crate::server::serve(
             Arc::clone(&broker),
             listener,
@@ -119,7 +150,7 @@ impl Broker {
         info!(
             listen = %local_addr,
             advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
-            data_dir = %log_dir.display(),
+            data_dir = %broker.config.log_dir().display(),
             topics = broker.topics.list().len(),
             cluster_id = %broker.cluster_id,
             "tally broker ready"
@@ -131,6 +162,11 @@ impl Broker {
             server,
             maintenance,
         })
+    }
+
+    /// Flushes and snapshots every partition (the end of a clean shutdown).
+    pub fn close(&self) {
+        self.topics.close_all();
     }
 }
 

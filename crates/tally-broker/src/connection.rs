@@ -2,27 +2,28 @@
 //! connection are handled strictly one at a time (as Kafka does by muting the socket), which
 //! is what keeps a pipelining idempotent producer's batches in sequence.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tally_protocol::frame::frame_len;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::broker::Broker;
 use crate::dispatch::{handle_frame, Outcome};
 
-pub async fn run_connection(
+/// Serves one connection given as its two halves (a TCP stream's, or a simulated one's).
+pub async fn run_connection<R, W>(
     broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    read_half: R,
+    write_half: W,
+    peer: String,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
     let max_bytes = broker.config.socket_request_max_bytes();

@@ -39,8 +39,10 @@ pub async fn serve(
                 debug!(%peer, "connection accepted");
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
+                let _ = stream.set_nodelay(true);
                 connections.spawn(async move {
-                    run_connection(broker, stream, peer, shutdown).await;
+                    let (read_half, write_half) = stream.into_split();
+                    run_connection(broker, read_half, write_half, peer.to_string(), shutdown).await;
                     drop(permit);
                 });
                 // Reap finished connection tasks so the set does not grow without bound.

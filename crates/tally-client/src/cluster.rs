@@ -112,6 +112,7 @@ impl Cluster {
             &self.config.client_id,
             self.config.connect_timeout(),
             self.config.request_timeout(),
+            &*self.config.transport,
         )
         .await
         {

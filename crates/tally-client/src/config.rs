@@ -1,7 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::transport::{TcpTransport, Transport};
+
 /// How to reach the cluster; shared by the producer, consumer and admin.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `host:port` addresses to start from; any one reachable broker is enough.
     pub bootstrap: Vec<String>,
@@ -11,6 +14,18 @@ pub struct ClientConfig {
     /// Wait before reconnecting to a broker that failed, doubled per failure up to the max.
     pub reconnect_backoff_ms: u64,
     pub reconnect_backoff_max_ms: u64,
+    /// The network: TCP unless a simulation provides another.
+    pub transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("client_id", &self.client_id)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientConfig {
@@ -27,6 +42,7 @@ impl ClientConfig {
             connect_timeout_ms: 10_000,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
+            transport: Arc::new(TcpTransport),
         }
     }
 

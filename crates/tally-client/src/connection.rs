@@ -14,11 +14,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::ClientError;
+use crate::transport::Transport;
 
 type Reply = oneshot::Sender<Result<Bytes, ClientError>>;
 
@@ -89,22 +89,22 @@ impl BrokerConnection {
         client_id: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
+        transport: &dyn Transport,
     ) -> Result<BrokerConnection, ClientError> {
         let network = |reason: String| ClientError::Network {
             addr: addr.to_string(),
             reason,
         };
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                network(format!(
-                    "connect timed out after {} ms",
-                    connect_timeout.as_millis()
-                ))
-            })?
-            .map_err(|e| network(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut read_half, write_half) = stream.into_split();
+        let (mut read_half, write_half) =
+            tokio::time::timeout(connect_timeout, transport.connect(addr))
+                .await
+                .map_err(|_| {
+                    network(format!(
+                        "connect timed out after {} ms",
+                        connect_timeout.as_millis()
+                    ))
+                })?
+                .map_err(|e| network(e.to_string()))?;
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             closed: AtomicBool::new(false),

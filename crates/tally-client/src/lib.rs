@@ -41,6 +41,7 @@ pub mod error;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
+pub mod transport;
 
 pub use admin::{Admin, NewTopic, ProducerDescription};
 pub use audit::{audit_topic, AuditReport, DuplicateRange, ProducerAudit, SequenceGap};
@@ -50,3 +51,4 @@ pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};
 pub use error::{ClientError, ProduceError};
 pub use producer::{Compression, DeliveryFuture, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata};
+pub use transport::{TcpTransport, Transport};

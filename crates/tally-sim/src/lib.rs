@@ -1,0 +1,22 @@
+//! `tally-sim` owns Tally's deterministic simulation: the real broker (real partition code on
+//! a real temporary disk) and several real idempotent producers run in one process on
+//! turmoil's simulated network. A seeded schedule injects faults: answers lost after the write
+//! (a one-way partition from the broker), held messages, full partitions, and broker crashes
+//! with restarts on the same data. An oracle records every send as acknowledged (with its
+//! offset), failed, or of unknown fate. After healing, every producer must finish more sends
+//! (liveness), and the stored data must satisfy the invariants:
+//!
+//! - no message is stored twice, and no sequence range of any producer is stored twice;
+//! - every acknowledged message is at its acknowledged partition and offset;
+//! - a producer's sequences within an epoch have no gaps, and offsets are contiguous;
+//! - the high watermark, sampled all along, never goes back.
+//!
+//! A failure names its seed and the command that replays it.
+
+mod oracle;
+mod transport;
+mod world;
+
+pub use oracle::Oracle;
+pub use transport::TurmoilTransport;
+pub use world::{run_seed, SimFailure, SimOptions, SimReport};

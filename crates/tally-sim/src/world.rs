@@ -1,0 +1,469 @@
+//! One simulated world per seed: the broker host, producer clients, a high-watermark monitor,
+//! a checker, and the fault schedule driven between simulation steps.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tally_broker::{Broker, BrokerConfig};
+use tally_client::{
+    audit_topic, Admin, ClientConfig, Consumer, ConsumerConfig, Offset, ProduceError, Producer,
+    ProducerConfig, ProducerRecord,
+};
+use tokio::sync::watch;
+use turmoil::Sim;
+
+use crate::oracle::{Fate, Oracle};
+use crate::transport::TurmoilTransport;
+
+const TOPIC: &str = "sim";
+const BROKER: &str = "broker";
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub producers: usize,
+    /// Messages each producer sends while faults are injected.
+    pub messages: usize,
+    /// Messages each producer sends after healing; every one must be acknowledged.
+    pub liveness_messages: usize,
+    pub partitions: i32,
+    pub faults: bool,
+    /// Producers with idempotence; off only for the control run that must fail.
+    pub idempotent: bool,
+    /// Bound on simulated time: a run that has not finished by then fails.
+    pub max_sim_secs: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            producers: 3,
+            messages: 150,
+            liveness_messages: 20,
+            partitions: 3,
+            faults: true,
+            idempotent: true,
+            max_sim_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    pub seed: u64,
+    pub acked: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// Messages of unknown fate that turned out to be stored (once).
+    pub unknown_stored: usize,
+    pub stored: usize,
+    pub faults: Vec<String>,
+    pub sim_secs: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "simulation seed {} failed: {}\nreplay it with: cargo run -p tally-sim --release -- --seed {}",
+            self.seed, self.reason, self.seed
+        )
+    }
+}
+
+fn client_config() -> ClientConfig {
+    let mut config = ClientConfig::new(format!("{BROKER}:9092"));
+    config.transport = Arc::new(TurmoilTransport);
+    config.request_timeout_ms = 2_000;
+    config.connect_timeout_ms = 1_000;
+    config.reconnect_backoff_ms = 50;
+    config.reconnect_backoff_max_ms = 400;
+    config
+}
+
+/// The broker's software: open (recover) the data directory, serve simulated TCP.
+async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
+    let mut config = BrokerConfig::new();
+    config.set("log.dirs", &dir.to_string_lossy())?;
+    config.set("listeners", "0.0.0.0:9092")?;
+    config.set("advertised.listeners", &format!("{BROKER}:9092"))?;
+    config.set("num.partitions", &partitions.to_string())?;
+    // Small segments: rolls and producer snapshots happen during the run.
+    config.set("log.segment.bytes", "4096")?;
+    let broker = Broker::open(config, 9092).await?;
+    let (_stop, shutdown) = watch::channel(false);
+    let _maintenance = broker.spawn_maintenance(shutdown.clone());
+    let listener = turmoil::net::TcpListener::bind("0.0.0.0:9092").await?;
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (read, write) = stream.into_split();
+        tokio::spawn(Arc::clone(&broker).serve_connection(
+            read,
+            write,
+            peer.to_string(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn producer_software(
+    index: usize,
+    options: SimOptions,
+    oracle: Arc<Mutex<Oracle>>,
+) -> turmoil::Result {
+    let mut config = ProducerConfig::new(String::new());
+    config.client = client_config();
+    config.linger_ms = 5;
+    config.batch_size = 256;
+    config.retry_backoff_ms = 50;
+    config.delivery_timeout_ms = 30_000;
+    config.enable_idempotence = options.idempotent;
+    let producer = loop {
+        match Producer::new(config.clone()).await {
+            Ok(p) => break p,
+            Err(_) => sleep_ms(100).await,
+        }
+    };
+    let send_all = |prefix: &'static str, count: usize| {
+        let producer = &producer;
+        let options = &options;
+        async move {
+            let mut pending = Vec::new();
+            for i in 0..count {
+                let value = format!("{prefix}{index}-{i}");
+                let record = ProducerRecord::new(TOPIC, value.clone())
+                    .with_partition((i % options.partitions as usize) as i32);
+                loop {
+                    match producer.send(record.clone()).await {
+                        Ok(d) => {
+                            pending.push((value, d));
+                            break;
+                        }
+                        // Metadata not reachable yet (broker down at start): try again.
+                        Err(_) => sleep_ms(50).await,
+                    }
+                }
+                sleep_ms(10).await;
+            }
+            let mut fates = Vec::new();
+            for (value, d) in pending {
+                let fate = match d.await {
+                    Ok(meta) => Fate::Acked {
+                        partition: meta.partition,
+                        offset: meta.offset,
+                    },
+                    Err(ProduceError::TimedOut {
+                        possibly_persisted: true,
+                        ..
+                    }) => Fate::Unknown,
+                    Err(_) => Fate::Failed,
+                };
+                fates.push((value, fate));
+            }
+            fates
+        }
+    };
+    let fates = send_all("p", options.messages).await;
+    {
+        let mut o = oracle.lock().unwrap();
+        o.fates.extend(fates);
+        o.producers_done_with_faults += 1;
+    }
+    while !oracle.lock().unwrap().healed {
+        sleep_ms(20).await;
+    }
+    let fates = send_all("live", options.liveness_messages).await;
+    {
+        let mut o = oracle.lock().unwrap();
+        for (value, fate) in &fates {
+            if !matches!(fate, Fate::Acked { .. }) {
+                o.violation(format!(
+                    "liveness: {value} was not acknowledged after healing ({fate:?})"
+                ));
+            }
+        }
+        o.fates.extend(fates);
+        o.producers_finished += 1;
+    }
+    producer.close().await;
+    Ok(())
+}
+
+/// Samples every partition's high watermark until the check is done.
+async fn monitor_software(partitions: i32, oracle: Arc<Mutex<Oracle>>) -> turmoil::Result {
+    let mut admin = None;
+    while !oracle.lock().unwrap().checked {
+        sleep_ms(25).await;
+        if admin.is_none() {
+            admin = Admin::new(client_config()).await.ok();
+            continue;
+        }
+        let a = admin.as_ref().unwrap();
+        for p in 0..partitions {
+            let Ok(Ok(hw)) =
+                tokio::time::timeout(Duration::from_millis(500), a.list_offset(TOPIC, p, -1)).await
+            else {
+                admin = None;
+                break;
+            };
+            let mut o = oracle.lock().unwrap();
+            let previous = o.high_watermarks.get(&p).copied().unwrap_or(0);
+            if hw < previous {
+                o.violation(format!(
+                    "high watermark of partition {p} went back from {previous} to {hw}"
+                ));
+            }
+            o.high_watermarks.insert(p, hw.max(previous));
+        }
+    }
+    Ok(())
+}
+
+/// After every producer finished: read everything back and check the invariants.
+async fn checker_software(options: SimOptions, oracle: Arc<Mutex<Oracle>>) -> turmoil::Result {
+    while oracle.lock().unwrap().producers_finished < options.producers {
+        sleep_ms(50).await;
+    }
+    let admin = Admin::new(client_config()).await?;
+    let mut ends = HashMap::new();
+    let mut total = 0;
+    for p in 0..options.partitions {
+        let end = admin.list_offset(TOPIC, p, -1).await?;
+        ends.insert(p, end);
+        total += end;
+    }
+    let mut consumer = Consumer::new(ConsumerConfig {
+        client: client_config(),
+        ..ConsumerConfig::new(String::new())
+    })
+    .await?;
+    consumer.assign_topic(TOPIC, Offset::Earliest).await?;
+    let mut records = Vec::new();
+    while (records.len() as i64) < total {
+        records.extend(consumer.poll(Duration::from_millis(200)).await?);
+    }
+    let audit = audit_topic(client_config(), TOPIC).await?;
+
+    let mut o = oracle.lock().unwrap();
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    for r in &records {
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        let expected = next.insert(r.partition, r.offset + 1).unwrap_or(0);
+        if r.offset != expected {
+            o.violation(format!(
+                "partition {}: offset {} follows {}",
+                r.partition,
+                r.offset,
+                expected - 1
+            ));
+        }
+        *stored.entry(value).or_default() += 1;
+    }
+    for (value, n) in &stored {
+        if *n > 1 {
+            o.violation(format!("{value} is stored {n} times"));
+        }
+    }
+    let positions: HashMap<String, (i32, i64)> = records
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+                (r.partition, r.offset),
+            )
+        })
+        .collect();
+    let fates: Vec<(String, Fate)> = o.fates.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    for (value, fate) in fates {
+        match fate {
+            Fate::Acked { partition, offset } => {
+                if positions.get(&value) != Some(&(partition, offset)) {
+                    o.violation(format!(
+                        "{value} was acknowledged at {partition}/{offset} but is at {:?}",
+                        positions.get(&value)
+                    ));
+                }
+            }
+            Fate::Failed => {
+                if positions.contains_key(&value) {
+                    o.violation(format!(
+                        "{value} was reported failed (not written) but is stored"
+                    ));
+                }
+            }
+            Fate::Unknown => {}
+        }
+    }
+    for p in &audit.producers {
+        for d in &p.duplicates {
+            o.violation(format!(
+                "producer {} partition {}: sequences {}-{} stored twice",
+                p.producer_id, p.partition, d.first_sequence, d.last_sequence
+            ));
+        }
+        for g in &p.gaps {
+            o.violation(format!(
+                "producer {} partition {} epoch {}: sequence gap, {} expected, {} found",
+                p.producer_id, p.partition, g.epoch, g.expected, g.found
+            ));
+        }
+    }
+    o.checked = true;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Requests reach the broker, answers do not come back: the write happens, the ack is lost.
+    LostAnswers(usize),
+    Hold(usize),
+    Partition(usize),
+    Crash,
+}
+
+struct Driver {
+    rng: StdRng,
+    active: Option<(Fault, Duration)>,
+    next_at: Duration,
+    log: Vec<String>,
+    producers: usize,
+}
+
+fn producer_host(k: usize) -> String {
+    format!("producer{k}")
+}
+
+impl Driver {
+    fn start(&mut self, sim: &mut Sim<'_>, now: Duration) {
+        let k = self.rng.random_range(0..self.producers);
+        let fault = match self.rng.random_range(0..10) {
+            0..=3 => Fault::LostAnswers(k),
+            4..=5 => Fault::Hold(k),
+            6..=7 => Fault::Partition(k),
+            _ => Fault::Crash,
+        };
+        let length = Duration::from_millis(self.rng.random_range(50..1500));
+        match fault {
+            Fault::LostAnswers(k) => sim.partition_oneway(BROKER, producer_host(k)),
+            Fault::Hold(k) => sim.hold(BROKER, producer_host(k)),
+            Fault::Partition(k) => sim.partition(BROKER, producer_host(k)),
+            Fault::Crash => sim.crash(BROKER),
+        }
+        self.log.push(format!(
+            "{:>7.3}s {fault:?} for {} ms",
+            now.as_secs_f64(),
+            length.as_millis()
+        ));
+        self.active = Some((fault, now + length));
+    }
+
+    fn end(&mut self, sim: &mut Sim<'_>) {
+        if let Some((fault, _)) = self.active.take() {
+            match fault {
+                Fault::LostAnswers(k) => sim.repair_oneway(BROKER, producer_host(k)),
+                Fault::Hold(k) => sim.release(BROKER, producer_host(k)),
+                Fault::Partition(k) => sim.repair(BROKER, producer_host(k)),
+                Fault::Crash => sim.bounce(BROKER),
+            }
+        }
+    }
+}
+
+/// Runs one seeded simulation to the end and checks it.
+pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
+    let fail = |reason: String| SimFailure { seed, reason };
+    let data = tempfile::Builder::new()
+        .prefix("tally-sim-")
+        .tempdir()
+        .map_err(|e| fail(e.to_string()))?;
+    let oracle = Arc::new(Mutex::new(Oracle::default()));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(options.max_sim_secs))
+        .tick_duration(Duration::from_millis(1))
+        .build();
+    let dir = data.path().to_path_buf();
+    let partitions = options.partitions;
+    sim.host(BROKER, move || broker_software(dir.clone(), partitions));
+    for k in 0..options.producers {
+        sim.client(
+            producer_host(k),
+            producer_software(k, options.clone(), Arc::clone(&oracle)),
+        );
+    }
+    sim.client("monitor", monitor_software(partitions, Arc::clone(&oracle)));
+    sim.client(
+        "checker",
+        checker_software(options.clone(), Arc::clone(&oracle)),
+    );
+
+    let mut driver = Driver {
+        rng: StdRng::seed_from_u64(seed),
+        active: None,
+        next_at: Duration::from_millis(200),
+        log: Vec::new(),
+        producers: options.producers,
+    };
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                return Err(fail(format!("{e} (faults: {})", driver.log.join("; "))));
+            }
+        }
+        let now = sim.elapsed();
+        let o = oracle.lock().unwrap();
+        if o.healed {
+            continue;
+        }
+        if !options.faults || o.producers_done_with_faults == options.producers {
+            drop(o);
+            driver.end(&mut sim);
+            oracle.lock().unwrap().healed = true;
+            continue;
+        }
+        drop(o);
+        match driver.active {
+            Some((_, until)) if now >= until => {
+                driver.end(&mut sim);
+                driver.next_at = now + Duration::from_millis(driver.rng.random_range(20..300));
+            }
+            None if now >= driver.next_at => driver.start(&mut sim, now),
+            _ => {}
+        }
+    }
+    let o = oracle.lock().unwrap();
+    if !o.violations.is_empty() {
+        return Err(fail(format!(
+            "{}\nfaults: {}",
+            o.violations.join("\n"),
+            driver.log.join("; ")
+        )));
+    }
+    let count = |f: fn(&Fate) -> bool| o.fates.values().filter(|x| f(x)).count();
+    Ok(SimReport {
+        seed,
+        acked: count(|f| matches!(f, Fate::Acked { .. })),
+        failed: count(|f| matches!(f, Fate::Failed)),
+        unknown: count(|f| matches!(f, Fate::Unknown)),
+        unknown_stored: 0,
+        stored: o.high_watermarks.values().sum::<i64>() as usize,
+        faults: driver.log.clone(),
+        sim_secs: sim.elapsed().as_secs_f64(),
+    })
+}
