@@ -14,6 +14,8 @@ use tracing::{info, warn};
 use crate::broker_config::{BrokerConfig, ConfigError, Endpoint};
 use crate::clock::now_ms;
 use crate::data_dir::{DataDir, DataDirError};
+use crate::group::store::OFFSETS_TOPIC;
+use crate::group::GroupCoordinator;
 use crate::producer_id_manager::ProducerIdManager;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
@@ -38,6 +40,8 @@ pub enum StartError {
     },
     #[error("cannot open topics: {0}")]
     Topics(#[from] TopicError),
+    #[error("cannot load consumer groups: {0}")]
+    Groups(String),
 }
 
 pub struct Broker {
@@ -47,6 +51,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub topics: TopicRegistry,
     pub producer_ids: ProducerIdManager,
+    pub groups: GroupCoordinator,
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
     shutting_down: AtomicBool,
@@ -89,7 +94,22 @@ impl Broker {
                 .await
                 .expect("recovery task")?
         };
+        // The internal topic of committed offsets: one partition, like any other on disk.
+        if topics.get(OFFSETS_TOPIC).is_none() {
+            topics.create(OFFSETS_TOPIC, 1, Default::default(), false, now_ms())?;
+        }
+        let offsets_partition = topics
+            .partition(OFFSETS_TOPIC, 0)
+            .expect("offsets partition");
+        let groups = {
+            let config = config.group_config();
+            tokio::task::spawn_blocking(move || GroupCoordinator::open(offsets_partition, config))
+                .await
+                .expect("group load task")
+                .map_err(StartError::Groups)?
+        };
         Ok(Arc::new(Broker {
+            groups,
             node_id: config.node_id(),
             cluster_id: data_dir.cluster_id.clone(),
             config,
@@ -205,11 +225,13 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut expiry = tokio::time::interval(Duration::from_millis(
         broker.config.producer_id_expiration_check_interval_ms(),
     ));
+    let mut groups = tokio::time::interval(Duration::from_millis(100));
     retention.tick().await;
     expiry.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
+            _ = groups.tick() => broker.groups.tick(),
             _ = retention.tick() => {
                 for p in broker.topics.all_partitions() {
                     if let Err(e) = p.lock().apply_retention(now_ms()) {

@@ -272,6 +272,16 @@ impl BrokerConfig {
     pub fn max_connections(&self) -> usize {
         self.long("max.connections") as usize
     }
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            initial_rebalance_delay_ms: self.long("group.initial.rebalance.delay.ms") as u64,
+            min_session_timeout_ms: self.long("group.min.session.timeout.ms") as i32,
+            max_session_timeout_ms: self.long("group.max.session.timeout.ms") as i32,
+            offsets_retention_ms: self.long("offsets.retention.minutes") * 60_000,
+            offset_metadata_max_bytes: self.long("offset.metadata.max.bytes") as usize,
+        }
+    }
+
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.long("log.retention.check.interval.ms") as u64
     }

@@ -91,6 +91,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("max.connections", Int, "10000", 1, "Connections accepted at once; more are closed on accept."),
     def("producer.id.expiration.ms", Int, "86400000", 1, "Forget a producer's state after this long without a write."),
     def("producer.id.expiration.check.interval.ms", Int, "600000", 1, "How often expired producer state is removed."),
+    def("group.initial.rebalance.delay.ms", Int, "3000", 0, "How long a new or empty group waits for more members before its first rebalance."),
+    def("group.min.session.timeout.ms", Int, "6000", 1, "The shortest session timeout a group member may ask for."),
+    def("group.max.session.timeout.ms", Int, "1800000", 1, "The longest session timeout a group member may ask for."),
+    def("offsets.retention.minutes", Int, "10080", 1, "Committed offsets of a group that has been empty this long are deleted."),
+    def("offset.metadata.max.bytes", Int, "4096", 0, "The largest metadata string committed with an offset."),
     def("producer.state.max.producers.per.partition", Int, "100000", 1, "Tally only: producers remembered per partition; past it, the one that wrote least recently is forgotten."),
 ];
 

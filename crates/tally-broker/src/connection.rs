@@ -50,7 +50,7 @@ pub async fn run_connection<R, W>(
             debug!(%peer, "connection closed in the middle of a request");
             return;
         }
-        match handle_frame(&broker, body.freeze()).await {
+        match handle_frame(&broker, body.freeze(), &peer).await {
             Outcome::Respond(bytes) => {
                 if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                     return;

@@ -20,7 +20,7 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn handle_frame(broker: &Broker, frame: Bytes) -> Outcome {
+pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome {
     let Some(peek) = RequestPeek::read(&frame) else {
         return Outcome::Close(format!(
             "request of {} bytes is shorter than a request header",
@@ -73,6 +73,12 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes) -> Outcome {
     let ctx = RequestContext {
         api_version: version,
         correlation_id: header.correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host)),
     };
     let response = match request {
         RequestKind::Produce(r) => match handlers::produce::handle(broker, &ctx, r) {
@@ -112,6 +118,39 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes) -> Outcome {
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(broker, &ctx, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(broker, &ctx, r))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(handlers::join_group::handle(broker, &ctx, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(handlers::sync_group::handle(broker, &ctx, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(handlers::heartbeat::handle(broker, &ctx, r))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(handlers::leave_group::handle(broker, &ctx, r))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(handlers::offset_commit::handle(broker, &ctx, r))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(handlers::offset_fetch::handle(broker, &ctx, r))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(handlers::list_groups::handle(broker, &ctx, r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(handlers::describe_groups::handle(broker, &ctx, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(handlers::delete_groups::handle(broker, &ctx, r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(handlers::offset_delete::handle(broker, &ctx, r))
         }
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(handlers::describe_producers::handle(broker, &ctx, r))

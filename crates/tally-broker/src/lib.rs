@@ -11,6 +11,7 @@ pub mod config_def;
 mod connection;
 mod data_dir;
 mod dispatch;
+pub mod group;
 mod handlers;
 mod partition_handle;
 mod producer_id_manager;

@@ -469,6 +469,28 @@ impl Log {
     }
 }
 
+impl Log {
+    /// Deletes every segment that ends at or before `offset` (never the active one) and moves
+    /// the log start offset to the first remaining segment. For a single writer that has just
+    /// rewritten its live state from `offset` on: compaction by rewriting.
+    pub fn delete_segments_before(&mut self, offset: i64) -> Result<Vec<i64>, LogError> {
+        let active_base = self.active().base_offset();
+        let doomed: Vec<i64> = self
+            .segments
+            .iter()
+            .filter(|(base, s)| **base != active_base && s.next_offset() <= offset)
+            .map(|(base, _)| *base)
+            .collect();
+        for base in &doomed {
+            if let Some(segment) = self.segments.remove(base) {
+                segment.delete()?;
+            }
+        }
+        self.log_start_offset = *self.segments.keys().next().expect("active remains");
+        Ok(doomed)
+    }
+}
+
 /// What one retention pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {

@@ -244,6 +244,17 @@ impl Partition {
         Ok(outcome.deleted_segments.len())
     }
 
+    /// Rolls to a new segment now (snapshotting producer state); returns its base offset.
+    pub fn start_new_segment(&mut self) -> Result<i64, AppendError> {
+        self.roll()?;
+        Ok(self.log.log_end_offset())
+    }
+
+    /// Drops the segments that end at or before `offset` (see `Log::delete_segments_before`).
+    pub fn delete_segments_before(&mut self, offset: i64) -> Result<usize, AppendError> {
+        Ok(self.log.delete_segments_before(offset)?.len())
+    }
+
     /// Forgets producers idle for `producer.id.expiration.ms`.
     pub fn remove_expired_producers(&mut self, now_ms: i64) -> usize {
         self.producers

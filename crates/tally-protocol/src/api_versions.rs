@@ -39,6 +39,17 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::CreatePartitions, 0, 3),
     ApiRange::new(ApiKey::DescribeCluster, 0, 1),
     ApiRange::new(ApiKey::DescribeProducers, 0, 0),
+    ApiRange::new(ApiKey::FindCoordinator, 0, 4),
+    ApiRange::new(ApiKey::JoinGroup, 0, 8),
+    ApiRange::new(ApiKey::SyncGroup, 0, 5),
+    ApiRange::new(ApiKey::Heartbeat, 0, 4),
+    ApiRange::new(ApiKey::LeaveGroup, 0, 5),
+    ApiRange::new(ApiKey::OffsetCommit, 2, 9),
+    ApiRange::new(ApiKey::OffsetFetch, 1, 8),
+    ApiRange::new(ApiKey::ListGroups, 0, 4),
+    ApiRange::new(ApiKey::DescribeGroups, 0, 5),
+    ApiRange::new(ApiKey::DeleteGroups, 0, 2),
+    ApiRange::new(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The advertised range for a raw api key, if the broker serves that API at all.
@@ -116,6 +127,19 @@ mod tests {
             ApiKey::DescribeProducers => {
                 RequestKind::DescribeProducers(DescribeProducersRequest::default())
             }
+            ApiKey::FindCoordinator => {
+                RequestKind::FindCoordinator(FindCoordinatorRequest::default())
+            }
+            ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
+            ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
+            ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),
+            ApiKey::LeaveGroup => RequestKind::LeaveGroup(LeaveGroupRequest::default()),
+            ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
+            ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
+            ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+            ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
+            ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
+            ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
             other => panic!("add {other:?} to default_request"),
         }
     }
@@ -123,7 +147,10 @@ mod tests {
     #[test]
     fn lookup() {
         assert_eq!(advertised_range(0).unwrap().max, 11);
-        assert!(advertised_range(11).is_none());
+        assert!(
+            advertised_range(24).is_none(),
+            "AddPartitionsToTxn: no transactions yet"
+        );
         assert!(advertised_range(-3).is_none());
     }
 }

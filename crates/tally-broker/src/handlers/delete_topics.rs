@@ -64,6 +64,13 @@ pub fn handle(
                     )
                 }
             };
+            if topic_name == crate::group::store::OFFSETS_TOPIC {
+                return fail(
+                    result,
+                    ResponseError::InvalidTopicException,
+                    "internal topics cannot be deleted".into(),
+                );
+            }
             match broker.topics.delete(&topic_name) {
                 Ok(deleted_id) => {
                     if version >= 6 {

@@ -4,16 +4,27 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_producers;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use kafka_protocol::protocol::StrBytes;
 use tally_protocol::ResponseError;
@@ -22,6 +33,9 @@ use tally_protocol::ResponseError;
 pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
+    pub client_id: String,
+    /// The client's address as Kafka reports it in DescribeGroups ("/127.0.0.1").
+    pub client_host: String,
 }
 
 /// The wire form of an optional error.

@@ -62,6 +62,9 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, request: ProduceRequest) ->
                     ) else {
                         return fail(ResponseError::UnknownTopicOrPartition, "unknown topic or partition".into(), answer);
                     };
+                    if name == crate::group::store::OFFSETS_TOPIC {
+                        return fail(ResponseError::InvalidTopicException, "cannot append to an internal topic".into(), answer);
+                    }
                     let Some(records) = data.records else {
                         return fail(ResponseError::InvalidRecord, "the partition carries no records".into(), answer);
                     };

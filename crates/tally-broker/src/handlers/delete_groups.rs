@@ -1,0 +1,30 @@
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let ids: Vec<String> = request
+        .groups_names
+        .iter()
+        .map(|g| g.0.to_string())
+        .collect();
+    let codes = broker.groups.delete_groups(&ids);
+    DeleteGroupsResponse::default().with_results(
+        request
+            .groups_names
+            .into_iter()
+            .zip(codes)
+            .map(|(id, code)| {
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(code)
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,104 @@
+//! OffsetFetch: one group (v0-7) or several (v8+); all of a group's offsets when no topics are
+//! named. No transactional offsets are ever pending, so RequireStable never has to wait.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::group::store::CommittedOffset;
+
+type Found = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match offset {
+        Some(o) => (
+            o.offset,
+            o.leader_epoch,
+            Some(StrBytes::from_string(
+                o.metadata.clone().unwrap_or_default(),
+            )),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    if ctx.api_version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let found: Found = broker.groups.fetch(&g.group_id.0, wanted);
+                let topics = found
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic)))
+                            .with_partitions(
+                                partitions
+                                    .into_iter()
+                                    .map(|(p, o)| {
+                                        let (offset, epoch, metadata) = fields(&o);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(metadata)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    // v0-1 always name topics; v2+ may send null for all.
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let found: Found = broker.groups.fetch(&request.group_id.0, wanted);
+    let topics = found
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(p, o)| {
+                            let (offset, epoch, metadata) = fields(&o);
+                            let mut r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_metadata(metadata);
+                            if ctx.api_version >= 5 {
+                                r.committed_leader_epoch = epoch;
+                            }
+                            r
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
