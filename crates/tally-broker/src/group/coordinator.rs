@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use super::group::{Group, GroupState, Member};
+use super::consumer_group::{Group, GroupState, Member};
 use super::store::{latest, CommittedOffset, GroupStore, StoreRecord};
 use crate::clock::now_ms;
 use crate::partition_handle::PartitionHandle;
@@ -64,6 +64,9 @@ pub struct SyncResult {
     pub protocol: Option<String>,
     pub assignment: Bytes,
 }
+
+/// Committed offsets by topic: (topic, [(partition, offset if any)]).
+pub type GroupOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
 pub struct CommitRequest {
     pub group_id: String,
@@ -704,7 +707,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    ) -> GroupOffsets {
         let inner = self.inner.lock();
         let group = inner.groups.get(group_id);
         match partitions {

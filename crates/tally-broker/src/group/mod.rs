@@ -3,12 +3,12 @@
 //! fencing and static members, committed offsets, and their durable record in
 //! `__consumer_offsets` (see `store`).
 
+mod consumer_group;
 mod coordinator;
-mod group;
 pub mod store;
 
+pub use consumer_group::GroupState;
 pub use coordinator::{
-    CommitRequest, GroupConfig, GroupCoordinator, GroupDescription, JoinRequest, JoinResult,
-    MemberDescription,
+    CommitRequest, GroupConfig, GroupCoordinator, GroupDescription, GroupOffsets, JoinRequest,
+    JoinResult, MemberDescription,
 };
-pub use group::GroupState;

@@ -11,8 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::store::CommittedOffset;
-
-type Found = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+use crate::group::GroupOffsets as Found;
 
 fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
     match offset {
