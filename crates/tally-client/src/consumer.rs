@@ -157,6 +157,36 @@ impl Consumer {
         self.fetches = JoinSet::new();
     }
 
+    /// Adds partitions at known positions, keeping the others (incremental assignment).
+    pub fn add_partitions(&mut self, partitions: &[(String, i32, i64)]) {
+        for (topic, partition, position) in partitions {
+            self.positions
+                .insert((topic.clone(), *partition), *position);
+        }
+        self.reset_fetches();
+    }
+
+    /// Stops reading these partitions; records already fetched for them are dropped.
+    pub fn remove_partitions(&mut self, partitions: &[(String, i32)]) {
+        for tp in partitions {
+            self.positions.remove(tp);
+        }
+        self.buffered.retain(|r| {
+            !partitions
+                .iter()
+                .any(|(t, p)| *t == r.topic && *p == r.partition)
+        });
+        self.reset_fetches();
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
     pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         self.positions.get(&(topic.to_string(), partition)).copied()
     }

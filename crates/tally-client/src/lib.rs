@@ -32,11 +32,13 @@
 //! ```
 
 pub mod admin;
+pub mod assignor;
 pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod consumer;
+pub mod consumer_protocol;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
