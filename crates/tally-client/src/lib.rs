@@ -32,6 +32,7 @@
 //! ```
 
 pub mod admin;
+pub mod admin_groups;
 pub mod assignor;
 pub mod audit;
 pub mod cluster;
@@ -39,18 +40,23 @@ pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod consumer_protocol;
+pub mod coordinator;
 pub mod error;
+pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
 pub mod transport;
 
 pub use admin::{Admin, NewTopic, ProducerDescription};
+pub use admin_groups::{GroupDescription, GroupListing, GroupMember};
+pub use assignor::Assignor;
 pub use audit::{audit_topic, AuditReport, DuplicateRange, ProducerAudit, SequenceGap};
 pub use cluster::{PartitionInfo, TopicInfo};
 pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};
 pub use error::{ClientError, ProduceError};
+pub use group_consumer::{GroupConsumer, GroupConsumerConfig, RebalanceEvent};
 pub use producer::{Compression, DeliveryFuture, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata};
 pub use transport::{TcpTransport, Transport};
