@@ -170,7 +170,10 @@ fn cooperative_sticky(
 mod tests {
     use super::*;
 
-    fn subs(members: &[(&str, &[&str], &[(&str, i32)])]) -> BTreeMap<String, MemberSubscription> {
+    /// (member, subscribed topics, owned partitions)
+    type Spec<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, i32)]);
+
+    fn subs(members: &[Spec]) -> BTreeMap<String, MemberSubscription> {
         members
             .iter()
             .map(|(m, topics, owned)| {

@@ -6,6 +6,7 @@ mod audit_cmd;
 mod chaos_cmd;
 mod consume_cmd;
 mod demo;
+mod group_cmd;
 mod produce_cmd;
 mod producers_cmd;
 mod serve;
@@ -53,6 +54,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Produce(produce_cmd::ProduceArgs),
     /// Read messages.
     Consume(consume_cmd::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    Group(group_cmd::GroupArgs),
     /// Show each partition's producer table: producer id, epoch, last sequence and offset.
     Producers(producers_cmd::ProducersArgs),
     /// Report sequence gaps and ranges stored twice in a topic (exit 1 if any range is).
@@ -125,6 +128,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Produce(args) => produce_cmd::run(args, client).await,
             Command::Consume(args) => consume_cmd::run(args, client).await,
             Command::Producers(args) => producers_cmd::run(args, client).await,
+            Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,
             Command::Audit(args) => audit_cmd::run(args, client).await,
             Command::ChaosProxy(args) => chaos_cmd::run(args).await,
