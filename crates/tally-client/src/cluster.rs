@@ -266,6 +266,17 @@ impl Cluster {
         self.state.read().expect("lock").topics.get(name).cloned()
     }
 
+    /// How many partitions a known topic has, without copying its metadata (the producer asks
+    /// once per record).
+    pub fn partition_count(&self, name: &str) -> Option<usize> {
+        self.state
+            .read()
+            .expect("lock")
+            .topics
+            .get(name)
+            .map(|t| t.partitions.len())
+    }
+
     /// The topic's metadata, fetched if not known yet; `auto_create` asks the broker to
     /// create it (as producers do).
     pub async fn topic_or_fetch(

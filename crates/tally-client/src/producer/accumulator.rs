@@ -1,99 +1,136 @@
 //! Open batches per partition, filled by `send` and taken by the sender when full, lingered
 //! long enough, or flushed. Records without key or partition stick to one partition per batch
 //! (Kafka's sticky partitioning), so batches fill up.
+//!
+//! `append` runs once per record under a lock, so it looks topics up by `&str` and allocates
+//! nothing but the record's slot in its batch.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::batch::{OpenBatch, PendingRecord};
+use super::delivery::{Completion, DeliveryFuture};
 use crate::partitioner::partition_for_key;
 
 #[derive(Default)]
+struct TopicBatches {
+    open: HashMap<i32, OpenBatch>,
+    /// The partition keyless records go to until its batch closes.
+    sticky: Option<i32>,
+}
+
+#[derive(Default)]
 pub(crate) struct Accumulator {
-    open: HashMap<(String, i32), OpenBatch>,
+    topics: HashMap<String, TopicBatches>,
     ready: Vec<OpenBatch>,
-    sticky: HashMap<String, i32>,
 }
 
 impl Accumulator {
-    /// Adds a record; returns whether the sender should be woken (a batch is ready, or a new
-    /// one started and its linger clock runs).
+    /// Adds a record holding `permit` (its share of buffer memory); returns the record's
+    /// delivery future and whether the sender should be woken (a batch is ready, or a new one
+    /// started and its linger clock runs).
     pub fn append(
         &mut self,
         record: PendingRecord,
+        permit: OwnedSemaphorePermit,
         size: usize,
         partitions: i32,
         batch_size: usize,
-    ) -> bool {
-        let topic = record.record.topic.clone();
+    ) -> (DeliveryFuture, bool) {
+        if !self.topics.contains_key(record.record.topic.as_str()) {
+            self.topics
+                .insert(record.record.topic.clone(), TopicBatches::default());
+        }
+        let topic = self
+            .topics
+            .get_mut(record.record.topic.as_str())
+            .expect("topic");
         let partition = match (record.record.partition, &record.record.key) {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => *self
+            (None, None) => *topic
                 .sticky
-                .entry(topic.clone())
-                .or_insert_with(|| rand::rng().random_range(0..partitions)),
+                .get_or_insert_with(|| rand::rng().random_range(0..partitions)),
         };
-        let key = (topic.clone(), partition);
         let mut wake = false;
-        if let Some(batch) = self.open.get(&key) {
+        if let Some(batch) = topic.open.get(&partition) {
             if batch.bytes + size > batch_size && !batch.records.is_empty() {
-                let full = self.open.remove(&key).expect("batch");
-                self.close(full, partitions);
+                let full = topic.open.remove(&partition).expect("batch");
+                Self::close(topic, &mut self.ready, full, partitions);
                 wake = true;
             }
         }
-        let batch = self.open.entry(key.clone()).or_insert_with(|| {
+        let batch = topic.open.entry(partition).or_insert_with(|| {
             wake = true;
             OpenBatch {
-                topic: topic.clone(),
+                topic: record.record.topic.clone(),
                 partition,
                 records: Vec::new(),
                 bytes: 0,
                 created: Instant::now(),
+                completion: Completion::new(),
+                permit: None,
             }
         });
+        let delivery = batch
+            .completion
+            .future(batch.records.len(), partition, record.timestamp_ms);
+        match &mut batch.permit {
+            Some(held) => held.merge(permit),
+            None => batch.permit = Some(permit),
+        }
         batch.records.push(record);
         batch.bytes += size;
         if batch.bytes >= batch_size {
-            let full = self.open.remove(&key).expect("batch");
-            self.close(full, partitions);
+            let full = topic.open.remove(&partition).expect("batch");
+            Self::close(topic, &mut self.ready, full, partitions);
             wake = true;
         }
-        wake
+        (delivery, wake)
     }
 
     /// Moves a batch to the ready list; keyless records move on to another partition.
-    fn close(&mut self, batch: OpenBatch, partitions: i32) {
-        if self.sticky.get(&batch.topic) == Some(&batch.partition) && partitions > 1 {
+    fn close(
+        topic: &mut TopicBatches,
+        ready: &mut Vec<OpenBatch>,
+        batch: OpenBatch,
+        partitions: i32,
+    ) {
+        if topic.sticky == Some(batch.partition) && partitions > 1 {
             let next = (batch.partition + rand::rng().random_range(1..partitions)) % partitions;
-            self.sticky.insert(batch.topic.clone(), next);
+            topic.sticky = Some(next);
         }
-        self.ready.push(batch);
+        ready.push(batch);
     }
 
     /// Batches to seal: all full ones, and open ones older than `linger` (all when flushing).
     pub fn take_ready(&mut self, now: Instant, linger: Duration, flushing: bool) -> Vec<OpenBatch> {
         let mut out = std::mem::take(&mut self.ready);
-        let due: Vec<(String, i32)> = self
-            .open
-            .iter()
-            .filter(|(_, b)| flushing || now.duration_since(b.created) >= linger)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let batch = self.open.remove(&key).expect("batch");
-            if self.sticky.get(&batch.topic) == Some(&batch.partition) {
-                self.sticky.remove(&batch.topic);
+        for topic in self.topics.values_mut() {
+            let due: Vec<i32> = topic
+                .open
+                .iter()
+                .filter(|(_, b)| flushing || now.duration_since(b.created) >= linger)
+                .map(|(p, _)| *p)
+                .collect();
+            for partition in due {
+                let batch = topic.open.remove(&partition).expect("batch");
+                if topic.sticky == Some(partition) {
+                    topic.sticky = None;
+                }
+                out.push(batch);
             }
-            out.push(batch);
         }
         out
     }
 
     pub fn oldest_open(&self) -> Option<Instant> {
-        self.open.values().map(|b| b.created).min()
+        self.topics
+            .values()
+            .flat_map(|t| t.open.values().map(|b| b.created))
+            .min()
     }
 }

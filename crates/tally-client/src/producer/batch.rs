@@ -9,18 +9,15 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::delivery::Completion;
 use crate::error::{ClientError, ProduceError};
-use crate::record::{ProducerRecord, RecordMetadata};
-
-pub(crate) type Delivery = oneshot::Sender<Result<RecordMetadata, ProduceError>>;
+use crate::record::ProducerRecord;
 
 pub(crate) struct PendingRecord {
     pub record: ProducerRecord,
     pub timestamp_ms: i64,
-    pub delivery: Delivery,
-    pub _permit: OwnedSemaphorePermit,
 }
 
 /// Records for one partition, filling up.
@@ -30,6 +27,10 @@ pub(crate) struct OpenBatch {
     pub records: Vec<PendingRecord>,
     pub bytes: usize,
     pub created: Instant,
+    /// Settles every record's future at once.
+    pub completion: Completion,
+    /// The buffer memory the records hold, released when the batch settles.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// What is known about whether a sealed batch is in the log.
@@ -50,9 +51,8 @@ pub(crate) struct SealedBatch {
     /// The encoded batch, shared by every send of it.
     pub bytes: Bytes,
     pub record_count: i32,
-    pub timestamps: Vec<i64>,
-    pub deliveries: Vec<Delivery>,
-    pub _permits: Vec<OwnedSemaphorePermit>,
+    completion: Completion,
+    _permit: Option<OwnedSemaphorePermit>,
     pub created: Instant,
     /// (producer id, epoch, base sequence) once stamped.
     pub stamp: Option<(i64, i16, i32)>,
@@ -66,11 +66,9 @@ pub(crate) struct SealedBatch {
 }
 
 impl SealedBatch {
-    pub fn seal(
-        id: u64,
-        open: OpenBatch,
-        compression: Compression,
-    ) -> Result<SealedBatch, (OpenBatch, String)> {
+    /// Encodes the batch. If it cannot be encoded, its records are settled with the error and
+    /// their count comes back.
+    pub fn seal(id: u64, open: OpenBatch, compression: Compression) -> Result<SealedBatch, usize> {
         let records: Vec<Record> = open
             .records
             .iter()
@@ -107,25 +105,21 @@ impl SealedBatch {
                 compression,
             },
         ) {
-            return Err((open, format!("cannot encode the batch: {e}")));
-        }
-        let mut timestamps = Vec::with_capacity(open.records.len());
-        let mut deliveries = Vec::with_capacity(open.records.len());
-        let mut permits = Vec::with_capacity(open.records.len());
-        for p in open.records {
-            timestamps.push(p.timestamp_ms);
-            deliveries.push(p.delivery);
-            permits.push(p._permit);
+            let n = open.records.len();
+            open.completion
+                .fail(ProduceError::Client(ClientError::Protocol(format!(
+                    "cannot encode the batch: {e}"
+                ))));
+            return Err(n);
         }
         Ok(SealedBatch {
             id,
             topic: open.topic,
             partition: open.partition,
             bytes: bytes.freeze(),
-            record_count: timestamps.len() as i32,
-            timestamps,
-            deliveries,
-            _permits: permits,
+            record_count: open.records.len() as i32,
+            completion: open.completion,
+            _permit: open.permit,
             created: open.created,
             stamp: None,
             stamp_index: 0,
@@ -163,28 +157,10 @@ impl SealedBatch {
 
     /// Completes every record with its offset.
     pub fn succeed(self, base_offset: i64, log_append_time_ms: i64) {
-        for (i, (delivery, timestamp)) in
-            self.deliveries.into_iter().zip(self.timestamps).enumerate()
-        {
-            let _ = delivery.send(Ok(RecordMetadata {
-                partition: self.partition,
-                offset: if base_offset < 0 {
-                    -1
-                } else {
-                    base_offset + i as i64
-                },
-                timestamp_ms: if log_append_time_ms >= 0 {
-                    log_append_time_ms
-                } else {
-                    timestamp
-                },
-            }));
-        }
+        self.completion.succeed(base_offset, log_append_time_ms);
     }
 
     pub fn fail(self, error: ProduceError) {
-        for delivery in self.deliveries {
-            let _ = delivery.send(Err(error.clone()));
-        }
+        self.completion.fail(error);
     }
 }

@@ -4,20 +4,19 @@
 mod accumulator;
 mod batch;
 mod config;
+mod delivery;
 mod sender;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
-use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use config::ProducerConfig;
+pub use delivery::DeliveryFuture;
 pub use kafka_protocol::records::Compression;
 
 use crate::cluster::Cluster;
@@ -45,29 +44,6 @@ pub struct Producer {
     inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
     sender: Option<JoinHandle<()>>,
-}
-
-/// Resolves to where the record was stored, or why it was not.
-pub struct DeliveryFuture(DeliveryState);
-
-enum DeliveryState {
-    Waiting(oneshot::Receiver<Result<RecordMetadata, ProduceError>>),
-    Ready(Option<Result<RecordMetadata, ProduceError>>),
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, ProduceError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            DeliveryState::Ready(result) => {
-                Poll::Ready(result.take().expect("polled after completion"))
-            }
-            DeliveryState::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(ProduceError::Client(ClientError::Closed)))),
-        }
-    }
 }
 
 /// InitProducerId for an idempotent producer, retrying what the broker says to retry.
@@ -150,19 +126,21 @@ impl Producer {
         }
         let size = record.estimated_size();
         if size > self.inner.config.max_request_size {
-            return Ok(DeliveryFuture(DeliveryState::Ready(Some(Err(
-                ProduceError::RecordTooLarge {
-                    size,
-                    max: self.inner.config.max_request_size,
-                },
-            )))));
+            return Ok(DeliveryFuture::ready(Err(ProduceError::RecordTooLarge {
+                size,
+                max: self.inner.config.max_request_size,
+            })));
         }
-        let topic = self
-            .inner
-            .cluster
-            .topic_or_fetch(&record.topic, true)
-            .await?;
-        let partitions = topic.partitions.len() as i32;
+        let partitions = match self.inner.cluster.partition_count(&record.topic) {
+            Some(n) => n as i32,
+            None => self
+                .inner
+                .cluster
+                .topic_or_fetch(&record.topic, true)
+                .await?
+                .partitions
+                .len() as i32,
+        };
         if partitions == 0 {
             return Err(ClientError::UnknownTopic(record.topic.clone()));
         }
@@ -176,15 +154,13 @@ impl Producer {
             .await
             .map_err(|_| ClientError::Closed)?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let (delivery, rx) = oneshot::channel();
         self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
-        let wake = self.inner.accumulator.lock().expect("lock").append(
+        let (delivery, wake) = self.inner.accumulator.lock().expect("lock").append(
             PendingRecord {
                 record,
                 timestamp_ms,
-                delivery,
-                _permit: permit,
             },
+            permit,
             size,
             partitions,
             self.inner.config.batch_size,
@@ -192,7 +168,7 @@ impl Producer {
         if wake {
             self.inner.wake.notify_one();
         }
-        Ok(DeliveryFuture(DeliveryState::Waiting(rx)))
+        Ok(delivery)
     }
 
     /// Sends and waits for the outcome.

@@ -181,18 +181,7 @@ impl Sender {
                     .or_default()
                     .batches
                     .push_back(batch),
-                Err((open, reason)) => {
-                    let n = open.records.len();
-                    for record in open.records {
-                        let _ =
-                            record
-                                .delivery
-                                .send(Err(ProduceError::Client(ClientError::Protocol(
-                                    reason.clone(),
-                                ))));
-                    }
-                    self.done(n);
-                }
+                Err(failed) => self.done(failed),
             }
         }
     }
