@@ -3,6 +3,7 @@
 //! running broker (`--bootstrap`, default 127.0.0.1:9092).
 
 mod audit_cmd;
+mod bench_cmd;
 mod chaos_cmd;
 mod consume_cmd;
 mod demo;
@@ -14,6 +15,11 @@ mod table;
 mod topic_cmd;
 
 use std::process::ExitCode;
+
+/// mimalloc rather than glibc's malloc: the broker and the client allocate and free across
+/// tokio worker threads, where glibc's arenas contend on a lock (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -64,6 +70,17 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     ChaosProxy(chaos_cmd::ChaosArgs),
     /// Run a demonstration.
     Demo(demo::DemoArgs),
+    /// Measure throughput and latency: produce, consume or end-to-end.
+    #[command(after_help = "Examples:
+  tally bench produce --count 1000000 --message-size 100 --partitions 8
+  tally bench produce --message-size 1024 --duration-secs 30 --producers 4 --no-idempotence
+  tally bench end-to-end --count 200000 --rate 50000
+  tally bench consume --topic tally-bench --count 1000000 --json
+
+Latency: send to acknowledgement (produce), send to receipt (end-to-end), as percentiles of
+an HDR histogram. The same options work with the librdkafka bench:
+  cargo run --release -p tally-rdkafka-bench -- produce --count 1000000")]
+    Bench(tally_bench::BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +147,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Producers(args) => producers_cmd::run(args, client).await,
             Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,
+            Command::Bench(options) => bench_cmd::run(options, client).await,
             Command::Audit(args) => audit_cmd::run(args, client).await,
             Command::ChaosProxy(args) => chaos_cmd::run(args).await,
         }
