@@ -27,14 +27,36 @@ use tally_bench::{prepare_topic, BenchOptions, Latencies, Mode, Pacer, Report};
     after_help = "Examples:
   rdkafka-bench produce --count 1000000 --message-size 100 --partitions 8
   rdkafka-bench end-to-end --duration-secs 20 --rate 50000 --json
-  rdkafka-bench consume --topic tally-bench --count 1000000"
+  rdkafka-bench consume --topic tally-bench --count 1000000
+  rdkafka-bench produce -X linger.ms=20 -X debug=msg"
 )]
 struct Cli {
     /// HOST:PORT of a broker.
     #[arg(long, default_value = "127.0.0.1:9092", env = "TALLY_BOOTSTRAP")]
     bootstrap: String,
+    /// A librdkafka property for the producers and consumers, as KEY=VALUE (repeatable), set
+    /// after the bench's own.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    property: Vec<(String, String)>,
     #[command(flatten)]
     options: BenchOptions,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+/// The `-X` properties, set once at start.
+static PROPERTIES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+fn with_properties(config: &mut RdConfig) -> &mut RdConfig {
+    for (k, v) in PROPERTIES.get().into_iter().flatten() {
+        config.set(k, v);
+    }
+    config
 }
 
 /// Counts deliveries and takes each one's latency (the opaque is its send time).
@@ -80,6 +102,7 @@ fn producer(bootstrap: &str, o: &BenchOptions) -> Result<ThreadedProducer<Delive
         .set("batch.size", o.batch_size.to_string())
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");
+    with_properties(&mut config);
     let context = Deliveries::default();
     let p: ThreadedProducer<Deliveries> = config
         .create_with_context(context)
@@ -179,11 +202,13 @@ fn run_producers(bootstrap: &str, o: &BenchOptions, done: Arc<AtomicU64>) -> Res
 }
 
 fn consumer(bootstrap: &str, o: &BenchOptions, offset: Offset) -> Result<BaseConsumer> {
-    let c: BaseConsumer = RdConfig::new()
+    let mut config = RdConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "tally-rdkafka-bench")
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.offset.store", "false");
+    let c: BaseConsumer = with_properties(&mut config)
         .create()
         .context("cannot create the rdkafka consumer")?;
     let mut list = TopicPartitionList::new();
@@ -276,6 +301,7 @@ fn end_to_end(bootstrap: &str, o: &BenchOptions, done: Arc<AtomicU64>) -> Result
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    let _ = PROPERTIES.set(cli.property.clone());
     let o = cli.options.clone();
     o.validate()?;
     let mut client = tally_client::ClientConfig::new(cli.bootstrap.clone());
