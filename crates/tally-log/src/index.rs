@@ -1,6 +1,6 @@
 //! Sparse indexes of one segment, kept in memory and written next to the segment when it
-//! becomes inactive (roll, clean shutdown). The active segment's indexes are always rebuilt by
-//! the start-up scan, so they never need to be trusted after a crash.
+//! becomes inactive (roll) and at clean shutdown. The active segment's saved indexes are
+//! trusted only below the recovery point; past it they are rebuilt by the start-up scan.
 
 use std::fs;
 use std::io::Write;
@@ -29,6 +29,12 @@ impl OffsetIndex {
         } else {
             self.entries[i - 1].1
         }
+    }
+
+    /// Keeps the entries of batches starting below `relative_offset`; returns the last one.
+    pub fn retain_below(&mut self, relative_offset: u32) -> Option<(u32, u32)> {
+        self.entries.retain(|&(r, _)| r < relative_offset);
+        self.entries.last().copied()
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
@@ -92,6 +98,13 @@ impl TimeIndex {
 
     pub fn last(&self) -> Option<(i64, u32)> {
         self.entries.last().copied()
+    }
+
+    /// Keeps the entries whose batch lies below `relative_offset`. Entries are appended at
+    /// offset-index points, so those kept are exactly the ones written at or before the
+    /// offset-index entry for `relative_offset`.
+    pub fn retain_below(&mut self, relative_offset: u32) {
+        self.entries.retain(|&(_, r)| r < relative_offset);
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {

@@ -80,6 +80,11 @@ impl Log {
             let trusted = matches!(next_base, Some(n) if n <= recovery_point);
             let (segment, outcome) = if trusted {
                 Segment::open_indexed(dir, base, next_base.expect("trusted has next"), interval)?
+            } else if next_base.is_none() && recovery_point > base {
+                // The last segment, flushed up to the recovery point (a clean shutdown): read
+                // only what follows it.
+                let (s, o) = Segment::open_tail(dir, base, recovery_point, interval)?;
+                (s, Some(o))
             } else {
                 let (s, o) = Segment::open_scanned(dir, base, true, interval)?;
                 (s, Some(o))
@@ -272,9 +277,11 @@ impl Log {
         Ok(())
     }
 
-    /// Flushes everything and records the recovery point; called on clean shutdown.
+    /// Flushes everything, saves the active segment's indexes and records the recovery point;
+    /// called on clean shutdown, so the next start reads nothing of this log again.
     pub fn close(&mut self) -> Result<(), LogError> {
         self.flush()?;
+        self.active().save_indexes()?;
         let end = self.log_end_offset();
         self.set_recovery_point(end)
     }

@@ -98,25 +98,36 @@ impl Segment {
         let file = Self::open_file(&log_path, false)?;
         let file_len = file.metadata().map_err(LogError::io(&log_path))?.len();
         let mut segment = Segment::empty(base_offset, log_path, file);
-        let file = Arc::clone(&segment.file);
-        let mut scanner = BatchScanner::new(&file, 0, file_len, verify_crc);
+        let outcome = segment.scan(file_len, index_interval_bytes, verify_crc)?;
+        Ok((segment, outcome))
+    }
+
+    /// Reads (CRC-checking when `verify_crc`) and tracks every batch from the segment's current
+    /// size to `file_len`, then cuts the file after the last whole, valid batch. The outcome
+    /// counts the valid bytes read.
+    fn scan(
+        &mut self,
+        file_len: u64,
+        index_interval_bytes: u32,
+        verify_crc: bool,
+    ) -> Result<ScanOutcome, LogError> {
+        let start = self.size;
+        let file = Arc::clone(&self.file);
+        let mut scanner = BatchScanner::new(&file, start, file_len, verify_crc);
         let mut reason = None;
         loop {
-            match scanner
-                .next_batch()
-                .map_err(LogError::io(&segment.log_path))?
-            {
+            match scanner.next_batch().map_err(LogError::io(&self.log_path))? {
                 ScanStep::Batch { position, header } => {
-                    if header.base_offset < segment.next_offset
-                        || header.last_offset() - base_offset > i64::from(u32::MAX)
+                    if header.base_offset < self.next_offset
+                        || header.last_offset() - self.base_offset > i64::from(u32::MAX)
                     {
                         reason = Some(format!(
                             "batch at position {position} has offset {} but {} was expected",
-                            header.base_offset, segment.next_offset
+                            header.base_offset, self.next_offset
                         ));
                         break;
                     }
-                    segment.track(position, &header, index_interval_bytes);
+                    self.track(position, &header, index_interval_bytes);
                 }
                 ScanStep::End => break,
                 ScanStep::Invalid { reason: r, .. } => {
@@ -125,24 +136,58 @@ impl Segment {
                 }
             }
         }
-        if segment.size > 0 {
+        if self.size > 0 {
             // The first append's time is not stored; the last write's time is a later bound.
-            segment.rolling_timestamp = modified_ms(&segment.log_path);
+            self.rolling_timestamp = modified_ms(&self.log_path);
         }
-        let truncated_bytes = file_len - segment.size;
+        let truncated_bytes = file_len.saturating_sub(self.size);
         if truncated_bytes > 0 {
-            file.set_len(segment.size)
-                .map_err(LogError::io(&segment.log_path))?;
-            file.sync_all().map_err(LogError::io(&segment.log_path))?;
+            file.set_len(self.size)
+                .map_err(LogError::io(&self.log_path))?;
+            file.sync_all().map_err(LogError::io(&self.log_path))?;
         }
-        Ok((
-            segment,
-            ScanOutcome {
-                valid_bytes: file_len - truncated_bytes,
-                truncated_bytes,
-                reason,
-            },
-        ))
+        Ok(ScanOutcome {
+            valid_bytes: self.size - start,
+            truncated_bytes,
+            reason,
+        })
+    }
+
+    /// Opens the last segment when the recovery point lies inside it or at its end (a clean
+    /// shutdown saved its indexes): batches below the recovery point were flushed and are
+    /// trusted through the saved indexes; reading starts at the last index entry below it, so
+    /// only the unflushed tail (and at most `index.interval.bytes` before it) is read and
+    /// CRC-checked, a torn tail cut. Without sane indexes, the whole segment is scanned.
+    pub(crate) fn open_tail(
+        dir: &Path,
+        base_offset: i64,
+        recovery_point: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(Segment, ScanOutcome), LogError> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let file = Self::open_file(&log_path, false)?;
+        let file_len = file.metadata().map_err(LogError::io(&log_path))?.len();
+        let trusted_rel = (recovery_point - base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let loaded = OffsetIndex::load(&index_path, file_len)
+            .zip(TimeIndex::load(&time_path, trusted_rel.saturating_sub(1)))
+            .filter(|_| trusted_rel > 0);
+        let Some((mut index, mut time_index)) = loaded else {
+            drop(file);
+            return Self::open_scanned(dir, base_offset, true, index_interval_bytes);
+        };
+        let (start_rel, start_position) = index.retain_below(trusted_rel).unwrap_or((0, 0));
+        time_index.retain_below(start_rel);
+        let mut segment = Segment::empty(base_offset, log_path, file);
+        segment.size = u64::from(start_position);
+        segment.next_offset = base_offset + i64::from(start_rel);
+        if let Some((t, r)) = time_index.last() {
+            segment.max_timestamp = t;
+            segment.offset_of_max_timestamp = r;
+        }
+        segment.index = index;
+        segment.time_index = time_index;
+        let outcome = segment.scan(file_len, index_interval_bytes, true)?;
+        Ok((segment, outcome))
     }
 
     /// Opens an inactive segment below the recovery point from its saved indexes, trusting its

@@ -129,6 +129,60 @@ fn appends_read_back_across_rolls_and_reopen() {
 }
 
 #[test]
+fn after_a_clean_close_only_the_tail_past_the_recovery_point_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let mut bases = Vec::new();
+    // Timestamps rise and then one falls back, so the maximum is not simply the last batch.
+    for i in 0..200i64 {
+        let ts = if i == 150 { 9_000 } else { 1000 + i * 10 };
+        bases.push(append(&mut log, 3, ts));
+    }
+    let end = log.log_end_offset();
+    let path = active_segment_path(dir.path(), &log);
+    let size = fs::metadata(&path).unwrap().len();
+    log.close().unwrap();
+    drop(log);
+
+    let (log, report) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(report.log_end_offset, end);
+    assert_eq!(report.truncated_bytes, 0);
+    // At most one index interval (256 bytes) plus a batch is read again, not the segment.
+    assert!(
+        report.scanned_bytes < 512 && size > 10_000,
+        "{report:?}, segment of {size} bytes"
+    );
+    let got: Vec<i64> = read_all(&log).iter().map(|h| h.base_offset).collect();
+    assert_eq!(got, bases);
+    let (h, _) = log.read_batch_with_max_timestamp().unwrap().unwrap();
+    assert_eq!(h.base_offset, bases[150]);
+    let (h, _) = log.read_batch_by_time(1205).unwrap().unwrap();
+    assert_eq!(h.base_offset, bases[21]);
+
+    // Appends continue; then a crash with a torn last batch. The recovery point on disk is
+    // still the one from the clean close: everything after it is read and checked.
+    let mut log = log;
+    for i in 0..20i64 {
+        bases.push(append(&mut log, 3, 20_000 + i));
+    }
+    let end2 = log.log_end_offset();
+    drop(log);
+    let mut bytes = fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x5a;
+    fs::write(&path, &bytes).unwrap();
+    let (log, report) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(report.log_end_offset, end2 - 3);
+    assert!(report.scanned_bytes < (n as u64 - size) + 512, "{report:?}");
+    assert!(report.truncation_reason.unwrap().contains("CRC"));
+    bases.pop();
+    let got: Vec<i64> = read_all(&log).iter().map(|h| h.base_offset).collect();
+    assert_eq!(got, bases);
+    let mut log = log;
+    assert_eq!(append(&mut log, 1, 30_000), end2 - 3);
+}
+
+#[test]
 fn torn_tail_is_truncated_to_last_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
