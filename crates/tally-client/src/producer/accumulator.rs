@@ -106,15 +106,23 @@ impl Accumulator {
         ready.push(batch);
     }
 
-    /// Batches to seal: all full ones, and open ones older than `linger` (all when flushing).
-    pub fn take_ready(&mut self, now: Instant, linger: Duration, flushing: bool) -> Vec<OpenBatch> {
+    /// Batches to seal: all full ones, and open ones older than `linger` (all when flushing)
+    /// whose partition `may_seal` says could send them now.
+    pub fn take_ready(
+        &mut self,
+        now: Instant,
+        linger: Duration,
+        flushing: bool,
+        may_seal: impl Fn(&str, i32) -> bool,
+    ) -> Vec<OpenBatch> {
         let mut out = std::mem::take(&mut self.ready);
-        for topic in self.topics.values_mut() {
+        for (name, topic) in self.topics.iter_mut() {
             let due: Vec<i32> = topic
                 .open
                 .iter()
                 .filter(|(_, b)| flushing || now.duration_since(b.created) >= linger)
                 .map(|(p, _)| *p)
+                .filter(|p| may_seal(name, *p))
                 .collect();
             for partition in due {
                 let batch = topic.open.remove(&partition).expect("batch");
@@ -127,10 +135,14 @@ impl Accumulator {
         out
     }
 
-    pub fn oldest_open(&self) -> Option<Instant> {
+    /// The next moment an open batch finishes lingering, after `now`. (Batches already past
+    /// it and still open are waiting for their partition to be able to send: an answer, not a
+    /// timer, wakes the sender for them.)
+    pub fn next_linger_deadline(&self, now: Instant, linger: Duration) -> Option<Instant> {
         self.topics
             .values()
-            .flat_map(|t| t.open.values().map(|b| b.created))
+            .flat_map(|t| t.open.values().map(|b| b.created + linger))
+            .filter(|due| *due > now)
             .min()
     }
 }

@@ -126,7 +126,7 @@ impl Sender {
             if stopping && self.is_idle() {
                 return;
             }
-            let deadline = self.next_deadline(Instant::now());
+            let deadline = self.next_deadline(now);
             tokio::select! {
                 Some(event) = self.events_rx.recv() => self.handle(event),
                 _ = self.inner.wake.notified() => {}
@@ -165,12 +165,12 @@ impl Sender {
     fn collect(&mut self, now: Instant) {
         let linger = Duration::from_millis(self.inner.config.linger_ms);
         let flushing = self.inner.flush_requested.load(Ordering::SeqCst);
-        let taken = self
-            .inner
-            .accumulator
-            .lock()
-            .expect("lock")
-            .take_ready(now, linger, flushing);
+        let taken = self.inner.accumulator.lock().expect("lock").take_ready(
+            now,
+            linger,
+            flushing,
+            |topic, partition| self.may_seal(topic, partition),
+        );
         for open in taken {
             self.next_batch_id += 1;
             let tp = (open.topic.clone(), open.partition);
@@ -183,6 +183,25 @@ impl Sender {
                     .push_back(batch),
                 Err(failed) => self.done(failed),
             }
+        }
+    }
+
+    /// Whether a lingered batch should be sealed now: only when it could go out at once. While
+    /// its partition still has a sealed batch waiting, or its leader already has
+    /// `max_in_flight` requests out, the open batch keeps filling, as in Kafka's accumulator:
+    /// under load batches grow instead of the queue of small ones getting longer. (Full batches
+    /// are always sealed; they cannot grow.)
+    fn may_seal(&self, topic: &str, partition: i32) -> bool {
+        let tp = (topic.to_string(), partition);
+        if let Some(state) = self.partitions.get(&tp) {
+            if state.batches.iter().any(|b| !b.in_flight) {
+                return false;
+            }
+        }
+        let max = self.inner.config.max_in_flight_requests_per_connection;
+        match self.inner.cluster.leader(topic, partition) {
+            Some(node) => *self.node_in_flight.get(&node).unwrap_or(&0) < max,
+            None => true,
         }
     }
 
@@ -299,8 +318,15 @@ impl Sender {
 
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut next = now + Duration::from_millis(200);
-        if let Some(created) = self.inner.accumulator.lock().expect("lock").oldest_open() {
-            next = next.min(created + Duration::from_millis(self.inner.config.linger_ms));
+        let linger = Duration::from_millis(self.inner.config.linger_ms);
+        if let Some(due) = self
+            .inner
+            .accumulator
+            .lock()
+            .expect("lock")
+            .next_linger_deadline(now, linger)
+        {
+            next = next.min(due);
         }
         let timeout = Duration::from_millis(self.inner.config.delivery_timeout_ms);
         for state in self.partitions.values() {
