@@ -131,10 +131,15 @@ impl SealedBatch {
         })
     }
 
-    /// Writes producer id, epoch and base sequence into the encoded bytes (a copy, once per
-    /// stamp; sends after that share the bytes).
+    /// Writes producer id, epoch and base sequence into the encoded bytes; sends after that
+    /// share them.
     pub fn stamp(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
-        let mut bytes = BytesMut::from(&self.bytes[..]);
+        // Patched in place when nothing else holds the bytes (the first stamp, or a restamp
+        // after the last send's request was dropped); copied otherwise.
+        let bytes = std::mem::take(&mut self.bytes);
+        let mut bytes = bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         tally_protocol::record_batch::set_producer_fields(
             &mut bytes,
             producer_id,
