@@ -34,7 +34,17 @@ async fn produce(bootstrap: &str, topic: &str, from: usize, to: usize) {
 }
 
 async fn member(bootstrap: &str, assignor: Assignor) -> (GroupConsumer, Events) {
-    let mut config = GroupConsumerConfig::new(bootstrap, "g1");
+    member_with(bootstrap, "g1", assignor, None).await
+}
+
+async fn member_with(
+    bootstrap: &str,
+    group: &str,
+    assignor: Assignor,
+    instance: Option<&str>,
+) -> (GroupConsumer, Events) {
+    let mut config = GroupConsumerConfig::new(bootstrap, group);
+    config.group_instance_id = instance.map(str::to_string);
     config.enable_auto_commit = false;
     config.session_timeout_ms = 6_000;
     config.rebalance_timeout_ms = 20_000;
@@ -212,4 +222,64 @@ async fn tally_group_consumers_eager_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tally_group_consumers_cooperative_sticky() {
     split_leave_rejoin(Assignor::CooperativeSticky).await;
+}
+
+/// Static membership (KIP-345): a member with a group.instance.id that restarts within its
+/// session timeout gets its partitions back, and the other member sees no rebalance at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarts_without_a_rebalance() {
+    let broker = BrokerProcess::start(
+        Path::new(TALLY),
+        &["--set", "group.initial.rebalance.delay.ms=0"],
+    );
+    let b = broker.bootstrap();
+    let admin = Admin::new(ClientConfig::new(b.clone())).await.unwrap();
+    admin
+        .create_topic(NewTopic::new("grouped", 4))
+        .await
+        .unwrap();
+    produce(&b, "grouped", 0, 400).await;
+    let mut delivered = Vec::new();
+    let (mut a, _) = member_with(&b, "static", Assignor::Range, Some("member-a")).await;
+    let (mut other, other_events) =
+        member_with(&b, "static", Assignor::Range, Some("member-b")).await;
+    until(
+        "the two static members to split four partitions",
+        &mut [&mut a, &mut other],
+        &mut delivered,
+        |cs, _| owns(cs[0]) == 2 && owns(cs[1]) == 2,
+    )
+    .await;
+    let a_partitions = a.assignment();
+    let other_partitions = other.assignment();
+    let generation = other.generation();
+    let events_before = other_events.lock().unwrap().len();
+
+    // A static member's close does not leave the group; a new process with the same instance
+    // id takes its place.
+    a.close().await.unwrap();
+    let (mut restarted, _) = member_with(&b, "static", Assignor::Range, Some("member-a")).await;
+    until(
+        "the restarted member to get its partitions",
+        &mut [&mut restarted, &mut other],
+        &mut delivered,
+        |cs, _| owns(cs[0]) == 2,
+    )
+    .await;
+    // Keep the other member busy for a few heartbeats: a rebalance would show up now.
+    for _ in 0..20 {
+        pump(&mut [&mut restarted, &mut other], &mut delivered).await;
+    }
+    assert_eq!(restarted.assignment(), a_partitions);
+    assert_eq!(other.assignment(), other_partitions);
+    assert_eq!(other.generation(), generation, "no new generation");
+    assert_eq!(
+        other_events.lock().unwrap().len(),
+        events_before,
+        "the other member saw no rebalance"
+    );
+    let description = admin.describe_group("static").await.unwrap();
+    assert_eq!(description.members.len(), 2, "{description:?}");
+    restarted.close().await.unwrap();
+    other.close().await.unwrap();
 }

@@ -317,6 +317,7 @@ impl GroupCoordinator {
                 ));
             }
             let mut member_id = request.member_id.clone();
+            let mut static_replaced = false;
             if member_id.is_empty() {
                 // Static member rejoining under a new member id: replaces (fences) the old one.
                 let replaced = request
@@ -326,6 +327,7 @@ impl GroupCoordinator {
                     .map(|m| m.id.clone());
                 member_id = format!("{}-{}", request.client_id, uuid::Uuid::new_v4());
                 if let Some(old) = replaced {
+                    static_replaced = true;
                     if let Some(m) = group.member_mut(&old) {
                         if let Some(w) = m.join_waiter.take() {
                             let _ = w.send(Err(code(ResponseError::FencedInstanceId)));
@@ -387,11 +389,38 @@ impl GroupCoordinator {
             if group.protocol_type.is_none() {
                 group.protocol_type = Some(request.protocol_type.clone());
             }
+            // A follower rejoining a stable group unchanged gets the current generation. So
+            // does a static member restarting under a new member id (KIP-345), leader or not,
+            // as long as the group's protocol stays the same (its metadata may differ: a new
+            // process owns nothing yet); its SyncGroup then returns the assignment it had.
+            let keeps_generation = group.state == GroupState::Stable
+                && !is_new
+                && if static_replaced {
+                    group.select_protocol() == group.protocol
+                } else {
+                    !changed && !is_leader
+                };
             match group.state {
-                GroupState::Stable | GroupState::CompletingRebalance
-                    if !is_new && !changed && !is_leader && group.state == GroupState::Stable =>
-                {
-                    // A follower rejoining a stable group unchanged gets the current generation.
+                GroupState::Stable if keeps_generation => {
+                    let protocol = group.protocol.clone().unwrap_or_default();
+                    // The leader's JoinGroup always lists the members (JoinGroup v9's
+                    // SkipAssignment is not advertised); its SyncGroup in a stable group
+                    // returns the current assignment whatever it computes.
+                    let members = if is_leader {
+                        group
+                            .members
+                            .iter()
+                            .map(|m| {
+                                (
+                                    m.id.clone(),
+                                    m.instance_id.clone(),
+                                    m.metadata_for(&protocol),
+                                )
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     let m = group.member_mut(&member_id).expect("member");
                     let waiter = m.join_waiter.take().expect("waiter");
                     let result = JoinResult {
@@ -400,9 +429,12 @@ impl GroupCoordinator {
                         protocol: group.protocol.clone(),
                         leader: group.leader.clone().unwrap_or_default(),
                         member_id: member_id.clone(),
-                        members: Vec::new(),
+                        members,
                     };
                     let _ = waiter.send(Ok(result));
+                    if static_replaced {
+                        Self::persist_group(&mut inner, &request.group_id);
+                    }
                 }
                 _ => {
                     self.prepare_rebalance(group, now);
