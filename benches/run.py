@@ -151,6 +151,10 @@ class Runner:
         return result
 
 
+# Each cell runs (on, off, off, on) this many times after its warm-up.
+PAIRS_HALF = 2
+
+
 def count_for(size, quick):
     if quick:
         return 20_000
@@ -164,6 +168,8 @@ def fmt_ms(r, key):
 
 
 def matrix(runner, sizes, partitions_list, producers_list, clients):
+    """Per cell one fresh broker: a warm-up run, then idempotence on and off interleaved, each
+    run on its own topic. The broker's CPU is taken per run; its peak RSS is the cell's."""
     rows = []
     for size in sizes:
         for partitions in partitions_list:
@@ -171,15 +177,26 @@ def matrix(runner, sizes, partitions_list, producers_list, clients):
                 for client in clients:
                     count = count_for(size, runner.quick)
                     results = {"on": [], "off": []}
-                    for idem in ("on", "off", "off", "on", "on", "off"):
-                        args = ["--message-size", size, "--count", count,
-                                "--partitions", partitions, "--producers", producers,
-                                "--topic", "bench"]
-                        if idem == "off":
-                            args.append("--no-idempotence")
-                        log(f"matrix: {client} size={size} partitions={partitions} "
-                            f"producers={producers} idempotence={idem}")
-                        results[idem].append(runner.measured(client, "produce", args))
+                    broker = runner.fresh().start()
+                    try:
+                        order = ["warm-up"] + ["on", "off", "off", "on"] * PAIRS_HALF
+                        for i, idem in enumerate(order):
+                            args = ["--message-size", size, "--count", count,
+                                    "--partitions", partitions, "--producers", producers,
+                                    "--topic", f"bench-{i}"]
+                            if idem == "off":
+                                args.append("--no-idempotence")
+                            log(f"matrix: {client} size={size} partitions={partitions} "
+                                f"producers={producers} idempotence={idem}")
+                            cpu0 = broker.cpu_seconds()
+                            result = bench(client, broker.addr, "produce", args)
+                            result["broker_cpu_s"] = broker.cpu_seconds() - cpu0
+                            if idem != "warm-up":
+                                results[idem].append(result)
+                        for r in results["on"] + results["off"]:
+                            r["broker_peak_rss_mib"] = broker.peak_rss_mib()
+                    finally:
+                        runner.cleanup(broker)
                     rows.append((size, partitions, producers, client, results))
     return rows
 
@@ -300,14 +317,14 @@ def main():
         summary["best"] = best
         sections.append(
             "### Produce throughput: idempotence on and off\n\n"
-            "Each cell: `produce` with `--message-size S --count N --partitions P --producers Q`, "
-            "idempotence on three times and off three times, interleaved (on, off, off, on, on, "
-            "off), each on a fresh "
-            f"broker; N = {count_for(100, args.quick):,} (100 B) or {count_for(1024, args.quick):,} (1 KiB). "
+            "Each cell: one fresh broker; a warm-up run, then `produce` with `--message-size S "
+            "--count N --partitions P --producers Q`, idempotence on four times and off four "
+            "times, interleaved (on, off, off, on, on, off, off, on), each run on its own topic; "
+            f"N = {count_for(100, args.quick):,} (100 B) or {count_for(1024, args.quick):,} (1 KiB). "
             "Defaults otherwise: acks=all, linger.ms=5, batch.size=262144, no compression, at most "
             "5 requests in flight per connection with idempotence on or off (librdkafka's default "
             "without idempotence would be 1,000,000, which measures something else). "
-            "msg/s over both runs; broker CPU is user+system seconds of the broker process per GB "
+            "msg/s over the four runs; broker CPU is user+system seconds of the broker process per GB "
             "of values written; peak RSS is the broker's VmHWM.\n\n" + table +
             f"\n\nIdempotence on/off throughput ratio: mean {summary['ratio_mean']:.3f}, "
             f"lowest {summary['ratio_min']:.3f}.")
