@@ -89,6 +89,22 @@ fn owns(c: &GroupConsumer) -> usize {
     c.assignment().len()
 }
 
+/// A broker that starts rebalances at once, with the four-partition topic "grouped".
+async fn grouped_topic() -> (BrokerProcess, Admin) {
+    let broker = BrokerProcess::start(
+        Path::new(TALLY),
+        &["--set", "group.initial.rebalance.delay.ms=0"],
+    );
+    let admin = Admin::new(ClientConfig::new(broker.bootstrap()))
+        .await
+        .unwrap();
+    admin
+        .create_topic(NewTopic::new("grouped", 4))
+        .await
+        .unwrap();
+    (broker, admin)
+}
+
 fn revoked(events: &Events) -> Vec<usize> {
     events
         .lock()
@@ -102,16 +118,8 @@ fn revoked(events: &Events) -> Vec<usize> {
 }
 
 async fn split_leave_rejoin(assignor: Assignor) {
-    let broker = BrokerProcess::start(
-        Path::new(TALLY),
-        &["--set", "group.initial.rebalance.delay.ms=0"],
-    );
+    let (broker, admin) = grouped_topic().await;
     let b = broker.bootstrap();
-    let admin = Admin::new(ClientConfig::new(b.clone())).await.unwrap();
-    admin
-        .create_topic(NewTopic::new("grouped", 4))
-        .await
-        .unwrap();
     produce(&b, "grouped", 0, 2000).await;
     let mut delivered = Vec::new();
 
@@ -228,16 +236,8 @@ async fn tally_group_consumers_cooperative_sticky() {
 /// session timeout gets its partitions back, and the other member sees no rebalance at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_member_restarts_without_a_rebalance() {
-    let broker = BrokerProcess::start(
-        Path::new(TALLY),
-        &["--set", "group.initial.rebalance.delay.ms=0"],
-    );
+    let (broker, admin) = grouped_topic().await;
     let b = broker.bootstrap();
-    let admin = Admin::new(ClientConfig::new(b.clone())).await.unwrap();
-    admin
-        .create_topic(NewTopic::new("grouped", 4))
-        .await
-        .unwrap();
     produce(&b, "grouped", 0, 400).await;
     let mut delivered = Vec::new();
     let (mut a, _) = member_with(&b, "static", Assignor::Range, Some("member-a")).await;

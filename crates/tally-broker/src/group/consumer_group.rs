@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::coordinator::{JoinResult, SyncResult};
-use super::store::{CommittedOffset, StoredGroup, StoredMember};
+use super::store::{CommittedOffset, StoreRecord, StoredGroup, StoredMember};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -96,6 +96,39 @@ impl Group {
 
     pub fn member_mut(&mut self, id: &str) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    /// Every member with its metadata for `protocol`: what the leader's JoinGroup lists.
+    pub fn member_metadata(&self, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
+        self.members
+            .iter()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata_for(protocol),
+                )
+            })
+            .collect()
+    }
+
+    /// The records that delete the group and its committed offsets from the offsets log.
+    pub fn tombstones(&self) -> Vec<StoreRecord> {
+        let mut records: Vec<StoreRecord> = self
+            .offsets
+            .keys()
+            .map(|(t, p)| StoreRecord::Offset {
+                group: self.id.clone(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        records.push(StoreRecord::Group {
+            group: self.id.clone(),
+            value: None,
+        });
+        records
     }
 
     pub fn member_by_instance(&self, instance: &str) -> Option<&Member> {

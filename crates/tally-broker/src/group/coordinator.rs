@@ -261,17 +261,7 @@ impl GroupCoordinator {
         group.state = GroupState::CompletingRebalance;
         let protocol = group.protocol.clone().unwrap_or_default();
         let leader = group.leader.clone().unwrap_or_default();
-        let everyone: Vec<(String, Option<String>, Bytes)> = group
-            .members
-            .iter()
-            .map(|m| {
-                (
-                    m.id.clone(),
-                    m.instance_id.clone(),
-                    m.metadata_for(&protocol),
-                )
-            })
-            .collect();
+        let everyone = group.member_metadata(&protocol);
         let (generation, protocol_type) = (group.generation, group.protocol_type.clone());
         for m in &mut group.members {
             m.assignment = Bytes::new();
@@ -407,17 +397,7 @@ impl GroupCoordinator {
                     // SkipAssignment is not advertised); its SyncGroup in a stable group
                     // returns the current assignment whatever it computes.
                     let members = if is_leader {
-                        group
-                            .members
-                            .iter()
-                            .map(|m| {
-                                (
-                                    m.id.clone(),
-                                    m.instance_id.clone(),
-                                    m.metadata_for(&protocol),
-                                )
-                            })
-                            .collect()
+                        group.member_metadata(&protocol)
                     } else {
                         Vec::new()
                     };
@@ -844,20 +824,7 @@ impl GroupCoordinator {
                 if g.state != GroupState::Empty {
                     return code(ResponseError::NonEmptyGroup);
                 }
-                let mut records: Vec<StoreRecord> = g
-                    .offsets
-                    .keys()
-                    .map(|(t, p)| StoreRecord::Offset {
-                        group: id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                        value: None,
-                    })
-                    .collect();
-                records.push(StoreRecord::Group {
-                    group: id.clone(),
-                    value: None,
-                });
+                let records = g.tombstones();
                 if inner.store.write(&records, now).is_err() {
                     return code(ResponseError::CoordinatorNotAvailable);
                 }
@@ -965,20 +932,7 @@ impl GroupCoordinator {
                     )
                     > self.config.offsets_retention_ms
             {
-                let mut records: Vec<StoreRecord> = group
-                    .offsets
-                    .keys()
-                    .map(|(t, p)| StoreRecord::Offset {
-                        group: id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                        value: None,
-                    })
-                    .collect();
-                records.push(StoreRecord::Group {
-                    group: id.clone(),
-                    value: None,
-                });
+                let records = group.tombstones();
                 if inner.store.write(&records, wall).is_ok() {
                     info!(group = %id, "offsets expired (offsets.retention.minutes)");
                     inner.groups.remove(&id);
