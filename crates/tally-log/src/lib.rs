@@ -13,13 +13,15 @@ mod error;
 pub mod failpoint;
 mod index;
 mod log;
+mod reader;
 mod scan;
 mod segment;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{sync_dir, Log, LogReadResult, RecoveryReport, RetentionOutcome};
-pub use segment::Segment;
+pub use log::{sync_dir, Log, RecoveryReport, RetentionOutcome};
+pub use reader::{LogReadResult, LogReader};
+pub use segment::{Segment, SegmentReader};
 
 /// File name of a segment or index: the base offset zero-padded to 20 digits, as Kafka does.
 pub fn offset_file_name(base_offset: i64, suffix: &str) -> String {

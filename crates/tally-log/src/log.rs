@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use tally_protocol::record_batch::batch_size_at;
+use std::sync::Arc;
+
 use tally_protocol::BatchHeader;
 use tracing::{info, warn};
 
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::Segment;
+use crate::reader::{LogReadResult, LogReader};
+use crate::segment::{Segment, SegmentReader};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 
@@ -29,15 +30,6 @@ pub struct RecoveryReport {
     pub log_end_offset: i64,
 }
 
-/// Whole batches read from the log.
-#[derive(Debug, Clone)]
-pub struct LogReadResult {
-    /// Concatenated whole batches; empty when there is nothing at or after the offset.
-    pub records: Bytes,
-    /// Base offset of the first batch returned (may be below the requested offset).
-    pub first_batch_offset: Option<i64>,
-}
-
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
@@ -47,6 +39,8 @@ pub struct Log {
     unflushed_messages: u64,
     /// Test seam: make every fsync fail, as a failing disk would.
     fail_flushes: bool,
+    /// What readers see; updated whenever the segment map or the log start changes.
+    reader: Arc<LogReader>,
 }
 
 impl Log {
@@ -120,7 +114,13 @@ impl Log {
             sync_dir(dir)?;
         }
         let log_start_offset = *segments.keys().next().expect("one segment");
+        let reader = Arc::new(LogReader::new(
+            dir.to_path_buf(),
+            readers_of(&segments),
+            log_start_offset,
+        ));
         let mut log = Log {
+            reader,
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -138,6 +138,16 @@ impl Log {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The read side, for readers that must not wait for the writer.
+    pub fn reader(&self) -> &Arc<LogReader> {
+        &self.reader
+    }
+
+    fn publish(&self) {
+        self.reader
+            .publish(readers_of(&self.segments), self.log_start_offset);
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -166,7 +176,7 @@ impl Log {
     }
 
     pub fn size_in_bytes(&self) -> u64 {
-        self.segments.values().map(Segment::size).sum()
+        self.segments.values().map(|s| s.size()).sum()
     }
 
     pub fn segment_base_offsets(&self) -> Vec<i64> {
@@ -206,6 +216,7 @@ impl Log {
         // In the map before anything else can fail: the file exists now, and a later roll must
         // not try to create it again.
         self.segments.insert(new_base, segment);
+        self.publish();
         sync_dir(&self.dir)?;
         crate::failpoint::hit("log.roll.after_new_segment");
         self.set_recovery_point(new_base)?;
@@ -241,15 +252,29 @@ impl Log {
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<(), LogError> {
+        self.append_parts(&[batch], header, now_ms)
+    }
+
+    /// [`Log::append`] of a batch given as consecutive parts (a patched header and the
+    /// client's bytes after it), written without joining them first.
+    pub fn append_parts(
+        &mut self,
+        parts: &[&[u8]],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         assert_eq!(
             header.base_offset,
             self.log_end_offset(),
             "a batch must be appended at the log end offset"
         );
-        assert_eq!(header.size_in_bytes(), batch.len());
+        assert_eq!(
+            header.size_in_bytes(),
+            parts.iter().map(|p| p.len()).sum::<usize>()
+        );
         let interval = self.config.index_interval_bytes;
         crate::failpoint::hit("log.append.before_write");
-        self.active_mut().append(batch, header, interval, now_ms)?;
+        self.active_mut().append(parts, header, interval, now_ms)?;
         crate::failpoint::hit("log.append.after_write");
         self.unflushed_messages += header.records_count.max(1) as u64;
         Ok(())
@@ -286,9 +311,7 @@ impl Log {
         self.set_recovery_point(end)
     }
 
-    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes` (but at
-    /// least one batch when `min_one_batch`), and never a batch at or past `max_offset` (the
-    /// high watermark). Reads within one segment, as Kafka does; the caller fetches again.
+    /// See [`LogReader::read`].
     pub fn read(
         &self,
         offset: i64,
@@ -296,133 +319,32 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<LogReadResult, LogError> {
-        let end = self.log_end_offset();
-        if offset < self.log_start_offset || offset > end {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset: end,
-            });
-        }
-        let empty = LogReadResult {
-            records: Bytes::new(),
-            first_batch_offset: None,
-        };
-        if offset >= max_offset {
-            return Ok(empty);
-        }
-        for (_, segment) in self
-            .segments
-            .range(..=offset)
-            .next_back()
-            .into_iter()
-            .chain(
-                self.segments
-                    .range(offset + 1..)
-                    .take_while(|(b, _)| **b < max_offset),
-            )
-        {
-            let Some((position, first)) = segment.find_batch(offset)? else {
-                continue;
-            };
-            if first.base_offset >= max_offset {
-                return Ok(empty);
-            }
-            let available = (segment.size() - position) as usize;
-            let first_size = first.size_in_bytes();
-            let want = if first_size > max_bytes {
-                if !min_one_batch {
-                    return Ok(empty);
-                }
-                first_size
-            } else {
-                max_bytes.min(available)
-            };
-            let buf = segment.read_at(position, want)?;
-            // Keep whole batches below max_offset only.
-            let mut keep = 0usize;
-            while keep < buf.len() {
-                let Some(size) = batch_size_at(&buf[keep..]) else {
-                    break;
-                };
-                let size = size as usize;
-                if keep + size > buf.len() {
-                    break;
-                }
-                let header = BatchHeader::parse(&buf[keep..]).map_err(|e| LogError::Io {
-                    path: self.dir.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                })?;
-                if header.base_offset >= max_offset {
-                    break;
-                }
-                keep += size;
-            }
-            let mut buf = buf;
-            buf.truncate(keep);
-            return Ok(LogReadResult {
-                records: Bytes::from(buf),
-                first_batch_offset: (keep > 0).then_some(first.base_offset),
-            });
-        }
-        Ok(empty)
+        self.reader
+            .read(offset, max_bytes, max_offset, min_one_batch)
     }
 
-    /// The first batch (header and bytes) whose max timestamp is >= `timestamp`, if any.
+    /// See [`LogReader::read_batch_by_time`].
     pub fn read_batch_by_time(
         &self,
         timestamp: i64,
-    ) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
-        for segment in self.segments.values() {
-            if let Some((position, header)) = segment.find_batch_by_time(timestamp)? {
-                let bytes = segment.read_at(position, header.size_in_bytes())?;
-                return Ok(Some((header, Bytes::from(bytes))));
-            }
-        }
-        Ok(None)
+    ) -> Result<Option<(BatchHeader, bytes::Bytes)>, LogError> {
+        self.reader.read_batch_by_time(timestamp)
     }
 
-    /// The batch (header and bytes) holding the largest timestamp in the log, if any.
-    pub fn read_batch_with_max_timestamp(&self) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
-        let Some(max) = self
-            .segments
-            .values()
-            .map(Segment::max_timestamp)
-            .max()
-            .filter(|t| *t >= 0)
-        else {
-            return Ok(None);
-        };
-        self.read_batch_by_time(max)
+    /// See [`LogReader::read_batch_with_max_timestamp`].
+    pub fn read_batch_with_max_timestamp(
+        &self,
+    ) -> Result<Option<(BatchHeader, bytes::Bytes)>, LogError> {
+        self.reader.read_batch_with_max_timestamp()
     }
 
-    /// Calls `f` with the header of every batch from the one holding `from_offset` to the end:
-    /// how the producer table is rebuilt from the log.
+    /// See [`LogReader::for_each_batch_header`].
     pub fn for_each_batch_header(
         &self,
         from_offset: i64,
-        mut f: impl FnMut(&BatchHeader),
+        f: impl FnMut(&BatchHeader),
     ) -> Result<(), LogError> {
-        let from = from_offset.max(self.log_start_offset);
-        let first_base = self
-            .segments
-            .range(..=from)
-            .next_back()
-            .map(|(b, _)| *b)
-            .unwrap_or(self.log_start_offset);
-        for segment in self.segments.range(first_base..).map(|(_, s)| s) {
-            let mut position = match segment.find_batch(from)? {
-                Some((p, _)) => p,
-                None if segment.base_offset() >= from => 0,
-                None => continue,
-            };
-            while position < segment.size() {
-                let header = segment.header_at(position)?;
-                f(&header);
-                position += header.size_in_bytes() as u64;
-            }
-        }
-        Ok(())
+        self.reader.for_each_batch_header(from_offset, f)
     }
 
     /// Deletes segments beyond `retention.ms` and `retention.bytes` and moves the log start
@@ -460,13 +382,17 @@ impl Log {
         let active_base = self.active().base_offset();
         let roll_needed = doomed.contains(&active_base);
         doomed.retain(|b| *b != active_base);
-        for base in &doomed {
-            if let Some(segment) = self.segments.remove(base) {
-                segment.delete()?;
-            }
-        }
+        let removed: Vec<Segment> = doomed
+            .iter()
+            .filter_map(|b| self.segments.remove(b))
+            .collect();
         if !doomed.is_empty() {
             self.log_start_offset = *self.segments.keys().next().expect("active remains");
+            // Readers stop seeing the segments before their files go.
+            self.publish();
+            for segment in &removed {
+                segment.delete()?;
+            }
             info!(dir = %self.dir.display(), deleted = doomed.len(), log_start_offset = self.log_start_offset, "retention deleted segments");
         }
         Ok(RetentionOutcome {
@@ -488,12 +414,15 @@ impl Log {
             .filter(|(base, s)| **base != active_base && s.next_offset() <= offset)
             .map(|(base, _)| *base)
             .collect();
-        for base in &doomed {
-            if let Some(segment) = self.segments.remove(base) {
-                segment.delete()?;
-            }
-        }
+        let removed: Vec<Segment> = doomed
+            .iter()
+            .filter_map(|b| self.segments.remove(b))
+            .collect();
         self.log_start_offset = *self.segments.keys().next().expect("active remains");
+        self.publish();
+        for segment in &removed {
+            segment.delete()?;
+        }
         Ok(doomed)
     }
 }
@@ -519,6 +448,13 @@ fn last_modified_ms(dir: &Path, base_offset: i64) -> i64 {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn readers_of(segments: &BTreeMap<i64, Segment>) -> BTreeMap<i64, SegmentReader> {
+    segments
+        .iter()
+        .map(|(b, s)| (*b, s.reader().clone()))
+        .collect()
 }
 
 /// Makes a created, renamed or deleted file's directory entry durable.

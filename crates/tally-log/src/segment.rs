@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use tally_protocol::BatchHeader;
 use tally_protocol::RECORD_BATCH_OVERHEAD;
 
@@ -23,23 +25,47 @@ pub(crate) struct ScanOutcome {
     pub reason: Option<String>,
 }
 
-#[derive(Debug)]
-pub struct Segment {
-    base_offset: i64,
-    log_path: PathBuf,
-    file: Arc<File>,
+/// What readers may see of a segment: its size (bytes below it never change), next offset,
+/// indexes and max timestamp. The writer changes it under a short write lock after each
+/// append, never across I/O; readers copy what they need under a read lock and then read the
+/// file without any lock.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SegmentState {
     size: u64,
     next_offset: i64,
     index: OffsetIndex,
     time_index: TimeIndex,
-    bytes_since_index: u64,
     max_timestamp: i64,
     /// Offset (relative) of the batch that holds `max_timestamp`.
     offset_of_max_timestamp: u32,
+}
+
+/// The read side of a segment, cheap to clone: a reader (a fetch, ListOffsets) holds one
+/// while it reads, so a segment deleted by retention meanwhile stays readable (unix).
+#[derive(Debug, Clone)]
+pub struct SegmentReader {
+    base_offset: i64,
+    log_path: Arc<PathBuf>,
+    file: Arc<File>,
+    state: Arc<RwLock<SegmentState>>,
+}
+
+/// A segment as its one writer sees it: the shared read side plus what only the writer uses.
+#[derive(Debug)]
+pub struct Segment {
+    reader: SegmentReader,
+    bytes_since_index: u64,
     /// Broker time of the segment's first append, which `segment.ms` is measured from. Kafka
     /// uses the first batch's timestamp instead, so a producer with a slow clock makes it roll
     /// a segment per batch; the broker's clock cannot be skewed by clients.
     rolling_timestamp: Option<i64>,
+}
+
+impl std::ops::Deref for Segment {
+    type Target = SegmentReader;
+    fn deref(&self) -> &SegmentReader {
+        &self.reader
+    }
 }
 
 impl Segment {
@@ -62,16 +88,20 @@ impl Segment {
 
     fn empty(base_offset: i64, log_path: PathBuf, file: File) -> Segment {
         Segment {
-            base_offset,
-            log_path,
-            file: Arc::new(file),
-            size: 0,
-            next_offset: base_offset,
-            index: OffsetIndex::default(),
-            time_index: TimeIndex::default(),
+            reader: SegmentReader {
+                base_offset,
+                log_path: Arc::new(log_path),
+                file: Arc::new(file),
+                state: Arc::new(RwLock::new(SegmentState {
+                    size: 0,
+                    next_offset: base_offset,
+                    index: OffsetIndex::default(),
+                    time_index: TimeIndex::default(),
+                    max_timestamp: -1,
+                    offset_of_max_timestamp: 0,
+                })),
+            },
             bytes_since_index: 0,
-            max_timestamp: -1,
-            offset_of_max_timestamp: 0,
             rolling_timestamp: None,
         }
     }
@@ -111,19 +141,23 @@ impl Segment {
         index_interval_bytes: u32,
         verify_crc: bool,
     ) -> Result<ScanOutcome, LogError> {
-        let start = self.size;
+        let start = self.size();
         let file = Arc::clone(&self.file);
         let mut scanner = BatchScanner::new(&file, start, file_len, verify_crc);
         let mut reason = None;
         loop {
-            match scanner.next_batch().map_err(LogError::io(&self.log_path))? {
+            match scanner
+                .next_batch()
+                .map_err(LogError::io(&*self.log_path))?
+            {
                 ScanStep::Batch { position, header } => {
-                    if header.base_offset < self.next_offset
+                    let expected = self.next_offset();
+                    if header.base_offset < expected
                         || header.last_offset() - self.base_offset > i64::from(u32::MAX)
                     {
                         reason = Some(format!(
-                            "batch at position {position} has offset {} but {} was expected",
-                            header.base_offset, self.next_offset
+                            "batch at position {position} has offset {} but {expected} was expected",
+                            header.base_offset
                         ));
                         break;
                     }
@@ -136,18 +170,18 @@ impl Segment {
                 }
             }
         }
-        if self.size > 0 {
+        let size = self.size();
+        if size > 0 {
             // The first append's time is not stored; the last write's time is a later bound.
             self.rolling_timestamp = modified_ms(&self.log_path);
         }
-        let truncated_bytes = file_len.saturating_sub(self.size);
+        let truncated_bytes = file_len.saturating_sub(size);
         if truncated_bytes > 0 {
-            file.set_len(self.size)
-                .map_err(LogError::io(&self.log_path))?;
-            file.sync_all().map_err(LogError::io(&self.log_path))?;
+            file.set_len(size).map_err(LogError::io(&*self.log_path))?;
+            file.sync_all().map_err(LogError::io(&*self.log_path))?;
         }
         Ok(ScanOutcome {
-            valid_bytes: self.size - start,
+            valid_bytes: size - start,
             truncated_bytes,
             reason,
         })
@@ -178,14 +212,12 @@ impl Segment {
         let (start_rel, start_position) = index.retain_below(trusted_rel).unwrap_or((0, 0));
         time_index.retain_below(start_rel);
         let mut segment = Segment::empty(base_offset, log_path, file);
-        segment.size = u64::from(start_position);
-        segment.next_offset = base_offset + i64::from(start_rel);
-        if let Some((t, r)) = time_index.last() {
-            segment.max_timestamp = t;
-            segment.offset_of_max_timestamp = r;
-        }
-        segment.index = index;
-        segment.time_index = time_index;
+        segment.state.write().restore(
+            u64::from(start_position),
+            base_offset + i64::from(start_rel),
+            index,
+            time_index,
+        );
         let outcome = segment.scan(file_len, index_interval_bytes, true)?;
         Ok((segment, outcome))
     }
@@ -209,14 +241,10 @@ impl Segment {
         match loaded {
             Some((index, time_index)) => {
                 let mut segment = Segment::empty(base_offset, log_path, file);
-                segment.size = size;
-                segment.next_offset = next_offset;
-                if let Some((t, r)) = time_index.last() {
-                    segment.max_timestamp = t;
-                    segment.offset_of_max_timestamp = r;
-                }
-                segment.index = index;
-                segment.time_index = time_index;
+                segment
+                    .state
+                    .write()
+                    .restore(size, next_offset, index, time_index);
                 segment.rolling_timestamp = modified_ms(&segment.log_path);
                 Ok((segment, None))
             }
@@ -230,120 +258,76 @@ impl Segment {
     }
 
     /// Updates size, next offset, indexes and timestamps for a batch stored at `position`.
-    /// Like Kafka, both indexes get an entry only every `index.interval.bytes`.
+    /// Like Kafka, both indexes get an entry only every `index.interval.bytes`. Readers see the
+    /// batch once this returns.
     fn track(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
         let relative = (header.base_offset - self.base_offset) as u32;
-        if self.size > 0 && self.bytes_since_index >= u64::from(index_interval_bytes) {
-            self.index.append(relative, position as u32);
-            self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        let size = header.size_in_bytes() as u64;
+        let index_due = self.bytes_since_index >= u64::from(index_interval_bytes);
+        let mut state = self.reader.state.write();
+        if state.size > 0 && index_due {
+            state.index.append(relative, position as u32);
+            let (t, r) = (state.max_timestamp, state.offset_of_max_timestamp);
+            state.time_index.maybe_append(t, r);
             self.bytes_since_index = 0;
         }
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.offset_of_max_timestamp = relative;
+        if header.max_timestamp > state.max_timestamp {
+            state.max_timestamp = header.max_timestamp;
+            state.offset_of_max_timestamp = relative;
         }
-        let size = header.size_in_bytes() as u64;
-        self.size = position + size;
+        state.size = position + size;
+        state.next_offset = header.last_offset() + 1;
+        drop(state);
         self.bytes_since_index += size;
-        self.next_offset = header.last_offset() + 1;
     }
 
-    /// Appends one whole batch at the end. On a failed write the file is cut back to its old
-    /// size, so a partial batch is never left behind for readers.
+    /// Appends one whole batch at the end, given as consecutive parts (a patched header and
+    /// the rest, so the client's bytes need not be copied). On a failed write the file is cut
+    /// back to its old size, so a partial batch is never left behind for readers.
     pub(crate) fn append(
         &mut self,
-        batch: &[u8],
+        parts: &[&[u8]],
         header: &BatchHeader,
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<(), LogError> {
-        let position = self.size;
-        if let Err(e) = self.file.write_all_at(batch, position) {
-            let _ = self.file.set_len(position);
-            return Err(LogError::Io {
-                path: self.log_path.clone(),
-                source: e,
-            });
+        let position = self.size();
+        let mut at = position;
+        for part in parts {
+            if let Err(e) = self.file.write_all_at(part, at) {
+                let _ = self.file.set_len(position);
+                return Err(LogError::Io {
+                    path: (*self.log_path).clone(),
+                    source: e,
+                });
+            }
+            at += part.len() as u64;
         }
         self.track(position, header, index_interval_bytes);
         self.rolling_timestamp.get_or_insert(now_ms);
         Ok(())
     }
 
-    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
-        let mut buf = [0u8; RECORD_BATCH_OVERHEAD];
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(LogError::io(&self.log_path))?;
-        BatchHeader::parse(&buf).map_err(|e| LogError::Io {
-            path: self.log_path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
-    }
-
-    /// Position and header of the first batch whose last offset is >= `offset`, if any.
-    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        if offset >= self.next_offset {
-            return Ok(None);
-        }
-        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let mut position = u64::from(self.index.floor_position(relative));
-        while position < self.size {
-            let header = self.header_at(position)?;
-            if header.last_offset() >= offset {
-                return Ok(Some((position, header)));
-            }
-            position += header.size_in_bytes() as u64;
-        }
-        Ok(None)
-    }
-
-    /// Position and header of the first batch whose max timestamp is >= `timestamp`.
-    pub(crate) fn find_batch_by_time(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        if self.max_timestamp < timestamp {
-            return Ok(None);
-        }
-        let relative = self.time_index.floor_offset(timestamp);
-        let start = self.base_offset + i64::from(relative);
-        let Some((mut position, _)) = self.find_batch(start)? else {
-            return Ok(None);
-        };
-        while position < self.size {
-            let header = self.header_at(position)?;
-            if header.max_timestamp >= timestamp {
-                return Ok(Some((position, header)));
-            }
-            position += header.size_in_bytes() as u64;
-        }
-        Ok(None)
-    }
-
-    pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
-        let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(LogError::io(&self.log_path))?;
-        Ok(buf)
-    }
-
     pub(crate) fn flush(&self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(LogError::io(&self.log_path))
+        self.file.sync_data().map_err(LogError::io(&*self.log_path))
     }
 
     pub(crate) fn save_indexes(&self) -> Result<(), LogError> {
         let dir = self.log_path.parent().expect("segment has a directory");
         let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
-        self.index
-            .save(&index_path)
-            .map_err(LogError::io(&index_path))?;
+        let (index, mut time_index, max_timestamp, offset_of_max) = {
+            let s = self.state.read();
+            (
+                s.index.clone(),
+                s.time_index.clone(),
+                s.max_timestamp,
+                s.offset_of_max_timestamp,
+            )
+        };
+        index.save(&index_path).map_err(LogError::io(&index_path))?;
         // The final entry records the segment's max timestamp, which retention reads back.
-        let mut time_index = self.time_index.clone();
-        if self.max_timestamp >= 0 {
-            time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        if max_timestamp >= 0 {
+            time_index.maybe_append(max_timestamp, offset_of_max);
         }
         time_index
             .save(&time_path)
@@ -360,23 +344,117 @@ impl Segment {
         Ok(())
     }
 
+    pub fn reader(&self) -> &SegmentReader {
+        &self.reader
+    }
+
+    pub(crate) fn rolling_timestamp(&self) -> Option<i64> {
+        self.rolling_timestamp
+    }
+}
+
+impl SegmentState {
+    /// Sets what was loaded from saved indexes (before the tail is scanned).
+    fn restore(&mut self, size: u64, next_offset: i64, index: OffsetIndex, time_index: TimeIndex) {
+        self.size = size;
+        self.next_offset = next_offset;
+        if let Some((t, r)) = time_index.last() {
+            self.max_timestamp = t;
+            self.offset_of_max_timestamp = r;
+        }
+        self.index = index;
+        self.time_index = time_index;
+    }
+}
+
+impl SegmentReader {
+    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        let mut buf = [0u8; RECORD_BATCH_OVERHEAD];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(|e| self.io_error(e))?;
+        BatchHeader::parse(&buf).map_err(|e| LogError::Io {
+            path: (*self.log_path).clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    /// Position and header of the first batch whose last offset is >= `offset`, if any.
+    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let (mut position, size) = {
+            let s = self.state.read();
+            if offset >= s.next_offset {
+                return Ok(None);
+            }
+            (u64::from(s.index.floor_position(relative)), s.size)
+        };
+        while position < size {
+            let header = self.header_at(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.size_in_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position and header of the first batch whose max timestamp is >= `timestamp`.
+    pub(crate) fn find_batch_by_time(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let (relative, size) = {
+            let s = self.state.read();
+            if s.max_timestamp < timestamp {
+                return Ok(None);
+            }
+            (s.time_index.floor_offset(timestamp), s.size)
+        };
+        let start = self.base_offset + i64::from(relative);
+        let Some((mut position, _)) = self.find_batch(start)? else {
+            return Ok(None);
+        };
+        while position < size {
+            let header = self.header_at(position)?;
+            if header.max_timestamp >= timestamp {
+                return Ok(Some((position, header)));
+            }
+            position += header.size_in_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(|e| self.io_error(e))?;
+        Ok(buf)
+    }
+
+    /// Built only on failure: the hot read path allocates no path.
+    fn io_error(&self, source: std::io::Error) -> LogError {
+        LogError::Io {
+            path: (*self.log_path).clone(),
+            source,
+        }
+    }
+
     pub fn base_offset(&self) -> i64 {
         self.base_offset
     }
     pub fn size(&self) -> u64 {
-        self.size
+        self.state.read().size
     }
     pub fn next_offset(&self) -> i64 {
-        self.next_offset
+        self.state.read().next_offset
     }
     pub fn max_timestamp(&self) -> i64 {
-        self.max_timestamp
-    }
-    pub(crate) fn rolling_timestamp(&self) -> Option<i64> {
-        self.rolling_timestamp
+        self.state.read().max_timestamp
     }
     pub fn is_empty(&self) -> bool {
-        self.size == 0
+        self.size() == 0
     }
 }
 
