@@ -3,15 +3,20 @@
 //! five batches, a sequence gap or a stale epoch, the producer-state snapshots that make that
 //! memory survive restarts, and the high watermark and log start offset.
 //!
-//! The decision ([`ProducerTable::check`]) is a pure function of the table and the batch
-//! header, with no I/O; the table is a pure function of the log, because appends and start-up
-//! replay go through the same [`ProducerTable::apply_batch`]. It knows nothing about sockets or
-//! the wire protocol beyond the batch header.
+//! A write goes in three steps: *check* ([`validate_client_batch`], stateless: CRC, record
+//! walk, sizes, flags), *decide* ([`Partition::decide`], pure: the producer table's
+//! [`ProducerTable::check`]) and *apply* ([`Partition::apply`], the one function through which
+//! every entry enters the partition, whatever its [`EntryOrigin`]). The table is a pure
+//! function of the log, because apply and start-up replay move it through the same transition.
+//! Readers use the [`PartitionReader`], never the writer. It knows nothing about sockets,
+//! threads or the wire protocol beyond the batch header.
 
 mod append_error;
 mod batch_metadata;
 mod batch_validation;
+mod entry;
 mod partition;
+mod partition_reader;
 mod producer_state_entry;
 mod producer_table;
 mod snapshot;
@@ -19,7 +24,9 @@ mod snapshot;
 pub use append_error::{AppendError, OpenError};
 pub use batch_metadata::BatchMetadata;
 pub use batch_validation::{validate_client_batch, MAX_DECOMPRESSED_BATCH_BYTES};
+pub use entry::{Decision, Entry, EntryOrigin};
 pub use partition::{AppendOutcome, OpenReport, Partition, PartitionConfig};
+pub use partition_reader::PartitionReader;
 pub use producer_state_entry::{ProducerStateEntry, NUM_BATCHES_TO_RETAIN};
 pub use producer_table::{AppendDecision, ProducerTable};
 pub use snapshot::{list_snapshots, read_snapshot, write_snapshot, SnapshotError};

@@ -2,16 +2,19 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tally_log::{Log, LogConfig, LogError, LogReadResult, RecoveryReport};
 use tally_protocol::record_batch::{
-    set_base_offset, set_log_append_time, set_partition_leader_epoch,
+    set_base_offset, set_log_append_time_header, set_partition_leader_epoch,
 };
-use tally_protocol::BatchHeader;
+use tally_protocol::{BatchHeader, RECORD_BATCH_OVERHEAD};
 use tracing::{info, warn};
 
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::validate_client_batch;
+use crate::entry::{Decision, Entry, EntryOrigin};
+use crate::partition_reader::PartitionReader;
 use crate::producer_table::{AppendDecision, ProducerTable};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
 
@@ -74,6 +77,10 @@ pub struct Partition {
     /// Set when an fsync failed: the page cache may have lost written data, so (as Kafka takes
     /// the log directory offline) appends are refused until a restart recovers from disk.
     offline: Option<String>,
+    /// What readers see (log bytes, high watermark), published after every apply.
+    reader: Arc<PartitionReader>,
+    /// Test seam: make every write fail, as a failing disk would.
+    fail_writes: bool,
 }
 
 impl Partition {
@@ -116,7 +123,7 @@ impl Partition {
         let mut replayed = 0u64;
         log.for_each_batch_header(from, |header| {
             if header.base_offset >= from {
-                producers.apply_batch(header, now_ms);
+                apply_to_state(&mut producers, header, now_ms);
                 replayed += 1;
             }
         })?;
@@ -124,12 +131,18 @@ impl Partition {
         report.replayed_batches = replayed;
         producers.remove_expired(now_ms, config.producer_id_expiration_ms);
         report.producers = producers.len();
+        let reader = Arc::new(PartitionReader::new(
+            Arc::clone(log.reader()),
+            log.log_end_offset(),
+        ));
         let mut partition = Partition {
             dir: dir.to_path_buf(),
             config,
             log,
             producers,
             offline: None,
+            reader,
+            fail_writes: false,
         };
         if replayed > 0 {
             partition.take_snapshot()?;
@@ -137,56 +150,108 @@ impl Partition {
         Ok((partition, report))
     }
 
-    /// Validates, decides and appends one client batch (the records of one partition in a
-    /// Produce request). The producer table changes only after the log write succeeded.
+    /// Check, decide, apply and flush one client batch in one call: what the broker's writer
+    /// does in steps (tests and benchmarks use this).
     pub fn append_client_batch(
         &mut self,
-        batch: &mut [u8],
+        batch: &[u8],
         now_ms: i64,
     ) -> Result<AppendOutcome, AppendError> {
+        let header = validate_client_batch(batch, self.config.max_message_bytes)?;
+        if let Decision::Duplicate(outcome) = self.decide(&header)? {
+            return Ok(outcome);
+        }
+        let outcome = self.apply(Entry {
+            origin: EntryOrigin::Client,
+            header: &header,
+            bytes: batch,
+            append_time_ms: now_ms,
+        })?;
+        self.flush_if_due()?;
+        Ok(outcome)
+    }
+
+    /// Decide (leader side, pure): is this checked client batch new, a retry of one of its
+    /// producer's last five batches, or refused (gap, stale epoch)? The writer decides each
+    /// batch just before applying it, after every batch queued before it was applied, so a
+    /// pipelined batch n+1 is judged against batch n.
+    pub fn decide(&self, header: &BatchHeader) -> Result<Decision, AppendError> {
         if let Some(reason) = &self.offline {
             return Err(AppendError::Offline(reason.clone()));
         }
-        let header = validate_client_batch(batch, self.config.max_message_bytes)?;
-        if let AppendDecision::Duplicate(original) = self.producers.check(&header)? {
-            return Ok(AppendOutcome {
+        Ok(match self.producers.check(header)? {
+            AppendDecision::Duplicate(original) => Decision::Duplicate(AppendOutcome {
                 base_offset: original.first_offset(),
                 log_append_time_ms: original.timestamp,
                 log_start_offset: self.log.log_start_offset(),
                 duplicate: true,
-            });
+            }),
+            AppendDecision::Append => Decision::Append,
+        })
+    }
+
+    /// Apply: the one way bytes enter the partition. Assigns the offset (the log end), stamps
+    /// the leader epoch (and LogAppendTime) into a copy of the header, rolls when due, writes,
+    /// then moves the producer table through [`apply_to_state`], the same function start-up
+    /// replay uses. Does not flush: the writer calls [`Partition::flush_if_due`] once for all
+    /// it applied in one go (group commit) before anything is acknowledged.
+    pub fn apply(&mut self, entry: Entry<'_>) -> Result<AppendOutcome, AppendError> {
+        if let Some(reason) = &self.offline {
+            return Err(AppendError::Offline(reason.clone()));
         }
+        let bytes = entry.bytes;
+        let mut head = [0u8; RECORD_BATCH_OVERHEAD];
+        head.copy_from_slice(&bytes[..RECORD_BATCH_OVERHEAD]);
         let base_offset = self.log.log_end_offset();
-        set_base_offset(batch, base_offset);
-        set_partition_leader_epoch(batch, self.config.leader_epoch);
+        set_base_offset(&mut head, base_offset);
+        set_partition_leader_epoch(&mut head, self.config.leader_epoch);
         let mut log_append_time_ms = -1;
-        if self.config.log_append_time {
-            set_log_append_time(batch, now_ms);
-            log_append_time_ms = now_ms;
+        if self.config.log_append_time && entry.origin == EntryOrigin::Client {
+            set_log_append_time_header(&mut head, &bytes[RECORD_BATCH_OVERHEAD..], entry.append_time_ms);
+            log_append_time_ms = entry.append_time_ms;
         }
-        let header = BatchHeader::parse(batch).expect("validated batch parses");
+        let header = BatchHeader::parse(&head).expect("a checked batch header parses");
+        debug_assert_eq!(header.size_in_bytes(), bytes.len());
         if self
             .log
-            .should_roll(batch.len(), header.last_offset(), now_ms)
+            .should_roll(bytes.len(), header.last_offset(), entry.append_time_ms)
         {
             self.roll()?;
         }
+        if self.fail_writes {
+            return Err(AppendError::Storage(LogError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("injected write failure"),
+            }));
+        }
         // A failed write leaves nothing behind (the segment is cut back) and changes no state.
-        self.log.append(batch, &header, now_ms)?;
+        self.log.append_parts(
+            &[&head, &bytes[RECORD_BATCH_OVERHEAD..]],
+            &header,
+            entry.append_time_ms,
+        )?;
         // Written: the table must know it now, whatever happens to the flush, or a retry of
         // this batch would be appended again.
-        self.producers.apply_batch(&header, now_ms);
-        if let Err(e) = self.log.flush_if_due() {
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the partition refuses appends until restart");
-            self.offline = Some(e.to_string());
-            return Err(e.into());
-        }
+        apply_to_state(&mut self.producers, &header, entry.append_time_ms);
+        self.reader.set_high_watermark(self.log.log_end_offset());
         Ok(AppendOutcome {
             base_offset,
             log_append_time_ms,
             log_start_offset: self.log.log_start_offset(),
             duplicate: false,
         })
+    }
+
+    /// Applies the `flush.messages` policy to everything applied so far: with
+    /// `flush.messages=1`, one fsync for a whole drained set of appends (group commit). A
+    /// failed fsync takes the partition offline.
+    pub fn flush_if_due(&mut self) -> Result<(), AppendError> {
+        if let Err(e) = self.log.flush_if_due() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the partition refuses appends until restart");
+            self.offline = Some(e.to_string());
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Snapshot the producer table at the log end, then start a new segment: after a crash,
@@ -218,6 +283,11 @@ impl Partition {
         }
     }
 
+    /// The read side, shared with readers that must not wait for the writer.
+    pub fn reader(&self) -> &Arc<PartitionReader> {
+        &self.reader
+    }
+
     /// Reads whole batches from `offset` up to the high watermark.
     pub fn read(
         &self,
@@ -233,6 +303,7 @@ impl Partition {
     /// producer's batches are deleted (Kafka since 2.5, KIP-360); only expiry forgets it.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, AppendError> {
         let mut outcome = self.log.apply_retention(now_ms)?;
+        self.reader.set_high_watermark(self.log.log_end_offset());
         if outcome.roll_needed {
             self.roll()?;
             let again = self.log.apply_retention(now_ms)?;
@@ -313,8 +384,20 @@ impl Partition {
         self.log.inject_flush_failures(on);
     }
 
+    /// Makes every later write fail before it reaches the file (tests of storage failures).
+    #[doc(hidden)]
+    pub fn inject_write_failures(&mut self, on: bool) {
+        self.fail_writes = on;
+    }
+
     pub fn set_config(&mut self, config: PartitionConfig) {
         self.log.set_config(config.log.clone());
         self.config = config;
     }
+}
+
+/// The producer table's one state transition for a batch in the log, shared by apply and by
+/// start-up replay: so the table after recovery is the table before the crash.
+fn apply_to_state(producers: &mut ProducerTable, header: &BatchHeader, append_time_ms: i64) {
+    producers.apply_batch(header, append_time_ms);
 }

@@ -213,6 +213,16 @@ pub fn set_producer_fields(
 
 /// Stamps the batch with LogAppendTime `timestamp_ms`: sets the timestamp-type attribute and the
 /// max timestamp, then recomputes the CRC (both fields are covered by it).
+/// [`set_log_append_time`] for a batch held as its header (`RECORD_BATCH_OVERHEAD` bytes,
+/// patched here) and the rest (`body`, unchanged): the CRC covers both.
+pub fn set_log_append_time_header(head: &mut [u8], body: &[u8], timestamp_ms: i64) {
+    let attributes = i16_at(head, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
+    head[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    head[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES..RECORD_BATCH_OVERHEAD]), body);
+    head[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     let attributes = i16_at(batch, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
     batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());

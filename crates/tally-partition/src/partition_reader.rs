@@ -1,0 +1,65 @@
+//! The read side of a partition: its log's reader and the high watermark, published by the
+//! writer after each apply. Fetch and ListOffsets use only this, never the writer.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tally_log::{LogError, LogReadResult, LogReader};
+use tally_protocol::BatchHeader;
+
+#[derive(Debug)]
+pub struct PartitionReader {
+    log: Arc<LogReader>,
+    high_watermark: AtomicI64,
+}
+
+impl PartitionReader {
+    pub(crate) fn new(log: Arc<LogReader>, high_watermark: i64) -> Self {
+        PartitionReader {
+            log,
+            high_watermark: AtomicI64::new(high_watermark),
+        }
+    }
+
+    /// Published after the bytes up to it are visible in the log's reader.
+    pub(crate) fn set_high_watermark(&self, offset: i64) {
+        self.high_watermark.store(offset, Ordering::Release);
+    }
+
+    /// Single replica: everything applied is committed.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// No transactions yet, so the last stable offset is the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    /// Whole batches from `offset`, never past the high watermark.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<LogReadResult, LogError> {
+        let hw = self.high_watermark();
+        self.log.read(offset, max_bytes, hw, min_one_batch)
+    }
+
+    pub fn read_batch_by_time(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
+        self.log.read_batch_by_time(timestamp)
+    }
+
+    pub fn read_batch_with_max_timestamp(&self) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
+        self.log.read_batch_with_max_timestamp()
+    }
+}
