@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::group::store::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
+use crate::partition_handle::WriterMode;
 use crate::producer_id_manager::ProducerIdManager;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
@@ -55,6 +56,7 @@ pub struct Broker {
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
     shutting_down: AtomicBool,
+    writer_mode: WriterMode,
     _data_dir: DataDir,
 }
 
@@ -67,6 +69,20 @@ impl Broker {
         self.data_version.subscribe()
     }
 
+    /// Runs blocking file I/O (reads, topic files) off the async workers. Under a
+    /// simulation (`WriterMode::Task`) it runs inline, so the simulation stays deterministic.
+    pub async fn off_runtime<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        match self.writer_mode {
+            WriterMode::Thread => tokio::task::spawn_blocking(f)
+                .await
+                .expect("blocking task panicked"),
+            WriterMode::Task => f(),
+        }
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
@@ -76,6 +92,16 @@ impl Broker {
     /// advertised address when none is configured). [`Broker::start`] adds the TCP listener;
     /// a simulation feeds it connections through [`Broker::serve_connection`].
     pub async fn open(config: BrokerConfig, listen_port: u16) -> Result<Arc<Broker>, StartError> {
+        Self::open_with(config, listen_port, WriterMode::Thread).await
+    }
+
+    /// [`Broker::open`] with the partition writers run as `writer_mode` says (a simulation
+    /// runs them as tasks of its runtime).
+    pub async fn open_with(
+        config: BrokerConfig,
+        listen_port: u16,
+        writer_mode: WriterMode,
+    ) -> Result<Arc<Broker>, StartError> {
         config.validate()?;
         let config = Arc::new(config);
         let log_dir = config.log_dir();
@@ -90,9 +116,11 @@ impl Broker {
             let config = Arc::clone(&config);
             let log_dir = log_dir.clone();
             // Recovery reads files: keep it off the async workers.
-            tokio::task::spawn_blocking(move || TopicRegistry::open(&log_dir, config, now_ms()))
-                .await
-                .expect("recovery task")?
+            tokio::task::spawn_blocking(move || {
+                TopicRegistry::open(&log_dir, config, now_ms(), writer_mode)
+            })
+            .await
+            .expect("recovery task")?
         };
         // The internal topic of committed offsets: one partition, like any other on disk.
         if topics.get(OFFSETS_TOPIC).is_none() {
@@ -103,10 +131,14 @@ impl Broker {
             .expect("offsets partition");
         let groups = {
             let config = config.group_config();
-            tokio::task::spawn_blocking(move || GroupCoordinator::open(offsets_partition, config))
-                .await
-                .expect("group load task")
-                .map_err(StartError::Groups)?
+            let (groups, store_task) = tokio::task::spawn_blocking(move || {
+                GroupCoordinator::open(offsets_partition, config)
+            })
+            .await
+            .expect("group load task")
+            .map_err(StartError::Groups)?;
+            tokio::spawn(store_task);
+            groups
         };
         Ok(Arc::new(Broker {
             groups,
@@ -118,6 +150,7 @@ impl Broker {
             producer_ids,
             data_version: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
+            writer_mode,
             _data_dir: data_dir,
         }))
     }
@@ -185,8 +218,8 @@ impl Broker {
     }
 
     /// Flushes and snapshots every partition (the end of a clean shutdown).
-    pub fn close(&self) {
-        self.topics.close_all();
+    pub async fn close(&self) {
+        self.topics.close_all().await;
     }
 }
 
@@ -209,10 +242,7 @@ impl RunningBroker {
         self.broker.notify_append();
         let _ = self.server.await;
         let _ = self.maintenance.await;
-        let broker = Arc::clone(&self.broker);
-        tokio::task::spawn_blocking(move || broker.topics.close_all())
-            .await
-            .expect("close task");
+        self.broker.topics.close_all().await;
         info!("shutdown complete");
     }
 }
@@ -231,22 +261,22 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = groups.tick() => broker.groups.tick(),
+            _ = groups.tick() => broker.groups.tick().await,
             _ = retention.tick() => {
+                // On each partition's writer: deletion is disk I/O, and it must not race appends.
                 for p in broker.topics.all_partitions() {
-                    if let Err(e) = p.lock().apply_retention(now_ms()) {
+                    let now = now_ms();
+                    if let Ok(Err(e)) = p.run(move |p| p.apply_retention(now)).await {
                         warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
                     }
                 }
             }
             _ = expiry.tick() => {
-                let now = now_ms();
-                let removed: usize = broker
-                    .topics
-                    .all_partitions()
-                    .iter()
-                    .map(|p| p.lock().remove_expired_producers(now))
-                    .sum();
+                let mut removed = 0;
+                for p in broker.topics.all_partitions() {
+                    let now = now_ms();
+                    removed += p.run(move |p| p.remove_expired_producers(now)).await.unwrap_or(0);
+                }
                 if removed > 0 {
                     info!(removed, "expired idle producers");
                 }

@@ -1,17 +1,37 @@
-//! One client connection: read a frame, handle it, write the answer, in order. Requests on a
-//! connection are handled strictly one at a time (as Kafka does by muting the socket), which
-//! is what keeps a pipelining idempotent producer's batches in sequence.
+//! One client connection: a reader that takes frames off the socket and a responder that
+//! writes the answers, strictly in request order.
+//!
+//! Produce requests pipeline: the reader checks a Produce's batches and queues them on their
+//! partitions' writers, then reads the next request while the writers work; the responder
+//! waits for each answer in turn. Because the reader queues in arrival order, a pipelining
+//! idempotent producer's batches reach each partition in sequence order. Any other request
+//! waits until everything before it has been answered and is then handled alone, so it sees
+//! the effects of every earlier request (as with Kafka, which mutes the socket per request).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use kafka_protocol::messages::RequestKind;
 use tally_protocol::frame::frame_len;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
 use crate::broker::Broker;
-use crate::dispatch::{handle_frame, Outcome};
+use crate::dispatch::{self, Outcome};
+
+/// Answers a connection may owe at once before the reader stops reading (back-pressure).
+const MAX_PIPELINED: usize = 32;
+
+type Answer = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+enum Pending {
+    Answer(Answer),
+    /// Fired once everything before it has been answered.
+    Barrier(oneshot::Sender<()>),
+}
 
 /// Serves one connection given as its two halves (a TCP stream's, or a simulated one's).
 pub async fn run_connection<R, W>(
@@ -19,18 +39,39 @@ pub async fn run_connection<R, W>(
     read_half: R,
     write_half: W,
     peer: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let (tx, rx) = mpsc::channel(MAX_PIPELINED);
+    let (closed_tx, closed_rx) = oneshot::channel::<()>();
+    let responder = respond(write_half, rx, peer.clone(), closed_tx);
+    let reader = read_requests(&broker, read_half, tx, &peer, shutdown, closed_rx);
+    // Both run on this connection's task: the reader stops when the responder has closed,
+    // and the responder finishes every answer the reader queued before it stopped.
+    tokio::join!(reader, responder);
+}
+
+async fn read_requests<R: AsyncRead + Unpin>(
+    broker: &Arc<Broker>,
+    read_half: R,
+    tx: mpsc::Sender<Pending>,
+    peer: &str,
+    mut shutdown: watch::Receiver<bool>,
+    mut closed: oneshot::Receiver<()>,
+) {
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
     let max_bytes = broker.config.socket_request_max_bytes();
+    // Frames are read into one reused buffer: each frame is split off it, and its memory comes
+    // back once the last batch that points into it has been written.
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut produce_in_flight = false;
     loop {
         let mut prefix = [0u8; 4];
         tokio::select! {
             _ = shutdown.changed() => return,
+            _ = &mut closed => return,
             read = reader.read_exact(&mut prefix) => {
                 if read.is_err() {
                     debug!(%peer, "connection closed by client");
@@ -45,14 +86,78 @@ pub async fn run_connection<R, W>(
                 return;
             }
         };
-        let mut body = BytesMut::zeroed(len);
-        if reader.read_exact(&mut body).await.is_err() {
-            debug!(%peer, "connection closed in the middle of a request");
+        buf.reserve(len);
+        while buf.len() < len {
+            let want = (len - buf.len()) as u64;
+            match (&mut reader).take(want).read_buf(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    debug!(%peer, "connection closed in the middle of a request");
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+        let frame = buf.split_to(len).freeze();
+        let decoded = match dispatch::decode(frame, peer) {
+            Ok(d) => d,
+            Err(outcome) => {
+                if !queue(&tx, Pending::Answer(Box::pin(async { outcome }))).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let RequestKind::Produce(request) = decoded.request {
+            let answer = dispatch::submit_produce(broker, decoded.ctx, request).await;
+            produce_in_flight = true;
+            if !queue(&tx, Pending::Answer(Box::pin(answer))).await {
+                return;
+            }
+        } else {
+            if produce_in_flight {
+                let (done_tx, done_rx) = oneshot::channel();
+                if !queue(&tx, Pending::Barrier(done_tx)).await || done_rx.await.is_err() {
+                    return;
+                }
+                produce_in_flight = false;
+            }
+            let outcome = dispatch::handle(broker, decoded).await;
+            if !queue(&tx, Pending::Answer(Box::pin(async { outcome }))).await {
+                return;
+            }
+        }
+        if broker.is_shutting_down() {
             return;
         }
-        match handle_frame(&broker, body.freeze(), &peer).await {
+    }
+}
+
+/// False when the responder has gone (the connection is closing).
+async fn queue(tx: &mpsc::Sender<Pending>, pending: Pending) -> bool {
+    tx.send(pending).await.is_ok()
+}
+
+async fn respond<W: AsyncWrite + Unpin>(
+    write_half: W,
+    mut rx: mpsc::Receiver<Pending>,
+    peer: String,
+    _closed: oneshot::Sender<()>,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    while let Some(pending) = rx.recv().await {
+        let answer = match pending {
+            Pending::Barrier(done) => {
+                if writer.flush().await.is_err() {
+                    return;
+                }
+                let _ = done.send(());
+                continue;
+            }
+            Pending::Answer(answer) => answer,
+        };
+        match answer.await {
             Outcome::Respond(bytes) => {
-                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                if writer.write_all(&bytes).await.is_err() {
                     return;
                 }
             }
@@ -63,8 +168,10 @@ pub async fn run_connection<R, W>(
                 return;
             }
         }
-        if broker.is_shutting_down() {
+        // Out now: the next answer may wait on a writer, and this one must not wait with it.
+        if writer.flush().await.is_err() {
             return;
         }
     }
+    let _ = writer.flush().await;
 }

@@ -3,7 +3,9 @@
 //! `kafka-protocol`, call the API's handler, and encode the answer with the right header.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tally_protocol::api_versions::PRODUCE_MIN_IMPLEMENTED;
 use tally_protocol::{advertised_range, RequestPeek};
@@ -20,55 +22,68 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome {
+/// A decoded request, or what to answer without decoding it.
+pub struct Decoded {
+    pub api_key: ApiKey,
+    pub ctx: RequestContext,
+    pub request: RequestKind,
+}
+
+/// Peeks at the header and decodes the request: unknown APIs and versions, Produce v0-v2 and
+/// malformed requests are answered (or closed) here.
+pub fn decode(frame: Bytes, peer: &str) -> Result<Decoded, Outcome> {
     let Some(peek) = RequestPeek::read(&frame) else {
-        return Outcome::Close(format!(
+        return Err(Outcome::Close(format!(
             "request of {} bytes is shorter than a request header",
             frame.len()
-        ));
+        )));
     };
     let Ok(api_key) = ApiKey::try_from(peek.api_key) else {
-        return Outcome::Close(format!("unknown api key {}", peek.api_key));
+        return Err(Outcome::Close(format!("unknown api key {}", peek.api_key)));
     };
     let Some(range) = advertised_range(peek.api_key) else {
-        return Outcome::Close(format!(
+        return Err(Outcome::Close(format!(
             "{api_key:?} (key {}) is not supported",
             peek.api_key
-        ));
+        )));
     };
     let version = peek.api_version;
     if api_key == ApiKey::ApiVersions && version > range.max {
         // KIP-511: answer a too-new ApiVersions in v0 with UNSUPPORTED_VERSION and our
         // versions, without parsing the body, so the client can retry with one we know.
         let response = handlers::api_versions::unsupported_version_response();
-        return encode(
+        return Err(encode(
             api_key,
             0,
             peek.correlation_id,
             &ResponseKind::ApiVersions(response),
-        );
-    }
-    if version < range.min || version > range.max {
-        return Outcome::Close(format!(
-            "{api_key:?} v{version} is not supported (v{}-v{})",
-            range.min, range.max
         ));
     }
+    if version < range.min || version > range.max {
+        return Err(Outcome::Close(format!(
+            "{api_key:?} v{version} is not supported (v{}-v{})",
+            range.min, range.max
+        )));
+    }
     if api_key == ApiKey::Produce && version < PRODUCE_MIN_IMPLEMENTED {
-        return handlers::produce::legacy_version(&frame, peek);
+        return Err(handlers::produce::legacy_version(&frame, peek));
     }
     let mut buf = frame;
     let header = match RequestHeader::decode(&mut buf, api_key.request_header_version(version)) {
         Ok(h) => h,
         Err(e) => {
-            return Outcome::Close(format!(
+            return Err(Outcome::Close(format!(
                 "malformed {api_key:?} v{version} request header: {e}"
-            ))
+            )))
         }
     };
     let request = match RequestKind::decode(api_key, &mut buf, version) {
         Ok(r) => r,
-        Err(e) => return Outcome::Close(format!("malformed {api_key:?} v{version} request: {e}")),
+        Err(e) => {
+            return Err(Outcome::Close(format!(
+                "malformed {api_key:?} v{version} request: {e}"
+            )))
+        }
     };
     let ctx = RequestContext {
         api_version: version,
@@ -80,17 +95,49 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome 
             .unwrap_or_default(),
         client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host)),
     };
+    Ok(Decoded {
+        api_key,
+        ctx,
+        request,
+    })
+}
+
+/// Queues a Produce's batches on their writers and returns the future of its answer, so the
+/// connection can read the next request while the writers work.
+pub async fn submit_produce(
+    broker: &Broker,
+    ctx: RequestContext,
+    request: ProduceRequest,
+) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+    let pending = handlers::produce::submit(broker, &ctx, request).await;
+    async move {
+        match pending.finish().await {
+            handlers::produce::ProduceOutcome::Respond(r) => encode(
+                ApiKey::Produce,
+                ctx.api_version,
+                ctx.correlation_id,
+                &ResponseKind::Produce(r),
+            ),
+            handlers::produce::ProduceOutcome::NoResponse => Outcome::NoResponse,
+            handlers::produce::ProduceOutcome::Close(reason) => Outcome::Close(reason),
+        }
+    }
+}
+
+/// Handles a decoded request other than Produce, start to finish.
+pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
+    let Decoded {
+        api_key,
+        ctx,
+        request,
+    } = decoded;
     let response = match request {
-        RequestKind::Produce(r) => match handlers::produce::handle(broker, &ctx, r) {
-            handlers::produce::ProduceOutcome::Respond(r) => ResponseKind::Produce(r),
-            handlers::produce::ProduceOutcome::NoResponse => return Outcome::NoResponse,
-            handlers::produce::ProduceOutcome::Close(reason) => return Outcome::Close(reason),
-        },
+        RequestKind::Produce(r) => return submit_produce(broker, ctx, r).await.await,
         RequestKind::Fetch(r) => {
             ResponseKind::Fetch(handlers::fetch::handle(broker, &ctx, r).await)
         }
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(handlers::list_offsets::handle(broker, &ctx, r))
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(broker, &ctx, r).await)
         }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(broker, &ctx, r))
@@ -135,7 +182,7 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome 
             ResponseKind::LeaveGroup(handlers::leave_group::handle(broker, &ctx, r))
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(handlers::offset_commit::handle(broker, &ctx, r))
+            ResponseKind::OffsetCommit(handlers::offset_commit::handle(broker, &ctx, r).await)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(handlers::offset_fetch::handle(broker, &ctx, r))
@@ -147,17 +194,17 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome 
             ResponseKind::DescribeGroups(handlers::describe_groups::handle(broker, &ctx, r))
         }
         RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(handlers::delete_groups::handle(broker, &ctx, r))
+            ResponseKind::DeleteGroups(handlers::delete_groups::handle(broker, &ctx, r).await)
         }
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(handlers::offset_delete::handle(broker, &ctx, r))
+            ResponseKind::OffsetDelete(handlers::offset_delete::handle(broker, &ctx, r).await)
         }
-        RequestKind::DescribeProducers(r) => {
-            ResponseKind::DescribeProducers(handlers::describe_producers::handle(broker, &ctx, r))
-        }
+        RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(
+            handlers::describe_producers::handle(broker, &ctx, r).await,
+        ),
         _ => return Outcome::Close(format!("{api_key:?} has no handler")),
     };
-    encode(api_key, version, ctx.correlation_id, &response)
+    encode(api_key, ctx.api_version, ctx.correlation_id, &response)
 }
 
 /// Size prefix, response header (v0 for ApiVersions whatever the version), body.

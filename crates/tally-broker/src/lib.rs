@@ -13,7 +13,7 @@ mod data_dir;
 mod dispatch;
 pub mod group;
 mod handlers;
-mod partition_handle;
+pub mod partition_handle;
 mod producer_id_manager;
 mod server;
 mod topic_error;
@@ -21,4 +21,5 @@ mod topic_registry;
 
 pub use broker::{Broker, RunningBroker, StartError};
 pub use broker_config::{BrokerConfig, ConfigError, Endpoint};
+pub use partition_handle::{AppendRequest, PartitionHandle, WriterMode, WriterStopped};
 pub use topic_error::TopicError;

@@ -1,24 +1,307 @@
-use parking_lot::{Mutex, MutexGuard};
-use tally_partition::Partition;
+//! A partition shared between connections: its writer and its read side.
+//!
+//! The writer owns the `Partition` and runs on a dedicated thread (or, under the simulation,
+//! a task of the runtime it is given), fed by a bounded queue: nothing else ever touches the
+//! partition's state, so no lock is held across disk I/O and a slow disk stalls only the
+//! partition it belongs to. Each turn the writer drains what is queued, decides and applies
+//! each append in queue order, then calls the flush policy once for all of them (group commit:
+//! with `flush.messages=1`, one fsync per drained set), publishes the high watermark, and only
+//! then answers. Readers (Fetch, ListOffsets) use the `PartitionReader` and never wait for it.
 
-/// A partition shared between connections. Appends and reads of one partition take turns on
-/// its lock, so batches for a partition are decided one at a time in arrival order.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tally_partition::{
+    AppendError, AppendOutcome, Decision, Entry, EntryOrigin, Partition, PartitionReader,
+};
+use tally_protocol::BatchHeader;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Appends and jobs queued per partition before producers wait (back-pressure).
+const QUEUE_CAPACITY: usize = 1024;
+/// Most commands the writer takes in one turn (one group commit).
+const MAX_DRAIN: usize = 512;
+
+pub type AppendResult = Result<AppendOutcome, AppendError>;
+type Job = Box<dyn FnOnce(&mut Partition) + Send>;
+
+/// Where the writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriterMode {
+    /// A dedicated OS thread per partition (the broker).
+    #[default]
+    Thread,
+    /// A task on the current tokio runtime, so a deterministic simulation controls it.
+    Task,
+}
+
+/// One batch for the writer: checked (clients) or trusted (the broker's own records).
+pub struct AppendRequest {
+    pub origin: EntryOrigin,
+    pub header: BatchHeader,
+    pub batch: Bytes,
+    pub append_time_ms: i64,
+}
+
+enum Command {
+    Append(AppendRequest, oneshot::Sender<AppendResult>),
+    Run(Job),
+}
+
+/// The writer has stopped (the topic was deleted or the broker is shutting down).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterStopped;
+
+impl From<WriterStopped> for AppendError {
+    fn from(_: WriterStopped) -> AppendError {
+        AppendError::Offline("the partition's writer has stopped".into())
+    }
+}
+
 pub struct PartitionHandle {
     pub topic: String,
     pub index: i32,
-    partition: Mutex<Partition>,
+    queue: mpsc::Sender<Command>,
+    reader: Arc<PartitionReader>,
+    high_watermark: watch::Receiver<i64>,
+    /// `max.message.bytes`, for the check made before a batch is queued.
+    max_message_bytes: AtomicUsize,
 }
 
 impl PartitionHandle {
-    pub fn new(topic: String, index: i32, partition: Partition) -> Self {
+    /// Starts the partition's writer and returns the handle to it.
+    pub fn start(topic: String, index: i32, partition: Partition, mode: WriterMode) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let reader = Arc::clone(partition.reader());
+        let (hw_tx, high_watermark) = watch::channel(reader.high_watermark());
+        let max_message_bytes = AtomicUsize::new(partition.config().max_message_bytes);
+        let writer = Writer {
+            partition,
+            rx,
+            high_watermark: hw_tx,
+        };
+        match mode {
+            WriterMode::Thread => {
+                std::thread::Builder::new()
+                    .name(format!("writer-{topic}-{index}"))
+                    .spawn(move || writer.run_blocking())
+                    .expect("spawn a partition writer thread");
+            }
+            WriterMode::Task => {
+                tokio::spawn(writer.run_task());
+            }
+        }
         PartitionHandle {
             topic,
             index,
-            partition: Mutex::new(partition),
+            queue,
+            reader,
+            high_watermark,
+            max_message_bytes,
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Partition> {
-        self.partition.lock()
+    pub fn reader(&self) -> &Arc<PartitionReader> {
+        &self.reader
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Wakes whenever the high watermark moves: long-polling fetches wait on their partitions.
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.clone()
+    }
+
+    /// Queues an append (waiting for room) and returns where its answer will come. Batches
+    /// queued by one caller reach the partition in the order they were queued.
+    pub async fn submit(
+        &self,
+        request: AppendRequest,
+    ) -> Result<oneshot::Receiver<AppendResult>, WriterStopped> {
+        let permit = self.reserve().await?;
+        Ok(permit.append(request))
+    }
+
+    /// [`PartitionHandle::submit`] with the answer sent to `reply`.
+    pub async fn submit_with_reply(
+        &self,
+        request: AppendRequest,
+        reply: oneshot::Sender<AppendResult>,
+    ) -> Result<(), WriterStopped> {
+        self.queue
+            .send(Command::Append(request, reply))
+            .await
+            .map_err(|_| WriterStopped)
+    }
+
+    /// Appends one batch and waits for its answer (after the group commit that covers it).
+    pub async fn append(&self, request: AppendRequest) -> AppendResult {
+        let rx = self.submit(request).await?;
+        rx.await.map_err(|_| WriterStopped)?
+    }
+
+    /// A place in the queue: whoever holds it can queue without waiting, for instance while
+    /// holding a lock that fixes the order of several writers' records.
+    pub async fn reserve(&self) -> Result<WriterPermit<'_>, WriterStopped> {
+        let permit = self.queue.reserve().await.map_err(|_| WriterStopped)?;
+        Ok(WriterPermit { permit })
+    }
+
+    /// Runs `job` on the writer, after everything queued before it was applied and committed.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Partition) -> R + Send + 'static,
+    ) -> Result<R, WriterStopped> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |p| {
+            let _ = tx.send(job(p));
+        });
+        self.queue
+            .send(Command::Run(job))
+            .await
+            .map_err(|_| WriterStopped)?;
+        rx.await.map_err(|_| WriterStopped)
+    }
+
+    /// [`PartitionHandle::run`] for a thread that is not an async worker (start-up, blocking
+    /// tasks). Must not be called on an async worker, and not under `WriterMode::Task`.
+    pub fn run_blocking<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Partition) -> R + Send + 'static,
+    ) -> Result<R, WriterStopped> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |p| {
+            let _ = tx.send(job(p));
+        });
+        self.queue
+            .blocking_send(Command::Run(job))
+            .map_err(|_| WriterStopped)?;
+        rx.blocking_recv().map_err(|_| WriterStopped)
+    }
+
+    /// Changes the partition's config (topic config altered).
+    pub async fn set_config(&self, config: tally_partition::PartitionConfig) {
+        self.max_message_bytes
+            .store(config.max_message_bytes, Ordering::Relaxed);
+        let _ = self.run(move |p| p.set_config(config)).await;
+    }
+
+    /// Test hook: the writer blocks until the returned sender is dropped or sent to, so a test
+    /// can show that a stalled partition stalls only itself.
+    #[doc(hidden)]
+    pub async fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let job: Job = Box::new(move |_| {
+            let _ = rx.recv();
+        });
+        let _ = self.queue.send(Command::Run(job)).await;
+        tx
+    }
+}
+
+/// A reserved place in a writer's queue.
+pub struct WriterPermit<'a> {
+    permit: mpsc::Permit<'a, Command>,
+}
+
+impl WriterPermit<'_> {
+    pub fn append(self, request: AppendRequest) -> oneshot::Receiver<AppendResult> {
+        let (tx, rx) = oneshot::channel();
+        self.permit.send(Command::Append(request, tx));
+        rx
+    }
+}
+
+struct Writer {
+    partition: Partition,
+    rx: mpsc::Receiver<Command>,
+    high_watermark: watch::Sender<i64>,
+}
+
+impl Writer {
+    fn run_blocking(mut self) {
+        while let Some(first) = self.rx.blocking_recv() {
+            self.turn(first);
+        }
+    }
+
+    async fn run_task(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            self.turn(first);
+        }
+    }
+
+    /// One turn: `first` and whatever else is queued, then one commit.
+    fn turn(&mut self, first: Command) {
+        let mut answers: Vec<(oneshot::Sender<AppendResult>, AppendResult)> = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append(request, reply) => {
+                    let result = self.apply(&request);
+                    answers.push((reply, result));
+                }
+                Command::Run(job) => {
+                    // A job sees everything queued before it committed and answered.
+                    self.commit(&mut answers);
+                    job(&mut self.partition);
+                    self.publish();
+                }
+            }
+            taken += 1;
+            if taken < MAX_DRAIN {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        self.commit(&mut answers);
+    }
+
+    /// Decide (client batches) then apply.
+    fn apply(&mut self, request: &AppendRequest) -> AppendResult {
+        if request.origin == EntryOrigin::Client {
+            if let Decision::Duplicate(outcome) = self.partition.decide(&request.header)? {
+                return Ok(outcome);
+            }
+        }
+        self.partition.apply(Entry {
+            origin: request.origin,
+            header: &request.header,
+            bytes: &request.batch,
+            append_time_ms: request.append_time_ms,
+        })
+    }
+
+    /// The group commit: the flush policy once for everything applied this turn, then the
+    /// high watermark, then the answers. Nothing is acknowledged before its flush.
+    fn commit(&mut self, answers: &mut Vec<(oneshot::Sender<AppendResult>, AppendResult)>) {
+        if answers.is_empty() {
+            return;
+        }
+        tally_log::failpoint::hit("writer.group_commit.before_flush");
+        if let Err(e) = self.partition.flush_if_due() {
+            let reason = e.to_string();
+            for (_, result) in answers.iter_mut() {
+                if result.is_ok() {
+                    *result = Err(AppendError::Offline(reason.clone()));
+                }
+            }
+        }
+        self.publish();
+        for (reply, result) in answers.drain(..) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn publish(&self) {
+        let hw = self.partition.reader().high_watermark();
+        self.high_watermark.send_if_modified(|v| {
+            let changed = *v != hw;
+            *v = hw;
+            changed
+        });
     }
 }

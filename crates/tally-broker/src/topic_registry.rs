@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::broker_config::{check_topic_config, BrokerConfig};
-use crate::partition_handle::PartitionHandle;
+use crate::partition_handle::{PartitionHandle, WriterMode};
 use crate::topic_error::{validate_topic_name, TopicError};
 
 const TOPICS_FILE: &str = "tally-topics.json";
@@ -49,6 +49,7 @@ pub struct TopicRegistry {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises create, delete and add-partitions, and the writes of the topics file.
     admin: Mutex<()>,
+    writer_mode: WriterMode,
 }
 
 fn partition_dir(log_dir: &Path, topic: &str, index: i32) -> PathBuf {
@@ -65,6 +66,7 @@ impl TopicRegistry {
         log_dir: &Path,
         config: Arc<BrokerConfig>,
         now_ms: i64,
+        writer_mode: WriterMode,
     ) -> Result<TopicRegistry, TopicError> {
         remove_deleted_dirs(log_dir);
         let path = log_dir.join(TOPICS_FILE);
@@ -83,6 +85,7 @@ impl TopicRegistry {
             config,
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
+            writer_mode,
         };
         for record in records {
             let mut partitions = Vec::new();
@@ -143,7 +146,12 @@ impl TopicRegistry {
             Partition::open(&dir, self.config.partition_config(configs), now_ms)
                 .map_err(storage)?;
         Ok((
-            Arc::new(PartitionHandle::new(topic.to_string(), index, partition)),
+            Arc::new(PartitionHandle::start(
+                topic.to_string(),
+                index,
+                partition,
+                self.writer_mode,
+            )),
             report,
         ))
     }
@@ -361,10 +369,16 @@ impl TopicRegistry {
     }
 
     /// Clean shutdown of every partition: flush, snapshot, recovery point.
-    pub fn close_all(&self) {
+    pub async fn close_all(&self) {
         for p in self.all_partitions() {
-            if let Err(e) = p.lock().close() {
-                warn!(topic = %p.topic, partition = p.index, error = %e, "closing partition failed");
+            match p.run(|p| p.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "closing partition failed")
+                }
+                Err(_) => {
+                    warn!(topic = %p.topic, partition = p.index, "partition writer stopped before close")
+                }
             }
         }
     }

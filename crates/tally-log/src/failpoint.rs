@@ -7,7 +7,8 @@
 //! updated), `log.roll.after_flush` (old segment flushed, new one not created),
 //! `log.roll.after_new_segment` (new segment, recovery point not moved), `snapshot.before_rename`
 //! (temporary file written), `snapshot.after_rename`, `partition.roll.after_snapshot` (snapshot
-//! written, log not rolled).
+//! written, log not rolled), `writer.group_commit.before_flush` (a turn of a partition writer
+//! applied its appends, nothing flushed or answered yet).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

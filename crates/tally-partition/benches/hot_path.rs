@@ -94,7 +94,7 @@ fn partition_benches(c: &mut Criterion) {
                 batch.shrink_to_fit();
                 batch
             },
-            |mut batch| partition.append_client_batch(&mut batch, 0).unwrap(),
+            |batch| partition.append_client_batch(&batch, 0).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -207,7 +207,11 @@ impl Partition {
         set_partition_leader_epoch(&mut head, self.config.leader_epoch);
         let mut log_append_time_ms = -1;
         if self.config.log_append_time && entry.origin == EntryOrigin::Client {
-            set_log_append_time_header(&mut head, &bytes[RECORD_BATCH_OVERHEAD..], entry.append_time_ms);
+            set_log_append_time_header(
+                &mut head,
+                &bytes[RECORD_BATCH_OVERHEAD..],
+                entry.append_time_ms,
+            );
             log_append_time_ms = entry.append_time_ms;
         }
         let header = BatchHeader::parse(&head).expect("a checked batch header parses");
@@ -233,7 +237,6 @@ impl Partition {
         // Written: the table must know it now, whatever happens to the flush, or a retry of
         // this batch would be appended again.
         apply_to_state(&mut self.producers, &header, entry.append_time_ms);
-        self.reader.set_high_watermark(self.log.log_end_offset());
         Ok(AppendOutcome {
             base_offset,
             log_append_time_ms,
@@ -243,14 +246,16 @@ impl Partition {
     }
 
     /// Applies the `flush.messages` policy to everything applied so far: with
-    /// `flush.messages=1`, one fsync for a whole drained set of appends (group commit). A
-    /// failed fsync takes the partition offline.
+    /// `flush.messages=1`, one fsync for a whole drained set of appends (group commit). Then
+    /// the high watermark moves to the log end, so consumers never see what a failed flush
+    /// may lose. A failed fsync takes the partition offline.
     pub fn flush_if_due(&mut self) -> Result<(), AppendError> {
         if let Err(e) = self.log.flush_if_due() {
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the partition refuses appends until restart");
             self.offline = Some(e.to_string());
             return Err(e.into());
         }
+        self.reader.set_high_watermark(self.log.log_end_offset());
         Ok(())
     }
 
@@ -344,9 +349,9 @@ impl Partition {
         self.log.flush()
     }
 
-    /// Single replica: everything appended is committed.
+    /// Single replica: everything applied and through the flush policy is committed.
     pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+        self.reader.high_watermark()
     }
 
     /// No transactions yet, so the last stable offset is the high watermark.

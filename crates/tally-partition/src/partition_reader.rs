@@ -52,6 +52,18 @@ impl PartitionReader {
         self.log.read(offset, max_bytes, hw, min_one_batch)
     }
 
+    /// Whole batches from `offset`, never at or past `max_offset` (a high watermark read
+    /// earlier, so a response's records and its high watermark agree).
+    pub fn read_to(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<LogReadResult, LogError> {
+        self.log.read(offset, max_bytes, max_offset, min_one_batch)
+    }
+
     pub fn read_batch_by_time(
         &self,
         timestamp: i64,

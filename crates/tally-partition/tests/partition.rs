@@ -25,8 +25,8 @@ fn send(
     seq: i32,
     count: usize,
 ) -> Result<AppendOutcome, i16> {
-    let mut b = batch(pid, epoch, seq, count).to_vec();
-    p.append_client_batch(&mut b, 1_000)
+    let b = batch(pid, epoch, seq, count).to_vec();
+    p.append_client_batch(&b, 1_000)
         .map_err(|e| e.error_code().code())
 }
 
@@ -187,7 +187,7 @@ fn bad_batches_are_rejected_before_touching_state() {
     let mut base_offset = good.clone();
     base_offset[0..8].copy_from_slice(&9i64.to_be_bytes());
 
-    for (name, mut bytes, code) in [
+    for (name, bytes, code) in [
         ("crc", corrupt, 2),
         ("magic", magic1, 87),
         ("two batches", two, 87),
@@ -199,16 +199,16 @@ fn bad_batches_are_rejected_before_touching_state() {
         ("empty", Vec::new(), 87),
     ] {
         let got = p
-            .append_client_batch(&mut bytes, 0)
+            .append_client_batch(&bytes, 0)
             .map_err(|e| e.error_code().code());
         assert_eq!(got.err(), Some(code), "{name}");
     }
     let mut small = config(1 << 20);
     small.max_message_bytes = 50;
     p.set_config(small);
-    let mut big = good.clone();
+    let big = good.clone();
     assert_eq!(
-        p.append_client_batch(&mut big, 0)
+        p.append_client_batch(&big, 0)
             .unwrap_err()
             .error_code()
             .code(),
@@ -262,7 +262,7 @@ fn inflated_record_counts_are_refused() {
     b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    let err = p.append_client_batch(&mut b, 0).unwrap_err();
+    let err = p.append_client_batch(&b, 0).unwrap_err();
     assert_eq!(err.error_code().code(), 87, "{err}");
     assert_eq!(p.log_end_offset(), 0);
     assert!(p.producers().is_empty());

@@ -241,10 +241,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
-    /// Same decisions as the model; the log never holds a sequence range twice within an
-    /// epoch; and replaying the appended batches rebuilds exactly the same table.
+    /// Same decisions as the model, and the log never holds a sequence range twice within an
+    /// epoch. (Replay is tested through the real `Partition::open` in `replay.rs`.)
     #[test]
-    fn matches_model_and_replay(ops in proptest::collection::vec(op(), 1..120)) {
+    fn matches_model(ops in proptest::collection::vec(op(), 1..120)) {
         let mut table = ProducerTable::new(1000);
         let mut model = Model::default();
         let mut log: Vec<BatchHeader> = Vec::new();
@@ -298,13 +298,5 @@ proptest! {
             prop_assert!(seen.insert((h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence())),
                 "stored twice: {:?}", h);
         }
-        // Replay (recovery semantics: no checks) gives the same table.
-        let mut replayed = ProducerTable::new(1000);
-        for h in &log {
-            replayed.apply_batch(h, 0);
-        }
-        let a: Vec<_> = table.entries().into_iter().cloned().collect();
-        let b: Vec<_> = replayed.entries().into_iter().cloned().collect();
-        prop_assert_eq!(a, b);
     }
 }

@@ -219,7 +219,10 @@ pub fn set_log_append_time_header(head: &mut [u8], body: &[u8], timestamp_ms: i6
     let attributes = i16_at(head, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
     head[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     head[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES..RECORD_BATCH_OVERHEAD]), body);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&head[ATTRIBUTES..RECORD_BATCH_OVERHEAD]),
+        body,
+    );
     head[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_broker::{Broker, BrokerConfig};
+use tally_broker::{Broker, BrokerConfig, WriterMode};
 use tally_client::{
     audit_topic, Admin, ClientConfig, Consumer, ConsumerConfig, Offset, ProduceError, Producer,
     ProducerConfig, ProducerRecord,
@@ -99,7 +99,7 @@ async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
     config.set("num.partitions", &partitions.to_string())?;
     // Small segments: rolls and producer snapshots happen during the run.
     config.set("log.segment.bytes", "4096")?;
-    let broker = Broker::open(config, 9092).await?;
+    let broker = Broker::open_with(config, 9092, WriterMode::Task).await?;
     let (_stop, shutdown) = watch::channel(false);
     let _maintenance = broker.spawn_maintenance(shutdown.clone());
     let listener = turmoil::net::TcpListener::bind("0.0.0.0:9092").await?;

@@ -1,5 +1,5 @@
 //! SIGKILL of the broker at exact moments of its write path (failpoints: during an append,
-//! during a segment roll, during a producer snapshot), while an idempotent producer is
+//! inside the writer's group commit, during a segment roll, during a producer snapshot), while an idempotent producer is
 //! producing. The broker is restarted on the same data directory; the producer keeps retrying.
 //! The end state is exactly once, with every acknowledged message at its acknowledged offset.
 
@@ -19,6 +19,7 @@ const MESSAGES: usize = 3000;
 const POINTS: &[(&str, u32)] = &[
     ("log.append.before_write", 60),
     ("log.append.after_write", 60),
+    ("writer.group_commit.before_flush", 40),
     ("log.roll.after_flush", 3),
     ("log.roll.after_new_segment", 3),
     ("partition.roll.after_snapshot", 3),

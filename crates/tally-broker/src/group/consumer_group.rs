@@ -71,6 +71,11 @@ pub(crate) struct Group {
     pub rebalance_deadline: Option<Instant>,
     /// Wall-clock ms when the group last became empty (offsets expire from then).
     pub empty_since_ms: i64,
+    /// The leader's assignment is being written; members are answered when it is stored.
+    pub assignment_pending: bool,
+    /// Log offset of the record behind each committed offset written since start, so a
+    /// commit whose write completes late never overwrites a later one.
+    pub offset_positions: HashMap<(String, i32), i64>,
 }
 
 impl Group {
@@ -87,7 +92,30 @@ impl Group {
             offsets: BTreeMap::new(),
             rebalance_deadline: None,
             empty_since_ms: now_ms,
+            assignment_pending: false,
+            offset_positions: HashMap::new(),
         }
+    }
+
+    /// Records a committed offset stored at `log_offset`, unless a later record of the same
+    /// partition is already applied.
+    pub fn apply_committed_offset(
+        &mut self,
+        topic: String,
+        partition: i32,
+        value: CommittedOffset,
+        log_offset: i64,
+    ) {
+        let key = (topic, partition);
+        if self
+            .offset_positions
+            .get(&key)
+            .is_some_and(|at| *at > log_offset)
+        {
+            return;
+        }
+        self.offset_positions.insert(key.clone(), log_offset);
+        self.offsets.insert(key, value);
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {

@@ -14,9 +14,41 @@ use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::consumer_group::{Group, GroupState, Member};
-use super::store::{latest, CommittedOffset, GroupStore, StoreRecord};
+use super::offsets_log::{self, GroupStore};
+use super::store::{latest, CommittedOffset, StoreRecord};
 use crate::clock::now_ms;
-use crate::partition_handle::PartitionHandle;
+use crate::partition_handle::{AppendResult, PartitionHandle};
+use tally_partition::AppendError;
+
+/// The Kafka error for a failed write of group state (Kafka's `GroupMetadataManager`
+/// mapping): a storage failure sends the client to find the coordinator again; a record the
+/// log refuses as too large is the commit's fault.
+fn store_error(e: &AppendError, commit: bool) -> i16 {
+    let mapped = match e.error_code() {
+        ResponseError::KafkaStorageError | ResponseError::NotLeaderOrFollower => {
+            ResponseError::NotCoordinator
+        }
+        ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge if commit => {
+            ResponseError::InvalidCommitOffsetSize
+        }
+        ResponseError::UnknownTopicOrPartition | ResponseError::NotEnoughReplicas => {
+            ResponseError::CoordinatorNotAvailable
+        }
+        _ => ResponseError::UnknownServerError,
+    };
+    code(mapped)
+}
+
+/// For writes no request waits on (a group became empty, a static member was replaced): a
+/// failure is logged, and the next change of the group writes it again.
+fn log_failure(rx: oneshot::Receiver<AppendResult>, group_id: &str) {
+    let group_id = group_id.to_string();
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = rx.await {
+            warn!(group = %group_id, error = %e, "could not store group metadata");
+        }
+    });
+}
 
 fn code(e: ResponseError) -> i16 {
     e.code()
@@ -112,12 +144,19 @@ const JOIN_SLACK: Duration = Duration::from_secs(5);
 impl GroupCoordinator {
     /// Reads the stored state back: offsets, and stable groups with their members (which keep
     /// their generation, so consumers carry on without a rebalance after a broker restart).
+    /// Also returns the task that performs the coordinator's writes; the caller spawns it.
     pub fn open(
         partition: Arc<PartitionHandle>,
         config: GroupConfig,
-    ) -> Result<GroupCoordinator, String> {
-        let mut store = GroupStore::new(partition);
-        let records = store.load()?;
+    ) -> Result<
+        (
+            GroupCoordinator,
+            impl std::future::Future<Output = ()> + Send + 'static,
+        ),
+        String,
+    > {
+        let records = offsets_log::load(partition.reader())?;
+        let (store, store_task) = GroupStore::new(partition, records.len() as u64);
         let now = Instant::now();
         let wall = now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
@@ -181,23 +220,27 @@ impl GroupCoordinator {
             }
         }
         info!(groups = groups.len(), "loaded consumer groups");
-        Ok(GroupCoordinator {
-            inner: Mutex::new(Inner { groups, store }),
-            config,
-        })
+        Ok((
+            GroupCoordinator {
+                inner: Mutex::new(Inner { groups, store }),
+                config,
+            },
+            store_task,
+        ))
     }
 
-    fn persist_group(inner: &mut Inner, group_id: &str) {
-        let Some(group) = inner.groups.get(group_id) else {
-            return;
-        };
-        let record = StoreRecord::Group {
-            group: group_id.to_string(),
-            value: Some(group.to_stored()),
-        };
-        if let Err(e) = inner.store.write(&[record], now_ms()) {
-            warn!(group = group_id, error = %e, "could not store group metadata");
-        }
+    /// Queues the group's metadata record; the receiver gets the write's answer.
+    fn persist_group(inner: &mut Inner, group_id: &str) -> oneshot::Receiver<AppendResult> {
+        let records: Vec<StoreRecord> = inner
+            .groups
+            .get(group_id)
+            .map(|group| StoreRecord::Group {
+                group: group_id.to_string(),
+                value: Some(group.to_stored()),
+            })
+            .into_iter()
+            .collect();
+        inner.store.write(&records, now_ms())
     }
 
     fn prepare_rebalance(&self, group: &mut Group, now: Instant) {
@@ -221,6 +264,7 @@ impl GroupCoordinator {
                 .unwrap_or_default()
         };
         group.state = GroupState::PreparingRebalance;
+        group.assignment_pending = false;
         group.rebalance_deadline = Some(now + delay);
     }
 
@@ -247,7 +291,7 @@ impl GroupCoordinator {
             group.protocol = None;
             group.leader = None;
             group.empty_since_ms = now_ms();
-            Self::persist_group(inner, group_id);
+            log_failure(Self::persist_group(inner, group_id), group_id);
             return;
         }
         group.protocol = group.select_protocol();
@@ -413,7 +457,8 @@ impl GroupCoordinator {
                     };
                     let _ = waiter.send(Ok(result));
                     if static_replaced {
-                        Self::persist_group(&mut inner, &request.group_id);
+                        let rx = Self::persist_group(&mut inner, &request.group_id);
+                        log_failure(rx, &request.group_id);
                     }
                 }
                 _ => {
@@ -442,7 +487,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncResult, i16> {
-        let rx = {
+        let (rx, write) = {
             let mut inner = self.inner.lock();
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return Err(code(ResponseError::UnknownMemberId));
@@ -482,11 +527,47 @@ impl GroupCoordinator {
             let m = group.member_mut(member_id).expect("member");
             m.sync_waiter = Some(tx);
             m.last_seen = Instant::now();
-            if group.leader.as_deref() == Some(member_id) {
+            let mut write = None;
+            if group.leader.as_deref() == Some(member_id) && !group.assignment_pending {
                 let assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
                 for m in &mut group.members {
                     m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
                 }
+                // The assignment is answered only once it is in the log (Kafka stores the
+                // group before it propagates the assignment).
+                group.assignment_pending = true;
+                write = Some(Self::persist_group(&mut inner, group_id));
+            }
+            (rx, write)
+        };
+        if let Some(write) = write {
+            let result = write.await.unwrap_or_else(|_| {
+                Err(AppendError::Offline("the group store has stopped".into()))
+            });
+            self.complete_sync(group_id, generation, result);
+        }
+        match tokio::time::timeout(Duration::from_secs(300), rx).await {
+            Ok(Ok(result)) => result,
+            _ => Err(code(ResponseError::RebalanceInProgress)),
+        }
+    }
+
+    /// After the leader's assignment was written (or not): propagate it, or the error, to
+    /// every member waiting in SyncGroup, if the group is still in that rebalance.
+    fn complete_sync(&self, group_id: &str, generation: i32, result: AppendResult) {
+        let mut inner = self.inner.lock();
+        let Some(group) = inner.groups.get_mut(group_id) else {
+            return;
+        };
+        if group.generation != generation
+            || group.state != GroupState::CompletingRebalance
+            || !group.assignment_pending
+        {
+            return;
+        }
+        group.assignment_pending = false;
+        match result {
+            Ok(_) => {
                 group.state = GroupState::Stable;
                 let (pt, p) = (group.protocol_type.clone(), group.protocol.clone());
                 for m in &mut group.members {
@@ -500,15 +581,20 @@ impl GroupCoordinator {
                 }
                 info!(
                     group = group_id,
-                    generation, "rebalance: assignment done, group stable"
+                    generation, "rebalance: assignment stored, group stable"
                 );
-                Self::persist_group(&mut inner, group_id);
             }
-            rx
-        };
-        match tokio::time::timeout(Duration::from_secs(300), rx).await {
-            Ok(Ok(result)) => result,
-            _ => Err(code(ResponseError::RebalanceInProgress)),
+            Err(e) => {
+                warn!(group = group_id, error = %e, "could not store the group's assignment");
+                let error = store_error(&e, false);
+                for m in &mut group.members {
+                    m.assignment = Bytes::new();
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(Err(error));
+                    }
+                }
+                self.prepare_rebalance(group, Instant::now());
+            }
         }
     }
 
@@ -608,7 +694,7 @@ impl GroupCoordinator {
                 group.leader = None;
                 group.rebalance_deadline = None;
                 group.empty_since_ms = now_ms();
-                Self::persist_group(inner, group_id);
+                log_failure(Self::persist_group(inner, group_id), group_id);
             }
         } else {
             self.prepare_rebalance(group, now);
@@ -616,15 +702,63 @@ impl GroupCoordinator {
         }
     }
 
-    /// Stores offsets; per offset an error code (0 on success).
-    pub fn commit(
+    /// Stores offsets; per offset an error code (0 on success). Answers only after the
+    /// offsets are in the log; memory changes only then, and only to what the log says.
+    pub async fn commit(
         &self,
         request: CommitRequest,
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> Vec<i16> {
+        let (results, records, rx) = match self.queue_commit(&request, topic_exists) {
+            Ok(queued) => queued,
+            Err(results) => return results,
+        };
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(group = %request.group_id, error = %e, "could not store committed offsets");
+                let error = store_error(&e, true);
+                return results
+                    .into_iter()
+                    .map(|c| if c == 0 { error } else { c })
+                    .collect();
+            }
+        };
         let mut inner = self.inner.lock();
         let now = now_ms();
-        let fail_all = |e: ResponseError| vec![e.code(); request.offsets.len()];
+        let group = inner
+            .groups
+            .entry(request.group_id.clone())
+            .or_insert_with(|| Group::new(request.group_id.clone(), now));
+        for (i, r) in records.into_iter().enumerate() {
+            if let StoreRecord::Offset {
+                topic,
+                partition,
+                value: Some(v),
+                ..
+            } = r
+            {
+                // Completions can arrive out of log order: the later record in the log wins.
+                group.apply_committed_offset(topic, partition, v, outcome.base_offset + i as i64);
+            }
+        }
+        results
+    }
+
+    /// Checks a commit and queues its records under the lock (which orders the log). `Err`:
+    /// the answer, with nothing written.
+    #[allow(clippy::type_complexity)]
+    fn queue_commit(
+        &self,
+        request: &CommitRequest,
+        topic_exists: impl Fn(&str, i32) -> bool,
+    ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
+        let mut inner = self.inner.lock();
+        let now = now_ms();
+        let fail_all = |e: ResponseError| Err(vec![e.code(); request.offsets.len()]);
         let group = inner.groups.get_mut(&request.group_id);
         let simple = request.generation < 0 && request.member_id.is_empty();
         match group {
@@ -683,35 +817,8 @@ impl GroupCoordinator {
                 });
             }
         }
-        if let Err(e) = inner.store.write(&records, now) {
-            warn!(group = %request.group_id, error = %e, "could not store committed offsets");
-            return results
-                .into_iter()
-                .map(|c| {
-                    if c == 0 {
-                        code(ResponseError::CoordinatorNotAvailable)
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-        }
-        let group = inner
-            .groups
-            .entry(request.group_id.clone())
-            .or_insert_with(|| Group::new(request.group_id.clone(), now));
-        for r in records {
-            if let StoreRecord::Offset {
-                topic,
-                partition,
-                value: Some(v),
-                ..
-            } = r
-            {
-                group.offsets.insert((topic, partition), v);
-            }
-        }
-        results
+        let rx = inner.store.write(&records, now);
+        Ok((results, records, rx))
     }
 
     /// Committed offsets of `group_id` for the given partitions (all when `None`).
@@ -813,67 +920,104 @@ impl GroupCoordinator {
     }
 
     /// Deletes empty groups and their offsets; NON_EMPTY_GROUP or GROUP_ID_NOT_FOUND otherwise.
-    pub fn delete_groups(&self, ids: &[String]) -> Vec<i16> {
-        let mut inner = self.inner.lock();
-        let now = now_ms();
-        ids.iter()
-            .map(|id| {
-                let Some(g) = inner.groups.get(id) else {
-                    return code(ResponseError::GroupIdNotFound);
-                };
-                if g.state != GroupState::Empty {
-                    return code(ResponseError::NonEmptyGroup);
+    /// A group is gone from memory only once its tombstones are in the log.
+    pub async fn delete_groups(&self, ids: &[String]) -> Vec<i16> {
+        let queued: Vec<Result<oneshot::Receiver<AppendResult>, i16>> = {
+            let inner = self.inner.lock();
+            let now = now_ms();
+            ids.iter()
+                .map(|id| {
+                    let Some(g) = inner.groups.get(id) else {
+                        return Err(code(ResponseError::GroupIdNotFound));
+                    };
+                    if g.state != GroupState::Empty {
+                        return Err(code(ResponseError::NonEmptyGroup));
+                    }
+                    Ok(inner.store.write(&g.tombstones(), now))
+                })
+                .collect()
+        };
+        let mut codes = Vec::with_capacity(ids.len());
+        for (id, queued) in ids.iter().zip(queued) {
+            let rx = match queued {
+                Ok(rx) => rx,
+                Err(c) => {
+                    codes.push(c);
+                    continue;
                 }
-                let records = g.tombstones();
-                if inner.store.write(&records, now).is_err() {
-                    return code(ResponseError::CoordinatorNotAvailable);
+            };
+            match rx.await {
+                Ok(Ok(_)) => {
+                    let mut inner = self.inner.lock();
+                    if inner
+                        .groups
+                        .get(id)
+                        .is_some_and(|g| g.state == GroupState::Empty)
+                    {
+                        inner.groups.remove(id);
+                    }
+                    codes.push(0);
                 }
-                inner.groups.remove(id);
-                0
-            })
-            .collect()
+                Ok(Err(e)) => codes.push(store_error(&e, false)),
+                Err(_) => codes.push(code(ResponseError::CoordinatorNotAvailable)),
+            }
+        }
+        codes
     }
 
     /// Deletes committed offsets of partitions the group is not consuming (OffsetDelete).
-    pub fn delete_offsets(
+    pub async fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
         subscribed: impl Fn(&GroupDescription, &str) -> bool,
     ) -> Result<Vec<i16>, i16> {
         let description = self.describe(group_id);
-        let mut inner = self.inner.lock();
-        let Some(group) = inner.groups.get(group_id) else {
-            return Err(code(ResponseError::GroupIdNotFound));
+        let (results, records, rx) = {
+            let inner = self.inner.lock();
+            let Some(group) = inner.groups.get(group_id) else {
+                return Err(code(ResponseError::GroupIdNotFound));
+            };
+            let mut records = Vec::new();
+            let results: Vec<i16> = partitions
+                .iter()
+                .map(|(t, p)| {
+                    if group.state != GroupState::Empty && subscribed(&description, t) {
+                        return code(ResponseError::GroupSubscribedToTopic);
+                    }
+                    if group.offsets.contains_key(&(t.clone(), *p)) {
+                        records.push(StoreRecord::Offset {
+                            group: group_id.to_string(),
+                            topic: t.clone(),
+                            partition: *p,
+                            value: None,
+                        });
+                    }
+                    0
+                })
+                .collect();
+            let rx = inner.store.write(&records, now_ms());
+            (results, records, rx)
         };
-        let mut records = Vec::new();
-        let results: Vec<i16> = partitions
-            .iter()
-            .map(|(t, p)| {
-                if group.state != GroupState::Empty && subscribed(&description, t) {
-                    return code(ResponseError::GroupSubscribedToTopic);
+        let outcome = match rx.await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => return Err(store_error(&e, false)),
+            Err(_) => return Err(code(ResponseError::CoordinatorNotAvailable)),
+        };
+        let mut inner = self.inner.lock();
+        if let Some(group) = inner.groups.get_mut(group_id) {
+            for (i, r) in records.into_iter().enumerate() {
+                if let StoreRecord::Offset {
+                    topic, partition, ..
+                } = r
+                {
+                    let key = (topic, partition);
+                    let at = outcome.base_offset + i as i64;
+                    if group.offset_positions.get(&key).is_none_or(|p| *p < at) {
+                        group.offsets.remove(&key);
+                        group.offset_positions.insert(key, at);
+                    }
                 }
-                if group.offsets.contains_key(&(t.clone(), *p)) {
-                    records.push(StoreRecord::Offset {
-                        group: group_id.to_string(),
-                        topic: t.clone(),
-                        partition: *p,
-                        value: None,
-                    });
-                }
-                0
-            })
-            .collect();
-        if inner.store.write(&records, now_ms()).is_err() {
-            return Err(code(ResponseError::CoordinatorNotAvailable));
-        }
-        let group = inner.groups.get_mut(group_id).expect("group");
-        for r in records {
-            if let StoreRecord::Offset {
-                topic, partition, ..
-            } = r
-            {
-                group.offsets.remove(&(topic, partition));
             }
         }
         Ok(results)
@@ -881,9 +1025,29 @@ impl GroupCoordinator {
 
     /// Periodic work: expire sessions, finish rebalances past their deadline, expire pending
     /// member ids and the offsets of long-empty groups, compact the store.
-    pub fn tick(&self) {
+    pub async fn tick(&self) {
+        let expiring = self.tick_locked();
+        for (id, rx) in expiring {
+            if let Ok(Ok(_)) = rx.await {
+                let mut inner = self.inner.lock();
+                if inner
+                    .groups
+                    .get(&id)
+                    .is_some_and(|g| g.state == GroupState::Empty)
+                {
+                    info!(group = %id, "offsets expired (offsets.retention.minutes)");
+                    inner.groups.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The part of `tick` under the lock; returns the groups whose offsets expired, with the
+    /// answer of their tombstones' write.
+    fn tick_locked(&self) -> Vec<(String, oneshot::Receiver<AppendResult>)> {
         let now = Instant::now();
         let wall = now_ms();
+        let mut expiring = Vec::new();
         let mut inner = self.inner.lock();
         let ids: Vec<String> = inner.groups.keys().cloned().collect();
         for id in ids {
@@ -933,10 +1097,7 @@ impl GroupCoordinator {
                     > self.config.offsets_retention_ms
             {
                 let records = group.tombstones();
-                if inner.store.write(&records, wall).is_ok() {
-                    info!(group = %id, "offsets expired (offsets.retention.minutes)");
-                    inner.groups.remove(&id);
-                }
+                expiring.push((id.clone(), inner.store.write(&records, wall)));
             }
         }
         let live = inner
@@ -944,30 +1105,8 @@ impl GroupCoordinator {
             .values()
             .map(|g| g.offsets.len() as u64 + 1)
             .sum::<u64>();
-        if inner.store.should_compact(live) {
-            let mut records = Vec::new();
-            for g in inner.groups.values() {
-                for ((t, p), v) in &g.offsets {
-                    records.push(StoreRecord::Offset {
-                        group: g.id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                        value: Some(v.clone()),
-                    });
-                }
-                records.push(StoreRecord::Group {
-                    group: g.id.clone(),
-                    value: Some(g.to_stored()),
-                });
-            }
-            match inner.store.compact(&records, wall) {
-                Ok(()) => info!(
-                    records = records.len(),
-                    "compacted the consumer offsets log"
-                ),
-                Err(e) => warn!(error = %e, "could not compact the consumer offsets log"),
-            }
-        }
+        inner.store.maybe_compact(live, wall);
+        expiring
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod consumer_group;
 mod coordinator;
+mod offsets_log;
 pub mod store;
 
 pub use consumer_group::GroupState;

@@ -1,25 +1,15 @@
 //! Durable group state: committed offsets and group metadata written as keyed records to the
 //! internal topic `__consumer_offsets` (one partition), through the same partition code as
 //! data. The latest record per key wins; a record without value deletes its key. On start the
-//! whole log is read back. When the log holds far more records than live keys, the live state
-//! is written again at the end and the segments before it are dropped (compaction without a
-//! cleaner: there is a single writer).
+//! whole log is read back. This file is the record codec; `offsets_log.rs` writes and
+//! compacts the log.
 //!
 //! Record keys start with a type byte: 1 = offset (group, topic, partition), 2 = group
 //! metadata (group). Strings are i16-length UTF-8, as on the wire.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use tally_partition::AppendError;
-use tally_protocol::record_batch::batch_size_at;
-
-use crate::partition_handle::PartitionHandle;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -132,6 +122,14 @@ impl Reader<'_> {
 }
 
 impl StoreRecord {
+    /// False for a deletion (a record without value).
+    pub fn has_value(&self) -> bool {
+        match self {
+            StoreRecord::Offset { value, .. } => value.is_some(),
+            StoreRecord::Group { value, .. } => value.is_some(),
+        }
+    }
+
     pub fn key(&self) -> Bytes {
         let mut b = BytesMut::new();
         match self {
@@ -154,7 +152,7 @@ impl StoreRecord {
         b.freeze()
     }
 
-    fn value(&self) -> Option<Bytes> {
+    pub(crate) fn value(&self) -> Option<Bytes> {
         let mut b = BytesMut::new();
         match self {
             StoreRecord::Offset { value, .. } => {
@@ -186,7 +184,7 @@ impl StoreRecord {
         Some(b.freeze())
     }
 
-    fn decode(key: &[u8], value: Option<&[u8]>) -> Option<StoreRecord> {
+    pub(crate) fn decode(key: &[u8], value: Option<&[u8]>) -> Option<StoreRecord> {
         let mut k = Reader(key);
         match k.u8()? {
             1 => {
@@ -249,119 +247,6 @@ impl StoreRecord {
             }
             _ => None,
         }
-    }
-}
-
-/// The internal partition, and how much of it is still live.
-pub struct GroupStore {
-    partition: Arc<PartitionHandle>,
-    /// Records appended since the log was last compacted (or read).
-    records_in_log: u64,
-}
-
-/// Compact when the log holds this many times more records than there are live keys.
-const COMPACTION_RATIO: u64 = 4;
-const COMPACTION_MIN_RECORDS: u64 = 10_000;
-
-impl GroupStore {
-    pub fn new(partition: Arc<PartitionHandle>) -> Self {
-        GroupStore {
-            partition,
-            records_in_log: 0,
-        }
-    }
-
-    /// Every record in the log, oldest first.
-    pub fn load(&mut self) -> Result<Vec<StoreRecord>, String> {
-        let p = self.partition.lock();
-        let mut offset = p.log_start_offset();
-        let end = p.log_end_offset();
-        let mut out = Vec::new();
-        while offset < end {
-            let read = p.read(offset, 4 << 20, true).map_err(|e| e.to_string())?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut at = 0;
-            while at < read.records.len() {
-                let Some(size) = batch_size_at(&read.records[at..]) else {
-                    break;
-                };
-                let mut batch = read.records.slice(at..at + size as usize);
-                at += size as usize;
-                let set = RecordBatchDecoder::decode(&mut batch)
-                    .map_err(|e| format!("unreadable group record batch: {e}"))?;
-                for r in set.records {
-                    offset = r.offset + 1;
-                    if let Some(key) = &r.key {
-                        if let Some(record) = StoreRecord::decode(key, r.value.as_deref()) {
-                            out.push(record);
-                        }
-                    }
-                }
-            }
-        }
-        self.records_in_log = out.len() as u64;
-        Ok(out)
-    }
-
-    /// Appends records durably (as far as the log's flush policy makes anything durable).
-    pub fn write(&mut self, records: &[StoreRecord], now_ms: i64) -> Result<(), AppendError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let encoded: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32 - 1,
-                timestamp: now_ms,
-                key: Some(r.key()),
-                value: r.value(),
-                headers: IndexMap::new(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &encoded,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| AppendError::InvalidRecord(e.to_string()))?;
-        let mut bytes = buf.to_vec();
-        self.partition
-            .lock()
-            .append_client_batch(&mut bytes, now_ms)?;
-        self.records_in_log += records.len() as u64;
-        Ok(())
-    }
-
-    /// Whether the log is worth compacting given `live` keys.
-    pub fn should_compact(&self, live: u64) -> bool {
-        self.records_in_log > COMPACTION_MIN_RECORDS
-            && self.records_in_log > live.max(1) * COMPACTION_RATIO
-    }
-
-    /// Writes the live state at the end of a fresh segment and drops every segment before it.
-    pub fn compact(&mut self, live: &[StoreRecord], now_ms: i64) -> Result<(), AppendError> {
-        let start = self.partition.lock().start_new_segment()?;
-        for chunk in live.chunks(1000) {
-            self.write(chunk, now_ms)?;
-        }
-        self.partition.lock().delete_segments_before(start)?;
-        self.records_in_log = live.len() as u64;
-        Ok(())
     }
 }
 

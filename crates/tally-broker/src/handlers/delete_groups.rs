@@ -4,7 +4,7 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     _ctx: &RequestContext,
     request: DeleteGroupsRequest,
@@ -14,7 +14,7 @@ pub fn handle(
         .iter()
         .map(|g| g.0.to_string())
         .collect();
-    let codes = broker.groups.delete_groups(&ids);
+    let codes = broker.groups.delete_groups(&ids).await;
     DeleteGroupsResponse::default().with_results(
         request
             .groups_names

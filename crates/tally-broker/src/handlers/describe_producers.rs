@@ -10,54 +10,57 @@ use tally_protocol::{ResponseError, DESCRIBE_PRODUCERS_LAST_OFFSET_TAG};
 use super::RequestContext;
 use crate::broker::Broker;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     _ctx: &RequestContext,
     request: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partition_indexes
-                .iter()
-                .map(|&index| match broker.topics.partition(&t.name, index) {
-                    None => PartitionResponse::default()
-                        .with_partition_index(index)
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                    Some(handle) => {
-                        let partition = handle.lock();
-                        let active = partition
-                            .producers()
-                            .entries()
-                            .into_iter()
-                            .map(|e| {
-                                ProducerState::default()
-                                    .with_producer_id(ProducerId(e.producer_id))
-                                    .with_producer_epoch(i32::from(e.producer_epoch))
-                                    .with_last_sequence(e.last_seq())
-                                    .with_last_timestamp(e.last_timestamp)
-                                    .with_coordinator_epoch(e.coordinator_epoch)
-                                    .with_current_txn_start_offset(
-                                        e.current_txn_first_offset.unwrap_or(-1),
-                                    )
-                                    .with_unknown_tagged_field(
-                                        DESCRIBE_PRODUCERS_LAST_OFFSET_TAG,
-                                        bytes::Bytes::copy_from_slice(&e.last_offset.to_be_bytes()),
-                                    )
-                            })
-                            .collect();
-                        PartitionResponse::default()
-                            .with_partition_index(index)
-                            .with_active_producers(active)
-                    }
-                })
-                .collect();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+        for &index in &t.partition_indexes {
+            let unknown = PartitionResponse::default()
+                .with_partition_index(index)
+                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            let Some(handle) = broker.topics.partition(&t.name, index) else {
+                partitions.push(unknown);
+                continue;
+            };
+            // The producer table belongs to the partition's writer: ask it.
+            let active = handle.run(active_producers).await;
+            partitions.push(match active {
+                Ok(active) => PartitionResponse::default()
+                    .with_partition_index(index)
+                    .with_active_producers(active),
+                Err(_) => unknown,
+            });
+        }
+        topics.push(
             TopicResponse::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+fn active_producers(partition: &mut tally_partition::Partition) -> Vec<ProducerState> {
+    partition
+        .producers()
+        .entries()
+        .into_iter()
+        .map(|e| {
+            ProducerState::default()
+                .with_producer_id(ProducerId(e.producer_id))
+                .with_producer_epoch(i32::from(e.producer_epoch))
+                .with_last_sequence(e.last_seq())
+                .with_last_timestamp(e.last_timestamp)
+                .with_coordinator_epoch(e.coordinator_epoch)
+                .with_current_txn_start_offset(e.current_txn_first_offset.unwrap_or(-1))
+                .with_unknown_tagged_field(
+                    DESCRIBE_PRODUCERS_LAST_OFFSET_TAG,
+                    bytes::Bytes::copy_from_slice(&e.last_offset.to_be_bytes()),
+                )
+        })
+        .collect()
 }

@@ -3,45 +3,109 @@
 //! segment files. No fetch sessions: session id 0 means full fetches, which every client
 //! accepts.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tally_log::LogError;
 use tally_protocol::ResponseError;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{check_leader_epoch, RequestContext};
 use crate::broker::Broker;
+use crate::partition_handle::PartitionHandle;
 
 /// Upper bound on how long one fetch may wait, whatever the client asks.
 const MAX_WAIT_MS: i32 = 300_000;
+
+/// The partitions a fetch names, resolved once: `None` where the topic or partition is unknown.
+type Targets = Vec<Vec<Option<Arc<PartitionHandle>>>>;
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut appends = broker.subscribe_appends();
+    let targets: Arc<Targets> = Arc::new(
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| broker.topics.partition(&t.topic.0, p.partition))
+                    .collect()
+            })
+            .collect(),
+    );
+    // Woken by the high watermarks of the partitions asked for, and by shutdown.
+    let mut watches: Vec<watch::Receiver<i64>> = targets
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.subscribe_high_watermark())
+        .collect();
+    let mut shutdown = broker.subscribe_appends();
+    let request = Arc::new(request);
+    let version = ctx.api_version;
     loop {
-        appends.borrow_and_update();
-        let (response, bytes, error) = read_once(broker, ctx.api_version, &request);
+        for w in &mut watches {
+            w.borrow_and_update();
+        }
+        shutdown.borrow_and_update();
+        let (response, bytes, error) = {
+            let (targets, request) = (Arc::clone(&targets), Arc::clone(&request));
+            broker
+                .off_runtime(move || read_once(&targets, version, &request))
+                .await
+        };
         if bytes >= min_bytes || error || Instant::now() >= deadline || broker.is_shutting_down() {
             return response;
         }
-        if tokio::time::timeout_at(deadline, appends.changed())
+        if tokio::time::timeout_at(deadline, any_changed(&mut watches, &mut shutdown))
             .await
             .is_err()
         {
             // Deadline reached: answer with whatever there is now.
-            return read_once(broker, ctx.api_version, &request).0;
+            let (targets, request) = (Arc::clone(&targets), Arc::clone(&request));
+            return broker
+                .off_runtime(move || read_once(&targets, version, &request).0)
+                .await;
         }
     }
 }
 
-/// One pass over the requested partitions: the response, its record bytes, whether any
-/// partition had an error.
+type Changed<'a> = Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send + 'a>>;
+
+/// Resolves when any of the watches changes (or its partition's writer stops).
+async fn any_changed(watches: &mut [watch::Receiver<i64>], shutdown: &mut watch::Receiver<u64>) {
+    let mut waits: Vec<Changed<'_>> = watches
+        .iter_mut()
+        .map(|w| Box::pin(w.changed()) as Changed<'_>)
+        .collect();
+    let mut stop = Box::pin(shutdown.changed());
+    poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        for w in &mut waits {
+            if w.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One pass over the requested partitions, on their readers (never their writers): the
+/// response, its record bytes, whether any partition had an error.
 fn read_once(
-    broker: &Broker,
+    targets: &Targets,
     version: i16,
     request: &FetchRequest,
 ) -> (FetchResponse, usize, bool) {
@@ -56,11 +120,13 @@ fn read_once(
     let responses = request
         .topics
         .iter()
-        .map(|topic| {
+        .zip(targets.iter())
+        .map(|(topic, handles)| {
             let partitions = topic
                 .partitions
                 .iter()
-                .map(|p| {
+                .zip(handles.iter())
+                .map(|(p, handle)| {
                     let mut data = PartitionData::default().with_partition_index(p.partition);
                     if !read_committed {
                         data.aborted_transactions = None;
@@ -70,13 +136,13 @@ fn read_once(
                         data.error_code = e.code();
                         data
                     };
-                    let Some(handle) = broker.topics.partition(&topic.topic.0, p.partition) else {
+                    let Some(handle) = handle else {
                         return fail(data, ResponseError::UnknownTopicOrPartition);
                     };
                     if let Some(e) = check_leader_epoch(p.current_leader_epoch) {
                         return fail(data, e);
                     }
-                    let partition = handle.lock();
+                    let partition = handle.reader();
                     data.high_watermark = partition.high_watermark();
                     data.last_stable_offset = partition.last_stable_offset();
                     if version >= 5 {
@@ -85,7 +151,7 @@ fn read_once(
                     let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                     // The first partition with data returns at least one whole batch, even
                     // past the limits, so a large batch can never block a consumer.
-                    match partition.read(p.fetch_offset, limit, total == 0) {
+                    match partition.read_to(p.fetch_offset, limit, data.high_watermark, total == 0) {
                         Ok(read) => {
                             let n = read.records.len();
                             total += n;

@@ -7,7 +7,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::CommitRequest;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     request: OffsetCommitRequest,
@@ -28,20 +28,23 @@ pub fn handle(
             ));
         }
     }
-    let codes = broker.groups.commit(
-        CommitRequest {
-            group_id: request.group_id.0.to_string(),
-            generation: if ctx.api_version >= 1 {
-                request.generation_id_or_member_epoch
-            } else {
-                -1
+    let codes = broker
+        .groups
+        .commit(
+            CommitRequest {
+                group_id: request.group_id.0.to_string(),
+                generation: if ctx.api_version >= 1 {
+                    request.generation_id_or_member_epoch
+                } else {
+                    -1
+                },
+                member_id: request.member_id.to_string(),
+                group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                offsets,
             },
-            member_id: request.member_id.to_string(),
-            group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
-            offsets,
-        },
-        |topic, partition| broker.topics.partition(topic, partition).is_some(),
-    );
+            |topic, partition| broker.topics.partition(topic, partition).is_some(),
+        )
+        .await;
     let mut codes = codes.into_iter();
     let topics = request
         .topics

@@ -27,7 +27,7 @@ fn subscribed(group: &GroupDescription, topic: &str) -> bool {
     })
 }
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     _ctx: &RequestContext,
     request: OffsetDeleteRequest,
@@ -44,6 +44,7 @@ pub fn handle(
     match broker
         .groups
         .delete_offsets(&request.group_id.0, &partitions, subscribed)
+        .await
     {
         Err(code) => OffsetDeleteResponse::default().with_error_code(code),
         Ok(codes) => {

@@ -34,7 +34,7 @@ pub fn handle(
                     if p.leader_epoch < 0 || p.leader_epoch > LEADER_EPOCH {
                         return answer.with_leader_epoch(-1).with_end_offset(-1);
                     }
-                    let end = handle.lock().log_end_offset();
+                    let end = handle.reader().high_watermark();
                     answer.with_leader_epoch(LEADER_EPOCH).with_end_offset(end)
                 })
                 .collect();

@@ -1,21 +1,40 @@
-//! Produce: each partition's batch goes through the partition's append path; the answer
-//! carries the assigned (or, for a retried batch, the original) base offset.
+//! Produce, in two stages so a connection can pipeline: `submit` checks each partition's batch
+//! (stateless: sizes, CRC, the record walk) and queues it on the partition's writer, in request
+//! order; `PendingProduce::finish` waits for the writers' answers (each after the group commit
+//! that covers it) and builds the response with the assigned, or for a retried batch the
+//! original, base offset.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use tally_partition::{validate_client_batch, AppendError, EntryOrigin};
 use tally_protocol::{RequestPeek, ResponseError};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::dispatch::Outcome;
+use crate::partition_handle::{AppendRequest, AppendResult};
 
 pub enum ProduceOutcome {
     Respond(ProduceResponse),
     NoResponse,
     Close(String),
+}
+
+/// A Produce whose batches are queued on their writers.
+pub struct PendingProduce {
+    version: i16,
+    acks: i16,
+    topics: Vec<(TopicName, Vec<Slot>)>,
+    first_error: Option<String>,
+}
+
+enum Slot {
+    Done(PartitionProduceResponse),
+    Waiting(PartitionProduceResponse, oneshot::Receiver<AppendResult>),
 }
 
 /// Compression codec of a batch, read from its attributes without parsing the rest.
@@ -25,104 +44,196 @@ fn compression_of(records: &[u8]) -> Option<i16> {
         .map(|a| i16::from_be_bytes([a[0], a[1]]) & 0x07)
 }
 
-pub fn handle(broker: &Broker, ctx: &RequestContext, request: ProduceRequest) -> ProduceOutcome {
+fn rejected(
+    version: i16,
+    first_error: &mut Option<String>,
+    topic: &str,
+    answer: PartitionProduceResponse,
+    e: ResponseError,
+    text: String,
+) -> PartitionProduceResponse {
+    debug!(topic, partition = answer.index, error = ?e, %text, "produce rejected");
+    first_error.get_or_insert_with(|| format!("{topic}-{}: {text}", answer.index));
+    let mut answer = answer.with_error_code(e.code());
+    if version >= 8 {
+        answer.error_message = super::message(text);
+    }
+    answer
+}
+
+/// Checks each partition's batch and queues it on its writer. Returns once everything is
+/// queued, so the next request's batches queue behind these.
+pub async fn submit(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: ProduceRequest,
+) -> PendingProduce {
     let version = ctx.api_version;
     let acks = request.acks;
     let now = now_ms();
-    let mut first_error: Option<String> = None;
-    let mut appended = false;
-    let responses = request
-        .topic_data
-        .into_iter()
-        .map(|topic_data| {
-            let name = topic_data.name.0.to_string();
-            let topic = broker.topics.get(&name);
-            let partition_responses = topic_data
-                .partition_data
-                .into_iter()
-                .map(|data| {
-                    let mut answer = PartitionProduceResponse::default()
-                        .with_index(data.index)
-                        .with_base_offset(-1);
-                    let mut fail = |e: ResponseError, text: String, answer: PartitionProduceResponse| {
-                        debug!(topic = %name, partition = data.index, error = ?e, %text, "produce rejected");
-                        first_error.get_or_insert_with(|| format!("{name}-{}: {text}", data.index));
-                        let mut answer = answer.with_error_code(e.code());
-                        if version >= 8 {
-                            answer.error_message = super::message(text);
-                        }
-                        answer
-                    };
-                    if !matches!(acks, -1..=1) {
-                        return fail(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}"), answer);
-                    }
-                    let (Some(topic), Some(handle)) = (
-                        topic.as_ref(),
-                        topic.as_ref().and_then(|t| usize::try_from(data.index).ok().and_then(|i| t.partitions.get(i))),
-                    ) else {
-                        return fail(ResponseError::UnknownTopicOrPartition, "unknown topic or partition".into(), answer);
-                    };
-                    if name == crate::group::store::OFFSETS_TOPIC {
-                        return fail(ResponseError::InvalidTopicException, "cannot append to an internal topic".into(), answer);
-                    }
-                    let Some(records) = data.records else {
-                        return fail(ResponseError::InvalidRecord, "the partition carries no records".into(), answer);
-                    };
-                    if version < 7 && compression_of(&records) == Some(4) {
-                        return fail(
-                            ResponseError::UnsupportedCompressionType,
-                            "zstd needs Produce v7 or later".into(),
-                            answer,
-                        );
-                    }
-                    if acks == -1 {
-                        let min_isr = broker
-                            .config
-                            .topic_value("min.insync.replicas", &topic.configs)
-                            .and_then(|(v, _)| v.parse::<i64>().ok())
-                            .unwrap_or(1);
-                        if min_isr > 1 {
-                            return fail(
-                                ResponseError::NotEnoughReplicas,
-                                format!("min.insync.replicas is {min_isr} but this broker is the only replica"),
-                                answer,
-                            );
-                        }
-                    }
-                    // The batch is patched in place (base offset, leader epoch), so it needs
-                    // bytes of its own; the request buffer is shared.
-                    let mut batch = records.to_vec();
-                    let result = handle.lock().append_client_batch(&mut batch, now);
-                    match result {
-                        Ok(outcome) => {
-                            appended |= !outcome.duplicate;
-                            answer.base_offset = outcome.base_offset;
-                            answer.log_append_time_ms = outcome.log_append_time_ms;
-                            if version >= 5 {
-                                answer.log_start_offset = outcome.log_start_offset;
+    let mut first_error = None;
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = broker.topics.get(&name);
+        let mut slots = Vec::with_capacity(topic_data.partition_data.len());
+        for data in topic_data.partition_data {
+            let answer = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1);
+            let mut fail = |answer, e, text| {
+                Slot::Done(rejected(version, &mut first_error, &name, answer, e, text))
+            };
+            if !matches!(acks, -1..=1) {
+                slots.push(fail(
+                    answer,
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks must be -1, 0 or 1, not {acks}"),
+                ));
+                continue;
+            }
+            let handle = topic.as_ref().and_then(|t| {
+                usize::try_from(data.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let (Some(topic), Some(handle)) = (topic.as_ref(), handle) else {
+                slots.push(fail(
+                    answer,
+                    ResponseError::UnknownTopicOrPartition,
+                    "unknown topic or partition".into(),
+                ));
+                continue;
+            };
+            if name == crate::group::store::OFFSETS_TOPIC {
+                slots.push(fail(
+                    answer,
+                    ResponseError::InvalidTopicException,
+                    "cannot append to an internal topic".into(),
+                ));
+                continue;
+            }
+            let Some(records) = data.records else {
+                slots.push(fail(
+                    answer,
+                    ResponseError::InvalidRecord,
+                    "the partition carries no records".into(),
+                ));
+                continue;
+            };
+            if version < 7 && compression_of(&records) == Some(4) {
+                slots.push(fail(
+                    answer,
+                    ResponseError::UnsupportedCompressionType,
+                    "zstd needs Produce v7 or later".into(),
+                ));
+                continue;
+            }
+            if acks == -1 {
+                let min_isr = broker
+                    .config
+                    .topic_value("min.insync.replicas", &topic.configs)
+                    .and_then(|(v, _)| v.parse::<i64>().ok())
+                    .unwrap_or(1);
+                if min_isr > 1 {
+                    slots.push(fail(
+                        answer,
+                        ResponseError::NotEnoughReplicas,
+                        format!(
+                            "min.insync.replicas is {min_isr} but this broker is the only replica"
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            // Check: stateless, here on the connection's task, before anything is queued.
+            let header = match validate_client_batch(&records, handle.max_message_bytes()) {
+                Ok(h) => h,
+                Err(e) => {
+                    slots.push(fail(answer, e.error_code(), e.to_string()));
+                    continue;
+                }
+            };
+            let request = AppendRequest {
+                origin: EntryOrigin::Client,
+                header,
+                batch: records,
+                append_time_ms: now,
+            };
+            match handle.submit(request).await {
+                Ok(rx) => slots.push(Slot::Waiting(answer, rx)),
+                Err(stopped) => {
+                    let e = AppendError::from(stopped);
+                    slots.push(fail(answer, e.error_code(), e.to_string()));
+                }
+            }
+        }
+        topics.push((topic_data.name, slots));
+    }
+    PendingProduce {
+        version,
+        acks,
+        topics,
+        first_error,
+    }
+}
+
+impl PendingProduce {
+    /// Waits for every queued batch's answer and builds the response.
+    pub async fn finish(self) -> ProduceOutcome {
+        let PendingProduce {
+            version,
+            acks,
+            topics,
+            mut first_error,
+        } = self;
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, slots) in topics {
+            let mut partition_responses = Vec::with_capacity(slots.len());
+            for slot in slots {
+                let answer = match slot {
+                    Slot::Done(answer) => answer,
+                    Slot::Waiting(mut answer, rx) => {
+                        let result = rx.await.unwrap_or_else(|_| {
+                            Err(AppendError::from(crate::partition_handle::WriterStopped))
+                        });
+                        match result {
+                            Ok(outcome) => {
+                                answer.base_offset = outcome.base_offset;
+                                answer.log_append_time_ms = outcome.log_append_time_ms;
+                                if version >= 5 {
+                                    answer.log_start_offset = outcome.log_start_offset;
+                                }
+                                answer
                             }
-                            answer
+                            Err(e) => rejected(
+                                version,
+                                &mut first_error,
+                                &name.0,
+                                answer,
+                                e.error_code(),
+                                e.to_string(),
+                            ),
                         }
-                        Err(e) => fail(e.error_code(), e.to_string(), answer),
                     }
-                })
-                .collect();
-            TopicProduceResponse::default()
-                .with_name(topic_data.name)
-                .with_partition_responses(partition_responses)
-        })
-        .collect();
-    if appended {
-        broker.notify_append();
+                };
+                partition_responses.push(answer);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        if acks == 0 {
+            // The client reads no answer; Kafka closes the connection so it notices a failure.
+            return match first_error {
+                Some(reason) => ProduceOutcome::Close(format!("acks=0 produce failed: {reason}")),
+                None => ProduceOutcome::NoResponse,
+            };
+        }
+        ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
     }
-    if acks == 0 {
-        // The client reads no answer; Kafka closes the connection so it notices a failure.
-        return match first_error {
-            Some(reason) => ProduceOutcome::Close(format!("acks=0 produce failed: {reason}")),
-            None => ProduceOutcome::NoResponse,
-        };
-    }
-    ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
 /// Produce v0-v2 are advertised (old librdkafka looks for v0) but, as in Kafka 4, refused:

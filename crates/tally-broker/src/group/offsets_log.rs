@@ -1,0 +1,258 @@
+//! The group coordinator's writes to `__consumer_offsets`, in the order the coordinator made
+//! them. The coordinator queues records under its lock without waiting ([`GroupStore::write`]
+//! returns where the answer will come); one task hands them to the partition's writer in that
+//! order, so the log's order is the coordinator's order. The coordinator answers a request
+//! that depends on a write only after the write's answer (after its group commit).
+//!
+//! Compaction without a cleaner: when the log holds far more records than live keys, the task
+//! rolls to a new segment, reads everything before it back from the log, writes the latest
+//! record of each live key after it, and drops the old segments only once all of that is
+//! written. It works from the log, not from memory, so writes still in flight are never lost.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tally_partition::{AppendError, EntryOrigin, PartitionReader};
+use tally_protocol::record_batch::batch_size_at;
+use tally_protocol::BatchHeader;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::store::{latest, StoreRecord};
+use crate::partition_handle::{AppendRequest, AppendResult, PartitionHandle};
+
+/// Compact when the log holds this many times more records than there are live keys.
+const COMPACTION_RATIO: u64 = 4;
+const COMPACTION_MIN_RECORDS: u64 = 10_000;
+/// Records per batch when the live state is written again.
+const COMPACTION_BATCH: usize = 1000;
+
+enum Command {
+    Write(AppendRequest, oneshot::Sender<AppendResult>),
+    Compact { now_ms: i64 },
+}
+
+/// The coordinator's handle on its log.
+pub struct GroupStore {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Records in the log since it was last compacted (or read).
+    records_in_log: Arc<AtomicU64>,
+    compacting: Arc<AtomicBool>,
+}
+
+impl GroupStore {
+    /// The store and the task that performs its writes (the caller spawns it).
+    pub fn new(
+        partition: Arc<PartitionHandle>,
+        records_in_log: u64,
+    ) -> (
+        GroupStore,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let store = GroupStore {
+            commands,
+            records_in_log: Arc::new(AtomicU64::new(records_in_log)),
+            compacting: Arc::new(AtomicBool::new(false)),
+        };
+        let task = run(
+            partition,
+            rx,
+            Arc::clone(&store.records_in_log),
+            Arc::clone(&store.compacting),
+        );
+        (store, task)
+    }
+
+    /// Queues records and returns where their answer will come. Never waits, so it can be
+    /// called under the coordinator's lock, which is what orders the log.
+    pub fn write(&self, records: &[StoreRecord], now_ms: i64) -> oneshot::Receiver<AppendResult> {
+        let (tx, rx) = oneshot::channel();
+        if records.is_empty() {
+            let _ = tx.send(Ok(tally_partition::AppendOutcome {
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                duplicate: false,
+            }));
+            return rx;
+        }
+        match encode(records, now_ms) {
+            Ok(request) => {
+                self.records_in_log
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                if let Err(mpsc::error::SendError(Command::Write(_, tx))) =
+                    self.commands.send(Command::Write(request, tx))
+                {
+                    let _ = tx.send(Err(AppendError::Offline(
+                        "the group store has stopped".into(),
+                    )));
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+        rx
+    }
+
+    /// Starts a compaction when the log holds far more records than `live` keys.
+    pub fn maybe_compact(&self, live: u64, now_ms: i64) {
+        let records = self.records_in_log.load(Ordering::Relaxed);
+        if records > COMPACTION_MIN_RECORDS
+            && records > live.max(1) * COMPACTION_RATIO
+            && !self.compacting.swap(true, Ordering::AcqRel)
+        {
+            let _ = self.commands.send(Command::Compact { now_ms });
+        }
+    }
+}
+
+/// Every record in the log below the high watermark, oldest first.
+pub fn load(reader: &PartitionReader) -> Result<Vec<StoreRecord>, String> {
+    read_records(reader, reader.log_start_offset(), reader.high_watermark())
+}
+
+fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<Vec<StoreRecord>, String> {
+    let mut offset = from;
+    let mut out = Vec::new();
+    while offset < to {
+        let read = reader
+            .read_to(offset, 4 << 20, to, true)
+            .map_err(|e| e.to_string())?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while at < read.records.len() {
+            let Some(size) = batch_size_at(&read.records[at..]) else {
+                break;
+            };
+            let mut batch = read.records.slice(at..at + size as usize);
+            at += size as usize;
+            let set = RecordBatchDecoder::decode(&mut batch)
+                .map_err(|e| format!("unreadable group record batch: {e}"))?;
+            for r in set.records {
+                offset = r.offset + 1;
+                if let Some(key) = &r.key {
+                    if let Some(record) = StoreRecord::decode(key, r.value.as_deref()) {
+                        out.push(record);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One batch of the broker's own records (no producer id: they take the trusted path).
+fn encode(records: &[StoreRecord], now_ms: i64) -> Result<AppendRequest, AppendError> {
+    let encoded: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(r.key()),
+            value: r.value(),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &encoded,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| AppendError::InvalidRecord(e.to_string()))?;
+    let batch = buf.freeze();
+    let header =
+        BatchHeader::parse(&batch).map_err(|e| AppendError::InvalidRecord(e.to_string()))?;
+    Ok(AppendRequest {
+        origin: EntryOrigin::Broker,
+        header,
+        batch,
+        append_time_ms: now_ms,
+    })
+}
+
+async fn run(
+    partition: Arc<PartitionHandle>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    records_in_log: Arc<AtomicU64>,
+    compacting: Arc<AtomicBool>,
+) {
+    while let Some(command) = rx.recv().await {
+        match command {
+            Command::Write(request, reply) => {
+                if let Err(e) = partition.submit_with_reply(request, reply).await {
+                    warn!(error = ?e, "the consumer offsets partition's writer has stopped");
+                }
+            }
+            Command::Compact { now_ms } => {
+                match compact(&partition, now_ms).await {
+                    Ok(live) => {
+                        records_in_log.store(live as u64, Ordering::Relaxed);
+                        info!(records = live, "compacted the consumer offsets log");
+                    }
+                    Err(e) => warn!(error = %e, "could not compact the consumer offsets log"),
+                }
+                compacting.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Roll, rewrite the live records after the roll, then drop what is before it.
+async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, String> {
+    let rolled = partition
+        .run(|p| -> Result<(i64, Vec<StoreRecord>), String> {
+            let start = p.start_new_segment().map_err(|e| e.to_string())?;
+            let records = read_records(p.reader(), p.log_start_offset(), start)?;
+            Ok((start, records))
+        })
+        .await
+        .map_err(|_| "the writer has stopped".to_string())??;
+    let (start, records) = rolled;
+    // A key whose latest record is a deletion needs nothing: its older records go too.
+    let live: Vec<StoreRecord> = latest(records)
+        .into_values()
+        .filter(StoreRecord::has_value)
+        .collect();
+    let mut answers = Vec::new();
+    for chunk in live.chunks(COMPACTION_BATCH) {
+        let request = encode(chunk, now_ms).map_err(|e| e.to_string())?;
+        let rx = partition
+            .submit(request)
+            .await
+            .map_err(|_| "the writer has stopped")?;
+        answers.push(rx);
+    }
+    for rx in answers {
+        rx.await
+            .map_err(|_| "the writer has stopped".to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    partition
+        .run(move |p| p.delete_segments_before(start))
+        .await
+        .map_err(|_| "the writer has stopped".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(live.len())
+}
