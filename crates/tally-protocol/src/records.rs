@@ -40,11 +40,13 @@ pub fn walk_records(
     header: &BatchHeader,
     batch: &[u8],
     max_decompressed_bytes: u64,
-    mut f: impl FnMut(RecordInfo) -> ControlFlow<()>,
+    f: impl FnMut(RecordInfo) -> ControlFlow<()>,
 ) -> Result<u32, RecordsError> {
     let body = &batch[RECORD_BATCH_OVERHEAD.min(batch.len())..];
     let raw: Box<dyn Read + '_> = match header.compression() {
-        0 => Box::new(body),
+        // Uncompressed (the common case): walk the bytes in place, with no reader, buffer or
+        // allocation per batch.
+        0 => return walk(header, &mut Slice { buf: body, at: 0 }, f),
         1 => Box::new(flate2::read::MultiGzDecoder::new(body)),
         2 => Box::new(SnappyReader::new(body, max_decompressed_bytes)),
         3 => Box::new(
@@ -65,9 +67,17 @@ pub fn walk_records(
         left: max_decompressed_bytes,
         cap: max_decompressed_bytes,
     };
+    walk(header, &mut reader, f)
+}
+
+fn walk<S: Source>(
+    header: &BatchHeader,
+    source: &mut S,
+    mut f: impl FnMut(RecordInfo) -> ControlFlow<()>,
+) -> Result<u32, RecordsError> {
     let mut visited = 0u32;
     for _ in 0..header.records_count.max(0) {
-        let Some(info) = read_record(&mut reader)? else {
+        let Some(info) = read_record(source)? else {
             return Err(RecordsError::Invalid(format!(
                 "the header counts {} records but the batch holds {visited}",
                 header.records_count
@@ -78,7 +88,7 @@ pub fn walk_records(
             return Ok(visited);
         }
     }
-    if reader.has_more()? {
+    if source.has_more()? {
         return Err(RecordsError::Invalid(format!(
             "the batch holds more data than its {} records",
             header.records_count
@@ -111,49 +121,13 @@ pub fn validate_records(
     Ok(())
 }
 
-/// A reader that fails once more than `cap` bytes have been read.
-struct Budget<R> {
-    inner: BufReader<R>,
-    left: u64,
-    cap: u64,
-}
-
-impl<R: Read> Budget<R> {
-    fn byte(&mut self) -> Result<Option<u8>, RecordsError> {
-        let buf = self.inner.fill_buf().map_err(corrupt)?;
-        let Some(&b) = buf.first() else {
-            return Ok(None);
-        };
-        self.spend(1)?;
-        self.inner.consume(1);
-        Ok(Some(b))
-    }
-
-    fn spend(&mut self, n: u64) -> Result<(), RecordsError> {
-        if n > self.left {
-            return Err(RecordsError::TooLarge(self.cap));
-        }
-        self.left -= n;
-        Ok(())
-    }
-
-    fn skip(&mut self, mut n: u64) -> Result<(), RecordsError> {
-        self.spend(n)?;
-        while n > 0 {
-            let buf = self.inner.fill_buf().map_err(corrupt)?;
-            if buf.is_empty() {
-                return Err(RecordsError::Corrupt("record data ends early".into()));
-            }
-            let k = (buf.len() as u64).min(n) as usize;
-            self.inner.consume(k);
-            n -= k as u64;
-        }
-        Ok(())
-    }
-
-    fn has_more(&mut self) -> Result<bool, RecordsError> {
-        Ok(!self.inner.fill_buf().map_err(corrupt)?.is_empty())
-    }
+/// Where record bytes come from: a decompressing reader, or the batch's own bytes.
+trait Source {
+    fn byte(&mut self) -> Result<Option<u8>, RecordsError>;
+    fn skip(&mut self, n: u64) -> Result<(), RecordsError>;
+    fn has_more(&mut self) -> Result<bool, RecordsError>;
+    /// Bytes consumed so far.
+    fn position(&self) -> u64;
 
     /// A zig-zag varlong of at most 10 bytes.
     fn varlong(&mut self) -> Result<i64, RecordsError> {
@@ -179,12 +153,94 @@ impl<R: Read> Budget<R> {
     }
 }
 
+/// The records of an uncompressed batch, read in place.
+struct Slice<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Source for Slice<'_> {
+    fn byte(&mut self) -> Result<Option<u8>, RecordsError> {
+        let b = self.buf.get(self.at).copied();
+        self.at += usize::from(b.is_some());
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), RecordsError> {
+        let left = (self.buf.len() - self.at) as u64;
+        if n > left {
+            return Err(RecordsError::Corrupt("record data ends early".into()));
+        }
+        self.at += n as usize;
+        Ok(())
+    }
+
+    fn has_more(&mut self) -> Result<bool, RecordsError> {
+        Ok(self.at < self.buf.len())
+    }
+
+    fn position(&self) -> u64 {
+        self.at as u64
+    }
+}
+
+/// A reader that fails once more than `cap` bytes have been read.
+struct Budget<R> {
+    inner: BufReader<R>,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Budget<R> {
+    fn spend(&mut self, n: u64) -> Result<(), RecordsError> {
+        if n > self.left {
+            return Err(RecordsError::TooLarge(self.cap));
+        }
+        self.left -= n;
+        Ok(())
+    }
+}
+
+impl<R: Read> Source for Budget<R> {
+    fn byte(&mut self) -> Result<Option<u8>, RecordsError> {
+        let buf = self.inner.fill_buf().map_err(corrupt)?;
+        let Some(&b) = buf.first() else {
+            return Ok(None);
+        };
+        self.spend(1)?;
+        self.inner.consume(1);
+        Ok(Some(b))
+    }
+
+    fn skip(&mut self, mut n: u64) -> Result<(), RecordsError> {
+        self.spend(n)?;
+        while n > 0 {
+            let buf = self.inner.fill_buf().map_err(corrupt)?;
+            if buf.is_empty() {
+                return Err(RecordsError::Corrupt("record data ends early".into()));
+            }
+            let k = (buf.len() as u64).min(n) as usize;
+            self.inner.consume(k);
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn has_more(&mut self) -> Result<bool, RecordsError> {
+        Ok(!self.inner.fill_buf().map_err(corrupt)?.is_empty())
+    }
+
+    fn position(&self) -> u64 {
+        self.cap - self.left
+    }
+}
+
 fn corrupt(e: io::Error) -> RecordsError {
     RecordsError::Corrupt(format!("decompression failed: {e}"))
 }
 
 /// One record: `None` at a clean end of data.
-fn read_record<R: Read>(r: &mut Budget<R>) -> Result<Option<RecordInfo>, RecordsError> {
+fn read_record<S: Source>(r: &mut S) -> Result<Option<RecordInfo>, RecordsError> {
     if !r.has_more()? {
         return Ok(None);
     }
@@ -194,7 +250,7 @@ fn read_record<R: Read>(r: &mut Budget<R>) -> Result<Option<RecordInfo>, Records
             "negative record length {length}"
         )));
     }
-    let before = r.left;
+    let before = r.position();
     r.skip(1)?; // attributes
     let timestamp_delta = r.varlong()?;
     let offset_delta = r.varint()?;
@@ -223,7 +279,7 @@ fn read_record<R: Read>(r: &mut Budget<R>) -> Result<Option<RecordInfo>, Records
             r.skip(value as u64)?;
         }
     }
-    let read = before - r.left;
+    let read = r.position() - before;
     if read != length as u64 {
         return Err(RecordsError::Corrupt(format!(
             "record declares {length} bytes but holds {read}"
