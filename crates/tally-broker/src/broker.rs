@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::broker_config::{BrokerConfig, ConfigError, Endpoint};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::group::store::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
@@ -45,8 +45,26 @@ pub enum StartError {
     Groups(String),
 }
 
+/// How a broker is run besides its config: what a simulation changes.
+#[derive(Clone)]
+pub struct BrokerOptions {
+    pub writer_mode: WriterMode,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            writer_mode: WriterMode::Thread,
+            clock: crate::clock::system(),
+        }
+    }
+}
+
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
+    /// The wall clock every timestamp and expiry reads.
+    pub clock: Arc<dyn Clock>,
     pub node_id: i32,
     pub advertised: Endpoint,
     pub cluster_id: String,
@@ -92,17 +110,19 @@ impl Broker {
     /// advertised address when none is configured). [`Broker::start`] adds the TCP listener;
     /// a simulation feeds it connections through [`Broker::serve_connection`].
     pub async fn open(config: BrokerConfig, listen_port: u16) -> Result<Arc<Broker>, StartError> {
-        Self::open_with(config, listen_port, WriterMode::Thread).await
+        Self::open_with(config, listen_port, BrokerOptions::default()).await
     }
 
-    /// [`Broker::open`] with the partition writers run as `writer_mode` says (a simulation
-    /// runs them as tasks of its runtime).
+    /// [`Broker::open`] with its partition writers and clock as `options` say (a simulation
+    /// runs the writers as tasks of its runtime, on the runtime's time).
     pub async fn open_with(
         config: BrokerConfig,
         listen_port: u16,
-        writer_mode: WriterMode,
+        options: BrokerOptions,
     ) -> Result<Arc<Broker>, StartError> {
         config.validate()?;
+        let BrokerOptions { writer_mode, clock } = options;
+        let now_ms = clock.now_ms();
         let config = Arc::new(config);
         let log_dir = config.log_dir();
         let data_dir = DataDir::open(&log_dir, config.node_id())?;
@@ -117,22 +137,23 @@ impl Broker {
             let log_dir = log_dir.clone();
             // Recovery reads files: keep it off the async workers.
             tokio::task::spawn_blocking(move || {
-                TopicRegistry::open(&log_dir, config, now_ms(), writer_mode)
+                TopicRegistry::open(&log_dir, config, now_ms, writer_mode)
             })
             .await
             .expect("recovery task")?
         };
         // The internal topic of committed offsets: one partition, like any other on disk.
         if topics.get(OFFSETS_TOPIC).is_none() {
-            topics.create(OFFSETS_TOPIC, 1, Default::default(), false, now_ms())?;
+            topics.create(OFFSETS_TOPIC, 1, Default::default(), false, now_ms)?;
         }
         let offsets_partition = topics
             .partition(OFFSETS_TOPIC, 0)
             .expect("offsets partition");
         let groups = {
             let config = config.group_config();
+            let clock = Arc::clone(&clock);
             let (groups, store_task) = tokio::task::spawn_blocking(move || {
-                GroupCoordinator::open(offsets_partition, config)
+                GroupCoordinator::open(offsets_partition, config, clock)
             })
             .await
             .expect("group load task")
@@ -151,6 +172,7 @@ impl Broker {
             data_version: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
             writer_mode,
+            clock,
             _data_dir: data_dir,
         }))
     }
@@ -265,7 +287,7 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = retention.tick() => {
                 // On each partition's writer: deletion is disk I/O, and it must not race appends.
                 for p in broker.topics.all_partitions() {
-                    let now = now_ms();
+                    let now = broker.clock.now_ms();
                     if let Ok(Err(e)) = p.run(move |p| p.apply_retention(now)).await {
                         warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
                     }
@@ -274,7 +296,7 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = expiry.tick() => {
                 let mut removed = 0;
                 for p in broker.topics.all_partitions() {
-                    let now = now_ms();
+                    let now = broker.clock.now_ms();
                     removed += p.run(move |p| p.remove_expired_producers(now)).await.unwrap_or(0);
                 }
                 if removed > 0 {

@@ -6,7 +6,7 @@
 
 mod broker;
 pub mod broker_config;
-mod clock;
+pub mod clock;
 pub mod config_def;
 mod connection;
 mod data_dir;
@@ -19,7 +19,8 @@ mod server;
 mod topic_error;
 mod topic_registry;
 
-pub use broker::{Broker, RunningBroker, StartError};
+pub use broker::{Broker, BrokerOptions, RunningBroker, StartError};
 pub use broker_config::{BrokerConfig, ConfigError, Endpoint};
+pub use clock::{Clock, SystemClock};
 pub use partition_handle::{AppendRequest, PartitionHandle, WriterMode, WriterStopped};
 pub use topic_error::TopicError;

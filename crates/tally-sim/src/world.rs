@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_broker::{Broker, BrokerConfig, WriterMode};
+use tally_broker::{Broker, BrokerConfig, BrokerOptions, Clock, WriterMode};
 use tally_client::{
     audit_topic, Admin, ClientConfig, Consumer, ConsumerConfig, Offset, ProduceError, Producer,
     ProducerConfig, ProducerRecord,
@@ -90,6 +90,19 @@ fn client_config() -> ClientConfig {
     config
 }
 
+/// The simulated broker's wall clock starts here (2026-01-01) on every run.
+const SIM_EPOCH_MS: i64 = 1_767_225_600_000;
+
+/// The simulation's time as a wall clock: the same on every run of a seed, and it keeps
+/// moving forward across broker restarts.
+struct SimClock;
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        SIM_EPOCH_MS + turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
 /// The broker's software: open (recover) the data directory, serve simulated TCP.
 async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
     let mut config = BrokerConfig::new();
@@ -99,7 +112,13 @@ async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
     config.set("num.partitions", &partitions.to_string())?;
     // Small segments: rolls and producer snapshots happen during the run.
     config.set("log.segment.bytes", "4096")?;
-    let broker = Broker::open_with(config, 9092, WriterMode::Task).await?;
+    // Writers as tasks of the simulated host and the host's (simulated) time as the wall clock,
+    // so a seed replays the same run.
+    let options = BrokerOptions {
+        writer_mode: WriterMode::Task,
+        clock: Arc::new(SimClock),
+    };
+    let broker = Broker::open_with(config, 9092, options).await?;
     let (_stop, shutdown) = watch::channel(false);
     let _maintenance = broker.spawn_maintenance(shutdown.clone());
     let listener = turmoil::net::TcpListener::bind("0.0.0.0:9092").await?;

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::consumer_group::{Group, GroupState, Member};
 use super::offsets_log::{self, GroupStore};
 use super::store::{latest, CommittedOffset, StoreRecord};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::partition_handle::{AppendResult, PartitionHandle};
 use tally_partition::AppendError;
 
@@ -136,6 +136,7 @@ struct Inner {
 pub struct GroupCoordinator {
     inner: Mutex<Inner>,
     config: GroupConfig,
+    clock: Arc<dyn Clock>,
 }
 
 /// Slack on top of a member's rebalance timeout before its parked join gives up by itself.
@@ -148,6 +149,7 @@ impl GroupCoordinator {
     pub fn open(
         partition: Arc<PartitionHandle>,
         config: GroupConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<
         (
             GroupCoordinator,
@@ -158,7 +160,7 @@ impl GroupCoordinator {
         let records = offsets_log::load(partition.reader())?;
         let (store, store_task) = GroupStore::new(partition, records.len() as u64);
         let now = Instant::now();
-        let wall = now_ms();
+        let wall = clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
         for record in latest(records).into_values() {
             match record {
@@ -224,13 +226,14 @@ impl GroupCoordinator {
             GroupCoordinator {
                 inner: Mutex::new(Inner { groups, store }),
                 config,
+                clock,
             },
             store_task,
         ))
     }
 
     /// Queues the group's metadata record; the receiver gets the write's answer.
-    fn persist_group(inner: &mut Inner, group_id: &str) -> oneshot::Receiver<AppendResult> {
+    fn persist_group(&self, inner: &mut Inner, group_id: &str) -> oneshot::Receiver<AppendResult> {
         let records: Vec<StoreRecord> = inner
             .groups
             .get(group_id)
@@ -240,7 +243,7 @@ impl GroupCoordinator {
             })
             .into_iter()
             .collect();
-        inner.store.write(&records, now_ms())
+        inner.store.write(&records, self.clock.now_ms())
     }
 
     fn prepare_rebalance(&self, group: &mut Group, now: Instant) {
@@ -290,8 +293,8 @@ impl GroupCoordinator {
             group.state = GroupState::Empty;
             group.protocol = None;
             group.leader = None;
-            group.empty_since_ms = now_ms();
-            log_failure(Self::persist_group(inner, group_id), group_id);
+            group.empty_since_ms = self.clock.now_ms();
+            log_failure(self.persist_group(inner, group_id), group_id);
             return;
         }
         group.protocol = group.select_protocol();
@@ -343,7 +346,7 @@ impl GroupCoordinator {
             let group = inner
                 .groups
                 .entry(request.group_id.clone())
-                .or_insert_with(|| Group::new(request.group_id.clone(), now_ms()));
+                .or_insert_with(|| Group::new(request.group_id.clone(), self.clock.now_ms()));
             if !group.supports(&request.protocol_type, &request.protocols) {
                 return Err((
                     code(ResponseError::InconsistentGroupProtocol),
@@ -457,7 +460,7 @@ impl GroupCoordinator {
                     };
                     let _ = waiter.send(Ok(result));
                     if static_replaced {
-                        let rx = Self::persist_group(&mut inner, &request.group_id);
+                        let rx = self.persist_group(&mut inner, &request.group_id);
                         log_failure(rx, &request.group_id);
                     }
                 }
@@ -536,7 +539,7 @@ impl GroupCoordinator {
                 // The assignment is answered only once it is in the log (Kafka stores the
                 // group before it propagates the assignment).
                 group.assignment_pending = true;
-                write = Some(Self::persist_group(&mut inner, group_id));
+                write = Some(self.persist_group(&mut inner, group_id));
             }
             (rx, write)
         };
@@ -693,8 +696,8 @@ impl GroupCoordinator {
                 group.protocol = None;
                 group.leader = None;
                 group.rebalance_deadline = None;
-                group.empty_since_ms = now_ms();
-                log_failure(Self::persist_group(inner, group_id), group_id);
+                group.empty_since_ms = self.clock.now_ms();
+                log_failure(self.persist_group(inner, group_id), group_id);
             }
         } else {
             self.prepare_rebalance(group, now);
@@ -728,7 +731,7 @@ impl GroupCoordinator {
             }
         };
         let mut inner = self.inner.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let group = inner
             .groups
             .entry(request.group_id.clone())
@@ -757,7 +760,7 @@ impl GroupCoordinator {
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
         let mut inner = self.inner.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let fail_all = |e: ResponseError| Err(vec![e.code(); request.offsets.len()]);
         let group = inner.groups.get_mut(&request.group_id);
         let simple = request.generation < 0 && request.member_id.is_empty();
@@ -924,7 +927,7 @@ impl GroupCoordinator {
     pub async fn delete_groups(&self, ids: &[String]) -> Vec<i16> {
         let queued: Vec<Result<oneshot::Receiver<AppendResult>, i16>> = {
             let inner = self.inner.lock();
-            let now = now_ms();
+            let now = self.clock.now_ms();
             ids.iter()
                 .map(|id| {
                     let Some(g) = inner.groups.get(id) else {
@@ -996,7 +999,7 @@ impl GroupCoordinator {
                     0
                 })
                 .collect();
-            let rx = inner.store.write(&records, now_ms());
+            let rx = inner.store.write(&records, self.clock.now_ms());
             (results, records, rx)
         };
         let outcome = match rx.await {
@@ -1046,7 +1049,7 @@ impl GroupCoordinator {
     /// answer of their tombstones' write.
     fn tick_locked(&self) -> Vec<(String, oneshot::Receiver<AppendResult>)> {
         let now = Instant::now();
-        let wall = now_ms();
+        let wall = self.clock.now_ms();
         let mut expiring = Vec::new();
         let mut inner = self.inner.lock();
         let ids: Vec<String> = inner.groups.keys().cloned().collect();

@@ -6,7 +6,6 @@ use tally_protocol::ResponseError;
 
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::clock::now_ms;
 
 pub fn handle(
     broker: &Broker,
@@ -63,10 +62,12 @@ pub fn handle(
                     );
                 }
             }
-            match broker
-                .topics
-                .add_partitions(&name, t.count, request.validate_only, now_ms())
-            {
+            match broker.topics.add_partitions(
+                &name,
+                t.count,
+                request.validate_only,
+                broker.clock.now_ms(),
+            ) {
                 Ok(()) => result,
                 Err(e) => fail(e.error_code(), e.to_string()),
             }

@@ -12,7 +12,6 @@ use tally_protocol::ResponseError;
 
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::config_def::TOPIC_CONFIGS;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
@@ -97,7 +96,7 @@ pub fn handle(
             };
             match broker
                 .topics
-                .create(&name, num_partitions, configs, request.validate_only, now_ms())
+                .create(&name, num_partitions, configs, request.validate_only, broker.clock.now_ms())
             {
                 Ok(topic) => {
                     if version >= 7 && !request.validate_only {

@@ -15,7 +15,6 @@ use super::{
     operations_bitfield, RequestContext, CLUSTER_OPERATIONS, LEADER_EPOCH, TOPIC_OPERATIONS,
 };
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::topic_error::TopicError;
 use crate::topic_registry::Topic;
 
@@ -94,7 +93,7 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, request: MetadataRequest) -
                     broker.config.num_partitions(),
                     BTreeMap::new(),
                     false,
-                    now_ms(),
+                    broker.clock.now_ms(),
                 ) {
                     Ok(topic) => describe(&topic),
                     // Created meanwhile by another connection.

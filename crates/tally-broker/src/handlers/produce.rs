@@ -14,7 +14,6 @@ use tracing::debug;
 
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::dispatch::Outcome;
 use crate::partition_handle::{AppendRequest, AppendResult};
 
@@ -70,7 +69,7 @@ pub async fn submit(
 ) -> PendingProduce {
     let version = ctx.api_version;
     let acks = request.acks;
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let mut first_error = None;
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
