@@ -3,7 +3,7 @@
 //! the receiver; whoever completes the rebalance (another member's request, or the tick when a
 //! deadline passes) answers everyone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,16 +14,17 @@ use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::consumer_group::{Group, GroupState, Member};
-use super::offsets_log::{self, GroupStore};
-use super::store::{latest, CommittedOffset, StoreRecord};
+use super::offsets_log::GroupStore;
+pub(super) use super::requests::*;
+use super::store::StoreRecord;
 use crate::clock::Clock;
-use crate::partition_handle::{AppendResult, PartitionHandle};
+use crate::partition_handle::AppendResult;
 use tally_partition::AppendError;
 
 /// The Kafka error for a failed write of group state (Kafka's `GroupMetadataManager`
 /// mapping): a storage failure sends the client to find the coordinator again; a record the
 /// log refuses as too large is the commit's fault.
-fn store_error(e: &AppendError, commit: bool) -> i16 {
+pub(super) fn store_error(e: &AppendError, commit: bool) -> i16 {
     let mapped = match e.error_code() {
         ResponseError::KafkaStorageError | ResponseError::NotLeaderOrFollower => {
             ResponseError::NotCoordinator
@@ -41,7 +42,7 @@ fn store_error(e: &AppendError, commit: bool) -> i16 {
 
 /// For writes no request waits on (a group became empty, a static member was replaced): a
 /// failure is logged, and the next change of the group writes it again.
-fn log_failure(rx: oneshot::Receiver<AppendResult>, group_id: &str) {
+pub(super) fn log_failure(rx: oneshot::Receiver<AppendResult>, group_id: &str) {
     let group_id = group_id.to_string();
     tokio::spawn(async move {
         if let Ok(Err(e)) = rx.await {
@@ -50,190 +51,31 @@ fn log_failure(rx: oneshot::Receiver<AppendResult>, group_id: &str) {
     });
 }
 
-fn code(e: ResponseError) -> i16 {
+pub(super) fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// `group.initial.rebalance.delay.ms`: how long a new (empty) group waits for more members.
-    pub initial_rebalance_delay_ms: u64,
-    pub min_session_timeout_ms: i32,
-    pub max_session_timeout_ms: i32,
-    /// `offsets.retention.minutes`, in ms: offsets of a group empty this long are deleted.
-    pub offsets_retention_ms: i64,
-    pub offset_metadata_max_bytes: usize,
-}
-
-pub struct JoinRequest {
-    pub group_id: String,
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    /// v4+: a new member first gets MEMBER_ID_REQUIRED and its id.
-    pub require_known_member_id: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct JoinResult {
-    pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol: Option<String>,
-    pub leader: String,
-    pub member_id: String,
-    /// For the leader: every member with its metadata for the chosen protocol.
-    pub members: Vec<(String, Option<String>, Bytes)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SyncResult {
-    pub protocol_type: Option<String>,
-    pub protocol: Option<String>,
-    pub assignment: Bytes,
-}
-
-/// Committed offsets by topic: (topic, [(partition, offset if any)]).
-pub type GroupOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
-
-pub struct CommitRequest {
-    pub group_id: String,
-    pub generation: i32,
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    /// (topic, partition, offset, leader epoch, metadata)
-    pub offsets: Vec<(String, i32, i64, i32, Option<String>)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct MemberDescription {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub metadata: Bytes,
-    pub assignment: Bytes,
-}
-
-#[derive(Debug, Clone)]
-pub struct GroupDescription {
-    pub group_id: String,
-    pub state: &'static str,
-    pub protocol_type: String,
-    pub protocol: String,
-    pub members: Vec<MemberDescription>,
-}
-
-struct Inner {
-    groups: HashMap<String, Group>,
-    store: GroupStore,
+pub(super) struct Inner {
+    pub(super) groups: HashMap<String, Group>,
+    pub(super) store: GroupStore,
 }
 
 pub struct GroupCoordinator {
-    inner: Mutex<Inner>,
-    config: GroupConfig,
-    clock: Arc<dyn Clock>,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) config: GroupConfig,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 /// Slack on top of a member's rebalance timeout before its parked join gives up by itself.
 const JOIN_SLACK: Duration = Duration::from_secs(5);
 
 impl GroupCoordinator {
-    /// Reads the stored state back: offsets, and stable groups with their members (which keep
-    /// their generation, so consumers carry on without a rebalance after a broker restart).
-    /// Also returns the task that performs the coordinator's writes; the caller spawns it.
-    pub fn open(
-        partition: Arc<PartitionHandle>,
-        config: GroupConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Result<
-        (
-            GroupCoordinator,
-            impl std::future::Future<Output = ()> + Send + 'static,
-        ),
-        String,
-    > {
-        let records = offsets_log::load(partition.reader())?;
-        let (store, store_task) = GroupStore::new(partition, records.len() as u64);
-        let now = Instant::now();
-        let wall = clock.now_ms();
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        for record in latest(records).into_values() {
-            match record {
-                StoreRecord::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value: Some(v),
-                } => {
-                    groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(group, wall))
-                        .offsets
-                        .insert((topic, partition), v);
-                }
-                StoreRecord::Group {
-                    group,
-                    value: Some(g),
-                } => {
-                    let entry = groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(group, wall));
-                    entry.protocol_type = Some(g.protocol_type).filter(|t| !t.is_empty());
-                    entry.generation = g.generation;
-                    entry.protocol = g.protocol.clone();
-                    entry.leader = g.leader;
-                    entry.members = g
-                        .members
-                        .into_iter()
-                        .map(|m| Member {
-                            id: m.member_id,
-                            instance_id: m.group_instance_id,
-                            client_id: m.client_id,
-                            client_host: m.client_host,
-                            session_timeout: Duration::from_millis(
-                                m.session_timeout_ms.max(0) as u64
-                            ),
-                            rebalance_timeout: Duration::from_millis(
-                                m.rebalance_timeout_ms.max(0) as u64
-                            ),
-                            protocols: g
-                                .protocol
-                                .iter()
-                                .map(|p| (p.clone(), m.subscription.clone()))
-                                .collect(),
-                            assignment: m.assignment,
-                            last_seen: now,
-                            join_waiter: None,
-                            sync_waiter: None,
-                        })
-                        .collect();
-                    entry.state = if entry.members.is_empty() {
-                        GroupState::Empty
-                    } else {
-                        GroupState::Stable
-                    };
-                }
-                _ => {}
-            }
-        }
-        info!(groups = groups.len(), "loaded consumer groups");
-        Ok((
-            GroupCoordinator {
-                inner: Mutex::new(Inner { groups, store }),
-                config,
-                clock,
-            },
-            store_task,
-        ))
-    }
-
     /// Queues the group's metadata record; the receiver gets the write's answer.
-    fn persist_group(&self, inner: &mut Inner, group_id: &str) -> oneshot::Receiver<AppendResult> {
+    pub(super) fn persist_group(
+        &self,
+        inner: &mut Inner,
+        group_id: &str,
+    ) -> oneshot::Receiver<AppendResult> {
         let records: Vec<StoreRecord> = inner
             .groups
             .get(group_id)
@@ -246,7 +88,7 @@ impl GroupCoordinator {
         inner.store.write(&records, self.clock.now_ms())
     }
 
-    fn prepare_rebalance(&self, group: &mut Group, now: Instant) {
+    pub(super) fn prepare_rebalance(&self, group: &mut Group, now: Instant) {
         if group.state == GroupState::PreparingRebalance {
             return;
         }
@@ -273,7 +115,13 @@ impl GroupCoordinator {
 
     /// Completes the join phase if every member has rejoined (after any initial delay), or
     /// the deadline has passed (members that did not rejoin are removed).
-    fn maybe_complete_join(&self, inner: &mut Inner, group_id: &str, now: Instant, force: bool) {
+    pub(super) fn maybe_complete_join(
+        &self,
+        inner: &mut Inner,
+        group_id: &str,
+        now: Instant,
+        force: bool,
+    ) {
         let Some(group) = inner.groups.get_mut(group_id) else {
             return;
         };
@@ -685,7 +533,7 @@ impl GroupCoordinator {
         Ok(results)
     }
 
-    fn after_removal(&self, inner: &mut Inner, group_id: &str, now: Instant) {
+    pub(super) fn after_removal(&self, inner: &mut Inner, group_id: &str, now: Instant) {
         let Some(group) = inner.groups.get_mut(group_id) else {
             return;
         };
@@ -703,413 +551,6 @@ impl GroupCoordinator {
             self.prepare_rebalance(group, now);
             self.maybe_complete_join(inner, group_id, now, false);
         }
-    }
-
-    /// Stores offsets; per offset an error code (0 on success). Answers only after the
-    /// offsets are in the log; memory changes only then, and only to what the log says.
-    pub async fn commit(
-        &self,
-        request: CommitRequest,
-        topic_exists: impl Fn(&str, i32) -> bool,
-    ) -> Vec<i16> {
-        let (results, records, rx) = match self.queue_commit(&request, topic_exists) {
-            Ok(queued) => queued,
-            Err(results) => return results,
-        };
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                warn!(group = %request.group_id, error = %e, "could not store committed offsets");
-                let error = store_error(&e, true);
-                return results
-                    .into_iter()
-                    .map(|c| if c == 0 { error } else { c })
-                    .collect();
-            }
-        };
-        let mut inner = self.inner.lock();
-        let now = self.clock.now_ms();
-        let group = inner
-            .groups
-            .entry(request.group_id.clone())
-            .or_insert_with(|| Group::new(request.group_id.clone(), now));
-        for (i, r) in records.into_iter().enumerate() {
-            if let StoreRecord::Offset {
-                topic,
-                partition,
-                value: Some(v),
-                ..
-            } = r
-            {
-                // Completions can arrive out of log order: the later record in the log wins.
-                group.apply_committed_offset(topic, partition, v, outcome.base_offset + i as i64);
-            }
-        }
-        results
-    }
-
-    /// Checks a commit and queues its records under the lock (which orders the log). `Err`:
-    /// the answer, with nothing written.
-    #[allow(clippy::type_complexity)]
-    fn queue_commit(
-        &self,
-        request: &CommitRequest,
-        topic_exists: impl Fn(&str, i32) -> bool,
-    ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
-        let mut inner = self.inner.lock();
-        let now = self.clock.now_ms();
-        let fail_all = |e: ResponseError| Err(vec![e.code(); request.offsets.len()]);
-        let group = inner.groups.get_mut(&request.group_id);
-        let simple = request.generation < 0 && request.member_id.is_empty();
-        match group {
-            None if !simple => return fail_all(ResponseError::IllegalGeneration),
-            None => {}
-            Some(g) => {
-                if simple {
-                    if g.state != GroupState::Empty {
-                        return fail_all(ResponseError::UnknownMemberId);
-                    }
-                } else {
-                    if let Some(instance) = &request.group_instance_id {
-                        if g.member_by_instance(instance)
-                            .is_some_and(|m| m.id != request.member_id)
-                        {
-                            return fail_all(ResponseError::FencedInstanceId);
-                        }
-                    }
-                    let current = g.generation;
-                    let state = g.state;
-                    let Some(m) = g.member_mut(&request.member_id) else {
-                        return fail_all(ResponseError::UnknownMemberId);
-                    };
-                    m.last_seen = Instant::now();
-                    if request.generation != current {
-                        return fail_all(ResponseError::IllegalGeneration);
-                    }
-                    if state == GroupState::CompletingRebalance {
-                        return fail_all(ResponseError::RebalanceInProgress);
-                    }
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(request.offsets.len());
-        let mut records = Vec::new();
-        for (topic, partition, offset, epoch, metadata) in &request.offsets {
-            if !topic_exists(topic, *partition) {
-                results.push(code(ResponseError::UnknownTopicOrPartition));
-            } else if metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
-            {
-                results.push(code(ResponseError::OffsetMetadataTooLarge));
-            } else {
-                results.push(0);
-                records.push(StoreRecord::Offset {
-                    group: request.group_id.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: Some(CommittedOffset {
-                        offset: *offset,
-                        leader_epoch: *epoch,
-                        metadata: metadata.clone(),
-                        commit_timestamp_ms: now,
-                    }),
-                });
-            }
-        }
-        let rx = inner.store.write(&records, now);
-        Ok((results, records, rx))
-    }
-
-    /// Committed offsets of `group_id` for the given partitions (all when `None`).
-    pub fn fetch(
-        &self,
-        group_id: &str,
-        partitions: Option<Vec<(String, Vec<i32>)>>,
-    ) -> GroupOffsets {
-        let inner = self.inner.lock();
-        let group = inner.groups.get(group_id);
-        match partitions {
-            Some(list) => list
-                .into_iter()
-                .map(|(topic, ps)| {
-                    let found = ps
-                        .into_iter()
-                        .map(|p| {
-                            (
-                                p,
-                                group.and_then(|g| g.offsets.get(&(topic.clone(), p)).cloned()),
-                            )
-                        })
-                        .collect();
-                    (topic, found)
-                })
-                .collect(),
-            None => {
-                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
-                    BTreeMap::new();
-                if let Some(g) = group {
-                    for ((t, p), v) in &g.offsets {
-                        by_topic
-                            .entry(t.clone())
-                            .or_default()
-                            .push((*p, Some(v.clone())));
-                    }
-                }
-                by_topic.into_iter().collect()
-            }
-        }
-    }
-
-    /// (group id, protocol type, state) of every group, optionally only in these states.
-    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str)> {
-        let inner = self.inner.lock();
-        let mut out: Vec<(String, String, &'static str)> = inner
-            .groups
-            .values()
-            .filter(|g| {
-                states.is_empty()
-                    || states
-                        .iter()
-                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
-            })
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state.name(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
-    pub fn describe(&self, group_id: &str) -> GroupDescription {
-        let inner = self.inner.lock();
-        match inner.groups.get(group_id) {
-            None => GroupDescription {
-                group_id: group_id.to_string(),
-                state: GroupState::Dead.name(),
-                protocol_type: String::new(),
-                protocol: String::new(),
-                members: Vec::new(),
-            },
-            Some(g) => {
-                let protocol = g.protocol.clone().unwrap_or_default();
-                GroupDescription {
-                    group_id: group_id.to_string(),
-                    state: g.state.name(),
-                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                    protocol: protocol.clone(),
-                    members: g
-                        .members
-                        .iter()
-                        .map(|m| MemberDescription {
-                            member_id: m.id.clone(),
-                            group_instance_id: m.instance_id.clone(),
-                            client_id: m.client_id.clone(),
-                            client_host: m.client_host.clone(),
-                            metadata: m.metadata_for(&protocol),
-                            assignment: m.assignment.clone(),
-                        })
-                        .collect(),
-                }
-            }
-        }
-    }
-
-    /// Deletes empty groups and their offsets; NON_EMPTY_GROUP or GROUP_ID_NOT_FOUND otherwise.
-    /// A group is gone from memory only once its tombstones are in the log.
-    pub async fn delete_groups(&self, ids: &[String]) -> Vec<i16> {
-        let queued: Vec<Result<oneshot::Receiver<AppendResult>, i16>> = {
-            let inner = self.inner.lock();
-            let now = self.clock.now_ms();
-            ids.iter()
-                .map(|id| {
-                    let Some(g) = inner.groups.get(id) else {
-                        return Err(code(ResponseError::GroupIdNotFound));
-                    };
-                    if g.state != GroupState::Empty {
-                        return Err(code(ResponseError::NonEmptyGroup));
-                    }
-                    Ok(inner.store.write(&g.tombstones(), now))
-                })
-                .collect()
-        };
-        let mut codes = Vec::with_capacity(ids.len());
-        for (id, queued) in ids.iter().zip(queued) {
-            let rx = match queued {
-                Ok(rx) => rx,
-                Err(c) => {
-                    codes.push(c);
-                    continue;
-                }
-            };
-            match rx.await {
-                Ok(Ok(_)) => {
-                    let mut inner = self.inner.lock();
-                    if inner
-                        .groups
-                        .get(id)
-                        .is_some_and(|g| g.state == GroupState::Empty)
-                    {
-                        inner.groups.remove(id);
-                    }
-                    codes.push(0);
-                }
-                Ok(Err(e)) => codes.push(store_error(&e, false)),
-                Err(_) => codes.push(code(ResponseError::CoordinatorNotAvailable)),
-            }
-        }
-        codes
-    }
-
-    /// Deletes committed offsets of partitions the group is not consuming (OffsetDelete).
-    pub async fn delete_offsets(
-        &self,
-        group_id: &str,
-        partitions: &[(String, i32)],
-        subscribed: impl Fn(&GroupDescription, &str) -> bool,
-    ) -> Result<Vec<i16>, i16> {
-        let description = self.describe(group_id);
-        let (results, records, rx) = {
-            let inner = self.inner.lock();
-            let Some(group) = inner.groups.get(group_id) else {
-                return Err(code(ResponseError::GroupIdNotFound));
-            };
-            let mut records = Vec::new();
-            let results: Vec<i16> = partitions
-                .iter()
-                .map(|(t, p)| {
-                    if group.state != GroupState::Empty && subscribed(&description, t) {
-                        return code(ResponseError::GroupSubscribedToTopic);
-                    }
-                    if group.offsets.contains_key(&(t.clone(), *p)) {
-                        records.push(StoreRecord::Offset {
-                            group: group_id.to_string(),
-                            topic: t.clone(),
-                            partition: *p,
-                            value: None,
-                        });
-                    }
-                    0
-                })
-                .collect();
-            let rx = inner.store.write(&records, self.clock.now_ms());
-            (results, records, rx)
-        };
-        let outcome = match rx.await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => return Err(store_error(&e, false)),
-            Err(_) => return Err(code(ResponseError::CoordinatorNotAvailable)),
-        };
-        let mut inner = self.inner.lock();
-        if let Some(group) = inner.groups.get_mut(group_id) {
-            for (i, r) in records.into_iter().enumerate() {
-                if let StoreRecord::Offset {
-                    topic, partition, ..
-                } = r
-                {
-                    let key = (topic, partition);
-                    let at = outcome.base_offset + i as i64;
-                    if group.offset_positions.get(&key).is_none_or(|p| *p < at) {
-                        group.offsets.remove(&key);
-                        group.offset_positions.insert(key, at);
-                    }
-                }
-            }
-        }
-        Ok(results)
-    }
-
-    /// Periodic work: expire sessions, finish rebalances past their deadline, expire pending
-    /// member ids and the offsets of long-empty groups, compact the store.
-    pub async fn tick(&self) {
-        let expiring = self.tick_locked();
-        for (id, rx) in expiring {
-            if let Ok(Ok(_)) = rx.await {
-                let mut inner = self.inner.lock();
-                if inner
-                    .groups
-                    .get(&id)
-                    .is_some_and(|g| g.state == GroupState::Empty)
-                {
-                    info!(group = %id, "offsets expired (offsets.retention.minutes)");
-                    inner.groups.remove(&id);
-                }
-            }
-        }
-    }
-
-    /// The part of `tick` under the lock; returns the groups whose offsets expired, with the
-    /// answer of their tombstones' write.
-    fn tick_locked(&self) -> Vec<(String, oneshot::Receiver<AppendResult>)> {
-        let now = Instant::now();
-        let wall = self.clock.now_ms();
-        let mut expiring = Vec::new();
-        let mut inner = self.inner.lock();
-        let ids: Vec<String> = inner.groups.keys().cloned().collect();
-        for id in ids {
-            let Some(group) = inner.groups.get_mut(&id) else {
-                continue;
-            };
-            group.pending.retain(|_, until| *until > now);
-            let preparing = group.state == GroupState::PreparingRebalance;
-            let expired: Vec<String> = group
-                .members
-                .iter()
-                .filter(|m| {
-                    !(preparing && m.join_waiter.is_some()) && m.last_seen + m.session_timeout < now
-                })
-                .map(|m| m.id.clone())
-                .collect();
-            if !expired.is_empty() {
-                for member_id in &expired {
-                    if let Some(pos) = group.members.iter().position(|m| &m.id == member_id) {
-                        let m = group.members.remove(pos);
-                        if let Some(w) = m.sync_waiter {
-                            let _ = w.send(Err(code(ResponseError::UnknownMemberId)));
-                        }
-                        if let Some(w) = m.join_waiter {
-                            let _ = w.send(Err(code(ResponseError::UnknownMemberId)));
-                        }
-                    }
-                }
-                info!(group = %id, members = ?expired, "session expired");
-                self.after_removal(&mut inner, &id, now);
-            }
-            self.maybe_complete_join(&mut inner, &id, now, false);
-            let Some(group) = inner.groups.get(&id) else {
-                continue;
-            };
-            if group.state == GroupState::Empty
-                && !group.offsets.is_empty()
-                && wall
-                    - group.empty_since_ms.max(
-                        group
-                            .offsets
-                            .values()
-                            .map(|o| o.commit_timestamp_ms)
-                            .max()
-                            .unwrap_or(0),
-                    )
-                    > self.config.offsets_retention_ms
-            {
-                let records = group.tombstones();
-                expiring.push((id.clone(), inner.store.write(&records, wall)));
-            }
-        }
-        let live = inner
-            .groups
-            .values()
-            .map(|g| g.offsets.len() as u64 + 1)
-            .sum::<u64>();
-        inner.store.maybe_compact(live, wall);
-        expiring
     }
 }
 

@@ -5,11 +5,16 @@
 
 mod consumer_group;
 mod coordinator;
+mod housekeeping;
+mod load;
+mod offsets;
 mod offsets_log;
+mod requests;
 pub mod store;
 
 pub use consumer_group::GroupState;
-pub use coordinator::{
-    CommitRequest, GroupConfig, GroupCoordinator, GroupDescription, GroupOffsets, JoinRequest,
-    JoinResult, MemberDescription,
+pub use coordinator::GroupCoordinator;
+pub use requests::{
+    CommitRequest, GroupConfig, GroupDescription, GroupOffsets, JoinRequest, JoinResult,
+    MemberDescription,
 };

@@ -1,0 +1,265 @@
+//! What the coordinator does besides membership and commits: listing and describing groups,
+//! deleting them, and the periodic tick (session expiry, rebalance deadlines, offset
+//! retention, compaction of the log).
+
+use tally_protocol::ResponseError;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::consumer_group::GroupState;
+use super::coordinator::{
+    code, store_error, GroupCoordinator, GroupDescription, MemberDescription,
+};
+use super::store::StoreRecord;
+use crate::partition_handle::AppendResult;
+
+impl GroupCoordinator {
+    /// (group id, protocol type, state) of every group, optionally only in these states.
+    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str)> {
+        let inner = self.inner.lock();
+        let mut out: Vec<(String, String, &'static str)> = inner
+            .groups
+            .values()
+            .filter(|g| {
+                states.is_empty()
+                    || states
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
+            })
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let inner = self.inner.lock();
+        match inner.groups.get(group_id) {
+            None => GroupDescription {
+                group_id: group_id.to_string(),
+                state: GroupState::Dead.name(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+            Some(g) => {
+                let protocol = g.protocol.clone().unwrap_or_default();
+                GroupDescription {
+                    group_id: group_id.to_string(),
+                    state: g.state.name(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    protocol: protocol.clone(),
+                    members: g
+                        .members
+                        .iter()
+                        .map(|m| MemberDescription {
+                            member_id: m.id.clone(),
+                            group_instance_id: m.instance_id.clone(),
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            metadata: m.metadata_for(&protocol),
+                            assignment: m.assignment.clone(),
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// Deletes empty groups and their offsets; NON_EMPTY_GROUP or GROUP_ID_NOT_FOUND otherwise.
+    /// A group is gone from memory only once its tombstones are in the log.
+    pub async fn delete_groups(&self, ids: &[String]) -> Vec<i16> {
+        let queued: Vec<Result<oneshot::Receiver<AppendResult>, i16>> = {
+            let inner = self.inner.lock();
+            let now = self.clock.now_ms();
+            ids.iter()
+                .map(|id| {
+                    let Some(g) = inner.groups.get(id) else {
+                        return Err(code(ResponseError::GroupIdNotFound));
+                    };
+                    if g.state != GroupState::Empty {
+                        return Err(code(ResponseError::NonEmptyGroup));
+                    }
+                    Ok(inner.store.write(&g.tombstones(), now))
+                })
+                .collect()
+        };
+        let mut codes = Vec::with_capacity(ids.len());
+        for (id, queued) in ids.iter().zip(queued) {
+            let rx = match queued {
+                Ok(rx) => rx,
+                Err(c) => {
+                    codes.push(c);
+                    continue;
+                }
+            };
+            match rx.await {
+                Ok(Ok(_)) => {
+                    let mut inner = self.inner.lock();
+                    if inner
+                        .groups
+                        .get(id)
+                        .is_some_and(|g| g.state == GroupState::Empty)
+                    {
+                        inner.groups.remove(id);
+                    }
+                    codes.push(0);
+                }
+                Ok(Err(e)) => codes.push(store_error(&e, false)),
+                Err(_) => codes.push(code(ResponseError::CoordinatorNotAvailable)),
+            }
+        }
+        codes
+    }
+
+    /// Deletes committed offsets of partitions the group is not consuming (OffsetDelete).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed: impl Fn(&GroupDescription, &str) -> bool,
+    ) -> Result<Vec<i16>, i16> {
+        let description = self.describe(group_id);
+        let (results, records, rx) = {
+            let inner = self.inner.lock();
+            let Some(group) = inner.groups.get(group_id) else {
+                return Err(code(ResponseError::GroupIdNotFound));
+            };
+            let mut records = Vec::new();
+            let results: Vec<i16> = partitions
+                .iter()
+                .map(|(t, p)| {
+                    if group.state != GroupState::Empty && subscribed(&description, t) {
+                        return code(ResponseError::GroupSubscribedToTopic);
+                    }
+                    if group.offsets.contains_key(&(t.clone(), *p)) {
+                        records.push(StoreRecord::Offset {
+                            group: group_id.to_string(),
+                            topic: t.clone(),
+                            partition: *p,
+                            value: None,
+                        });
+                    }
+                    0
+                })
+                .collect();
+            let rx = inner.store.write(&records, self.clock.now_ms());
+            (results, records, rx)
+        };
+        let outcome = match rx.await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => return Err(store_error(&e, false)),
+            Err(_) => return Err(code(ResponseError::CoordinatorNotAvailable)),
+        };
+        let mut inner = self.inner.lock();
+        if let Some(group) = inner.groups.get_mut(group_id) {
+            for (i, r) in records.into_iter().enumerate() {
+                if let StoreRecord::Offset {
+                    topic, partition, ..
+                } = r
+                {
+                    let key = (topic, partition);
+                    let at = outcome.base_offset + i as i64;
+                    if group.offset_positions.get(&key).is_none_or(|p| *p < at) {
+                        group.offsets.remove(&key);
+                        group.offset_positions.insert(key, at);
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Periodic work: expire sessions, finish rebalances past their deadline, expire pending
+    /// member ids and the offsets of long-empty groups, compact the store.
+    pub async fn tick(&self) {
+        let expiring = self.tick_locked();
+        for (id, rx) in expiring {
+            if let Ok(Ok(_)) = rx.await {
+                let mut inner = self.inner.lock();
+                if inner
+                    .groups
+                    .get(&id)
+                    .is_some_and(|g| g.state == GroupState::Empty)
+                {
+                    info!(group = %id, "offsets expired (offsets.retention.minutes)");
+                    inner.groups.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The part of `tick` under the lock; returns the groups whose offsets expired, with the
+    /// answer of their tombstones' write.
+    fn tick_locked(&self) -> Vec<(String, oneshot::Receiver<AppendResult>)> {
+        let now = Instant::now();
+        let wall = self.clock.now_ms();
+        let mut expiring = Vec::new();
+        let mut inner = self.inner.lock();
+        let ids: Vec<String> = inner.groups.keys().cloned().collect();
+        for id in ids {
+            let Some(group) = inner.groups.get_mut(&id) else {
+                continue;
+            };
+            group.pending.retain(|_, until| *until > now);
+            let preparing = group.state == GroupState::PreparingRebalance;
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|m| {
+                    !(preparing && m.join_waiter.is_some()) && m.last_seen + m.session_timeout < now
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            if !expired.is_empty() {
+                for member_id in &expired {
+                    if let Some(pos) = group.members.iter().position(|m| &m.id == member_id) {
+                        let m = group.members.remove(pos);
+                        if let Some(w) = m.sync_waiter {
+                            let _ = w.send(Err(code(ResponseError::UnknownMemberId)));
+                        }
+                        if let Some(w) = m.join_waiter {
+                            let _ = w.send(Err(code(ResponseError::UnknownMemberId)));
+                        }
+                    }
+                }
+                info!(group = %id, members = ?expired, "session expired");
+                self.after_removal(&mut inner, &id, now);
+            }
+            self.maybe_complete_join(&mut inner, &id, now, false);
+            let Some(group) = inner.groups.get(&id) else {
+                continue;
+            };
+            if group.state == GroupState::Empty
+                && !group.offsets.is_empty()
+                && wall
+                    - group.empty_since_ms.max(
+                        group
+                            .offsets
+                            .values()
+                            .map(|o| o.commit_timestamp_ms)
+                            .max()
+                            .unwrap_or(0),
+                    )
+                    > self.config.offsets_retention_ms
+            {
+                let records = group.tombstones();
+                expiring.push((id.clone(), inner.store.write(&records, wall)));
+            }
+        }
+        let live = inner
+            .groups
+            .values()
+            .map(|g| g.offsets.len() as u64 + 1)
+            .sum::<u64>();
+        inner.store.maybe_compact(live, wall);
+        expiring
+    }
+}

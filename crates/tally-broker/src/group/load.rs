@@ -1,0 +1,107 @@
+//! Start-up: the coordinator's state read back from `__consumer_offsets`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::time::{Duration, Instant};
+use tracing::info;
+
+use super::consumer_group::{Group, GroupState, Member};
+use super::coordinator::{GroupCoordinator, Inner};
+use super::offsets_log::{self, GroupStore};
+use super::requests::GroupConfig;
+use super::store::{latest, StoreRecord};
+use crate::clock::Clock;
+use crate::partition_handle::PartitionHandle;
+
+impl GroupCoordinator {
+    /// Reads the stored state back: offsets, and stable groups with their members (which keep
+    /// their generation, so consumers carry on without a rebalance after a broker restart).
+    /// Also returns the task that performs the coordinator's writes; the caller spawns it.
+    pub fn open(
+        partition: Arc<PartitionHandle>,
+        config: GroupConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<
+        (
+            GroupCoordinator,
+            impl std::future::Future<Output = ()> + Send + 'static,
+        ),
+        String,
+    > {
+        let records = offsets_log::load(partition.reader())?;
+        let (store, store_task) = GroupStore::new(partition, records.len() as u64);
+        let now = Instant::now();
+        let wall = clock.now_ms();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for record in latest(records).into_values() {
+            match record {
+                StoreRecord::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value: Some(v),
+                } => {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group, wall))
+                        .offsets
+                        .insert((topic, partition), v);
+                }
+                StoreRecord::Group {
+                    group,
+                    value: Some(g),
+                } => {
+                    let entry = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group, wall));
+                    entry.protocol_type = Some(g.protocol_type).filter(|t| !t.is_empty());
+                    entry.generation = g.generation;
+                    entry.protocol = g.protocol.clone();
+                    entry.leader = g.leader;
+                    entry.members = g
+                        .members
+                        .into_iter()
+                        .map(|m| Member {
+                            id: m.member_id,
+                            instance_id: m.group_instance_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                            session_timeout: Duration::from_millis(
+                                m.session_timeout_ms.max(0) as u64
+                            ),
+                            rebalance_timeout: Duration::from_millis(
+                                m.rebalance_timeout_ms.max(0) as u64
+                            ),
+                            protocols: g
+                                .protocol
+                                .iter()
+                                .map(|p| (p.clone(), m.subscription.clone()))
+                                .collect(),
+                            assignment: m.assignment,
+                            last_seen: now,
+                            join_waiter: None,
+                            sync_waiter: None,
+                        })
+                        .collect();
+                    entry.state = if entry.members.is_empty() {
+                        GroupState::Empty
+                    } else {
+                        GroupState::Stable
+                    };
+                }
+                _ => {}
+            }
+        }
+        info!(groups = groups.len(), "loaded consumer groups");
+        Ok((
+            GroupCoordinator {
+                inner: Mutex::new(Inner { groups, store }),
+                config,
+                clock,
+            },
+            store_task,
+        ))
+    }
+}

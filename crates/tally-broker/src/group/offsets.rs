@@ -1,0 +1,176 @@
+//! Committed offsets: OffsetCommit (answered after the write, applied in log order) and
+//! OffsetFetch. (OffsetDelete is with the other deletions in `housekeeping.rs`.)
+
+use std::collections::BTreeMap;
+
+use tally_partition::AppendError;
+use tally_protocol::ResponseError;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::consumer_group::{Group, GroupState};
+use super::coordinator::{code, store_error, CommitRequest, GroupCoordinator, GroupOffsets};
+use super::store::{CommittedOffset, StoreRecord};
+use crate::partition_handle::AppendResult;
+
+impl GroupCoordinator {
+    /// Stores offsets; per offset an error code (0 on success). Answers only after the
+    /// offsets are in the log; memory changes only then, and only to what the log says.
+    pub async fn commit(
+        &self,
+        request: CommitRequest,
+        topic_exists: impl Fn(&str, i32) -> bool,
+    ) -> Vec<i16> {
+        let (results, records, rx) = match self.queue_commit(&request, topic_exists) {
+            Ok(queued) => queued,
+            Err(results) => return results,
+        };
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(group = %request.group_id, error = %e, "could not store committed offsets");
+                let error = store_error(&e, true);
+                return results
+                    .into_iter()
+                    .map(|c| if c == 0 { error } else { c })
+                    .collect();
+            }
+        };
+        let mut inner = self.inner.lock();
+        let now = self.clock.now_ms();
+        let group = inner
+            .groups
+            .entry(request.group_id.clone())
+            .or_insert_with(|| Group::new(request.group_id.clone(), now));
+        for (i, r) in records.into_iter().enumerate() {
+            if let StoreRecord::Offset {
+                topic,
+                partition,
+                value: Some(v),
+                ..
+            } = r
+            {
+                // Completions can arrive out of log order: the later record in the log wins.
+                group.apply_committed_offset(topic, partition, v, outcome.base_offset + i as i64);
+            }
+        }
+        results
+    }
+
+    /// Checks a commit and queues its records under the lock (which orders the log). `Err`:
+    /// the answer, with nothing written.
+    #[allow(clippy::type_complexity)]
+    fn queue_commit(
+        &self,
+        request: &CommitRequest,
+        topic_exists: impl Fn(&str, i32) -> bool,
+    ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
+        let mut inner = self.inner.lock();
+        let now = self.clock.now_ms();
+        let fail_all = |e: ResponseError| Err(vec![e.code(); request.offsets.len()]);
+        let group = inner.groups.get_mut(&request.group_id);
+        let simple = request.generation < 0 && request.member_id.is_empty();
+        match group {
+            None if !simple => return fail_all(ResponseError::IllegalGeneration),
+            None => {}
+            Some(g) => {
+                if simple {
+                    if g.state != GroupState::Empty {
+                        return fail_all(ResponseError::UnknownMemberId);
+                    }
+                } else {
+                    if let Some(instance) = &request.group_instance_id {
+                        if g.member_by_instance(instance)
+                            .is_some_and(|m| m.id != request.member_id)
+                        {
+                            return fail_all(ResponseError::FencedInstanceId);
+                        }
+                    }
+                    let current = g.generation;
+                    let state = g.state;
+                    let Some(m) = g.member_mut(&request.member_id) else {
+                        return fail_all(ResponseError::UnknownMemberId);
+                    };
+                    m.last_seen = Instant::now();
+                    if request.generation != current {
+                        return fail_all(ResponseError::IllegalGeneration);
+                    }
+                    if state == GroupState::CompletingRebalance {
+                        return fail_all(ResponseError::RebalanceInProgress);
+                    }
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(request.offsets.len());
+        let mut records = Vec::new();
+        for (topic, partition, offset, epoch, metadata) in &request.offsets {
+            if !topic_exists(topic, *partition) {
+                results.push(code(ResponseError::UnknownTopicOrPartition));
+            } else if metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
+            {
+                results.push(code(ResponseError::OffsetMetadataTooLarge));
+            } else {
+                results.push(0);
+                records.push(StoreRecord::Offset {
+                    group: request.group_id.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: Some(CommittedOffset {
+                        offset: *offset,
+                        leader_epoch: *epoch,
+                        metadata: metadata.clone(),
+                        commit_timestamp_ms: now,
+                    }),
+                });
+            }
+        }
+        let rx = inner.store.write(&records, now);
+        Ok((results, records, rx))
+    }
+
+    /// Committed offsets of `group_id` for the given partitions (all when `None`).
+    pub fn fetch(
+        &self,
+        group_id: &str,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> GroupOffsets {
+        let inner = self.inner.lock();
+        let group = inner.groups.get(group_id);
+        match partitions {
+            Some(list) => list
+                .into_iter()
+                .map(|(topic, ps)| {
+                    let found = ps
+                        .into_iter()
+                        .map(|p| {
+                            (
+                                p,
+                                group.and_then(|g| g.offsets.get(&(topic.clone(), p)).cloned()),
+                            )
+                        })
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                if let Some(g) = group {
+                    for ((t, p), v) in &g.offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(v.clone())));
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+}
