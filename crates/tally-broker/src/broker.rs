@@ -1,13 +1,11 @@
 //! The broker: state shared by every connection, start-up (validate config, lock the data
 //! directory, bind, recover every partition), background maintenance, and clean shutdown.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -101,6 +99,11 @@ impl Broker {
         }
     }
 
+    /// From now on connections finish what they are doing and stop.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
@@ -185,87 +188,9 @@ impl Broker {
         tokio::spawn(maintenance(Arc::clone(self), shutdown))
     }
 
-    /// Serves one client connection, given as the two halves of any stream.
-    pub async fn serve_connection<R, W>(
-        self: Arc<Self>,
-        read_half: R,
-        write_half: W,
-        peer: String,
-        shutdown: watch::Receiver<bool>,
-    ) where
-        R: tokio::io::AsyncRead + Unpin,
-        W: tokio::io::AsyncWrite + Unpin,
-    {
-        crate::connection::run_connection(self, read_half, write_half, peer, shutdown).await;
-    }
-
-    /// Starts a broker: everything that can fail at start-up fails here, with one message.
-    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
-        config.validate()?;
-        let listen = config.listener()?;
-        let listen_addr = listen.socket_addr()?;
-        let listener = TcpListener::bind(listen_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen_addr.to_string(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: listen_addr.to_string(),
-            source,
-        })?;
-        let broker = Broker::open(config, local_addr.port()).await?;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
-        let server = tokio::spawn(crate::server::serve(
-            Arc::clone(&broker),
-            listener,
-            shutdown_rx,
-        ));
-        info!(
-            listen = %local_addr,
-            advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
-            data_dir = %broker.config.log_dir().display(),
-            topics = broker.topics.list().len(),
-            cluster_id = %broker.cluster_id,
-            "tally broker ready"
-        );
-        Ok(RunningBroker {
-            broker,
-            local_addr,
-            shutdown_tx,
-            server,
-            maintenance,
-        })
-    }
-
     /// Flushes and snapshots every partition (the end of a clean shutdown).
     pub async fn close(&self) {
         self.topics.close_all().await;
-    }
-}
-
-/// A started broker; [`RunningBroker::shutdown`] stops it cleanly.
-pub struct RunningBroker {
-    pub broker: Arc<Broker>,
-    pub local_addr: SocketAddr,
-    shutdown_tx: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
-    maintenance: tokio::task::JoinHandle<()>,
-}
-
-impl RunningBroker {
-    /// Stops accepting, lets requests in progress finish, then flushes every partition and
-    /// writes its producer snapshot, so the next start replays nothing.
-    pub async fn shutdown(self) {
-        info!("shutting down");
-        self.broker.shutting_down.store(true, Ordering::Relaxed);
-        let _ = self.shutdown_tx.send(true);
-        self.broker.notify_append();
-        let _ = self.server.await;
-        let _ = self.maintenance.await;
-        self.broker.topics.close_all().await;
-        info!("shutdown complete");
     }
 }
 

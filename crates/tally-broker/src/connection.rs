@@ -53,6 +53,22 @@ pub async fn run_connection<R, W>(
     tokio::join!(reader, responder);
 }
 
+impl Broker {
+    /// Serves one client connection, given as the two halves of any stream.
+    pub async fn serve_connection<R, W>(
+        self: Arc<Self>,
+        read_half: R,
+        write_half: W,
+        peer: String,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        run_connection(self, read_half, write_half, peer, shutdown).await;
+    }
+}
+
 async fn read_requests<R: AsyncRead + Unpin>(
     broker: &Arc<Broker>,
     read_half: R,

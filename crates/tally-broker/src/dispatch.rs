@@ -66,7 +66,7 @@ pub fn decode(frame: Bytes, peer: &str) -> Result<Decoded, Outcome> {
         )));
     }
     if api_key == ApiKey::Produce && version < PRODUCE_MIN_IMPLEMENTED {
-        return Err(handlers::produce::legacy_version(&frame, peek));
+        return Err(legacy_produce(&frame, peek));
     }
     let mut buf = frame;
     let header = match RequestHeader::decode(&mut buf, api_key.request_header_version(version)) {
@@ -236,4 +236,24 @@ pub fn encode(
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Outcome::Respond(buf.freeze())
+}
+
+/// Produce v0-v2 are advertised (old librdkafka looks for v0) but, as in Kafka 4, refused:
+/// every partition gets UNSUPPORTED_VERSION. `kafka-protocol` has no codec for these versions,
+/// so the body is read and the answer written here.
+fn legacy_produce(frame: &[u8], peek: RequestPeek) -> Outcome {
+    let Some(answer) = tally_protocol::legacy_produce::unsupported_answer(frame, peek.api_version)
+    else {
+        return Outcome::Close(format!("malformed Produce v{} request", peek.api_version));
+    };
+    match answer {
+        None => Outcome::Close("acks=0 Produce v0-v2 is not supported".into()),
+        Some(body) => {
+            let mut out = BytesMut::with_capacity(body.len() + 8);
+            out.put_i32(body.len() as i32 + 4);
+            out.put_i32(peek.correlation_id);
+            out.extend_from_slice(&body);
+            Outcome::Respond(out.freeze())
+        }
+    }
 }

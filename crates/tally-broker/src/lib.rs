@@ -19,8 +19,9 @@ mod server;
 mod topic_error;
 mod topic_registry;
 
-pub use broker::{Broker, BrokerOptions, RunningBroker, StartError};
+pub use broker::{Broker, BrokerOptions, StartError};
 pub use broker_config::{BrokerConfig, ConfigError, Endpoint};
 pub use clock::{Clock, SystemClock};
 pub use partition_handle::{AppendRequest, PartitionHandle, WriterMode, WriterStopped};
+pub use server::RunningBroker;
 pub use topic_error::TopicError;

@@ -1,15 +1,81 @@
-//! The accept loop: one task per connection, at most `max.connections` at once.
+//! A broker on a TCP listener: start-up with the listener bound, the accept loop (one task per
+//! connection, at most `max.connections` at once), and clean shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
 
-use crate::broker::Broker;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Broker, StartError};
+use crate::broker_config::BrokerConfig;
 use crate::connection::run_connection;
+
+impl Broker {
+    /// Starts a broker: everything that can fail at start-up fails here, with one message.
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+        config.validate()?;
+        let listen = config.listener()?;
+        let listen_addr = listen.socket_addr()?;
+        let listener = TcpListener::bind(listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen_addr.to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen_addr.to_string(),
+            source,
+        })?;
+        let broker = Broker::open(config, local_addr.port()).await?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
+        let server = tokio::spawn(serve(Arc::clone(&broker), listener, shutdown_rx));
+        info!(
+            listen = %local_addr,
+            advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
+            data_dir = %broker.config.log_dir().display(),
+            topics = broker.topics.list().len(),
+            cluster_id = %broker.cluster_id,
+            "tally broker ready"
+        );
+        Ok(RunningBroker {
+            broker,
+            local_addr,
+            shutdown_tx,
+            server,
+            maintenance,
+        })
+    }
+}
+
+/// A started broker; [`RunningBroker::shutdown`] stops it cleanly.
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    pub local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    /// Stops accepting, lets requests in progress finish, then flushes every partition and
+    /// writes its producer snapshot, so the next start replays nothing.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        self.broker.begin_shutdown();
+        let _ = self.shutdown_tx.send(true);
+        self.broker.notify_append();
+        let _ = self.server.await;
+        let _ = self.maintenance.await;
+        self.broker.topics.close_all().await;
+        info!("shutdown complete");
+    }
+}
 
 pub async fn serve(
     broker: Arc<Broker>,

@@ -10,6 +10,7 @@
 
 pub mod api_versions;
 pub mod frame;
+pub mod legacy_produce;
 pub mod record_batch;
 pub mod records;
 pub mod sequence;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
-use super::coordinator::{JoinResult, SyncResult};
+use super::requests::{JoinResult, SyncResult};
 use super::store::{CommittedOffset, StoreRecord, StoredGroup, StoredMember};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

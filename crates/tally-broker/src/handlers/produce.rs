@@ -4,17 +4,15 @@
 //! that covers it) and builds the response with the assigned, or for a retried batch the
 //! original, base offset.
 
-use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use tally_partition::{validate_client_batch, AppendError, EntryOrigin};
-use tally_protocol::{RequestPeek, ResponseError};
+use tally_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::dispatch::Outcome;
 use crate::partition_handle::{AppendRequest, AppendResult};
 
 pub enum ProduceOutcome {
@@ -233,93 +231,4 @@ impl PendingProduce {
         }
         ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
     }
-}
-
-/// Produce v0-v2 are advertised (old librdkafka looks for v0) but, as in Kafka 4, refused:
-/// every partition gets UNSUPPORTED_VERSION. `kafka-protocol` has no codec for these versions,
-/// so the body is read and the answer written here.
-pub fn legacy_version(frame: &[u8], peek: RequestPeek) -> Outcome {
-    let Some(answer) = legacy_unsupported(frame, peek.api_version) else {
-        return Outcome::Close(format!("malformed Produce v{} request", peek.api_version));
-    };
-    match answer {
-        None => Outcome::Close("acks=0 Produce v0-v2 is not supported".into()),
-        Some(body) => {
-            let mut out = BytesMut::with_capacity(body.len() + 8);
-            out.put_i32(body.len() as i32 + 4);
-            out.put_i32(peek.correlation_id);
-            out.extend_from_slice(&body);
-            Outcome::Respond(out.freeze())
-        }
-    }
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.buf.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    /// A nullable string or bytes with an i16 (`wide` = false) or i32 length.
-    fn sized(&mut self, wide: bool) -> Option<Option<&'a [u8]>> {
-        let len = if wide {
-            self.i32()?
-        } else {
-            i32::from(self.i16()?)
-        };
-        if len < 0 {
-            return Some(None);
-        }
-        self.take(len as usize).map(Some)
-    }
-}
-
-/// `None`: malformed. `Some(None)`: acks=0. `Some(Some(body))`: the response body.
-fn legacy_unsupported(frame: &[u8], version: i16) -> Option<Option<Vec<u8>>> {
-    let mut c = Cursor { buf: frame, at: 8 };
-    c.sized(false)?; // client id
-    let acks = c.i16()?;
-    c.i32()?; // timeout
-    let topics = c.i32()?;
-    if !(0..=100_000).contains(&topics) {
-        return None;
-    }
-    let mut body = Vec::new();
-    body.extend_from_slice(&topics.to_be_bytes());
-    for _ in 0..topics {
-        let name = c.sized(false)??;
-        body.extend_from_slice(&(name.len() as i16).to_be_bytes());
-        body.extend_from_slice(name);
-        let partitions = c.i32()?;
-        if !(0..=1_000_000).contains(&partitions) {
-            return None;
-        }
-        body.extend_from_slice(&partitions.to_be_bytes());
-        for _ in 0..partitions {
-            let index = c.i32()?;
-            c.sized(true)?;
-            body.extend_from_slice(&index.to_be_bytes());
-            body.extend_from_slice(&ResponseError::UnsupportedVersion.code().to_be_bytes());
-            body.extend_from_slice(&(-1i64).to_be_bytes());
-            if version >= 2 {
-                body.extend_from_slice(&(-1i64).to_be_bytes());
-            }
-        }
-    }
-    if version >= 1 {
-        body.extend_from_slice(&0i32.to_be_bytes());
-    }
-    Some((acks != 0).then_some(body))
 }
