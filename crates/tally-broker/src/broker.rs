@@ -67,7 +67,7 @@ pub struct Broker {
     pub advertised: Endpoint,
     pub cluster_id: String,
     pub topics: TopicRegistry,
-    pub producer_ids: ProducerIdManager,
+    pub producer_ids: Arc<ProducerIdManager>,
     pub groups: GroupCoordinator,
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
@@ -171,7 +171,7 @@ impl Broker {
             config,
             advertised,
             topics,
-            producer_ids,
+            producer_ids: Arc::new(producer_ids),
             data_version: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
             writer_mode,

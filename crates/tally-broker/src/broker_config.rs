@@ -328,6 +328,13 @@ impl BrokerConfig {
         })
     }
 
+    /// `min.insync.replicas` for a topic with `overrides`.
+    pub fn min_insync_replicas(&self, overrides: &BTreeMap<String, String>) -> i64 {
+        self.topic_value("min.insync.replicas", overrides)
+            .and_then(|(v, _)| v.parse().ok())
+            .unwrap_or(1)
+    }
+
     /// The partition settings for a topic with `overrides`.
     pub fn partition_config(&self, overrides: &BTreeMap<String, String>) -> PartitionConfig {
         let num = |key: &str| -> i64 {

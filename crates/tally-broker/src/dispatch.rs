@@ -152,7 +152,7 @@ pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
             ResponseKind::DeleteTopics(handlers::delete_topics::handle(broker, &ctx, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(handlers::init_producer_id::handle(broker, &ctx, r))
+            ResponseKind::InitProducerId(handlers::init_producer_id::handle(broker, &ctx, r).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(broker, &ctx, r),

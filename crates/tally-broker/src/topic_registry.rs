@@ -26,6 +26,9 @@ pub struct Topic {
     pub id: Uuid,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<Arc<PartitionHandle>>,
+    /// `min.insync.replicas`, resolved once from the topic's and the broker's config (the
+    /// produce path reads it per partition).
+    pub min_insync_replicas: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,12 +105,7 @@ impl TopicRegistry {
             }
             registry.topics.write().insert(
                 record.name.clone(),
-                Arc::new(Topic {
-                    name: record.name,
-                    id: record.id,
-                    configs: record.configs,
-                    partitions,
-                }),
+                registry.topic(record.name, record.id, record.configs, partitions),
             );
         }
         Ok(registry)
@@ -154,6 +152,23 @@ impl TopicRegistry {
             )),
             report,
         ))
+    }
+
+    fn topic(
+        &self,
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+        partitions: Vec<Arc<PartitionHandle>>,
+    ) -> Arc<Topic> {
+        let min_insync_replicas = self.config.min_insync_replicas(&configs);
+        Arc::new(Topic {
+            name,
+            id,
+            configs,
+            partitions,
+            min_insync_replicas,
+        })
     }
 
     fn persist(&self, topics: &HashMap<String, Arc<Topic>>) -> Result<(), TopicError> {
@@ -261,12 +276,7 @@ impl TopicRegistry {
         }
         let id = Uuid::new_v4();
         if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.to_string(),
-                id,
-                configs,
-                partitions: Vec::new(),
-            }));
+            return Ok(self.topic(name.to_string(), id, configs, Vec::new()));
         }
         let mut partitions = Vec::new();
         for index in 0..num_partitions {
@@ -280,12 +290,7 @@ impl TopicRegistry {
                 }
             }
         }
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id,
-            configs,
-            partitions,
-        });
+        let topic = self.topic(name.to_string(), id, configs, partitions);
         let mut next = self.topics.read().clone();
         next.insert(name.to_string(), Arc::clone(&topic));
         if let Err(e) = self.persist(&next) {
@@ -354,12 +359,12 @@ impl TopicRegistry {
             let (handle, _) = self.open_partition(name, topic.id, index, &topic.configs, now_ms)?;
             partitions.push(handle);
         }
-        let grown = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            configs: topic.configs.clone(),
+        let grown = self.topic(
+            topic.name.clone(),
+            topic.id,
+            topic.configs.clone(),
             partitions,
-        });
+        );
         let mut next = self.topics.read().clone();
         next.insert(name.to_string(), grown);
         self.persist(&next)?;

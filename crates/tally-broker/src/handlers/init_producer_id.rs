@@ -9,7 +9,7 @@ use tracing::error;
 use super::RequestContext;
 use crate::broker::Broker;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     request: InitProducerIdRequest,
@@ -34,7 +34,9 @@ pub fn handle(
         // No transaction coordinator yet: what Kafka answers when none is available.
         return fail(ResponseError::CoordinatorNotAvailable);
     }
-    match broker.producer_ids.next_producer_id() {
+    // Every thousandth id fsyncs the end of a new block: off the async workers.
+    let ids = std::sync::Arc::clone(&broker.producer_ids);
+    match broker.off_runtime(move || ids.next_producer_id()).await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -127,11 +127,7 @@ pub async fn submit(
                 continue;
             }
             if acks == -1 {
-                let min_isr = broker
-                    .config
-                    .topic_value("min.insync.replicas", &topic.configs)
-                    .and_then(|(v, _)| v.parse::<i64>().ok())
-                    .unwrap_or(1);
+                let min_isr = topic.min_insync_replicas;
                 if min_isr > 1 {
                     slots.push(fail(
                         answer,
