@@ -269,6 +269,10 @@ impl BrokerConfig {
     pub fn socket_request_max_bytes(&self) -> usize {
         self.long("socket.request.max.bytes") as usize
     }
+    /// `fetch.max.bytes`: caps a Fetch request's `max_bytes`.
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.long("fetch.max.bytes") as usize
+    }
     pub fn max_connections(&self) -> usize {
         self.long("max.connections") as usize
     }

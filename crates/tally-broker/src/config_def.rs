@@ -88,6 +88,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("min.insync.replicas", Int, "1", 1, "A single broker has one in-sync replica."),
     def("message.max.bytes", Int, "1048588", 0, "The largest record batch accepted."),
     def("socket.request.max.bytes", Int, "104857600", 1, "The largest request frame accepted; a larger one closes the connection."),
+    def("fetch.max.bytes", Int, "57671680", 1024, "The most record bytes one Fetch response carries, whatever the request asks (at least one batch is always returned)."),
     def("max.connections", Int, "10000", 1, "Connections accepted at once; more are closed on accept."),
     def("producer.id.expiration.ms", Int, "86400000", 1, "Forget a producer's state after this long without a write."),
     def("producer.id.expiration.check.interval.ms", Int, "600000", 1, "How often expired producer state is removed."),

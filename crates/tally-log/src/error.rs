@@ -15,6 +15,9 @@ pub enum LogError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    /// A `ReadMode::NoWait` read would have had to wait for the disk.
+    #[error("the read would wait for the disk")]
+    WouldBlock,
     #[error("log directory {0} holds a file whose name is not a segment: {1}")]
     BadFileName(PathBuf, String),
 }

@@ -21,7 +21,7 @@ pub use config::LogConfig;
 pub use error::LogError;
 pub use log::{sync_dir, Log, RecoveryReport, RetentionOutcome};
 pub use reader::{LogReadResult, LogReader};
-pub use segment::{Segment, SegmentReader};
+pub use segment::{ReadMode, Segment, SegmentReader};
 
 /// File name of a segment or index: the base offset zero-padded to 20 digits, as Kafka does.
 pub fn offset_file_name(base_offset: i64, suffix: &str) -> String {

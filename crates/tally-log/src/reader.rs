@@ -15,7 +15,7 @@ use tally_protocol::record_batch::batch_size_at;
 use tally_protocol::BatchHeader;
 
 use crate::error::LogError;
-use crate::segment::SegmentReader;
+use crate::segment::{ReadMode, SegmentReader};
 
 /// Whole batches read from the log.
 #[derive(Debug, Clone)]
@@ -75,6 +75,25 @@ impl LogReader {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<LogReadResult, LogError> {
+        self.read_with(
+            offset,
+            max_bytes,
+            max_offset,
+            min_one_batch,
+            ReadMode::Block,
+        )
+    }
+
+    /// [`LogReader::read`] in the given mode: with `ReadMode::NoWait`, `LogError::WouldBlock`
+    /// when a byte it needs is not in the page cache.
+    pub fn read_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+        mode: ReadMode,
+    ) -> Result<LogReadResult, LogError> {
         let segments = self.segments();
         let start = self.log_start_offset();
         let end = segments
@@ -102,7 +121,7 @@ impl LogReader {
         );
         for (_, segment) in candidates {
             let size = segment.size();
-            let Some((position, first)) = segment.find_batch(offset)? else {
+            let Some((position, first)) = segment.find_batch(offset, mode)? else {
                 continue;
             };
             if first.base_offset >= max_offset {
@@ -118,7 +137,7 @@ impl LogReader {
             } else {
                 max_bytes.min(available)
             };
-            let mut buf = segment.read_at(position, want)?;
+            let mut buf = segment.read_at(position, want, mode)?;
             let keep = self.whole_batches_below(&buf, max_offset)?;
             buf.truncate(keep);
             return Ok(LogReadResult {
@@ -159,7 +178,7 @@ impl LogReader {
     ) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
         for segment in self.segments().values() {
             if let Some((position, header)) = segment.find_batch_by_time(timestamp)? {
-                let bytes = segment.read_at(position, header.size_in_bytes())?;
+                let bytes = segment.read_at(position, header.size_in_bytes(), ReadMode::Block)?;
                 return Ok(Some((header, Bytes::from(bytes))));
             }
         }
@@ -197,13 +216,13 @@ impl LogReader {
             .unwrap_or(start);
         for segment in segments.range(first_base..).map(|(_, s)| s) {
             let size = segment.size();
-            let mut position = match segment.find_batch(from)? {
+            let mut position = match segment.find_batch(from, ReadMode::Block)? {
                 Some((p, _)) => p,
                 None if segment.base_offset() >= from => 0,
                 None => continue,
             };
             while position < size {
-                let header = segment.header_at(position)?;
+                let header = segment.header_at(position, ReadMode::Block)?;
                 f(&header);
                 position += header.size_in_bytes() as u64;
             }

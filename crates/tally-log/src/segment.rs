@@ -3,6 +3,7 @@
 //! positional reads while the writer appends.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,15 @@ pub(crate) struct ScanOutcome {
     pub valid_bytes: u64,
     pub truncated_bytes: u64,
     pub reason: Option<String>,
+}
+
+/// Whether a read may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Wait as long as the disk takes (off the async workers).
+    Block,
+    /// Only what the page cache holds; anything else is `LogError::WouldBlock`.
+    NoWait,
 }
 
 /// What readers may see of a segment: its size (bytes below it never change), next offset,
@@ -368,11 +378,9 @@ impl SegmentState {
 }
 
 impl SegmentReader {
-    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+    pub(crate) fn header_at(&self, position: u64, mode: ReadMode) -> Result<BatchHeader, LogError> {
         let mut buf = [0u8; RECORD_BATCH_OVERHEAD];
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(|e| self.io_error(e))?;
+        self.pread(&mut buf, position, mode)?;
         BatchHeader::parse(&buf).map_err(|e| LogError::Io {
             path: (*self.log_path).clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -380,7 +388,11 @@ impl SegmentReader {
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`, if any.
-    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn find_batch(
+        &self,
+        offset: i64,
+        mode: ReadMode,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let (mut position, size) = {
             let s = self.state.read();
@@ -390,7 +402,7 @@ impl SegmentReader {
             (u64::from(s.index.floor_position(relative)), s.size)
         };
         while position < size {
-            let header = self.header_at(position)?;
+            let header = self.header_at(position, mode)?;
             if header.last_offset() >= offset {
                 return Ok(Some((position, header)));
             }
@@ -412,11 +424,11 @@ impl SegmentReader {
             (s.time_index.floor_offset(timestamp), s.size)
         };
         let start = self.base_offset + i64::from(relative);
-        let Some((mut position, _)) = self.find_batch(start)? else {
+        let Some((mut position, _)) = self.find_batch(start, ReadMode::Block)? else {
             return Ok(None);
         };
         while position < size {
-            let header = self.header_at(position)?;
+            let header = self.header_at(position, ReadMode::Block)?;
             if header.max_timestamp >= timestamp {
                 return Ok(Some((position, header)));
             }
@@ -425,12 +437,61 @@ impl SegmentReader {
         Ok(None)
     }
 
-    pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+    pub(crate) fn read_at(
+        &self,
+        position: u64,
+        len: usize,
+        mode: ReadMode,
+    ) -> Result<Vec<u8>, LogError> {
         let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(|e| self.io_error(e))?;
+        self.pread(&mut buf, position, mode)?;
         Ok(buf)
+    }
+
+    /// Fills `buf` from `position`. With `ReadMode::NoWait` the kernel is asked not to wait
+    /// for the disk (`RWF_NOWAIT`): bytes not in the page cache, or a file system that cannot
+    /// tell, give `LogError::WouldBlock`, and the caller reads again where blocking is allowed.
+    fn pread(&self, buf: &mut [u8], position: u64, mode: ReadMode) -> Result<(), LogError> {
+        if mode == ReadMode::Block {
+            return self
+                .file
+                .read_exact_at(buf, position)
+                .map_err(|e| self.io_error(e));
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: one iovec over memory we own exclusively, a file descriptor that lives as
+            // long as `self.file`.
+            let n = unsafe {
+                libc::preadv2(
+                    self.file.as_raw_fd(),
+                    &iov,
+                    1,
+                    (position + done as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
+                        Err(LogError::WouldBlock)
+                    }
+                    Some(libc::EINTR) => continue,
+                    _ => Err(self.io_error(e)),
+                };
+            }
+            if n == 0 {
+                return Err(self.io_error(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            done += n as usize;
+        }
+        Ok(())
     }
 
     /// Built only on failure: the hot read path allocates no path.

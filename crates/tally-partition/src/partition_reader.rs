@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tally_log::{LogError, LogReadResult, LogReader};
+use tally_log::{LogError, LogReadResult, LogReader, ReadMode};
 use tally_protocol::BatchHeader;
 
 #[derive(Debug)]
@@ -62,6 +62,20 @@ impl PartitionReader {
         min_one_batch: bool,
     ) -> Result<LogReadResult, LogError> {
         self.log.read(offset, max_bytes, max_offset, min_one_batch)
+    }
+
+    /// [`PartitionReader::read_to`] that may be told not to wait for the disk
+    /// (`LogError::WouldBlock` then).
+    pub fn read_to_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+        mode: ReadMode,
+    ) -> Result<LogReadResult, LogError> {
+        self.log
+            .read_with(offset, max_bytes, max_offset, min_one_batch, mode)
     }
 
     pub fn read_batch_by_time(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
-use tally_log::LogError;
+use tally_log::{LogError, ReadMode};
 use tally_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -57,12 +57,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, request: FetchRequest
             w.borrow_and_update();
         }
         shutdown.borrow_and_update();
-        let (response, bytes, error) = {
-            let (targets, request) = (Arc::clone(&targets), Arc::clone(&request));
-            broker
-                .off_runtime(move || read_once(&targets, version, &request))
-                .await
-        };
+        let (response, bytes, error) = read(broker, &targets, version, &request).await;
         if bytes >= min_bytes || error || Instant::now() >= deadline || broker.is_shutting_down() {
             return response;
         }
@@ -71,12 +66,30 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, request: FetchRequest
             .is_err()
         {
             // Deadline reached: answer with whatever there is now.
-            let (targets, request) = (Arc::clone(&targets), Arc::clone(&request));
-            return broker
-                .off_runtime(move || read_once(&targets, version, &request).0)
-                .await;
+            return read(broker, &targets, version, &request).await.0;
         }
     }
+}
+
+/// Reads on the worker when everything needed is in the page cache (the common case: a
+/// consumer reading what was just written), and off the async workers when any of it is not.
+async fn read(
+    broker: &Broker,
+    targets: &Arc<Targets>,
+    version: i16,
+    request: &Arc<FetchRequest>,
+) -> (FetchResponse, usize, bool) {
+    let cap = broker.config.fetch_max_bytes();
+    if let Some(done) = read_once(targets, version, request, cap, ReadMode::NoWait) {
+        return done;
+    }
+    let (targets, request) = (Arc::clone(targets), Arc::clone(request));
+    broker
+        .off_runtime(move || {
+            read_once(&targets, version, &request, cap, ReadMode::Block)
+                .expect("a blocking read never reports WouldBlock")
+        })
+        .await
 }
 
 type Changed<'a> = Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send + 'a>>;
@@ -103,20 +116,24 @@ async fn any_changed(watches: &mut [watch::Receiver<i64>], shutdown: &mut watch:
 }
 
 /// One pass over the requested partitions, on their readers (never their writers): the
-/// response, its record bytes, whether any partition had an error.
+/// response, its record bytes, whether any partition had an error. `None`: with
+/// `ReadMode::NoWait`, something needed was not in the page cache.
 fn read_once(
     targets: &Targets,
     version: i16,
     request: &FetchRequest,
-) -> (FetchResponse, usize, bool) {
+    fetch_max_bytes: usize,
+    mode: ReadMode,
+) -> Option<(FetchResponse, usize, bool)> {
     let read_committed = request.isolation_level == 1;
     let mut remaining = if request.max_bytes <= 0 {
         0
     } else {
-        request.max_bytes as usize
+        (request.max_bytes as usize).min(fetch_max_bytes)
     };
     let mut total = 0usize;
     let mut any_error = false;
+    let mut would_block = false;
     let responses = request
         .topics
         .iter()
@@ -151,7 +168,7 @@ fn read_once(
                     let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                     // The first partition with data returns at least one whole batch, even
                     // past the limits, so a large batch can never block a consumer.
-                    match partition.read_to(p.fetch_offset, limit, data.high_watermark, total == 0) {
+                    match partition.read_to_with(p.fetch_offset, limit, data.high_watermark, total == 0, mode) {
                         Ok(read) => {
                             let n = read.records.len();
                             total += n;
@@ -160,6 +177,10 @@ fn read_once(
                             data
                         }
                         Err(LogError::OffsetOutOfRange { .. }) => fail(data, ResponseError::OffsetOutOfRange),
+                        Err(LogError::WouldBlock) => {
+                            would_block = true;
+                            data
+                        }
                         Err(e) => {
                             tracing::error!(topic = %topic.topic.0, partition = p.partition, error = %e, "fetch read failed");
                             fail(data, ResponseError::KafkaStorageError)
@@ -172,9 +193,12 @@ fn read_once(
                 .with_partitions(partitions)
         })
         .collect();
-    (
+    if would_block {
+        return None;
+    }
+    Some((
         FetchResponse::default().with_responses(responses),
         total,
         any_error,
-    )
+    ))
 }
