@@ -31,6 +31,11 @@ ROOT = base.ROOT
 DATA = os.path.join(ROOT, "target", "bench-core")
 
 
+# With --pin, the broker runs on CPU 0 and every client on CPU 1, so the two do not preempt
+# each other (on two shared cores that contention, not the broker, makes most of the tail).
+PIN = False
+
+
 class Broker(base.Broker):
     """`tally serve` from a chosen binary."""
 
@@ -41,9 +46,36 @@ class Broker(base.Broker):
     def start(self):
         saved, base.TALLY = base.TALLY, self.binary
         try:
-            return super().start()
+            super().start()
         finally:
             base.TALLY = saved
+        if PIN:
+            # Every thread, and so every thread they start later (writers of new topics).
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(self.proc.pid)],
+                           check=True, capture_output=True)
+        return self
+
+
+_bench = base.bench
+
+
+def pinned_bench(client, addr, mode, args):
+    if not PIN:
+        return _bench(client, addr, mode, args)
+    saved = (base.TALLY, base.RDKAFKA)
+    base.TALLY = f"{saved[0]}-pinned"
+    base.RDKAFKA = f"{saved[1]}-pinned"
+    for real, wrapper in zip(saved, (base.TALLY, base.RDKAFKA)):
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec taskset -c 1 {real} "$@"\n')
+        os.chmod(wrapper, 0o755)
+    try:
+        return _bench(client, addr, mode, args)
+    finally:
+        base.TALLY, base.RDKAFKA = saved
+
+
+base.bench = pinned_bench
 
 
 def fresh(binary, name, sets=()):
@@ -166,9 +198,13 @@ def main():
     parser.add_argument("--tally", default=base.TALLY)
     parser.add_argument("--old-tally", help="broker binary of the build to compare with")
     parser.add_argument("--durable-count", type=int, default=200_000)
+    parser.add_argument("--pin", action="store_true",
+                        help="broker on CPU 0, clients on CPU 1")
     args = parser.parse_args()
+    global PIN
+    PIN = args.pin
     only = args.only or ["latency", "durable", "sustained"] + (["ab"] if args.old_tally else [])
-    out = {"machine": base.machine()}
+    out = {"machine": base.machine(), "pinned": PIN}
     if "latency" in only:
         out["latency"] = latency(args.tally)
     if "durable" in only:

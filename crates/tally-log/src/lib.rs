@@ -16,6 +16,7 @@ mod log;
 mod reader;
 mod scan;
 mod segment;
+mod writeback;
 
 pub use config::LogConfig;
 pub use error::LogError;

@@ -26,6 +26,9 @@ pub(crate) struct ScanOutcome {
     pub reason: Option<String>,
 }
 
+/// Written bytes handed to the kernel's writeback in chunks of this size.
+const WRITEBACK_CHUNK_BYTES: u64 = 1 << 20;
+
 /// Whether a read may wait for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -65,6 +68,8 @@ pub struct SegmentReader {
 pub struct Segment {
     reader: SegmentReader,
     bytes_since_index: u64,
+    /// Bytes below this have been handed to the kernel's writeback.
+    writeback_from: u64,
     /// Broker time of the segment's first append, which `segment.ms` is measured from. Kafka
     /// uses the first batch's timestamp instead, so a producer with a slow clock makes it roll
     /// a segment per batch; the broker's clock cannot be skewed by clients.
@@ -112,6 +117,7 @@ impl Segment {
                 })),
             },
             bytes_since_index: 0,
+            writeback_from: 0,
             rolling_timestamp: None,
         }
     }
@@ -315,7 +321,18 @@ impl Segment {
         }
         self.track(position, header, index_interval_bytes);
         self.rolling_timestamp.get_or_insert(now_ms);
+        self.start_writeback(at);
         Ok(())
+    }
+
+    /// Hands the bytes below `end` to early writeback once a chunk has built up (see
+    /// `writeback.rs`); never waits.
+    fn start_writeback(&mut self, end: u64) {
+        if end < self.writeback_from + WRITEBACK_CHUNK_BYTES {
+            return;
+        }
+        crate::writeback::start(&self.file, self.writeback_from, end - self.writeback_from);
+        self.writeback_from = end;
     }
 
     pub(crate) fn flush(&self) -> Result<(), LogError> {
