@@ -28,6 +28,8 @@ pub(crate) struct ScanOutcome {
 
 /// Written bytes handed to the kernel's writeback in chunks of this size.
 const WRITEBACK_CHUNK_BYTES: u64 = 1 << 20;
+/// How far behind the end of a segment early writeback stays.
+const WRITEBACK_LAG_BYTES: u64 = 64 << 20;
 
 /// Whether a read may wait for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,14 +327,16 @@ impl Segment {
         Ok(())
     }
 
-    /// Hands the bytes below `end` to early writeback once a chunk has built up (see
-    /// `writeback.rs`); never waits.
+    /// Hands written bytes to early writeback (see `writeback.rs`) in chunks, staying
+    /// `WRITEBACK_LAG_BYTES` behind the end: a burst that fits in that lag costs no writeback
+    /// work while it runs, and a sustained stream never leaves more than the lag unwritten.
     fn start_writeback(&mut self, end: u64) {
-        if end < self.writeback_from + WRITEBACK_CHUNK_BYTES {
+        let until = end.saturating_sub(WRITEBACK_LAG_BYTES);
+        if until < self.writeback_from + WRITEBACK_CHUNK_BYTES {
             return;
         }
-        crate::writeback::start(&self.file, self.writeback_from, end - self.writeback_from);
-        self.writeback_from = end;
+        crate::writeback::start(&self.file, self.writeback_from, until - self.writeback_from);
+        self.writeback_from = until;
     }
 
     pub(crate) fn flush(&self) -> Result<(), LogError> {
