@@ -155,10 +155,7 @@ impl PartitionHandle {
         &self,
         job: impl FnOnce(&mut Partition) -> R + Send + 'static,
     ) -> Result<R, WriterStopped> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |p| {
-            let _ = tx.send(job(p));
-        });
+        let (job, rx) = with_answer(job);
         self.queue
             .send(Command::Run(job))
             .await
@@ -172,10 +169,7 @@ impl PartitionHandle {
         &self,
         job: impl FnOnce(&mut Partition) -> R + Send + 'static,
     ) -> Result<R, WriterStopped> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |p| {
-            let _ = tx.send(job(p));
-        });
+        let (job, rx) = with_answer(job);
         self.queue
             .blocking_send(Command::Run(job))
             .map_err(|_| WriterStopped)?;
@@ -200,6 +194,17 @@ impl PartitionHandle {
         let _ = self.queue.send(Command::Run(job)).await;
         tx
     }
+}
+
+/// A job for the writer, and where its result will come.
+fn with_answer<R: Send + 'static>(
+    job: impl FnOnce(&mut Partition) -> R + Send + 'static,
+) -> (Job, oneshot::Receiver<R>) {
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move |p| {
+        let _ = tx.send(job(p));
+    });
+    (job, rx)
 }
 
 /// A reserved place in a writer's queue.

@@ -17,22 +17,14 @@ use kafka_protocol::messages::{
     SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use tally_broker::{Broker, BrokerConfig, RunningBroker};
+use tally_broker::RunningBroker;
 use tally_protocol::ResponseError;
 use tally_testkit::requests::topic_name;
 use tally_testkit::WireClient;
 
-const TOPIC: &str = "orders";
+mod common;
 
-fn start(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> RunningBroker {
-    let mut config = BrokerConfig::new();
-    config.set("log.dirs", &dir.to_string_lossy()).unwrap();
-    config.set("listeners", "127.0.0.1:0").unwrap();
-    config.set("group.initial.rebalance.delay.ms", "0").unwrap();
-    runtime
-        .block_on(Broker::start(config))
-        .expect("broker starts")
-}
+const TOPIC: &str = "orders";
 
 fn fail_offsets_writes(runtime: &tokio::runtime::Runtime, running: &RunningBroker, on: bool) {
     let handle = running
@@ -116,13 +108,13 @@ fn group_state(client: &mut WireClient, group: &str) -> String {
 
 #[test]
 fn a_failed_offsets_write_acknowledges_neither_commit_nor_sync() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let running = start(&runtime, dir.path());
+    let running = common::start(
+        &runtime,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "0")],
+    );
     let addr: SocketAddr = running.local_addr;
     let mut client = WireClient::connect(addr).unwrap();
     client.create_topic(TOPIC, 1).unwrap();

@@ -1,24 +1,15 @@
 //! `fetch.max.bytes` caps what one Fetch response carries, whatever the request asks: a
 //! consumer asking for 10 MB gets whole batches up to the cap (and always at least one).
 
-use tally_broker::{Broker, BrokerConfig};
 use tally_testkit::{BatchSpec, WireClient};
+
+mod common;
 
 #[test]
 fn a_fetch_carries_at_most_fetch_max_bytes() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new();
-    config
-        .set("log.dirs", &dir.path().to_string_lossy())
-        .unwrap();
-    config.set("listeners", "127.0.0.1:0").unwrap();
-    config.set("fetch.max.bytes", "2048").unwrap();
-    let running = runtime.block_on(Broker::start(config)).unwrap();
+    let running = common::start(&runtime, dir.path(), &[("fetch.max.bytes", "2048")]);
     let mut client = WireClient::connect(running.local_addr).unwrap();
     client.create_topic("capped", 1).unwrap();
     let mut sizes = Vec::new();

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
-use tally_broker::{Broker, BrokerConfig, PartitionHandle, RunningBroker};
+use tally_broker::{PartitionHandle, RunningBroker};
 use tally_testkit::requests::topic_name;
 use tally_testkit::{batch, WireClient};
+
+mod common;
 
 const TOPIC: &str = "stall";
 
@@ -46,28 +48,15 @@ fn offsets(response: &kafka_protocol::messages::ProduceResponse) -> Vec<(i32, i6
         .collect()
 }
 
-fn start(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> RunningBroker {
-    let mut config = BrokerConfig::new();
-    config.set("log.dirs", &dir.to_string_lossy()).unwrap();
-    config.set("listeners", "127.0.0.1:0").unwrap();
-    runtime
-        .block_on(Broker::start(config))
-        .expect("broker starts")
-}
-
 fn handle(running: &RunningBroker, partition: i32) -> Arc<PartitionHandle> {
     running.broker.topics.partition(TOPIC, partition).unwrap()
 }
 
 #[test]
 fn a_held_writer_stalls_only_its_own_partition() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let running = start(&runtime, dir.path());
+    let running = common::start(&runtime, dir.path(), &[]);
     let addr: SocketAddr = running.local_addr;
     let connect = || WireClient::connect(addr).unwrap();
     let mut admin = connect();

@@ -42,6 +42,8 @@ impl GroupCoordinator {
         };
         let mut inner = self.inner.lock();
         let now = self.clock.now_ms();
+        // Known gap: if the group was deleted while this write was in flight, its tombstones
+        // follow this record in the log, yet the group is re-created here with these offsets.
         let group = inner
             .groups
             .entry(request.group_id.clone())
