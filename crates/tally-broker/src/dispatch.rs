@@ -2,6 +2,8 @@
 //! decoding (unknown API, unsupported version, a too-new ApiVersions), decode with
 //! `kafka-protocol`, call the API's handler, and encode the answer with the right header.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
@@ -125,12 +127,14 @@ pub async fn submit_produce(
 }
 
 /// Handles a decoded request other than Produce, start to finish.
-pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
+pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
     let Decoded {
         api_key,
         ctx,
         request,
     } = decoded;
+    let (version, correlation_id) = (ctx.api_version, ctx.correlation_id);
+
     let response = match request {
         RequestKind::Produce(r) => return submit_produce(broker, ctx, r).await.await,
         RequestKind::Fetch(r) => {
@@ -139,6 +143,16 @@ pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(handlers::list_offsets::handle(broker, &ctx, r).await)
         }
+        RequestKind::Metadata(r) if handlers::metadata::may_create_topics(broker, version, &r) => {
+            admin(
+                broker,
+                ctx,
+                Box::new(move |b, ctx| {
+                    ResponseKind::Metadata(handlers::metadata::handle(b, ctx, r))
+                }),
+            )
+            .await
+        }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(broker, &ctx, r))
         }
@@ -146,10 +160,24 @@ pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
             ResponseKind::ApiVersions(handlers::api_versions::response())
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(handlers::create_topics::handle(broker, &ctx, r))
+            admin(
+                broker,
+                ctx,
+                Box::new(move |b, ctx| {
+                    ResponseKind::CreateTopics(handlers::create_topics::handle(b, ctx, r))
+                }),
+            )
+            .await
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(handlers::delete_topics::handle(broker, &ctx, r))
+            admin(
+                broker,
+                ctx,
+                Box::new(move |b, ctx| {
+                    ResponseKind::DeleteTopics(handlers::delete_topics::handle(b, ctx, r))
+                }),
+            )
+            .await
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(handlers::init_producer_id::handle(broker, &ctx, r).await)
@@ -161,7 +189,14 @@ pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
             ResponseKind::DescribeConfigs(handlers::describe_configs::handle(broker, &ctx, r))
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(handlers::create_partitions::handle(broker, &ctx, r))
+            admin(
+                broker,
+                ctx,
+                Box::new(move |b, ctx| {
+                    ResponseKind::CreatePartitions(handlers::create_partitions::handle(b, ctx, r))
+                }),
+            )
+            .await
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(broker, &ctx, r))
@@ -204,7 +239,16 @@ pub async fn handle(broker: &Broker, decoded: Decoded) -> Outcome {
         ),
         _ => return Outcome::Close(format!("{api_key:?} has no handler")),
     };
-    encode(api_key, ctx.api_version, ctx.correlation_id, &response)
+    encode(api_key, version, correlation_id, &response)
+}
+
+type AdminHandler = Box<dyn FnOnce(&Broker, &RequestContext) -> ResponseKind + Send>;
+
+/// Topic administration creates, renames and deletes directories and files: such a request is
+/// handled whole on the blocking pool, never on an async worker.
+async fn admin(broker: &Arc<Broker>, ctx: RequestContext, handler: AdminHandler) -> ResponseKind {
+    let b = Arc::clone(broker);
+    broker.off_runtime(move || handler(&b, &ctx)).await
 }
 
 /// Size prefix, response header (v0 for ApiVersions whatever the version), body.

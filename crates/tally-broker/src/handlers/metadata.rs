@@ -18,6 +18,18 @@ use crate::broker::Broker;
 use crate::topic_error::TopicError;
 use crate::topic_registry::Topic;
 
+/// Whether answering may create a topic (auto-creation of a named topic that does not exist):
+/// such a request creates directories and files, so it is handled off the async workers.
+pub fn may_create_topics(broker: &Broker, version: i16, request: &MetadataRequest) -> bool {
+    broker.config.auto_create_topics()
+        && (version < 4 || request.allow_auto_topic_creation)
+        && request.topics.iter().flatten().any(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| broker.topics.get(n.0.as_str()).is_none())
+        })
+}
+
 pub fn handle(broker: &Broker, ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let version = ctx.api_version;
     let node = BrokerId(broker.node_id);
