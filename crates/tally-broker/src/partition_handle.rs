@@ -8,7 +8,6 @@
 //! with `flush.messages=1`, one fsync per drained set), publishes the high watermark, and only
 //! then answers. Readers (Fetch, ListOffsets) use the `PartitionReader` and never wait for it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,7 +65,7 @@ pub struct PartitionHandle {
     reader: Arc<PartitionReader>,
     high_watermark: watch::Receiver<i64>,
     /// `max.message.bytes`, for the check made before a batch is queued.
-    max_message_bytes: AtomicUsize,
+    max_message_bytes: usize,
 }
 
 impl PartitionHandle {
@@ -75,7 +74,7 @@ impl PartitionHandle {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let reader = Arc::clone(partition.reader());
         let (hw_tx, high_watermark) = watch::channel(reader.high_watermark());
-        let max_message_bytes = AtomicUsize::new(partition.config().max_message_bytes);
+        let max_message_bytes = partition.config().max_message_bytes;
         let writer = Writer {
             partition,
             rx,
@@ -107,7 +106,7 @@ impl PartitionHandle {
     }
 
     pub fn max_message_bytes(&self) -> usize {
-        self.max_message_bytes.load(Ordering::Relaxed)
+        self.max_message_bytes
     }
 
     /// Wakes whenever the high watermark moves: long-polling fetches wait on their partitions.
@@ -121,8 +120,9 @@ impl PartitionHandle {
         &self,
         request: AppendRequest,
     ) -> Result<oneshot::Receiver<AppendResult>, WriterStopped> {
-        let permit = self.reserve().await?;
-        Ok(permit.append(request))
+        let (reply, rx) = oneshot::channel();
+        self.submit_with_reply(request, reply).await?;
+        Ok(rx)
     }
 
     /// [`PartitionHandle::submit`] with the answer sent to `reply`.
@@ -137,19 +137,6 @@ impl PartitionHandle {
             .map_err(|_| WriterStopped)
     }
 
-    /// Appends one batch and waits for its answer (after the group commit that covers it).
-    pub async fn append(&self, request: AppendRequest) -> AppendResult {
-        let rx = self.submit(request).await?;
-        rx.await.map_err(|_| WriterStopped)?
-    }
-
-    /// A place in the queue: whoever holds it can queue without waiting, for instance while
-    /// holding a lock that fixes the order of several writers' records.
-    pub async fn reserve(&self) -> Result<WriterPermit<'_>, WriterStopped> {
-        let permit = self.queue.reserve().await.map_err(|_| WriterStopped)?;
-        Ok(WriterPermit { permit })
-    }
-
     /// Runs `job` on the writer, after everything queued before it was applied and committed.
     pub async fn run<R: Send + 'static>(
         &self,
@@ -161,26 +148,6 @@ impl PartitionHandle {
             .await
             .map_err(|_| WriterStopped)?;
         rx.await.map_err(|_| WriterStopped)
-    }
-
-    /// [`PartitionHandle::run`] for a thread that is not an async worker (start-up, blocking
-    /// tasks). Must not be called on an async worker, and not under `WriterMode::Task`.
-    pub fn run_blocking<R: Send + 'static>(
-        &self,
-        job: impl FnOnce(&mut Partition) -> R + Send + 'static,
-    ) -> Result<R, WriterStopped> {
-        let (job, rx) = with_answer(job);
-        self.queue
-            .blocking_send(Command::Run(job))
-            .map_err(|_| WriterStopped)?;
-        rx.blocking_recv().map_err(|_| WriterStopped)
-    }
-
-    /// Changes the partition's config (topic config altered).
-    pub async fn set_config(&self, config: tally_partition::PartitionConfig) {
-        self.max_message_bytes
-            .store(config.max_message_bytes, Ordering::Relaxed);
-        let _ = self.run(move |p| p.set_config(config)).await;
     }
 
     /// Test hook: the writer blocks until the returned sender is dropped or sent to, so a test
@@ -205,19 +172,6 @@ fn with_answer<R: Send + 'static>(
         let _ = tx.send(job(p));
     });
     (job, rx)
-}
-
-/// A reserved place in a writer's queue.
-pub struct WriterPermit<'a> {
-    permit: mpsc::Permit<'a, Command>,
-}
-
-impl WriterPermit<'_> {
-    pub fn append(self, request: AppendRequest) -> oneshot::Receiver<AppendResult> {
-        let (tx, rx) = oneshot::channel();
-        self.permit.send(Command::Append(request, tx));
-        rx
-    }
 }
 
 struct Writer {

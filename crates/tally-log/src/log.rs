@@ -323,21 +323,6 @@ impl Log {
             .read(offset, max_bytes, max_offset, min_one_batch)
     }
 
-    /// See [`LogReader::read_batch_by_time`].
-    pub fn read_batch_by_time(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(BatchHeader, bytes::Bytes)>, LogError> {
-        self.reader.read_batch_by_time(timestamp)
-    }
-
-    /// See [`LogReader::read_batch_with_max_timestamp`].
-    pub fn read_batch_with_max_timestamp(
-        &self,
-    ) -> Result<Option<(BatchHeader, bytes::Bytes)>, LogError> {
-        self.reader.read_batch_with_max_timestamp()
-    }
-
     /// See [`LogReader::for_each_batch_header`].
     pub fn for_each_batch_header(
         &self,

@@ -154,9 +154,13 @@ fn after_a_clean_close_only_the_tail_past_the_recovery_point_is_read() {
     );
     let got: Vec<i64> = read_all(&log).iter().map(|h| h.base_offset).collect();
     assert_eq!(got, bases);
-    let (h, _) = log.read_batch_with_max_timestamp().unwrap().unwrap();
+    let (h, _) = log
+        .reader()
+        .read_batch_with_max_timestamp()
+        .unwrap()
+        .unwrap();
     assert_eq!(h.base_offset, bases[150]);
-    let (h, _) = log.read_batch_by_time(1205).unwrap().unwrap();
+    let (h, _) = log.reader().read_batch_by_time(1205).unwrap().unwrap();
     assert_eq!(h.base_offset, bases[21]);
 
     // Appends continue; then a crash with a torn last batch. The recovery point on disk is
@@ -344,13 +348,17 @@ fn finds_batches_by_timestamp_and_walks_headers() {
         bases.push(append(&mut log, 2, 1000 + i * 10));
     }
     // Batch i has timestamps 1000+10i and 1001+10i.
-    let (h, bytes) = log.read_batch_by_time(1205).unwrap().unwrap();
+    let (h, bytes) = log.reader().read_batch_by_time(1205).unwrap().unwrap();
     assert_eq!(h.base_offset, bases[21]);
     assert_eq!(bytes.len(), h.size_in_bytes());
-    let (h, _) = log.read_batch_by_time(1201).unwrap().unwrap();
+    let (h, _) = log.reader().read_batch_by_time(1201).unwrap().unwrap();
     assert_eq!(h.base_offset, bases[20]);
-    assert!(log.read_batch_by_time(5000).unwrap().is_none());
-    let (h, _) = log.read_batch_with_max_timestamp().unwrap().unwrap();
+    assert!(log.reader().read_batch_by_time(5000).unwrap().is_none());
+    let (h, _) = log
+        .reader()
+        .read_batch_with_max_timestamp()
+        .unwrap()
+        .unwrap();
     assert_eq!(h.base_offset, bases[39]);
 
     let mut seen = Vec::new();

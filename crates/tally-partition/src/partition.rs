@@ -300,8 +300,7 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<LogReadResult, LogError> {
-        self.log
-            .read(offset, max_bytes, self.high_watermark(), min_one_batch)
+        self.reader.read(offset, max_bytes, min_one_batch)
     }
 
     /// Applies `retention.ms` / `retention.bytes`. Producer state is kept even when all of a

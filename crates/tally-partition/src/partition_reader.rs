@@ -53,20 +53,9 @@ impl PartitionReader {
     }
 
     /// Whole batches from `offset`, never at or past `max_offset` (a high watermark read
-    /// earlier, so a response's records and its high watermark agree).
+    /// earlier, so a response's records and its high watermark agree). With
+    /// `ReadMode::NoWait`, `LogError::WouldBlock` when a byte is not in the page cache.
     pub fn read_to(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-        min_one_batch: bool,
-    ) -> Result<LogReadResult, LogError> {
-        self.log.read(offset, max_bytes, max_offset, min_one_batch)
-    }
-
-    /// [`PartitionReader::read_to`] that may be told not to wait for the disk
-    /// (`LogError::WouldBlock` then).
-    pub fn read_to_with(
         &self,
         offset: i64,
         max_bytes: usize,

@@ -17,6 +17,7 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use tally_log::ReadMode;
 use tally_partition::{AppendError, EntryOrigin, PartitionReader};
 use tally_protocol::record_batch::batch_size_at;
 use tally_protocol::BatchHeader;
@@ -123,7 +124,7 @@ fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<Vec<Stor
     let mut out = Vec::new();
     while offset < to {
         let read = reader
-            .read_to(offset, 4 << 20, to, true)
+            .read_to(offset, 4 << 20, to, true, ReadMode::Block)
             .map_err(|e| e.to_string())?;
         if read.records.is_empty() {
             break;

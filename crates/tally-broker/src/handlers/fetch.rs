@@ -168,7 +168,7 @@ fn read_once(
                     let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                     // The first partition with data returns at least one whole batch, even
                     // past the limits, so a large batch can never block a consumer.
-                    match partition.read_to_with(p.fetch_offset, limit, data.high_watermark, total == 0, mode) {
+                    match partition.read_to(p.fetch_offset, limit, data.high_watermark, total == 0, mode) {
                         Ok(read) => {
                             let n = read.records.len();
                             total += n;
