@@ -1,6 +1,7 @@
 //! `tally-log` owns one partition's bytes on disk: a directory of segments named by their base
 //! offset (`00000000000000000000.log`), a sparse offset index and a time index per segment,
-//! rolling by size and time, retention by time and size (which moves the log start offset),
+//! rolling by size and time, an aborted-transaction index per segment (entries given by
+//! `tally-partition`, which reads markers), retention by time and size (which moves the log start offset),
 //! recovery after a crash (every batch past the recovery point is re-read and its CRC checked,
 //! and a torn tail is truncated), and the fsync policy.
 //!
@@ -16,6 +17,7 @@ mod log;
 mod reader;
 mod scan;
 mod segment;
+mod txn_index;
 mod writeback;
 
 pub use config::LogConfig;
@@ -23,6 +25,7 @@ pub use error::LogError;
 pub use log::{sync_dir, Log, RecoveryReport, RetentionOutcome};
 pub use reader::{LogReadResult, LogReader};
 pub use segment::{ReadMode, Segment, SegmentReader};
+pub use txn_index::AbortedTxn;
 
 /// File name of a segment or index: the base offset zero-padded to 20 digits, as Kafka does.
 pub fn offset_file_name(base_offset: i64, suffix: &str) -> String {

@@ -14,6 +14,7 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::reader::{LogReadResult, LogReader};
 use crate::segment::{Segment, SegmentReader};
+use crate::txn_index::AbortedTxn;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 
@@ -72,7 +73,7 @@ impl Log {
             let base = bases[i];
             let next_base = bases.get(i + 1).copied();
             let trusted = matches!(next_base, Some(n) if n <= recovery_point);
-            let (segment, outcome) = if trusted {
+            let (mut segment, outcome) = if trusted {
                 Segment::open_indexed(dir, base, next_base.expect("trusted has next"), interval)?
             } else if next_base.is_none() && recovery_point > base {
                 // The last segment, flushed up to the recovery point (a clean shutdown): read
@@ -106,6 +107,7 @@ impl Log {
                     bases.truncate(i + 1);
                 }
             }
+            segment.load_txn_index()?;
             segments.insert(base, segment);
             i += 1;
         }
@@ -330,6 +332,33 @@ impl Log {
         f: impl FnMut(&BatchHeader),
     ) -> Result<(), LogError> {
         self.reader.for_each_batch_header(from_offset, f)
+    }
+
+    /// Records an aborted transaction in the index of the segment that holds its marker
+    /// (`entry.last_offset`, already in the log). Written now, made durable with that
+    /// segment's next flush (and at once for an older segment, which is not flushed again).
+    pub fn append_aborted_txn(&mut self, entry: AbortedTxn) -> Result<(), LogError> {
+        let active_base = self.active().base_offset();
+        let Some((base, segment)) = self.segments.range_mut(..=entry.last_offset).next_back()
+        else {
+            return Ok(());
+        };
+        segment.append_aborted(entry)?;
+        if *base != active_base {
+            segment.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the aborted transactions whose marker is at or after `offset`: start-up replay
+    /// from `offset` writes them again.
+    pub fn truncate_aborted_txns_from(&mut self, offset: i64) -> Result<(), LogError> {
+        for segment in self.segments.values_mut() {
+            if segment.next_offset() > offset {
+                segment.truncate_aborted_from(offset)?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes segments beyond `retention.ms` and `retention.bytes` and moves the log start

@@ -16,6 +16,7 @@ use tally_protocol::BatchHeader;
 
 use crate::error::LogError;
 use crate::segment::{ReadMode, SegmentReader};
+use crate::txn_index::AbortedTxn;
 
 /// Whole batches read from the log.
 #[derive(Debug, Clone)]
@@ -63,6 +64,25 @@ impl LogReader {
             .values()
             .next_back()
             .map_or(0, SegmentReader::next_offset)
+    }
+
+    /// The aborted transactions a read_committed fetch of `[fetch_offset, upper_bound)` must
+    /// report: those ending at or after the fetch offset and starting below the bound (the
+    /// last stable offset), oldest marker first. A transaction's entry sits in the segment of
+    /// its marker, so the search starts at the segment holding the fetch offset.
+    pub fn collect_aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let segments = self.segments();
+        let mut out = Vec::new();
+        let first = segments
+            .range(..=fetch_offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for segment in segments.range(first..).map(|(_, s)| s) {
+            if segment.collect_aborted(fetch_offset, upper_bound, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes` (but at

@@ -17,6 +17,7 @@ use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::offset_file_name;
 use crate::scan::{BatchScanner, ScanStep};
+use crate::txn_index::{collect_aborted, AbortedTxn, SharedAborted, TxnIndex};
 
 /// What a full scan of a segment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct SegmentReader {
     log_path: Arc<PathBuf>,
     file: Arc<File>,
     state: Arc<RwLock<SegmentState>>,
+    /// The segment's aborted transactions (see `txn_index.rs`).
+    aborted: SharedAborted,
 }
 
 /// A segment as its one writer sees it: the shared read side plus what only the writer uses.
@@ -76,6 +79,7 @@ pub struct Segment {
     /// uses the first batch's timestamp instead, so a producer with a slow clock makes it roll
     /// a segment per batch; the broker's clock cannot be skewed by clients.
     rolling_timestamp: Option<i64>,
+    txn_index: TxnIndex,
 }
 
 impl std::ops::Deref for Segment {
@@ -104,6 +108,8 @@ impl Segment {
     }
 
     fn empty(base_offset: i64, log_path: PathBuf, file: File) -> Segment {
+        let dir = log_path.parent().expect("segment has a directory");
+        let txn_index = TxnIndex::new(dir, base_offset);
         Segment {
             reader: SegmentReader {
                 base_offset,
@@ -117,10 +123,12 @@ impl Segment {
                     max_timestamp: -1,
                     offset_of_max_timestamp: 0,
                 })),
+                aborted: txn_index.shared(),
             },
             bytes_since_index: 0,
             writeback_from: 0,
             rolling_timestamp: None,
+            txn_index,
         }
     }
 
@@ -130,6 +138,7 @@ impl Segment {
         // Stale indexes of an earlier segment with the same base would mislead a later open.
         let _ = fs::remove_file(index_path);
         let _ = fs::remove_file(time_path);
+        let _ = fs::remove_file(TxnIndex::path(dir, base_offset));
         let file = Self::open_file(&log_path, true)?;
         Ok(Segment::empty(base_offset, log_path, file))
     }
@@ -340,7 +349,26 @@ impl Segment {
     }
 
     pub(crate) fn flush(&self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(LogError::io(&*self.log_path))
+        self.file
+            .sync_data()
+            .map_err(LogError::io(&*self.log_path))?;
+        self.txn_index.flush()
+    }
+
+    /// Loads the aborted-transaction index, once the segment's end is known (after recovery).
+    pub(crate) fn load_txn_index(&mut self) -> Result<(), LogError> {
+        let end = self.next_offset();
+        self.txn_index.load(end)
+    }
+
+    /// Records an aborted transaction whose marker is in this segment.
+    pub(crate) fn append_aborted(&mut self, entry: AbortedTxn) -> Result<(), LogError> {
+        self.txn_index.append(entry)
+    }
+
+    /// Forgets aborted transactions whose marker is at or after `offset`.
+    pub(crate) fn truncate_aborted_from(&mut self, offset: i64) -> Result<(), LogError> {
+        self.txn_index.truncate_from(offset)
     }
 
     pub(crate) fn save_indexes(&self) -> Result<(), LogError> {
@@ -372,6 +400,7 @@ impl Segment {
         fs::remove_file(&log_path).map_err(LogError::io(&log_path))?;
         let _ = fs::remove_file(index_path);
         let _ = fs::remove_file(time_path);
+        self.txn_index.delete();
         Ok(())
     }
 
@@ -399,6 +428,16 @@ impl SegmentState {
 }
 
 impl SegmentReader {
+    /// See `txn_index::collect_aborted`.
+    pub(crate) fn collect_aborted(
+        &self,
+        fetch_offset: i64,
+        upper_bound: i64,
+        out: &mut Vec<AbortedTxn>,
+    ) -> bool {
+        collect_aborted(&self.aborted.read(), fetch_offset, upper_bound, out)
+    }
+
     pub(crate) fn header_at(&self, position: u64, mode: ReadMode) -> Result<BatchHeader, LogError> {
         let mut buf = [0u8; RECORD_BATCH_OVERHEAD];
         self.pread(&mut buf, position, mode)?;

@@ -2,13 +2,14 @@
 //! through the `kafka-protocol` codecs: the 4-byte frame prefix and request-header peek, the table
 //! of API versions the broker advertises, the zero-copy view of a RecordBatch v2 header (read the
 //! producer fields, check the CRC-32C, patch the base offset and partition leader epoch in place),
-//! a bounded, streaming walk over the records inside a batch (for validation and timestamp
+//! transaction markers (control batches), a bounded, streaming walk over the records inside a batch (for validation and timestamp
 //! lookups, decompressing when needed), and Kafka's sequence-number arithmetic.
 //!
 //! It does no I/O and knows nothing about partitions or producers' state: everything here is a
 //! pure function of bytes, so it can be fuzzed and property-tested on its own.
 
 pub mod api_versions;
+pub mod control;
 pub mod frame;
 pub mod legacy_produce;
 pub mod record_batch;
@@ -16,6 +17,7 @@ pub mod records;
 pub mod sequence;
 
 pub use api_versions::{advertised_range, ApiRange, ADVERTISED_APIS};
+pub use control::{encode_marker, parse_marker, ControlError, EndTxnMarker, TxnResult};
 pub use frame::{FrameError, RequestPeek};
 pub use record_batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};
 pub use records::{validate_records, walk_records, RecordInfo, RecordsError};
