@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tally_partition::{
     AppendError, AppendOutcome, Decision, Entry, EntryOrigin, Partition, PartitionReader,
 };
-use tally_protocol::BatchHeader;
+use tally_protocol::{encode_marker, parse_marker, BatchHeader, EndTxnMarker};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Appends and jobs queued per partition before producers wait (back-pressure).
@@ -35,12 +35,31 @@ pub enum WriterMode {
     Task,
 }
 
-/// One batch for the writer: checked (clients) or trusted (the broker's own records).
+/// One batch for the writer: checked (clients), trusted (the broker's own records) or a
+/// transaction marker (decided by the writer against the producer table).
 pub struct AppendRequest {
     pub origin: EntryOrigin,
     pub header: BatchHeader,
     pub batch: Bytes,
     pub append_time_ms: i64,
+    /// A client's transactional batch whose partition the transaction coordinator has in the
+    /// producer's transaction (KIP-890 part 1).
+    pub txn_verified: bool,
+}
+
+impl AppendRequest {
+    /// A transaction marker for this partition, stamped with the broker's time.
+    pub fn marker(marker: &EndTxnMarker, now_ms: i64) -> AppendRequest {
+        let batch = encode_marker(marker, now_ms);
+        let header = BatchHeader::parse(&batch).expect("an encoded marker parses");
+        AppendRequest {
+            origin: EntryOrigin::Coordinator,
+            header,
+            batch: Bytes::from(batch),
+            append_time_ms: now_ms,
+            txn_verified: false,
+        }
+    }
 }
 
 enum Command {
@@ -219,12 +238,23 @@ impl Writer {
         self.commit(&mut answers);
     }
 
-    /// Decide (client batches) then apply.
+    /// Decide (client batches and markers) then apply.
     fn apply(&mut self, request: &AppendRequest) -> AppendResult {
-        if request.origin == EntryOrigin::Client {
-            if let Decision::Duplicate(outcome) = self.partition.decide(&request.header)? {
-                return Ok(outcome);
+        match request.origin {
+            EntryOrigin::Client => {
+                let decision = self
+                    .partition
+                    .decide(&request.header, request.txn_verified)?;
+                if let Decision::Duplicate(outcome) = decision {
+                    return Ok(outcome);
+                }
             }
+            EntryOrigin::Coordinator => {
+                let marker = parse_marker(&request.header, &request.batch)
+                    .map_err(|e| AppendError::InvalidRecord(e.to_string()))?;
+                self.partition.decide_marker(&marker)?;
+            }
+            EntryOrigin::Broker => {}
         }
         self.partition.apply(Entry {
             origin: request.origin,

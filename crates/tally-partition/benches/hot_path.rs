@@ -59,7 +59,7 @@ fn producer_table_benches(c: &mut Criterion) {
             let mut b = producer_batch(pid, seq * RECORDS as i32).to_vec();
             set_base_offset(&mut b, offset);
             offset += RECORDS as i64;
-            table.apply_batch(&BatchHeader::parse(&b).unwrap(), 0);
+            table.apply_batch(&BatchHeader::parse(&b).unwrap(), None, 0);
         }
     }
     let next = BatchHeader::parse(&producer_batch(500, 5 * RECORDS as i32)).unwrap();
@@ -67,13 +67,13 @@ fn producer_table_benches(c: &mut Criterion) {
     let gap = BatchHeader::parse(&producer_batch(500, 9 * RECORDS as i32)).unwrap();
     let mut group = c.benchmark_group("producer_table");
     group.bench_function("check_next_in_sequence", |b| {
-        b.iter(|| table.check(black_box(&next)).unwrap())
+        b.iter(|| table.check(black_box(&next), false).unwrap())
     });
     group.bench_function("check_duplicate", |b| {
-        b.iter(|| table.check(black_box(&retry)).unwrap())
+        b.iter(|| table.check(black_box(&retry), false).unwrap())
     });
     group.bench_function("check_gap", |b| {
-        b.iter(|| table.check(black_box(&gap)).unwrap_err())
+        b.iter(|| table.check(black_box(&gap), false).unwrap_err())
     });
     group.finish();
 }

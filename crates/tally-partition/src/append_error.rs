@@ -25,8 +25,14 @@ pub enum AppendError {
         first_seq: i32,
         expected_seq: i32,
     },
-    #[error("transactional batches are not supported yet")]
-    TransactionsUnsupported,
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    #[error("producer {producer_id}: marker from coordinator epoch {coordinator_epoch}, older than {current}")]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
     #[error("storage error: {0}")]
     Storage(#[from] LogError),
     #[error("storage error: {0}")]
@@ -43,8 +49,11 @@ impl AppendError {
             AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-            // What Kafka answers for a transactional batch it cannot verify (KIP-890).
-            AppendError::TransactionsUnsupported => ResponseError::InvalidTxnState,
+            // Also what Kafka answers for a transactional batch it cannot verify (KIP-890).
+            AppendError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+            AppendError::TransactionCoordinatorFenced { .. } => {
+                ResponseError::TransactionCoordinatorFenced
+            }
             AppendError::Storage(_) | AppendError::Snapshot(_) | AppendError::Offline(_) => {
                 ResponseError::KafkaStorageError
             }

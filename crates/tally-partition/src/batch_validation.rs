@@ -102,8 +102,10 @@ pub fn validate_client_batch(
             header.base_sequence, header.producer_id
         )));
     }
-    if header.is_transactional() {
-        return Err(AppendError::TransactionsUnsupported);
+    if header.is_transactional() && !header.has_producer_id() {
+        return Err(AppendError::InvalidRecord(
+            "a transactional batch must carry a producer id".into(),
+        ));
     }
     validate_records(&header, records, MAX_DECOMPRESSED_BATCH_BYTES).map_err(|e| match e {
         RecordsError::Corrupt(m) => AppendError::CorruptMessage(m),

@@ -1,6 +1,6 @@
 //! What `Partition::apply` takes: one batch and where it came from. Every write to a partition
 //! is an entry: a client's batch (checked and decided before it gets here), the broker's own
-//! records (`__consumer_offsets`), and later transaction markers and replicated entries.
+//! records (`__consumer_offsets`), transaction markers, and later replicated entries.
 
 use tally_protocol::BatchHeader;
 
@@ -12,6 +12,9 @@ pub enum EntryOrigin {
     /// Records the broker wrote itself (group metadata, committed offsets). Trusted: never
     /// re-validated as if a client had sent them.
     Broker,
+    /// A transaction marker (a control batch) written for the transaction coordinator; it
+    /// passed `Partition::decide_marker`.
+    Coordinator,
 }
 
 /// One batch to apply. `bytes` is the batch as received: its base offset and leader epoch are

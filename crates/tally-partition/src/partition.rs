@@ -4,18 +4,20 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tally_log::{Log, LogConfig, LogError, LogReadResult, RecoveryReport};
+use tally_log::{AbortedTxn, Log, LogConfig, LogError, LogReadResult, RecoveryReport};
 use tally_protocol::record_batch::{
     set_base_offset, set_log_append_time_header, set_partition_leader_epoch,
 };
-use tally_protocol::{BatchHeader, RECORD_BATCH_OVERHEAD};
+use tally_protocol::{
+    encode_marker, parse_marker, BatchHeader, EndTxnMarker, TxnResult, RECORD_BATCH_OVERHEAD,
+};
 use tracing::{info, warn};
 
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::validate_client_batch;
 use crate::entry::{Decision, Entry, EntryOrigin};
 use crate::partition_reader::PartitionReader;
-use crate::producer_table::{AppendDecision, ProducerTable};
+use crate::producer_table::{AppendDecision, CompletedTxn, ProducerTable};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
 
 /// Snapshots kept besides the newest: older ones are never needed once a newer one exists.
@@ -120,17 +122,36 @@ impl Partition {
         }
         let from = producers.map_end_offset().max(log.log_start_offset());
         producers.set_map_end_offset(from);
+        // The aborted-transaction index past `from` is rebuilt by the replay, as the live run
+        // built it.
+        let mut log = log;
+        log.truncate_aborted_txns_from(from)?;
         let mut replayed = 0u64;
+        let mut aborted = Vec::new();
+        let mut failed = None;
         log.for_each_batch_header(from, |header| {
-            if header.base_offset >= from {
-                apply_to_state(&mut producers, header, now_ms);
-                replayed += 1;
+            if header.base_offset < from || failed.is_some() {
+                return;
             }
+            let marker = match marker_in_log(&log, header) {
+                Ok(m) => m,
+                Err(e) => return failed = Some(e),
+            };
+            let completed = apply_to_state(&mut producers, header, marker.as_ref(), now_ms);
+            aborted.extend(aborted_entry(&producers, completed));
+            replayed += 1;
         })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        for entry in aborted {
+            log.append_aborted_txn(entry)?;
+        }
         producers.set_map_end_offset(end);
         report.replayed_batches = replayed;
         producers.remove_expired(now_ms, config.producer_id_expiration_ms);
         report.producers = producers.len();
+        producers.on_high_watermark(end);
         let reader = Arc::new(PartitionReader::new(
             Arc::clone(log.reader()),
             log.log_end_offset(),
@@ -144,6 +165,7 @@ impl Partition {
             reader,
             fail_writes: false,
         };
+        partition.publish_high_watermark(end);
         if replayed > 0 {
             partition.take_snapshot()?;
         }
@@ -158,7 +180,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<AppendOutcome, AppendError> {
         let header = validate_client_batch(batch, self.config.max_message_bytes)?;
-        if let Decision::Duplicate(outcome) = self.decide(&header)? {
+        if let Decision::Duplicate(outcome) = self.decide(&header, false)? {
             return Ok(outcome);
         }
         let outcome = self.apply(Entry {
@@ -174,12 +196,18 @@ impl Partition {
     /// Decide (leader side, pure): is this checked client batch new, a retry of one of its
     /// producer's last five batches, or refused (gap, stale epoch)? The writer decides each
     /// batch just before applying it, after every batch queued before it was applied, so a
-    /// pipelined batch n+1 is judged against batch n.
-    pub fn decide(&self, header: &BatchHeader) -> Result<Decision, AppendError> {
+    /// pipelined batch n+1 is judged against batch n. `txn_verified`: the transaction
+    /// coordinator has this partition in the producer's transaction (see
+    /// [`ProducerTable::check`]).
+    pub fn decide(
+        &self,
+        header: &BatchHeader,
+        txn_verified: bool,
+    ) -> Result<Decision, AppendError> {
         if let Some(reason) = &self.offline {
             return Err(AppendError::Offline(reason.clone()));
         }
-        Ok(match self.producers.check(header)? {
+        Ok(match self.producers.check(header, txn_verified)? {
             AppendDecision::Duplicate(original) => Decision::Duplicate(AppendOutcome {
                 base_offset: original.first_offset(),
                 log_append_time_ms: original.timestamp,
@@ -187,6 +215,32 @@ impl Partition {
                 duplicate: true,
             }),
             AppendDecision::Append => Decision::Append,
+        })
+    }
+
+    /// Decide for a transaction marker: refused from an older producer epoch or an older
+    /// coordinator. Pure.
+    pub fn decide_marker(&self, marker: &EndTxnMarker) -> Result<(), AppendError> {
+        if let Some(reason) = &self.offline {
+            return Err(AppendError::Offline(reason.clone()));
+        }
+        self.producers.check_marker(marker)
+    }
+
+    /// Decides and applies a transaction marker (not flushed, like [`Partition::apply`]).
+    pub fn write_marker(
+        &mut self,
+        marker: &EndTxnMarker,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
+        self.decide_marker(marker)?;
+        let batch = encode_marker(marker, now_ms);
+        let header = BatchHeader::parse(&batch).expect("an encoded marker parses");
+        self.apply(Entry {
+            origin: EntryOrigin::Coordinator,
+            header: &header,
+            bytes: &batch,
+            append_time_ms: now_ms,
         })
     }
 
@@ -236,7 +290,25 @@ impl Partition {
         )?;
         // Written: the table must know it now, whatever happens to the flush, or a retry of
         // this batch would be appended again.
-        apply_to_state(&mut self.producers, &header, entry.append_time_ms);
+        let marker = if header.is_control() {
+            parse_marker(&header, bytes).ok()
+        } else {
+            None
+        };
+        let completed = apply_to_state(
+            &mut self.producers,
+            &header,
+            marker.as_ref(),
+            entry.append_time_ms,
+        );
+        if let Some(aborted) = aborted_entry(&self.producers, completed) {
+            if let Err(e) = self.log.append_aborted_txn(aborted) {
+                // The marker is in the log but its index entry is not: refuse appends until a
+                // restart rebuilds the index by replay.
+                self.offline = Some(e.to_string());
+                return Err(e.into());
+            }
+        }
         Ok(AppendOutcome {
             base_offset,
             log_append_time_ms,
@@ -255,8 +327,19 @@ impl Partition {
             self.offline = Some(e.to_string());
             return Err(e.into());
         }
-        self.reader.set_high_watermark(self.log.log_end_offset());
+        self.publish_high_watermark(self.log.log_end_offset());
         Ok(())
+    }
+
+    /// Publishes the high watermark and the last stable offset that follows from it.
+    fn publish_high_watermark(&mut self, high_watermark: i64) {
+        self.producers.on_high_watermark(high_watermark);
+        let lso = self
+            .producers
+            .first_unstable_offset()
+            .map_or(high_watermark, |o| o.min(high_watermark))
+            .max(self.log.log_start_offset().min(high_watermark));
+        self.reader.set_high_watermark(high_watermark, lso);
     }
 
     /// Snapshot the producer table at the log end, then start a new segment: after a crash,
@@ -307,7 +390,7 @@ impl Partition {
     /// producer's batches are deleted (Kafka since 2.5, KIP-360); only expiry forgets it.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, AppendError> {
         let mut outcome = self.log.apply_retention(now_ms)?;
-        self.reader.set_high_watermark(self.log.log_end_offset());
+        self.publish_high_watermark(self.log.log_end_offset());
         if outcome.roll_needed {
             self.roll()?;
             let again = self.log.apply_retention(now_ms)?;
@@ -353,9 +436,9 @@ impl Partition {
         self.reader.high_watermark()
     }
 
-    /// No transactions yet, so the last stable offset is the high watermark.
+    /// See [`PartitionReader::last_stable_offset`].
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.reader.last_stable_offset()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -401,7 +484,35 @@ impl Partition {
 }
 
 /// The producer table's one state transition for a batch in the log, shared by apply and by
-/// start-up replay: so the table after recovery is the table before the crash.
-fn apply_to_state(producers: &mut ProducerTable, header: &BatchHeader, append_time_ms: i64) {
-    producers.apply_batch(header, append_time_ms);
+/// start-up replay: so the table (and the aborted-transaction index built from what it
+/// returns) after recovery is the table before the crash.
+fn apply_to_state(
+    producers: &mut ProducerTable,
+    header: &BatchHeader,
+    marker: Option<&EndTxnMarker>,
+    append_time_ms: i64,
+) -> Option<CompletedTxn> {
+    producers.apply_batch(header, marker, append_time_ms)
+}
+
+/// The index entry for a transaction a marker aborted.
+fn aborted_entry(producers: &ProducerTable, completed: Option<CompletedTxn>) -> Option<AbortedTxn> {
+    let c = completed.filter(|c| c.result == TxnResult::Abort)?;
+    Some(AbortedTxn {
+        producer_id: c.producer_id,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        last_stable_offset: producers.last_stable_offset_after(&c),
+    })
+}
+
+/// The marker in a control batch of the log (read back: markers are small and rare), or
+/// `None` for a data batch or a control record of a type nobody knows.
+fn marker_in_log(log: &Log, header: &BatchHeader) -> Result<Option<EndTxnMarker>, LogError> {
+    if !header.is_control() {
+        return Ok(None);
+    }
+    let size = header.size_in_bytes();
+    let read = log.read(header.base_offset, size, header.last_offset() + 1, true)?;
+    Ok(parse_marker(header, &read.records[..size.min(read.records.len())]).ok())
 }

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tally_log::{LogError, LogReadResult, LogReader, ReadMode};
+use tally_log::{AbortedTxn, LogError, LogReadResult, LogReader, ReadMode};
 use tally_protocol::BatchHeader;
 
 #[derive(Debug)]
 pub struct PartitionReader {
     log: Arc<LogReader>,
     high_watermark: AtomicI64,
+    last_stable_offset: AtomicI64,
 }
 
 impl PartitionReader {
@@ -19,11 +20,16 @@ impl PartitionReader {
         PartitionReader {
             log,
             high_watermark: AtomicI64::new(high_watermark),
+            last_stable_offset: AtomicI64::new(high_watermark),
         }
     }
 
-    /// Published after the bytes up to it are visible in the log's reader.
-    pub(crate) fn set_high_watermark(&self, offset: i64) {
+    /// Published after the bytes up to it are visible in the log's reader. The LSO is never
+    /// above the high watermark.
+    pub(crate) fn set_high_watermark(&self, offset: i64, last_stable_offset: i64) {
+        debug_assert!(last_stable_offset <= offset);
+        self.last_stable_offset
+            .store(last_stable_offset, Ordering::Release);
         self.high_watermark.store(offset, Ordering::Release);
     }
 
@@ -32,9 +38,16 @@ impl PartitionReader {
         self.high_watermark.load(Ordering::Acquire)
     }
 
-    /// No transactions yet, so the last stable offset is the high watermark.
+    /// How far read_committed readers may read: the start of the oldest transaction not yet
+    /// ended (with its marker below the high watermark), or the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.last_stable_offset.load(Ordering::Acquire)
+    }
+
+    /// The aborted transactions a read_committed fetch of `[fetch_offset, upper_bound)` must
+    /// be told about (see `LogReader::collect_aborted_txns`).
+    pub fn aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        self.log.collect_aborted_txns(fetch_offset, upper_bound)
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -47,11 +47,11 @@ impl Harness {
         count: i32,
     ) -> Result<AppendDecision, AppendError> {
         let mut h = header(pid, epoch, seq, count, 0);
-        let d = self.table.check(&h)?;
+        let d = self.table.check(&h, false)?;
         if d == AppendDecision::Append {
             h.base_offset = self.next_offset;
             h.max_timestamp = 1000 + self.next_offset;
-            self.table.apply_batch(&h, 0);
+            self.table.apply_batch(&h, None, 0);
             self.next_offset += i64::from(count);
         }
         Ok(d)
@@ -146,8 +146,8 @@ fn eviction_is_by_least_recent_append_and_deterministic() {
         .enumerate()
     {
         let h = header(pid, 0, seq, 1, offset as i64);
-        if t.check(&h).unwrap() == AppendDecision::Append {
-            t.apply_batch(&h, 0);
+        if t.check(&h, false).unwrap() == AppendDecision::Append {
+            t.apply_batch(&h, None, 0);
         }
     }
     // 2 was the least recently appending producer when 4 arrived.
@@ -161,7 +161,7 @@ fn expiry_uses_the_later_of_batch_time_and_append_time() {
     let mut t = ProducerTable::new(10);
     let mut h = header(1, 0, 0, 1, 0);
     h.max_timestamp = 10; // a client clock far in the past
-    t.apply_batch(&h, 1_000_000);
+    t.apply_batch(&h, None, 1_000_000);
     assert_eq!(t.remove_expired(1_000_500, 1000), 0, "appended 500 ms ago");
     assert_eq!(t.remove_expired(1_001_000, 1000), 1);
     assert!(t.is_empty());
@@ -279,11 +279,11 @@ proptest! {
             };
             let mut h = header(pid, epoch, first, count, 0);
             let expected = model.decide(pid, epoch, first, h.last_sequence());
-            let got = table.check(&h);
+            let got = table.check(&h, false);
             match (&expected, &got) {
                 (Ok(None), Ok(AppendDecision::Append)) => {
                     h.base_offset = log.last().map_or(0, |l| l.last_offset() + 1);
-                    table.apply_batch(&h, 0);
+                    table.apply_batch(&h, None, 0);
                     model.apply(pid, epoch, first, h.last_sequence(), h.base_offset);
                     log.push(h);
                 }

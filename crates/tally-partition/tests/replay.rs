@@ -1,15 +1,20 @@
 //! Replay equals the live run, through the real `Partition::open` on real files: random client
-//! batches (new, retried, out of order, stale or bumped epochs), the broker's own records, and
+//! batches (new, retried, out of order, stale or bumped epochs, transactional), transaction
+//! markers (commit and abort, some from stale epochs), the broker's own records, and
 //! restarts (a crash that keeps what was written, or a clean close) drive two partitions with
 //! the same inputs: one never restarts, the other is restarted whenever the input says so.
-//! Every answer, the producer table and the log bytes must be the same for both.
+//! Every answer, the producer table, the open transactions, the last stable offset, the aborted
+//! transactions and the log bytes must be the same for both.
 
 use proptest::prelude::*;
 use tally_log::LogConfig;
-use tally_partition::{Entry, EntryOrigin, Partition, PartitionConfig, ProducerStateEntry};
+use tally_partition::{
+    validate_client_batch, Decision, Entry, EntryOrigin, Partition, PartitionConfig,
+    ProducerStateEntry,
+};
 use tally_protocol::sequence::increment_sequence;
-use tally_protocol::BatchHeader;
-use tally_testkit::batch;
+use tally_protocol::{BatchHeader, EndTxnMarker, TxnResult};
+use tally_testkit::batch::{batch, BatchSpec};
 
 fn config() -> PartitionConfig {
     PartitionConfig {
@@ -41,6 +46,14 @@ enum Op {
     Bump { pid: i64 },
     /// Records the broker writes itself (no producer id), through the trusted path.
     Broker { count: usize },
+    /// The producer's next batch in sequence, transactional (verified by the coordinator).
+    Txn { pid: i64, count: usize },
+    /// A marker ends the producer's transaction, from its epoch plus `epoch_delta`.
+    Marker {
+        pid: i64,
+        commit: bool,
+        epoch_delta: i16,
+    },
     /// The restarted partition goes down and is opened again on the same directory.
     Restart { clean: bool },
 }
@@ -53,6 +66,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pid, epoch_delta, seq, count)| Op::Wild { pid, epoch_delta, seq, count }),
         1 => (0i64..3).prop_map(|pid| Op::Bump { pid }),
         1 => (1usize..3).prop_map(|count| Op::Broker { count }),
+        3 => (0i64..3, 1usize..4).prop_map(|(pid, count)| Op::Txn { pid, count }),
+        2 => (0i64..3, any::<bool>(), -1i16..1)
+            .prop_map(|(pid, commit, epoch_delta)| Op::Marker { pid, commit, epoch_delta }),
         2 => any::<bool>().prop_map(|clean| Op::Restart { clean }),
     ]
 }
@@ -86,6 +102,41 @@ fn broker_records(p: &mut Partition, count: usize, now_ms: i64) -> Result<(i64, 
     let applied = outcome(applied);
     p.flush_if_due().unwrap();
     applied
+}
+
+/// Check, decide (as verified by the transaction coordinator), apply, flush.
+fn verified_client_batch(p: &mut Partition, bytes: &[u8], now_ms: i64) -> Result<(i64, bool), i16> {
+    let result = (|| {
+        let header = validate_client_batch(bytes, usize::MAX)?;
+        if let Decision::Duplicate(o) = p.decide(&header, true)? {
+            return Ok(o);
+        }
+        let o = p.apply(Entry {
+            origin: EntryOrigin::Client,
+            header: &header,
+            bytes,
+            append_time_ms: now_ms,
+        })?;
+        p.flush_if_due()?;
+        Ok(o)
+    })();
+    outcome(result)
+}
+
+fn marker(p: &mut Partition, m: &EndTxnMarker, now_ms: i64) -> Result<(i64, bool), i16> {
+    let written = outcome(p.write_marker(m, now_ms));
+    p.flush_if_due().unwrap();
+    written
+}
+
+/// What read_committed readers see: the LSO, the open transactions, the aborted ones.
+fn txn_view(p: &Partition) -> (i64, Vec<(i64, i64)>, Vec<tally_log::AbortedTxn>) {
+    (
+        p.last_stable_offset(),
+        p.producers().ongoing_txns().collect(),
+        p.reader()
+            .aborted_txns(p.log_start_offset(), p.high_watermark()),
+    )
 }
 
 /// The table as a comparable value. The last append time is the one field replay cannot know
@@ -161,6 +212,30 @@ proptest! {
                     prop_assert_eq!(a, b);
                     continue;
                 }
+                Op::Marker { pid, commit, epoch_delta } => {
+                    let m = EndTxnMarker {
+                        producer_id: pid,
+                        producer_epoch: sent[pid as usize].epoch.saturating_add(epoch_delta).max(0),
+                        coordinator_epoch: 0,
+                        result: TxnResult::from_committed(commit),
+                    };
+                    let a = marker(&mut live, &m, now_ms);
+                    let b = marker(restarted.as_mut().unwrap(), &m, now_ms);
+                    prop_assert_eq!(a, b);
+                    continue;
+                }
+                Op::Txn { pid, count } => {
+                    let s = &mut sent[pid as usize];
+                    let mut spec = BatchSpec::new(pid, s.epoch, s.next, count);
+                    spec.transactional = true;
+                    s.batches.push((s.next, count));
+                    s.next = increment_sequence(s.next, count as i32);
+                    let bytes = spec.encode();
+                    let a = verified_client_batch(&mut live, &bytes, now_ms);
+                    let b = verified_client_batch(restarted.as_mut().unwrap(), &bytes, now_ms);
+                    prop_assert_eq!(a, b);
+                    continue;
+                }
                 Op::Restart { clean } => {
                     let mut p = restarted.take().unwrap();
                     if clean {
@@ -180,6 +255,7 @@ proptest! {
         }
         let restarted = restarted.unwrap();
         prop_assert_eq!(table(&live), table(&restarted));
+        prop_assert_eq!(txn_view(&live), txn_view(&restarted));
         prop_assert_eq!(live.log_end_offset(), restarted.log_end_offset());
         prop_assert_eq!(log_bytes(&live), log_bytes(&restarted));
     }

@@ -190,6 +190,7 @@ fn encode(records: &[StoreRecord], now_ms: i64) -> Result<AppendRequest, AppendE
         header,
         batch,
         append_time_ms: now_ms,
+        txn_verified: false,
     })
 }
 

@@ -152,6 +152,9 @@ pub async fn submit(
                 header,
                 batch: records,
                 append_time_ms: now,
+                // No transaction coordinator yet: a transactional batch cannot be verified and
+                // is refused with INVALID_TXN_STATE, as Kafka refuses an unverified one.
+                txn_verified: false,
             };
             match handle.submit(request).await {
                 Ok(rx) => slots.push(Slot::Waiting(answer, rx)),
