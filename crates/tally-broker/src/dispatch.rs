@@ -237,6 +237,9 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(
             handlers::describe_producers::handle(broker, &ctx, r).await,
         ),
+        RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(
+            handlers::write_txn_markers::handle(broker, &ctx, r).await,
+        ),
         _ => return Outcome::Close(format!("{api_key:?} has no handler")),
     };
     encode(api_key, version, correlation_id, &response)

@@ -39,6 +39,8 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::CreatePartitions, 0, 3),
     ApiRange::new(ApiKey::DescribeCluster, 0, 1),
     ApiRange::new(ApiKey::DescribeProducers, 0, 0),
+    // Kafka 4 serves v1 only (v0 was removed, KIP-896), as the kafka-protocol crate does.
+    ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
     ApiRange::new(ApiKey::FindCoordinator, 0, 4),
     ApiRange::new(ApiKey::JoinGroup, 0, 8),
     ApiRange::new(ApiKey::SyncGroup, 0, 5),
@@ -140,6 +142,9 @@ mod tests {
             ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
             ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
+            ApiKey::WriteTxnMarkers => {
+                RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
+            }
             other => panic!("add {other:?} to default_request"),
         }
     }

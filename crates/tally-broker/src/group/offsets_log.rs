@@ -140,6 +140,10 @@ fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<Vec<Stor
                 .map_err(|e| format!("unreadable group record batch: {e}"))?;
             for r in set.records {
                 offset = r.offset + 1;
+                if r.control {
+                    // A transaction marker (WriteTxnMarkers may name this topic): not ours.
+                    continue;
+                }
                 if let Some(key) = &r.key {
                     if let Some(record) = StoreRecord::decode(key, r.value.as_deref()) {
                         out.push(record);

@@ -1,7 +1,8 @@
 //! Fetch with long polling: answer at once when there is an error or at least `min_bytes`,
 //! otherwise wait for appends until `max_wait_ms`. Whole batches only, read straight from the
 //! segment files. No fetch sessions: session id 0 means full fetches, which every client
-//! accepts.
+//! accepts. With `isolation_level=1` (read_committed) reads stop at the last stable offset and
+//! the answer lists the aborted transactions in range.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -9,9 +10,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tally_log::{LogError, ReadMode};
+use tally_partition::PartitionReader;
 use tally_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -161,15 +165,29 @@ fn read_once(
                     }
                     let partition = handle.reader();
                     data.high_watermark = partition.high_watermark();
-                    data.last_stable_offset = partition.last_stable_offset();
+                    // Read after the high watermark, which it never passes when published
+                    // together; a later LSO may have passed the earlier high watermark.
+                    data.last_stable_offset =
+                        partition.last_stable_offset().min(data.high_watermark);
                     if version >= 5 {
                         data.log_start_offset = partition.log_start_offset();
                     }
+                    // read_committed: nothing at or past the LSO, and the aborted transactions
+                    // in range, so the consumer can drop their records.
+                    let bound = if read_committed {
+                        data.last_stable_offset
+                    } else {
+                        data.high_watermark
+                    };
                     let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                     // The first partition with data returns at least one whole batch, even
                     // past the limits, so a large batch can never block a consumer.
-                    match partition.read_to(p.fetch_offset, limit, data.high_watermark, total == 0, mode) {
+                    match partition.read_to(p.fetch_offset, limit, bound, total == 0, mode) {
                         Ok(read) => {
+                            if read_committed {
+                                data.aborted_transactions =
+                                    Some(aborted_in(partition, p.fetch_offset, bound));
+                            }
                             let n = read.records.len();
                             total += n;
                             remaining = remaining.saturating_sub(n);
@@ -201,4 +219,21 @@ fn read_once(
         total,
         any_error,
     ))
+}
+
+/// The aborted transactions a read_committed fetch from `fetch_offset` up to `bound` needs.
+fn aborted_in(
+    partition: &PartitionReader,
+    fetch_offset: i64,
+    bound: i64,
+) -> Vec<AbortedTransaction> {
+    partition
+        .aborted_txns(fetch_offset, bound)
+        .into_iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset)
+        })
+        .collect()
 }

@@ -25,6 +25,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use kafka_protocol::protocol::StrBytes;
 use tally_protocol::ResponseError;
