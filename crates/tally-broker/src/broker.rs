@@ -18,6 +18,7 @@ use crate::partition_handle::WriterMode;
 use crate::producer_id_manager::ProducerIdManager;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
+use crate::txn::{TxnCoordinator, TRANSACTION_STATE_TOPIC};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -41,6 +42,8 @@ pub enum StartError {
     Topics(#[from] TopicError),
     #[error("cannot load consumer groups: {0}")]
     Groups(String),
+    #[error("cannot load transaction state: {0}")]
+    Transactions(String),
 }
 
 /// How a broker is run besides its config: what a simulation changes.
@@ -66,9 +69,10 @@ pub struct Broker {
     pub node_id: i32,
     pub advertised: Endpoint,
     pub cluster_id: String,
-    pub topics: TopicRegistry,
+    pub topics: Arc<TopicRegistry>,
     pub producer_ids: Arc<ProducerIdManager>,
     pub groups: GroupCoordinator,
+    pub txns: Arc<TxnCoordinator>,
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
     shutting_down: AtomicBool,
@@ -164,14 +168,18 @@ impl Broker {
             tokio::spawn(store_task);
             groups
         };
+        let topics = Arc::new(topics);
+        let producer_ids = Arc::new(producer_ids);
+        let txns = open_txns(&config, &topics, &producer_ids, &clock, writer_mode, now_ms).await?;
         Ok(Arc::new(Broker {
             groups,
+            txns,
             node_id: config.node_id(),
             cluster_id: data_dir.cluster_id.clone(),
             config,
             advertised,
             topics,
-            producer_ids: Arc::new(producer_ids),
+            producer_ids,
             data_version: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
             writer_mode,
@@ -203,12 +211,16 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         broker.config.producer_id_expiration_check_interval_ms(),
     ));
     let mut groups = tokio::time::interval(Duration::from_millis(100));
+    let mut txns = tokio::time::interval(Duration::from_millis(
+        broker.txns.config.abort_check_interval_ms,
+    ));
     retention.tick().await;
     expiry.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = groups.tick() => broker.groups.tick().await,
+            _ = txns.tick() => broker.txns.tick(),
             _ = retention.tick() => {
                 // On each partition's writer: deletion is disk I/O, and it must not race appends.
                 for p in broker.topics.all_partitions() {
@@ -230,4 +242,46 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Creates `__transaction_state` if needed, loads the coordinator from it (off the async
+/// workers) and resumes the transactions a crash left half-ended.
+async fn open_txns(
+    config: &Arc<BrokerConfig>,
+    topics: &Arc<TopicRegistry>,
+    producer_ids: &Arc<ProducerIdManager>,
+    clock: &Arc<dyn Clock>,
+    writer_mode: WriterMode,
+    now_ms: i64,
+) -> Result<Arc<TxnCoordinator>, StartError> {
+    if topics.get(TRANSACTION_STATE_TOPIC).is_none() {
+        let partitions = config.transaction_state_partitions();
+        topics.create(
+            TRANSACTION_STATE_TOPIC,
+            partitions,
+            Default::default(),
+            false,
+            now_ms,
+        )?;
+    }
+    let logs = topics
+        .get(TRANSACTION_STATE_TOPIC)
+        .expect("transaction state topic")
+        .partitions
+        .clone();
+    let (topics, ids, clock) = (
+        Arc::clone(topics),
+        Arc::clone(producer_ids),
+        Arc::clone(clock),
+    );
+    let txn_config = config.txn_config();
+    let txns = tokio::task::spawn_blocking(move || {
+        TxnCoordinator::open(logs, topics, ids, clock, txn_config, writer_mode)
+    })
+    .await
+    .expect("transaction load task")
+    .map_err(StartError::Transactions)?;
+    let txns = Arc::new(txns);
+    txns.resume();
+    Ok(txns)
 }

@@ -286,6 +286,20 @@ impl BrokerConfig {
         }
     }
 
+    pub fn txn_config(&self) -> crate::txn::TxnConfig {
+        crate::txn::TxnConfig {
+            max_timeout_ms: self.long("transaction.max.timeout.ms") as i32,
+            id_expiration_ms: self.long("transactional.id.expiration.ms"),
+            abort_check_interval_ms: self
+                .long("transaction.abort.timed.out.transaction.cleanup.interval.ms")
+                as u64,
+        }
+    }
+
+    pub fn transaction_state_partitions(&self) -> i32 {
+        self.long("transaction.state.log.num.partitions") as i32
+    }
+
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.long("log.retention.check.interval.ms") as u64
     }

@@ -237,6 +237,18 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(
             handlers::describe_producers::handle(broker, &ctx, r).await,
         ),
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            handlers::add_partitions_to_txn::handle(broker, &ctx, r).await,
+        ),
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(handlers::end_txn::handle(broker, &ctx, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(
+            handlers::describe_transactions::describe(broker, &ctx, r),
+        ),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(handlers::describe_transactions::list(broker, &ctx, r))
+        }
         RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(
             handlers::write_txn_markers::handle(broker, &ctx, r).await,
         ),

@@ -1,7 +1,8 @@
 //! `tally-broker` owns the Kafka-compatible server of one node: configuration (Kafka's key
 //! names), the data directory, the topic registry and its durable record, producer-id
 //! allocation, the TCP listener with its limits, request framing and dispatch, and one handler
-//! per API under `handlers/`. Handlers translate between the wire and the partitions; the
+//! per API under `handlers/`, the group coordinator (`group/`) and the transaction coordinator
+//! (`txn/`). Handlers translate between the wire and the partitions; the
 //! decision whether a batch is appended belongs to `tally-partition`, not here.
 
 mod broker;
@@ -18,6 +19,7 @@ mod producer_id_manager;
 mod server;
 mod topic_error;
 mod topic_registry;
+pub mod txn;
 
 pub use broker::{Broker, BrokerOptions, StartError};
 pub use broker_config::{BrokerConfig, ConfigError, Endpoint};

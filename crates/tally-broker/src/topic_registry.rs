@@ -416,3 +416,8 @@ fn remove_deleted_dirs(log_dir: &Path) {
         }
     }
 }
+
+/// The broker's own topics: clients may read them but never write or delete them.
+pub fn is_internal(topic: &str) -> bool {
+    topic == crate::group::store::OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_STATE_TOPIC
+}

@@ -8,7 +8,10 @@
 //! `log.roll.after_new_segment` (new segment, recovery point not moved), `snapshot.before_rename`
 //! (temporary file written), `snapshot.after_rename`, `partition.roll.after_snapshot` (snapshot
 //! written, log not rolled), `writer.group_commit.before_flush` (a turn of a partition writer
-//! applied its appends, nothing flushed or answered yet).
+//! applied its appends, nothing flushed or answered yet), `txn.complete.before_markers` (a
+//! PrepareCommit or PrepareAbort written, no marker yet), `txn.complete.after_marker` (after
+//! each marker of a transaction), `txn.complete.before_record` (every marker written, the
+//! completion not).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

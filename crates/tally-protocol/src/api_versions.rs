@@ -41,6 +41,13 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::DescribeProducers, 0, 0),
     // Kafka 4 serves v1 only (v0 was removed, KIP-896), as the kafka-protocol crate does.
     ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
+    // v4+ is broker-to-coordinator (batched, verify-only); clients send v0-v3.
+    ApiRange::new(ApiKey::AddPartitionsToTxn, 0, 3),
+    // v5 returns a bumped epoch (KIP-890 part 2, transaction.version 2), not offered.
+    ApiRange::new(ApiKey::EndTxn, 0, 4),
+    ApiRange::new(ApiKey::DescribeTransactions, 0, 0),
+    // v2 adds a regular-expression filter on transactional ids.
+    ApiRange::new(ApiKey::ListTransactions, 0, 1),
     ApiRange::new(ApiKey::FindCoordinator, 0, 4),
     ApiRange::new(ApiKey::JoinGroup, 0, 8),
     ApiRange::new(ApiKey::SyncGroup, 0, 5),
@@ -142,6 +149,16 @@ mod tests {
             ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
             ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
+            ApiKey::AddPartitionsToTxn => {
+                RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+            }
+            ApiKey::EndTxn => RequestKind::EndTxn(EndTxnRequest::default()),
+            ApiKey::DescribeTransactions => {
+                RequestKind::DescribeTransactions(DescribeTransactionsRequest::default())
+            }
+            ApiKey::ListTransactions => {
+                RequestKind::ListTransactions(ListTransactionsRequest::default())
+            }
             ApiKey::WriteTxnMarkers => {
                 RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
             }
@@ -152,9 +169,10 @@ mod tests {
     #[test]
     fn lookup() {
         assert_eq!(advertised_range(0).unwrap().max, 11);
-        assert!(
-            advertised_range(24).is_none(),
-            "AddPartitionsToTxn: no transactions yet"
+        assert_eq!(
+            advertised_range(24).unwrap().max,
+            3,
+            "AddPartitionsToTxn, clients' versions"
         );
         assert!(advertised_range(-3).is_none());
     }

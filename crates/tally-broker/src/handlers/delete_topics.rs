@@ -64,7 +64,7 @@ pub fn handle(
                     )
                 }
             };
-            if topic_name == crate::group::store::OFFSETS_TOPIC {
+            if crate::topic_registry::is_internal(&topic_name) {
                 return fail(
                     result,
                     ResponseError::InvalidTopicException,

@@ -1,4 +1,4 @@
-//! FindCoordinator: this broker coordinates every group. Transactions have no coordinator yet.
+//! FindCoordinator: this broker coordinates every group and every transactional id.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -9,6 +9,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 pub fn handle(
     broker: &Broker,
@@ -18,14 +19,12 @@ pub fn handle(
     let host = StrBytes::from_string(broker.advertised.host.clone());
     let port = i32::from(broker.advertised.port);
     let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
-        if key_type == GROUP {
+        if key_type == GROUP || key_type == TRANSACTION {
             (0, None)
         } else {
             (
                 ResponseError::CoordinatorNotAvailable.code(),
-                super::message(
-                    "this broker coordinates consumer groups only (no transactions yet)",
-                ),
+                super::message(format!("unknown coordinator key type {key_type}")),
             )
         }
     };

@@ -1,6 +1,8 @@
-//! InitProducerId for idempotent producers: a fresh producer id at epoch 0, whatever the
-//! request carries (as Kafka does). Producers bump their epoch locally afterwards; partitions
-//! accept a higher epoch at sequence 0 without asking anyone.
+//! InitProducerId. Idempotent producers get a fresh producer id at epoch 0, whatever the
+//! request carries (as Kafka does); they bump their epoch locally afterwards, and partitions
+//! accept a higher epoch at sequence 0 without asking anyone. Transactional producers are the
+//! transaction coordinator's: a new id, or the same id at a bumped epoch that fences older
+//! instances (aborting their open transaction first).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use tally_protocol::ResponseError;
@@ -30,9 +32,19 @@ pub async fn handle(
     {
         return fail(ResponseError::InvalidRequest);
     }
-    if request.transactional_id.is_some() {
-        // No transaction coordinator yet: what Kafka answers when none is available.
-        return fail(ResponseError::CoordinatorNotAvailable);
+    if let Some(id) = request.transactional_id {
+        let expected = (ctx.api_version >= 3 && request.producer_id.0 >= 0)
+            .then_some((request.producer_id.0, request.producer_epoch));
+        let answer = broker
+            .txns
+            .init_producer_id(id.0.to_string(), request.transaction_timeout_ms, expected)
+            .await;
+        return match answer {
+            Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            Err(e) => fail(e.code(ctx.api_version >= 4)),
+        };
     }
     // Every thousandth id fsyncs the end of a new block: off the async workers.
     let ids = std::sync::Arc::clone(&broker.producer_ids);

@@ -58,7 +58,7 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, request: MetadataRequest) -
         if version >= 10 {
             t.topic_id = topic.id;
         }
-        t.is_internal = topic.name == crate::group::store::OFFSETS_TOPIC;
+        t.is_internal = crate::topic_registry::is_internal(&topic.name);
         if with_ops {
             t.topic_authorized_operations = operations_bitfield(TOPIC_OPERATIONS);
         }

@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each handler maps outcomes to Kafka error codes in one place (the
 //! `error_code()` of the partition's or registry's error type) and never panics on input.
 
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -10,6 +11,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;

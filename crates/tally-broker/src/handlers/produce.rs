@@ -67,6 +67,7 @@ pub async fn submit(
 ) -> PendingProduce {
     let version = ctx.api_version;
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let now = broker.clock.now_ms();
     let mut first_error = None;
     let mut topics = Vec::with_capacity(request.topic_data.len());
@@ -102,7 +103,7 @@ pub async fn submit(
                 ));
                 continue;
             };
-            if name == crate::group::store::OFFSETS_TOPIC {
+            if crate::topic_registry::is_internal(&name) {
                 slots.push(fail(
                     answer,
                     ResponseError::InvalidTopicException,
@@ -152,9 +153,22 @@ pub async fn submit(
                 header,
                 batch: records,
                 append_time_ms: now,
-                // No transaction coordinator yet: a transactional batch cannot be verified and
-                // is refused with INVALID_TXN_STATE, as Kafka refuses an unverified one.
                 txn_verified: false,
+            };
+            // KIP-890 part 1: a transactional batch may open a transaction on this partition
+            // only if the coordinator has the partition in that producer's transaction.
+            let request = AppendRequest {
+                txn_verified: header.is_transactional()
+                    && transactional_id.as_deref().is_some_and(|id| {
+                        broker.txns.verify(
+                            id,
+                            header.producer_id,
+                            header.producer_epoch,
+                            &name,
+                            data.index,
+                        )
+                    }),
+                ..request
             };
             match handle.submit(request).await {
                 Ok(rx) => slots.push(Slot::Waiting(answer, rx)),

@@ -1,0 +1,99 @@
+//! Reading and writing `__transaction_state`: one record batch per state change, written
+//! through the partition's writer with the broker's trusted origin (answered after its group
+//! commit), and read back whole at start-up.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tally_log::ReadMode;
+use tally_partition::{EntryOrigin, PartitionReader};
+use tally_protocol::record_batch::batch_size_at;
+use tally_protocol::BatchHeader;
+
+use super::log_record::{decode_key, decode_value, encode_key, encode_value};
+use super::metadata::TxnMetadata;
+use crate::partition_handle::AppendRequest;
+
+/// The record for `m` (or a tombstone for `transactional_id` when `m` is `None`).
+pub fn record(transactional_id: &str, m: Option<&TxnMetadata>, now_ms: i64) -> AppendRequest {
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(Bytes::from(encode_key(transactional_id))),
+        value: m.map(|m| Bytes::from(encode_value(m))),
+        headers: IndexMap::new(),
+        delete_horizon: false,
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("a transaction log record encodes");
+    let batch = buf.freeze();
+    let header = BatchHeader::parse(&batch).expect("an encoded batch parses");
+    AppendRequest {
+        origin: EntryOrigin::Broker,
+        header,
+        batch,
+        append_time_ms: now_ms,
+        txn_verified: false,
+    }
+}
+
+/// The latest metadata of every transactional id in the log (tombstoned ids left out).
+pub fn load(reader: &PartitionReader) -> Result<HashMap<String, TxnMetadata>, String> {
+    let mut out = HashMap::new();
+    let to = reader.high_watermark();
+    let mut offset = reader.log_start_offset();
+    while offset < to {
+        let read = reader
+            .read_to(offset, 4 << 20, to, true, ReadMode::Block)
+            .map_err(|e| e.to_string())?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while at < read.records.len() {
+            let Some(size) = batch_size_at(&read.records[at..]) else {
+                break;
+            };
+            let mut batch = read.records.slice(at..at + size as usize);
+            at += size as usize;
+            let set = RecordBatchDecoder::decode(&mut batch)
+                .map_err(|e| format!("unreadable transaction log batch: {e}"))?;
+            for r in set.records {
+                offset = r.offset + 1;
+                let Some(id) = r.key.as_deref().and_then(decode_key) else {
+                    continue;
+                };
+                match r.value.as_deref() {
+                    None => {
+                        out.remove(&id);
+                    }
+                    Some(v) => {
+                        let m = decode_value(&id, v)
+                            .ok_or_else(|| format!("unreadable transaction state of {id:?}"))?;
+                        out.insert(id, m);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
