@@ -147,20 +147,20 @@ fn metadata_topics_and_auto_creation() {
         .with_name(None)]));
     let r = c.send(&by_id, 12).unwrap();
     assert_eq!(r.topics[0].name.as_ref().unwrap().0.as_str(), "auto");
-    // All topics (the auto-created one and the internal offsets topic): null at v1+, empty at v0.
+    // All topics (the auto-created one and the two internal topics): null at v1+, empty at v0.
     assert_eq!(
         c.send(&MetadataRequest::default().with_topics(None), 12)
             .unwrap()
             .topics
             .len(),
-        2
+        3
     );
     assert_eq!(
         c.send(&MetadataRequest::default().with_topics(Some(vec![])), 0)
             .unwrap()
             .topics
             .len(),
-        2
+        3
     );
     assert_eq!(
         c.send(&MetadataRequest::default().with_topics(Some(vec![])), 1)
@@ -255,7 +255,7 @@ fn topic_admin_apis() {
     names.sort();
     assert_eq!(
         names,
-        vec!["__consumer_offsets", "a", "b"],
+        vec!["__consumer_offsets", "__transaction_state", "a", "b"],
         "validate_only created nothing"
     );
     assert!(
