@@ -18,7 +18,7 @@ use crate::partition_handle::WriterMode;
 use crate::producer_id_manager::ProducerIdManager;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
-use crate::txn::{TxnCoordinator, TRANSACTION_STATE_TOPIC};
+use crate::txn::{OffsetsMarkerHook, TxnCoordinator, TRANSACTION_STATE_TOPIC};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -71,7 +71,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub topics: Arc<TopicRegistry>,
     pub producer_ids: Arc<ProducerIdManager>,
-    pub groups: GroupCoordinator,
+    pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TxnCoordinator>,
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
@@ -166,11 +166,20 @@ impl Broker {
             .expect("group load task")
             .map_err(StartError::Groups)?;
             tokio::spawn(store_task);
-            groups
+            Arc::new(groups)
         };
         let topics = Arc::new(topics);
         let producer_ids = Arc::new(producer_ids);
-        let txns = open_txns(&config, &topics, &producer_ids, &clock, writer_mode, now_ms).await?;
+        let txns = open_txns(
+            &config,
+            &topics,
+            &producer_ids,
+            &groups,
+            &clock,
+            writer_mode,
+            now_ms,
+        )
+        .await?;
         Ok(Arc::new(Broker {
             groups,
             txns,
@@ -250,6 +259,7 @@ async fn open_txns(
     config: &Arc<BrokerConfig>,
     topics: &Arc<TopicRegistry>,
     producer_ids: &Arc<ProducerIdManager>,
+    groups: &Arc<GroupCoordinator>,
     clock: &Arc<dyn Clock>,
     writer_mode: WriterMode,
     now_ms: i64,
@@ -275,8 +285,20 @@ async fn open_txns(
         Arc::clone(clock),
     );
     let txn_config = config.txn_config();
+    let groups = Arc::clone(groups);
+    // Markers that reach __consumer_offsets apply or drop the transaction's offsets.
+    let on_offsets_marker: OffsetsMarkerHook =
+        Arc::new(move |producer_id, commit| groups.complete_txn(producer_id, commit));
     let txns = tokio::task::spawn_blocking(move || {
-        TxnCoordinator::open(logs, topics, ids, clock, txn_config, writer_mode)
+        TxnCoordinator::open(
+            logs,
+            topics,
+            ids,
+            clock,
+            txn_config,
+            writer_mode,
+            on_offsets_marker,
+        )
     })
     .await
     .expect("transaction load task")

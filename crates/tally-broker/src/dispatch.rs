@@ -240,6 +240,12 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
             handlers::add_partitions_to_txn::handle(broker, &ctx, r).await,
         ),
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
+            handlers::txn_offset_commit::add_offsets(broker, &ctx, r).await,
+        ),
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(
+            handlers::txn_offset_commit::commit(broker, &ctx, r).await,
+        ),
         RequestKind::EndTxn(r) => {
             ResponseKind::EndTxn(handlers::end_txn::handle(broker, &ctx, r).await)
         }

@@ -45,6 +45,9 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::AddPartitionsToTxn, 0, 3),
     // v5 returns a bumped epoch (KIP-890 part 2, transaction.version 2), not offered.
     ApiRange::new(ApiKey::EndTxn, 0, 4),
+    ApiRange::new(ApiKey::AddOffsetsToTxn, 0, 3),
+    // v5 adds the offsets partition implicitly (KIP-890 part 2), not offered.
+    ApiRange::new(ApiKey::TxnOffsetCommit, 0, 4),
     ApiRange::new(ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a regular-expression filter on transactional ids.
     ApiRange::new(ApiKey::ListTransactions, 0, 1),
@@ -153,6 +156,12 @@ mod tests {
                 RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
             }
             ApiKey::EndTxn => RequestKind::EndTxn(EndTxnRequest::default()),
+            ApiKey::AddOffsetsToTxn => {
+                RequestKind::AddOffsetsToTxn(AddOffsetsToTxnRequest::default())
+            }
+            ApiKey::TxnOffsetCommit => {
+                RequestKind::TxnOffsetCommit(TxnOffsetCommitRequest::default())
+            }
             ApiKey::DescribeTransactions => {
                 RequestKind::DescribeTransactions(DescribeTransactionsRequest::default())
             }

@@ -58,6 +58,9 @@ pub(super) fn code(e: ResponseError) -> i16 {
 pub(super) struct Inner {
     pub(super) groups: HashMap<String, Group>,
     pub(super) store: GroupStore,
+    /// Offsets committed inside transactions whose marker has not come yet, by producer id,
+    /// each with its record's log offset (TxnOffsetCommit).
+    pub(super) pending_txn: HashMap<i64, Vec<(i64, StoreRecord)>>,
 }
 
 pub struct GroupCoordinator {

@@ -1,6 +1,6 @@
 //! Start-up: the coordinator's state read back from `__consumer_offsets`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -11,7 +11,7 @@ use super::consumer_group::{Group, GroupState, Member};
 use super::coordinator::{GroupCoordinator, Inner};
 use super::offsets_log::{self, GroupStore};
 use super::requests::GroupConfig;
-use super::store::{latest, StoreRecord};
+use super::store::StoreRecord;
 use crate::clock::Clock;
 use crate::partition_handle::PartitionHandle;
 
@@ -30,12 +30,18 @@ impl GroupCoordinator {
         ),
         String,
     > {
-        let records = offsets_log::load(partition.reader())?;
-        let (store, store_task) = GroupStore::new(partition, records.len() as u64);
+        let contents = offsets_log::load(partition.reader())?;
+        let in_log =
+            contents.records.len() + contents.pending.values().map(Vec::len).sum::<usize>();
+        let (store, store_task) = GroupStore::new(partition, in_log as u64);
         let now = Instant::now();
         let wall = clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
-        for record in latest(records).into_values() {
+        let mut latest: BTreeMap<Vec<u8>, (i64, StoreRecord)> = BTreeMap::new();
+        for (offset, record) in contents.records {
+            latest.insert(record.key().to_vec(), (offset, record));
+        }
+        for (log_offset, record) in latest.into_values() {
             match record {
                 StoreRecord::Offset {
                     group,
@@ -46,8 +52,7 @@ impl GroupCoordinator {
                     groups
                         .entry(group.clone())
                         .or_insert_with(|| Group::new(group, wall))
-                        .offsets
-                        .insert((topic, partition), v);
+                        .apply_committed_offset(topic, partition, v, log_offset);
                 }
                 StoreRecord::Group {
                     group,
@@ -97,7 +102,11 @@ impl GroupCoordinator {
         info!(groups = groups.len(), "loaded consumer groups");
         Ok((
             GroupCoordinator {
-                inner: Mutex::new(Inner { groups, store }),
+                inner: Mutex::new(Inner {
+                    groups,
+                    store,
+                    pending_txn: contents.pending,
+                }),
                 config,
                 clock,
             },

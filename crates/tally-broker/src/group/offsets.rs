@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::consumer_group::{Group, GroupState};
 use super::coordinator::{code, store_error, CommitRequest, GroupCoordinator, GroupOffsets};
+use super::offsets_log::TxnProducer;
 use super::store::{CommittedOffset, StoreRecord};
 use crate::partition_handle::AppendResult;
 
@@ -22,7 +23,7 @@ impl GroupCoordinator {
         request: CommitRequest,
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> Vec<i16> {
-        let (results, records, rx) = match self.queue_commit(&request, topic_exists) {
+        let (results, records, rx) = match self.queue_commit(&request, None, topic_exists) {
             Ok(queued) => queued,
             Err(results) => return results,
         };
@@ -66,9 +67,10 @@ impl GroupCoordinator {
     /// Checks a commit and queues its records under the lock (which orders the log). `Err`:
     /// the answer, with nothing written.
     #[allow(clippy::type_complexity)]
-    fn queue_commit(
+    pub(super) fn queue_commit(
         &self,
         request: &CommitRequest,
+        txn: Option<TxnProducer>,
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
         let mut inner = self.inner.lock();
@@ -77,6 +79,9 @@ impl GroupCoordinator {
         let group = inner.groups.get_mut(&request.group_id);
         let simple = request.generation < 0 && request.member_id.is_empty();
         match group {
+            // A transactional commit without a member (producers before KIP-447) is not
+            // checked against the group's generation, as in Kafka.
+            _ if simple && txn.is_some() => {}
             None if !simple => return fail_all(ResponseError::IllegalGeneration),
             None => {}
             Some(g) => {
@@ -132,7 +137,7 @@ impl GroupCoordinator {
                 });
             }
         }
-        let rx = inner.store.write(&records, now);
+        let rx = inner.store.write_as(&records, txn, now);
         Ok((results, records, rx))
     }
 

@@ -4,11 +4,16 @@
 //! order, so the log's order is the coordinator's order. The coordinator answers a request
 //! that depends on a write only after the write's answer (after its group commit).
 //!
+//! Transactional offset commits (TxnOffsetCommit) are written as a transactional batch of the
+//! producer's id and epoch; they take effect when the transaction's COMMIT marker reaches
+//! this partition and never after an ABORT. Reading the log back applies the same rule.
+//!
 //! Compaction without a cleaner: when the log holds far more records than live keys, the task
 //! rolls to a new segment, reads everything before it back from the log, writes the latest
 //! record of each live key after it, and drops the old segments only once all of that is
 //! written. It works from the log, not from memory, so writes still in flight are never lost.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,6 +37,21 @@ const COMPACTION_RATIO: u64 = 4;
 const COMPACTION_MIN_RECORDS: u64 = 10_000;
 /// Records per batch when the live state is written again.
 const COMPACTION_BATCH: usize = 1000;
+
+/// A transactional batch's producer: its offsets wait for the transaction's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// What the log holds: records in effect (in log order, each with its log offset), and the
+/// records of transactions with no marker yet, by producer id.
+#[derive(Debug, Default)]
+pub struct LogContents {
+    pub records: Vec<(i64, StoreRecord)>,
+    pub pending: HashMap<i64, Vec<(i64, StoreRecord)>>,
+}
 
 enum Command {
     Write(AppendRequest, oneshot::Sender<AppendResult>),
@@ -73,6 +93,16 @@ impl GroupStore {
     /// Queues records and returns where their answer will come. Never waits, so it can be
     /// called under the coordinator's lock, which is what orders the log.
     pub fn write(&self, records: &[StoreRecord], now_ms: i64) -> oneshot::Receiver<AppendResult> {
+        self.write_as(records, None, now_ms)
+    }
+
+    /// [`GroupStore::write`], as a transactional batch of `txn`'s producer when given.
+    pub fn write_as(
+        &self,
+        records: &[StoreRecord],
+        txn: Option<TxnProducer>,
+        now_ms: i64,
+    ) -> oneshot::Receiver<AppendResult> {
         let (tx, rx) = oneshot::channel();
         if records.is_empty() {
             let _ = tx.send(Ok(tally_partition::AppendOutcome {
@@ -83,7 +113,7 @@ impl GroupStore {
             }));
             return rx;
         }
-        match encode(records, now_ms) {
+        match encode(records, txn, now_ms) {
             Ok(request) => {
                 self.records_in_log
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -114,14 +144,14 @@ impl GroupStore {
     }
 }
 
-/// Every record in the log below the high watermark, oldest first.
-pub fn load(reader: &PartitionReader) -> Result<Vec<StoreRecord>, String> {
+/// Everything in the log below the high watermark.
+pub fn load(reader: &PartitionReader) -> Result<LogContents, String> {
     read_records(reader, reader.log_start_offset(), reader.high_watermark())
 }
 
-fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<Vec<StoreRecord>, String> {
+fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<LogContents, String> {
     let mut offset = from;
-    let mut out = Vec::new();
+    let mut out = LogContents::default();
     while offset < to {
         let read = reader
             .read_to(offset, 4 << 20, to, true, ReadMode::Block)
@@ -141,32 +171,52 @@ fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<Vec<Stor
             for r in set.records {
                 offset = r.offset + 1;
                 if r.control {
-                    // A transaction marker (WriteTxnMarkers may name this topic): not ours.
+                    // A marker: the producer's pending offsets take effect or are dropped.
+                    let pending = out.pending.remove(&r.producer_id).unwrap_or_default();
+                    if r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1) {
+                        out.records.extend(pending);
+                    }
                     continue;
                 }
-                if let Some(key) = &r.key {
-                    if let Some(record) = StoreRecord::decode(key, r.value.as_deref()) {
-                        out.push(record);
-                    }
+                let Some(record) = r
+                    .key
+                    .as_ref()
+                    .and_then(|key| StoreRecord::decode(key, r.value.as_deref()))
+                else {
+                    continue;
+                };
+                if r.transactional {
+                    out.pending
+                        .entry(r.producer_id)
+                        .or_default()
+                        .push((r.offset, record));
+                } else {
+                    out.records.push((r.offset, record));
                 }
             }
         }
     }
+    // Committed transactional records count from where they were written, like the others.
+    out.records.sort_by_key(|(offset, _)| *offset);
     Ok(out)
 }
 
 /// One batch of the broker's own records (no producer id: they take the trusted path).
-fn encode(records: &[StoreRecord], now_ms: i64) -> Result<AppendRequest, AppendError> {
+fn encode(
+    records: &[StoreRecord],
+    txn: Option<TxnProducer>,
+    now_ms: i64,
+) -> Result<AppendRequest, AppendError> {
     let encoded: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
+            transactional: txn.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: txn.map_or(-1, |t| t.producer_id),
+            producer_epoch: txn.map_or(-1, |t| t.producer_epoch),
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: i as i32 - 1,
@@ -230,7 +280,12 @@ async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, Stri
     let rolled = partition
         .run(|p| -> Result<(i64, Vec<StoreRecord>), String> {
             let start = p.start_new_segment().map_err(|e| e.to_string())?;
-            let records = read_records(p.reader(), p.log_start_offset(), start)?;
+            let contents = read_records(p.reader(), p.log_start_offset(), start)?;
+            if !contents.pending.is_empty() {
+                // Their records would not be rewritten: wait until their markers are in.
+                return Err("transactional offsets are pending".to_string());
+            }
+            let records = contents.records.into_iter().map(|(_, r)| r).collect();
             Ok((start, records))
         })
         .await
@@ -243,7 +298,7 @@ async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, Stri
         .collect();
     let mut answers = Vec::new();
     for chunk in live.chunks(COMPACTION_BATCH) {
-        let request = encode(chunk, now_ms).map_err(|e| e.to_string())?;
+        let request = encode(chunk, None, now_ms).map_err(|e| e.to_string())?;
         let rx = partition
             .submit(request)
             .await

@@ -1,5 +1,7 @@
 //! OffsetFetch: one group (v0-7) or several (v8+); all of a group's offsets when no topics are
-//! named. No transactional offsets are ever pending, so RequireStable never has to wait.
+//! named. Offsets committed in a transaction are invisible until it commits; with
+//! RequireStable (v7+) a partition that has such offsets pending answers
+//! UNSTABLE_OFFSET_COMMIT, and the client retries (KIP-447).
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -31,6 +33,18 @@ pub fn handle(
     ctx: &RequestContext,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
+    let require_stable = ctx.api_version >= 7 && request.require_stable;
+    let unstable = |group: &str, topic: &str, partition: i32| -> i16 {
+        if require_stable
+            && broker
+                .groups
+                .has_pending_txn_offset(group, topic, partition)
+        {
+            tally_protocol::ResponseError::UnstableOffsetCommit.code()
+        } else {
+            0
+        }
+    };
     if ctx.api_version >= 8 {
         let groups = request
             .groups
@@ -46,13 +60,14 @@ pub fn handle(
                     .into_iter()
                     .map(|(topic, partitions)| {
                         OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(StrBytes::from_string(topic)))
+                            .with_name(TopicName(StrBytes::from_string(topic.clone())))
                             .with_partitions(
                                 partitions
                                     .into_iter()
                                     .map(|(p, o)| {
                                         let (offset, epoch, metadata) = fields(&o);
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(unstable(&g.group_id.0, &topic, p))
                                             .with_partition_index(p)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
@@ -80,13 +95,14 @@ pub fn handle(
         .into_iter()
         .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
                 .with_partitions(
                     partitions
                         .into_iter()
                         .map(|(p, o)| {
                             let (offset, epoch, metadata) = fields(&o);
                             let mut r = OffsetFetchResponsePartition::default()
+                                .with_error_code(unstable(&request.group_id.0, &topic, p))
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_metadata(metadata);

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::group::store::OFFSETS_TOPIC;
 use crate::partition_handle::{AppendRequest, AppendResult};
 
 /// A partition's answer: known now, or coming from its writer.
@@ -48,10 +49,10 @@ pub async fn handle(
             }
             topics.push((t.name, partitions));
         }
-        queued.push((m.producer_id, topics));
+        queued.push((m.producer_id, m.transaction_result, topics));
     }
     let mut markers = Vec::with_capacity(queued.len());
-    for (producer_id, topics) in queued {
+    for (producer_id, committed, topics) in queued {
         let mut results = Vec::with_capacity(topics.len());
         for (name, partitions) in topics {
             let mut answers = Vec::with_capacity(partitions.len());
@@ -59,6 +60,10 @@ pub async fn handle(
                 let error = match pending {
                     Pending::Done(e) => e,
                     Pending::Waiting(rx) => match rx.await {
+                        Ok(Ok(_)) if name.0.as_str() == OFFSETS_TOPIC => {
+                            broker.groups.complete_txn(producer_id.0, committed);
+                            None
+                        }
                         Ok(Ok(_)) => None,
                         Ok(Err(e)) => Some(e.error_code()),
                         Err(_) => Some(ResponseError::NotLeaderOrFollower),

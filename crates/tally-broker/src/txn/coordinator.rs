@@ -20,6 +20,7 @@ use super::machine::{self, EndPlan, InitPlan, TxnError};
 use super::metadata::{TxnMetadata, TxnState};
 use super::store;
 use crate::clock::Clock;
+use crate::group::store::OFFSETS_TOPIC;
 use crate::partition_handle::{AppendRequest, PartitionHandle, WriterMode};
 use crate::producer_id_manager::ProducerIdManager;
 use crate::topic_registry::TopicRegistry;
@@ -41,6 +42,9 @@ const COORDINATOR_EPOCH: i32 = 0;
 /// Pause between attempts to write a marker that failed for a reason that may pass.
 const MARKER_RETRY_MS: u64 = 100;
 
+/// Called when a marker reached `__consumer_offsets`: (producer id, committed).
+pub type OffsetsMarkerHook = Arc<dyn Fn(i64, bool) + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     entries: HashMap<String, TxnMetadata>,
@@ -55,6 +59,7 @@ pub struct TxnCoordinator {
     clock: Arc<dyn Clock>,
     pub config: TxnConfig,
     writer_mode: WriterMode,
+    on_offsets_marker: OffsetsMarkerHook,
 }
 
 /// Holds a transactional id for one operation; lets it go when dropped.
@@ -90,6 +95,7 @@ impl TxnCoordinator {
         clock: Arc<dyn Clock>,
         config: TxnConfig,
         writer_mode: WriterMode,
+        on_offsets_marker: OffsetsMarkerHook,
     ) -> Result<TxnCoordinator, String> {
         let mut state = State::default();
         for log in &logs {
@@ -107,6 +113,7 @@ impl TxnCoordinator {
             clock,
             config,
             writer_mode,
+            on_offsets_marker,
         })
     }
 
@@ -317,7 +324,15 @@ impl TxnCoordinator {
                 Err(_) => None,
             };
             match answer {
-                Some(Ok(_)) => return,
+                Some(Ok(_)) => {
+                    if topic == OFFSETS_TOPIC {
+                        (self.on_offsets_marker)(
+                            marker.producer_id,
+                            marker.result == TxnResult::Commit,
+                        );
+                    }
+                    return;
+                }
                 Some(Err(e @ AppendError::InvalidProducerEpoch { .. }))
                 | Some(Err(e @ AppendError::TransactionCoordinatorFenced { .. })) => {
                     // The partition has seen a newer producer or coordinator: this marker is
@@ -332,6 +347,25 @@ impl TxnCoordinator {
             }
             tokio::time::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
         }
+    }
+
+    /// TxnOffsetCommit's check: the producer is the transactional id's current one and the
+    /// group's offsets partition is in its open transaction. `Err(fenced)`: fenced when the
+    /// coordinator knows a newer epoch of the same producer.
+    pub fn verify_offsets(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(), bool> {
+        if self.verify(id, producer_id, producer_epoch, OFFSETS_TOPIC, 0) {
+            return Ok(());
+        }
+        let state = self.state.lock();
+        Err(state
+            .entries
+            .get(id)
+            .is_some_and(|m| m.producer_id == producer_id && m.producer_epoch > producer_epoch))
     }
 
     /// KIP-890 part 1: whether `(topic, partition)` is in the open transaction of producer

@@ -12,7 +12,7 @@ pub mod machine;
 pub mod metadata;
 pub mod store;
 
-pub use coordinator::{TxnConfig, TxnCoordinator};
+pub use coordinator::{OffsetsMarkerHook, TxnConfig, TxnCoordinator};
 pub use machine::TxnError;
 pub use metadata::{TxnMetadata, TxnState};
 

@@ -1,0 +1,86 @@
+//! Offsets committed inside a transaction (TxnOffsetCommit, KIP-98 and KIP-447): written to
+//! `__consumer_offsets` as the producer's transactional batch, held pending until the
+//! transaction's marker reaches that partition, then applied (COMMIT) or dropped (ABORT).
+
+use tally_partition::AppendError;
+use tracing::warn;
+
+use super::consumer_group::Group;
+use super::coordinator::{store_error, CommitRequest, GroupCoordinator};
+use super::offsets_log::TxnProducer;
+use super::store::StoreRecord;
+
+impl GroupCoordinator {
+    /// Stores offsets for `txn`'s open transaction; per offset an error code. Answered after
+    /// the write; the offsets stay invisible (pending) until the transaction commits.
+    pub async fn txn_commit(
+        &self,
+        request: CommitRequest,
+        txn: TxnProducer,
+        topic_exists: impl Fn(&str, i32) -> bool,
+    ) -> Vec<i16> {
+        let (results, records, rx) = match self.queue_commit(&request, Some(txn), topic_exists) {
+            Ok(queued) => queued,
+            Err(results) => return results,
+        };
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(group = %request.group_id, error = %e, "could not store transactional offsets");
+                let error = store_error(&e, true);
+                return results
+                    .into_iter()
+                    .map(|c| if c == 0 { error } else { c })
+                    .collect();
+            }
+        };
+        if !records.is_empty() {
+            let mut inner = self.inner.lock();
+            let pending = inner.pending_txn.entry(txn.producer_id).or_default();
+            for (i, r) in records.into_iter().enumerate() {
+                pending.push((outcome.base_offset + i as i64, r));
+            }
+        }
+        results
+    }
+
+    /// A marker of producer `producer_id`'s transaction reached `__consumer_offsets`.
+    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+        let mut inner = self.inner.lock();
+        let Some(pending) = inner.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        let now = self.clock.now_ms();
+        for (log_offset, record) in pending {
+            if let StoreRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: Some(v),
+            } = record
+            {
+                inner
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group, now))
+                    .apply_committed_offset(topic, partition, v, log_offset);
+            }
+        }
+    }
+
+    /// Whether a transaction has offsets pending for this group and partition (OffsetFetch
+    /// with RequireStable answers UNSTABLE_OFFSET_COMMIT then, and the client retries).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let inner = self.inner.lock();
+        inner.pending_txn.values().flatten().any(|(_, r)| {
+            matches!(r, StoreRecord::Offset { group, topic: t, partition: p, .. }
+                if group == group_id && t == topic && *p == partition)
+        })
+    }
+}
