@@ -51,7 +51,8 @@ pub struct ConsumerConfig {
     pub fetch_min_bytes: i32,
     pub fetch_max_bytes: i32,
     pub max_partition_fetch_bytes: i32,
-    /// 0 read_uncommitted, 1 read_committed.
+    /// 0 read_uncommitted, 1 read_committed (the default, as in librdkafka): only records of
+    /// committed transactions, and nothing past the last stable offset.
     pub isolation_level: i8,
     pub auto_offset_reset: OffsetReset,
 }
@@ -64,7 +65,7 @@ impl ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_bytes: 50 * 1024 * 1024,
             max_partition_fetch_bytes: 1024 * 1024,
-            isolation_level: 0,
+            isolation_level: 1,
             auto_offset_reset: OffsetReset::Earliest,
         }
     }
@@ -364,11 +365,19 @@ impl Consumer {
                     }
                 }
                 let records = p.records.unwrap_or_default();
+                let mut aborted: Vec<(i64, i64)> = p
+                    .aborted_transactions
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| (a.first_offset, a.producer_id.0))
+                    .collect();
+                aborted.sort_unstable();
                 let next = decode_batches(
                     &name,
                     p.partition_index,
                     records,
                     position,
+                    Aborted::new(aborted),
                     &mut self.buffered,
                 )?;
                 self.positions.insert(tp, next);
@@ -381,12 +390,52 @@ impl Consumer {
     }
 }
 
-/// Appends the records at or after `position` to `out`; returns the next position.
+/// The aborted transactions of a read_committed fetch, consumed in offset order (Kafka's
+/// consumer does the same): a producer is "aborting" from its aborted transaction's first
+/// offset until its ABORT marker, and its transactional batches meanwhile are dropped.
+struct Aborted {
+    /// (first offset, producer id), ascending.
+    pending: VecDeque<(i64, i64)>,
+    aborting: std::collections::HashSet<i64>,
+}
+
+impl Aborted {
+    fn new(sorted: Vec<(i64, i64)>) -> Aborted {
+        Aborted {
+            pending: sorted.into(),
+            aborting: Default::default(),
+        }
+    }
+
+    /// Whether `header`'s records are to be dropped; control batches end an abort.
+    fn drops(&mut self, header: &BatchHeader, batch: &[u8]) -> bool {
+        while let Some(&(first, pid)) = self.pending.front() {
+            if first > header.last_offset() {
+                break;
+            }
+            self.aborting.insert(pid);
+            self.pending.pop_front();
+        }
+        if header.is_control() {
+            let abort = tally_protocol::parse_marker(header, batch)
+                .is_ok_and(|m| m.result == tally_protocol::TxnResult::Abort);
+            if abort {
+                self.aborting.remove(&header.producer_id);
+            }
+            return true;
+        }
+        header.is_transactional() && self.aborting.contains(&header.producer_id)
+    }
+}
+
+/// Appends the records at or after `position` to `out` (without aborted transactions'
+/// records and control records); returns the next position.
 fn decode_batches(
     topic: &str,
     partition: i32,
     records: Bytes,
     mut position: i64,
+    mut aborted: Aborted,
     out: &mut VecDeque<ConsumerRecord>,
 ) -> Result<i64, ClientError> {
     let mut at = 0usize;
@@ -406,7 +455,7 @@ fn decode_batches(
         if header.last_offset() < position {
             continue;
         }
-        if !header.is_control() {
+        if !aborted.drops(&header, &batch) {
             let mut buf = batch;
             let set = RecordBatchDecoder::decode(&mut buf)
                 .map_err(|e| ClientError::Protocol(format!("cannot decode a batch: {e}")))?;

@@ -57,12 +57,28 @@ pub async fn find_coordinator(
     cluster: &Cluster,
     group_id: &str,
 ) -> Result<Arc<BrokerConnection>, ClientError> {
+    find_coordinator_of(cluster, group_id, 0).await
+}
+
+/// FindCoordinator for `key` of `key_type` (0 a group, 1 a transactional id).
+pub async fn find_coordinator_of(
+    cluster: &Cluster,
+    key: &str,
+    key_type: i8,
+) -> Result<Arc<BrokerConnection>, ClientError> {
+    let group_id = key;
     let config = cluster.config();
     let deadline = tokio::time::Instant::now() + config.request_timeout();
     loop {
         let connection = cluster.any_connection().await?;
         let version = connection.version(ApiKey::FindCoordinator, 0, 4)?;
         let mut request = FindCoordinatorRequest::default();
+        if key_type != 0 && version < 1 {
+            return Err(ClientError::Unsupported(
+                "FindCoordinator for transactions".into(),
+            ));
+        }
+        request.key_type = key_type;
         if version >= 4 {
             request.coordinator_keys = vec![str(group_id)];
         } else {

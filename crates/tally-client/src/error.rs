@@ -43,6 +43,49 @@ impl ClientError {
     }
 }
 
+/// Why a transactional operation failed, in the two classes of Java's `TransactionManager`.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TransactionError {
+    /// The transaction cannot commit (a record was not delivered, a request failed): abort it,
+    /// then go on with a new one.
+    #[error("the transaction must be aborted: {0}")]
+    Abortable(ClientError),
+    /// The producer cannot go on (fenced by a newer instance with the same transactional id,
+    /// or refused by the coordinator): close it.
+    #[error("the transactional producer failed: {0}")]
+    Fatal(ClientError),
+    /// Called in the wrong state (send outside a transaction, commit without begin, ...).
+    #[error("{0}")]
+    State(String),
+}
+
+impl TransactionError {
+    /// Sorts a coordinator's error code: fencing and mapping errors are fatal, the rest
+    /// abortable.
+    pub fn from_client(e: ClientError) -> TransactionError {
+        use ResponseError::*;
+        match &e {
+            ClientError::Broker(
+                ProducerFenced
+                | InvalidProducerEpoch
+                | InvalidProducerIdMapping
+                | TransactionalIdAuthorizationFailed
+                | InvalidTxnState
+                | TransactionCoordinatorFenced
+                | UnsupportedVersion,
+                _,
+            )
+            | ClientError::Unsupported(_)
+            | ClientError::Closed => TransactionError::Fatal(e),
+            _ => TransactionError::Abortable(e),
+        }
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, TransactionError::Fatal(_))
+    }
+}
+
 /// Why one record was not delivered.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProduceError {

@@ -55,7 +55,7 @@ pub use audit::{audit_topic, AuditReport, DuplicateRange, ProducerAudit, Sequenc
 pub use cluster::{PartitionInfo, TopicInfo};
 pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};
-pub use error::{ClientError, ProduceError};
+pub use error::{ClientError, ProduceError, TransactionError};
 pub use group_consumer::{GroupConsumer, GroupConsumerConfig, RebalanceEvent};
 pub use producer::{Compression, DeliveryFuture, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata};

@@ -55,6 +55,18 @@ pub struct ConsumeArgs {
     /// Stop when no message arrives for this long.
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
+    /// read_committed (the default, as librdkafka's): only committed transactions' records,
+    /// nothing past an open transaction; read_uncommitted: every record.
+    #[arg(long, value_enum, default_value = "read-committed")]
+    isolation: Isolation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Isolation {
+    #[value(name = "read_committed", alias = "read-committed")]
+    ReadCommitted,
+    #[value(name = "read_uncommitted", alias = "read-uncommitted")]
+    ReadUncommitted,
 }
 
 fn text(bytes: &Option<bytes::Bytes>) -> Option<String> {
@@ -136,6 +148,10 @@ impl Source {
 pub async fn run(args: ConsumeArgs, client: ClientConfig) -> Result<()> {
     let mut config = ConsumerConfig::new(String::new());
     config.client = client;
+    config.isolation_level = match args.isolation {
+        Isolation::ReadCommitted => 1,
+        Isolation::ReadUncommitted => 0,
+    };
     let mut source = match &args.group {
         Some(group) => {
             config.auto_offset_reset = if args.from_beginning {

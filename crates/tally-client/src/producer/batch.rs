@@ -68,7 +68,12 @@ pub(crate) struct SealedBatch {
 impl SealedBatch {
     /// Encodes the batch. If it cannot be encoded, its records are settled with the error and
     /// their count comes back.
-    pub fn seal(id: u64, open: OpenBatch, compression: Compression) -> Result<SealedBatch, usize> {
+    pub fn seal(
+        id: u64,
+        open: OpenBatch,
+        compression: Compression,
+        transactional: bool,
+    ) -> Result<SealedBatch, usize> {
         let records: Vec<Record> = open
             .records
             .iter()
@@ -79,7 +84,7 @@ impl SealedBatch {
                     headers.insert(StrBytes::from_string(h.key.clone()), h.value.clone());
                 }
                 Record {
-                    transactional: false,
+                    transactional,
                     control: false,
                     delete_horizon: false,
                     partition_leader_epoch: -1,

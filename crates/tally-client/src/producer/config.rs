@@ -25,6 +25,11 @@ pub struct ProducerConfig {
     pub max_request_size: usize,
     /// Bytes of records waiting to be sent before `send` waits.
     pub buffer_memory: usize,
+    /// Makes the producer transactional (needs idempotence): `Producer::new` then registers
+    /// with the transaction coordinator, fencing older instances with the same id.
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before the coordinator aborts it.
+    pub transaction_timeout_ms: i32,
 }
 
 impl ProducerConfig {
@@ -41,10 +46,17 @@ impl ProducerConfig {
             retry_backoff_ms: 100,
             max_request_size: 1024 * 1024,
             buffer_memory: 32 * 1024 * 1024,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        if self.transactional_id.is_some() && !self.enable_idempotence {
+            return Err(ClientError::Config(
+                "a transactional producer needs idempotence".into(),
+            ));
+        }
         if self.enable_idempotence {
             if self.acks != -1 {
                 return Err(ClientError::Config(

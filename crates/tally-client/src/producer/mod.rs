@@ -1,11 +1,14 @@
-//! The producer: idempotent by default. `send` puts a record into a per-partition batch; a
-//! background sender (see `sender`) seals, sends, retries and settles batches.
+//! The producer: idempotent by default, transactional with a `transactional_id` (see
+//! `transaction`: begin, send, send offsets, commit or abort). `send` puts a record into a
+//! per-partition batch; a background sender (see `sender`) seals, sends, retries and settles
+//! batches.
 
 mod accumulator;
 mod batch;
 mod config;
 mod delivery;
 mod sender;
+mod transaction;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,7 @@ pub use delivery::DeliveryFuture;
 pub use kafka_protocol::records::Compression;
 
 use crate::cluster::Cluster;
-use crate::error::{ClientError, ProduceError};
+use crate::error::{ClientError, ProduceError, TransactionError};
 use crate::record::{ProducerRecord, RecordMetadata};
 use accumulator::Accumulator;
 use batch::PendingRecord;
@@ -37,6 +40,9 @@ pub(crate) struct Inner {
     pub flush_requested: AtomicBool,
     pub producer: Mutex<(i64, i16)>,
     memory: Arc<Semaphore>,
+    /// Records whose batch failed for good, ever (a transaction that lost one cannot commit).
+    pub failed_records: AtomicU64,
+    txn: Option<transaction::Transactions>,
 }
 
 /// A Kafka producer. Cheap to share behind an `Arc`; `send` may be called from many tasks.
@@ -94,12 +100,20 @@ impl Producer {
             flush_requested: AtomicBool::new(false),
             producer: Mutex::new((-1, -1)),
             memory,
+            failed_records: AtomicU64::new(0),
+            txn: config
+                .transactional_id
+                .clone()
+                .map(|id| transaction::Transactions::new(id, config.transaction_timeout_ms)),
             config,
         });
-        let (producer_id, epoch) = if inner.config.enable_idempotence {
-            init_producer_id(&inner).await?
-        } else {
-            (-1, -1)
+        let (producer_id, epoch) = match &inner.txn {
+            Some(txn) => {
+                let timeout = Duration::from_millis(inner.config.delivery_timeout_ms);
+                txn.init(&inner.cluster, timeout).await?
+            }
+            None if inner.config.enable_idempotence => init_producer_id(&inner).await?,
+            None => (-1, -1),
         };
         *inner.producer.lock().expect("lock") = (producer_id, epoch);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -149,6 +163,26 @@ impl Producer {
                 return Err(ClientError::UnknownPartition(record.topic.clone(), p));
             }
         }
+        let mut record = record;
+        if let Some(txn) = &self.inner.txn {
+            txn.check_open()
+                .map_err(|e| ClientError::Config(e.to_string()))?;
+            // The partition must be in the transaction before its first batch: choose it now.
+            let partition = match (record.partition, &record.key) {
+                (Some(p), _) => p,
+                (None, Some(key)) => crate::partitioner::partition_for_key(key, partitions),
+                (None, None) => rand::Rng::random_range(&mut rand::rng(), 0..partitions),
+            };
+            let producer = self.producer_id_and_epoch();
+            if let Err(e) = txn
+                .add_partition(&self.inner.cluster, producer, &record.topic, partition)
+                .await
+            {
+                txn.fail(TransactionError::from_client(e.clone()));
+                return Err(e);
+            }
+            record.partition = Some(partition);
+        }
         let permit = Arc::clone(&self.inner.memory)
             .acquire_many_owned(size as u32)
             .await
@@ -190,6 +224,95 @@ impl Producer {
             self.inner.wake.notify_one();
             idle.await;
         }
+    }
+
+    fn transactions(&self) -> Result<&transaction::Transactions, TransactionError> {
+        self.inner.txn.as_ref().ok_or_else(|| {
+            TransactionError::State("not a transactional producer (no transactional_id)".into())
+        })
+    }
+
+    /// Starts a transaction: every record sent until `commit_transaction` or
+    /// `abort_transaction` is part of it.
+    pub fn begin_transaction(&self) -> Result<(), TransactionError> {
+        let failed = self.inner.failed_records.load(Ordering::SeqCst);
+        self.transactions()?.begin(failed)
+    }
+
+    /// Makes consumed offsets part of the transaction (exactly-once read-process-write): they
+    /// are committed for `group_id` if and only if the transaction commits.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(String, i32, i64)],
+        group_id: &str,
+        committer: &crate::coordinator::Committer,
+    ) -> Result<(), TransactionError> {
+        let txn = self.transactions()?;
+        txn.check_open()?;
+        let producer = self.producer_id_and_epoch();
+        txn.send_offsets(&self.inner.cluster, producer, group_id, committer, offsets)
+            .await
+            .map_err(|e| txn.fail(TransactionError::from_client(e)))
+    }
+
+    /// Sends what is queued, then commits. An abortable error leaves the transaction open to
+    /// `abort_transaction`; a fatal one (fenced) ends the producer's usefulness.
+    pub async fn commit_transaction(&self) -> Result<(), TransactionError> {
+        let txn = self.transactions()?;
+        txn.check_open()?;
+        self.flush().await;
+        let (failed, at_begin, empty) = {
+            let phase = txn.phase.lock().expect("lock");
+            (
+                phase.failed.clone(),
+                phase.failed_records_at_begin,
+                phase.partitions.is_empty() && !phase.offsets,
+            )
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if self.inner.failed_records.load(Ordering::SeqCst) > at_begin {
+            return Err(txn.fail(TransactionError::Abortable(ClientError::Protocol(
+                "a record of the transaction was not delivered".into(),
+            ))));
+        }
+        if !empty {
+            let producer = self.producer_id_and_epoch();
+            txn.end(&self.inner.cluster, producer, true)
+                .await
+                .map_err(|e| txn.fail(TransactionError::from_client(e)))?;
+        }
+        txn.finish();
+        Ok(())
+    }
+
+    /// Waits for what was sent, then aborts: nothing of the transaction is ever visible to
+    /// read_committed consumers.
+    pub async fn abort_transaction(&self) -> Result<(), TransactionError> {
+        let txn = self.transactions()?;
+        {
+            let phase = txn.phase.lock().expect("lock");
+            if let Some(e @ TransactionError::Fatal(_)) = &phase.failed {
+                return Err(e.clone());
+            }
+            if !phase.in_txn {
+                return Err(TransactionError::State("no transaction is open".into()));
+            }
+        }
+        self.flush().await;
+        let empty = {
+            let phase = txn.phase.lock().expect("lock");
+            phase.partitions.is_empty() && !phase.offsets
+        };
+        if !empty {
+            let producer = self.producer_id_and_epoch();
+            txn.end(&self.inner.cluster, producer, false)
+                .await
+                .map_err(|e| txn.fail(TransactionError::from_client(e)))?;
+        }
+        txn.finish();
+        Ok(())
     }
 
     /// Flushes, then stops the sender.

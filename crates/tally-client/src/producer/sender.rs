@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, TopicName, TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 use tally_protocol::sequence::increment_sequence;
 use tally_protocol::ResponseError;
@@ -174,7 +176,9 @@ impl Sender {
         for open in taken {
             self.next_batch_id += 1;
             let tp = (open.topic.clone(), open.partition);
-            match SealedBatch::seal(self.next_batch_id, open, self.inner.config.compression) {
+            let transactional = self.inner.config.transactional_id.is_some();
+            let compression = self.inner.config.compression;
+            match SealedBatch::seal(self.next_batch_id, open, compression, transactional) {
                 Ok(batch) => self
                     .partitions
                     .entry(tp)
@@ -237,6 +241,7 @@ impl Sender {
                     last_error: batch.last_error.clone(),
                 };
                 debug!(topic = %batch.topic, partition = batch.partition, ?fate, "batch expired");
+                self.inner.failed_records.fetch_add(1, Ordering::SeqCst);
                 batch.fail(error);
             }
             state.batches = kept;
@@ -441,7 +446,13 @@ impl Sender {
                     break;
                 }
                 let request = ProduceRequest::default()
-                    .with_transactional_id(None)
+                    .with_transactional_id(
+                        self.inner
+                            .config
+                            .transactional_id
+                            .clone()
+                            .map(|id| TransactionalId(StrBytes::from_string(id))),
+                    )
                     .with_acks(self.inner.config.acks)
                     .with_timeout_ms(
                         self.inner
@@ -508,6 +519,7 @@ impl Sender {
             if let Some(state) = self.partitions.get_mut(tp) {
                 for batch in state.batches.drain(..) {
                     n += batch.record_count as usize;
+                    self.inner.failed_records.fetch_add(1, Ordering::SeqCst);
                     batch.fail(ProduceError::Client(error.clone()));
                 }
             }
@@ -627,6 +639,7 @@ impl Sender {
                             let batch = state.batches.remove(index).expect("batch");
                             let stamped = batch.stamp.is_some();
                             let n = batch.record_count as usize;
+                            self.inner.failed_records.fetch_add(1, Ordering::SeqCst);
                             batch.fail(ProduceError::Rejected(error));
                             self.inner.outstanding.fetch_sub(n as u64, Ordering::SeqCst);
                             if idempotent && stamped {
