@@ -33,6 +33,7 @@
 
 pub mod admin;
 pub mod admin_groups;
+pub mod admin_txns;
 pub mod assignor;
 pub mod audit;
 pub mod cluster;
@@ -50,6 +51,7 @@ pub mod transport;
 
 pub use admin::{Admin, NewTopic, ProducerDescription};
 pub use admin_groups::{GroupDescription, GroupListing, GroupMember};
+pub use admin_txns::TransactionDescription;
 pub use assignor::Assignor;
 pub use audit::{audit_topic, AuditReport, DuplicateRange, ProducerAudit, SequenceGap};
 pub use cluster::{PartitionInfo, TopicInfo};

@@ -36,12 +36,31 @@ enum DemoKind {
         #[arg(long)]
         no_idempotence: bool,
     },
+    /// A transfer (debit, credit) whose writer is killed between the two writes: without a
+    /// transaction a read_committed reader sees half of it, with one all or nothing.
+    #[command(after_help = "Examples:
+  tally demo transactions                    (starts its own broker in a temporary directory)
+  tally --bootstrap 127.0.0.1:9092 demo transactions")]
+    Transactions,
+    /// The writer process of `demo transactions` (started by it).
+    #[command(hide = true)]
+    TransferWriter {
+        #[arg(long)]
+        transactional_id: Option<String>,
+    },
 }
 
 const MESSAGE: &str = "message1";
 
 pub async fn run(args: DemoArgs, bootstrap: Option<String>) -> Result<()> {
-    let DemoKind::Idempotence { no_idempotence } = args.which;
+    let no_idempotence = match args.which {
+        DemoKind::Idempotence { no_idempotence } => no_idempotence,
+        DemoKind::TransferWriter { transactional_id } => {
+            let bootstrap = bootstrap.ok_or_else(|| anyhow!("the writer needs --bootstrap"))?;
+            return crate::demo_transactions::writer(bootstrap, transactional_id).await;
+        }
+        DemoKind::Transactions => return transactions(bootstrap).await,
+    };
     let idempotent = !no_idempotence;
     // The broker: the one given, or our own on a temporary directory.
     let mut own = None;
@@ -206,4 +225,19 @@ pub async fn run(args: DemoArgs, bootstrap: Option<String>) -> Result<()> {
     result
         .map(|_| ())
         .map_err(|e| anyhow!("the demo's message was not delivered: {e}"))
+}
+
+/// `demo transactions` on the given broker, or on one of its own in a temporary directory.
+async fn transactions(bootstrap: Option<String>) -> Result<()> {
+    if let Some(addr) = bootstrap {
+        return crate::demo_transactions::run(&addr).await;
+    }
+    let dir = tempfile::Builder::new().prefix("tally-demo-").tempdir()?;
+    let mut config = BrokerConfig::new();
+    config.set("log.dirs", &dir.path().to_string_lossy())?;
+    config.set("listeners", "127.0.0.1:0")?;
+    let running = Broker::start(config).await?;
+    let result = crate::demo_transactions::run(&running.local_addr.to_string()).await;
+    running.shutdown().await;
+    result
 }

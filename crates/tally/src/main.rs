@@ -7,12 +7,14 @@ mod bench_cmd;
 mod chaos_cmd;
 mod consume_cmd;
 mod demo;
+mod demo_transactions;
 mod group_cmd;
 mod produce_cmd;
 mod producers_cmd;
 mod serve;
 mod table;
 mod topic_cmd;
+mod transactions_cmd;
 
 use std::process::ExitCode;
 
@@ -64,6 +66,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Group(group_cmd::GroupArgs),
     /// Show each partition's producer table: producer id, epoch, last sequence and offset.
     Producers(producers_cmd::ProducersArgs),
+    /// List and describe transactions, and abort a hanging one.
+    Transactions(transactions_cmd::TransactionsArgs),
     /// Report sequence gaps and ranges stored twice in a topic (exit 1 if any range is).
     Audit(audit_cmd::AuditArgs),
     /// Run a fault-injecting proxy in front of a broker.
@@ -145,6 +149,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Produce(args) => produce_cmd::run(args, client).await,
             Command::Consume(args) => consume_cmd::run(args, client).await,
             Command::Producers(args) => producers_cmd::run(args, client).await,
+            Command::Transactions(args) => transactions_cmd::run(args, client).await,
             Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,
             Command::Bench(options) => bench_cmd::run(options, client).await,

@@ -11,7 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 #[command(after_help = "Examples:
   echo hello | tally produce orders
   tally produce orders --file events.txt --key-separator :
-  printf 'user-1:signed up\\n' | tally produce orders --key-separator : --header source=cli")]
+  printf 'user-1:signed up\\n' | tally produce orders --key-separator : --header source=cli
+  seq 10 | tally produce orders --transactional-id loader-1
+  seq 10 | tally produce orders --transactional-id loader-1 --abort")]
 pub struct ProduceArgs {
     topic: String,
     /// Read messages from this file (one per line) instead of standard input.
@@ -30,8 +32,16 @@ pub struct ProduceArgs {
     #[arg(long, default_value = "none")]
     compression: String,
     /// Turn idempotence off (retries may then store duplicates).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "transactional_id")]
     no_idempotence: bool,
+    /// Write all lines of this run in one transaction with this id: read_committed consumers
+    /// see all of them or none.
+    #[arg(long)]
+    transactional_id: Option<String>,
+    /// With --transactional-id: abort the transaction at the end instead of committing it
+    /// (the records stay in the log, invisible to read_committed consumers).
+    #[arg(long, requires = "transactional_id")]
+    abort: bool,
 }
 
 pub fn parse_compression(name: &str) -> Result<Compression> {
@@ -59,6 +69,7 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> Result<()> {
     config.client = client;
     config.enable_idempotence = !args.no_idempotence;
     config.compression = parse_compression(&args.compression)?;
+    config.transactional_id = args.transactional_id.clone();
     let (reader, progress): (Box<dyn AsyncRead + Unpin + Send>, Option<ProgressBar>) =
         match &args.file {
             Some(path) => {
@@ -76,6 +87,9 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> Result<()> {
             None => (Box::new(tokio::io::stdin()), None),
         };
     let producer = Producer::new(config).await?;
+    if args.transactional_id.is_some() {
+        producer.begin_transaction()?;
+    }
     let mut lines = BufReader::new(reader).lines();
     let mut deliveries = Vec::new();
     while let Some(line) = lines.next_line().await.context("cannot read input")? {
@@ -103,6 +117,11 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> Result<()> {
         deliveries.push(producer.send(record).await?);
     }
     producer.flush().await;
+    let ended = match (&args.transactional_id, args.abort) {
+        (None, _) => None,
+        (Some(_), false) => Some(producer.commit_transaction().await.map(|_| "committed")),
+        (Some(_), true) => Some(producer.abort_transaction().await.map(|_| "aborted")),
+    };
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -128,6 +147,11 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> Result<()> {
         total - failures.len(),
         args.topic
     );
+    match ended {
+        Some(Ok(how)) => println!("Transaction {how}"),
+        Some(Err(e)) => bail!("the transaction was not committed: {e}"),
+        None => {}
+    }
     for (partition, (low, high, n)) in by_partition {
         if low == high {
             println!("  partition {partition}: offset {low}");
