@@ -91,6 +91,10 @@ pub struct BenchOptions {
     /// Target messages per second over all producers (default: as fast as possible).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Produce in transactions of this many messages each (Tally client, produce mode):
+    /// commits per second = msg/s / this.
+    #[arg(long, value_name = "MESSAGES")]
+    pub transaction_messages: Option<u64>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -123,6 +127,12 @@ impl BenchOptions {
         }
         if self.rate == Some(0) {
             return bad("--rate must be positive");
+        }
+        if self.transaction_messages == Some(0) {
+            return bad("--transaction-messages must be positive");
+        }
+        if self.transaction_messages.is_some() && !self.idempotent() {
+            return bad("transactions need idempotence");
         }
         Ok(())
     }

@@ -67,8 +67,11 @@ fn progress(label: &str, options: &BenchOptions, done: &Arc<AtomicU64>) -> Progr
     )
 }
 
-fn producer_config(options: &BenchOptions, client: &ClientConfig) -> ProducerConfig {
+fn producer_config(options: &BenchOptions, client: &ClientConfig, index: usize) -> ProducerConfig {
     let mut config = ProducerConfig::new(String::new());
+    if options.transaction_messages.is_some() {
+        config.transactional_id = Some(format!("tally-bench-{}-{index}", std::process::id()));
+    }
     config.client = client.clone();
     config.enable_idempotence = options.idempotent();
     config.acks = options.acks.as_i16();
@@ -103,7 +106,8 @@ async fn run_producers(
 ) -> Result<ProduceOutcome, BenchError> {
     let mut producers = Vec::with_capacity(options.producers);
     for _ in 0..options.producers {
-        producers.push(Producer::new(producer_config(options, client)).await?);
+        let index = producers.len();
+        producers.push(Producer::new(producer_config(options, client, index)).await?);
     }
     let start = Instant::now();
     let deadline = options
@@ -185,9 +189,21 @@ async fn produce_one(
         options.share(index)
     };
     let mut n = 0u64;
+    let per_txn = options.transaction_messages;
     while n < limit {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
+        }
+        if per_txn.is_some_and(|k| n % k == 0) {
+            if n > 0 {
+                producer
+                    .commit_transaction()
+                    .await
+                    .map_err(|e| BenchError::Other(e.to_string()))?;
+            }
+            producer
+                .begin_transaction()
+                .map_err(|e| BenchError::Other(e.to_string()))?;
         }
         if let Some(wait) = pacer.delay(n) {
             tokio::time::sleep(wait).await;
@@ -199,6 +215,12 @@ async fn produce_one(
             break;
         }
         n += 1;
+    }
+    if per_txn.is_some() && n > 0 {
+        producer
+            .commit_transaction()
+            .await
+            .map_err(|e| BenchError::Other(e.to_string()))?;
     }
     drop(tx);
     let result = awaiter

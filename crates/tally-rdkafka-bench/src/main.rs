@@ -307,6 +307,11 @@ async fn main() -> Result<()> {
     let _ = PROPERTIES.set(cli.property.clone());
     let o = cli.options.clone();
     o.validate()?;
+    if o.transaction_messages.is_some() {
+        anyhow::bail!(
+            "--transaction-messages is measured with `tally bench` (Tally's client) only"
+        );
+    }
     let mut client = tally_client::ClientConfig::new(cli.bootstrap.clone());
     client.client_id = "rdkafka-bench-setup".into();
     let held = prepare_topic(&o, &client).await?;

@@ -41,6 +41,11 @@ pub struct TxnConfig {
 const COORDINATOR_EPOCH: i32 = 0;
 /// Pause between attempts to write a marker that failed for a reason that may pass.
 const MARKER_RETRY_MS: u64 = 100;
+/// How long a request that meets a transaction being ended (or another request for the same
+/// id) waits for it inside the broker before CONCURRENT_TRANSACTIONS is answered. Kafka
+/// answers at once and the client backs off (tens of milliseconds); the markers of one
+/// transaction take about a millisecond here.
+const CONCURRENT_WAIT_MS: u64 = 1_000;
 
 /// Called when a marker reached `__consumer_offsets`: (producer id, committed).
 pub type OffsetsMarkerHook = Arc<dyn Fn(i64, bool) + Send + Sync>;
@@ -60,6 +65,8 @@ pub struct TxnCoordinator {
     pub config: TxnConfig,
     writer_mode: WriterMode,
     on_offsets_marker: OffsetsMarkerHook,
+    /// Woken whenever an operation on any transactional id ends.
+    changed: tokio::sync::Notify,
 }
 
 /// Holds a transactional id for one operation; lets it go when dropped.
@@ -82,6 +89,7 @@ impl Busy<'_> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.coordinator.state.lock().busy.remove(&self.id);
+        self.coordinator.changed.notify_waiters();
     }
 }
 
@@ -114,6 +122,7 @@ impl TxnCoordinator {
             config,
             writer_mode,
             on_offsets_marker,
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -178,8 +187,39 @@ impl TxnCoordinator {
         allocated.map_err(|_| TxnError::CoordinatorNotAvailable)
     }
 
+    /// Runs `attempt` until it is not CONCURRENT_TRANSACTIONS, waiting for other operations
+    /// to end in between, for at most `CONCURRENT_WAIT_MS`.
+    async fn patiently<T, F, Fut>(&self, mut attempt: F) -> Result<T, TxnError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, TxnError>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(CONCURRENT_WAIT_MS);
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match attempt().await {
+                Err(TxnError::ConcurrentTransactions) if tokio::time::Instant::now() < deadline => {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// InitProducerId with a transactional id: the producer id and epoch to use.
     pub async fn init_producer_id(
+        self: &Arc<Self>,
+        id: String,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), TxnError> {
+        self.patiently(|| self.init_once(id.clone(), timeout_ms, expected))
+            .await
+    }
+
+    async fn init_once(
         self: &Arc<Self>,
         id: String,
         timeout_ms: i32,
@@ -223,6 +263,19 @@ impl TxnCoordinator {
         producer_epoch: i16,
         partitions: Vec<(String, i32)>,
     ) -> Result<(), TxnError> {
+        self.patiently(|| {
+            self.add_partitions_once(id.clone(), producer_id, producer_epoch, partitions.clone())
+        })
+        .await
+    }
+
+    async fn add_partitions_once(
+        self: &Arc<Self>,
+        id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), TxnError> {
         let this = Arc::clone(self);
         detached(async move {
             let (busy, current) = this.acquire(&id)?;
@@ -246,6 +299,17 @@ impl TxnCoordinator {
     /// EndTxn: answered once PrepareCommit or PrepareAbort is in the log; the markers and the
     /// completion follow.
     pub async fn end_txn(
+        self: &Arc<Self>,
+        id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        self.patiently(|| self.end_txn_once(id.clone(), producer_id, producer_epoch, commit))
+            .await
+    }
+
+    async fn end_txn_once(
         self: &Arc<Self>,
         id: String,
         producer_id: i64,
