@@ -9,12 +9,16 @@
 //! - no message is stored twice, and no sequence range of any producer is stored twice;
 //! - every acknowledged message is at its acknowledged partition and offset;
 //! - a producer's sequences within an epoch have no gaps, and offsets are contiguous;
-//! - the high watermark, sampled all along, never goes back.
+//! - the high watermark, sampled all along, never goes back;
+//! - a transactional producer's transactions (committed, aborted, or interrupted and then
+//!   fenced by a new instance) are all or nothing for read_committed readers, each record
+//!   once, every committed one whole and no aborted record ever visible.
 //!
 //! A failure names its seed and the command that replays it.
 
 mod oracle;
 mod transport;
+mod txn_producer;
 mod world;
 
 pub use oracle::Oracle;

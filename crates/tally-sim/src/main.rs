@@ -29,12 +29,16 @@ fn main() -> ExitCode {
     for seed in first..first + count {
         match run_seed(seed, &options) {
             Ok(r) => println!(
-                "seed {seed}: ok, {} acked, {} unknown, {} failed, {} faults, {:.1} s simulated",
+                "seed {seed}: ok, {} acked, {} unknown, {} failed, {} faults, {:.1} s simulated; \
+                 transactions: {} committed, {} aborted, {} interrupted",
                 r.acked,
                 r.unknown,
                 r.failed,
                 r.faults.len(),
-                r.sim_secs
+                r.sim_secs,
+                r.transactions.0,
+                r.transactions.1,
+                r.transactions.2
             ),
             Err(e) => {
                 failures += 1;

@@ -35,6 +35,14 @@ pub struct SimOptions {
     pub idempotent: bool,
     /// Bound on simulated time: a run that has not finished by then fails.
     pub max_sim_secs: u64,
+    /// Transactions the transactional producer writes while faults are injected (0: no
+    /// transactional producer), and after healing; records per transaction.
+    pub transactions: usize,
+    pub liveness_transactions: usize,
+    pub txn_size: usize,
+    /// The transactional producer really uses transactions; off only for the control run,
+    /// whose "aborted" writes stay visible, so the oracle must fail.
+    pub transactional: bool,
 }
 
 impl Default for SimOptions {
@@ -47,6 +55,10 @@ impl Default for SimOptions {
             faults: true,
             idempotent: true,
             max_sim_secs: 600,
+            transactions: 30,
+            liveness_transactions: 3,
+            txn_size: 5,
+            transactional: true,
         }
     }
 }
@@ -62,6 +74,8 @@ pub struct SimReport {
     pub stored: usize,
     pub faults: Vec<String>,
     pub sim_secs: f64,
+    /// Transactions committed, aborted, and of unknown outcome (all checked all-or-nothing).
+    pub transactions: (usize, usize, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +94,12 @@ impl std::fmt::Display for SimFailure {
     }
 }
 
-fn client_config() -> ClientConfig {
+/// Every producer host, the transactional one included.
+fn producer_hosts(options: &SimOptions) -> usize {
+    options.producers + usize::from(options.transactions > 0)
+}
+
+pub(crate) fn client_config() -> ClientConfig {
     let mut config = ClientConfig::new(format!("{BROKER}:9092"));
     config.transport = Arc::new(TurmoilTransport);
     config.request_timeout_ms = 2_000;
@@ -134,7 +153,7 @@ async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
     }
 }
 
-async fn sleep_ms(ms: u64) {
+pub(crate) async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
@@ -253,7 +272,7 @@ async fn monitor_software(partitions: i32, oracle: Arc<Mutex<Oracle>>) -> turmoi
 
 /// After every producer finished: read everything back and check the invariants.
 async fn checker_software(options: SimOptions, oracle: Arc<Mutex<Oracle>>) -> turmoil::Result {
-    while oracle.lock().unwrap().producers_finished < options.producers {
+    while oracle.lock().unwrap().producers_finished < producer_hosts(&options) {
         sleep_ms(50).await;
     }
     let admin = Admin::new(client_config()).await?;
@@ -275,6 +294,15 @@ async fn checker_software(options: SimOptions, oracle: Arc<Mutex<Oracle>>) -> tu
         records.extend(consumer.poll(Duration::from_millis(200)).await?);
     }
     let audit = audit_topic(client_config(), TOPIC).await?;
+    if options.transactions > 0 {
+        let mut txn_end = 0;
+        for p in 0..options.partitions {
+            txn_end += admin
+                .list_offset(crate::txn_producer::TXN_TOPIC, p, -1)
+                .await? as u64;
+        }
+        crate::txn_producer::check_transactions(&options, &oracle, txn_end).await?;
+    }
 
     let mut o = oracle.lock().unwrap();
     let mut stored: HashMap<String, usize> = HashMap::new();
@@ -424,6 +452,12 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
             producer_software(k, options.clone(), Arc::clone(&oracle)),
         );
     }
+    if options.transactions > 0 {
+        sim.client(
+            producer_host(options.producers),
+            crate::txn_producer::txn_producer_software(options.clone(), Arc::clone(&oracle)),
+        );
+    }
     sim.client("monitor", monitor_software(partitions, Arc::clone(&oracle)));
     sim.client(
         "checker",
@@ -435,7 +469,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         active: None,
         next_at: Duration::from_millis(200),
         log: Vec::new(),
-        producers: options.producers,
+        producers: producer_hosts(options),
     };
     loop {
         match sim.step() {
@@ -450,7 +484,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         if o.healed {
             continue;
         }
-        if !options.faults || o.producers_done_with_faults == options.producers {
+        if !options.faults || o.producers_done_with_faults == producer_hosts(options) {
             drop(o);
             driver.end(&mut sim);
             oracle.lock().unwrap().healed = true;
@@ -484,5 +518,14 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         stored: o.high_watermarks.values().sum::<i64>() as usize,
         faults: driver.log.clone(),
         sim_secs: sim.elapsed().as_secs_f64(),
+        transactions: {
+            use crate::txn_producer::TxnFate;
+            let n = |f: TxnFate| o.txn_fates.values().filter(|x| **x == f).count();
+            (
+                n(TxnFate::Committed),
+                n(TxnFate::Aborted),
+                n(TxnFate::Unknown),
+            )
+        },
     })
 }

@@ -47,3 +47,19 @@ fn the_oracle_catches_duplicates_without_idempotence() {
         .to_string()
         .contains("replay it with: cargo run -p tally-sim --release -- --seed"));
 }
+
+#[test]
+fn the_oracle_catches_aborted_writes_without_transactions() {
+    let options = SimOptions {
+        transactional: false,
+        ..SimOptions::default()
+    };
+    let failure = run_seed(1, &options).expect_err("plain writes cannot be aborted");
+    assert!(
+        failure
+            .reason
+            .contains("(Aborted): read_committed sees its records"),
+        "{}",
+        failure.reason
+    );
+}
