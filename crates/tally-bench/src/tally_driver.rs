@@ -194,7 +194,7 @@ async fn produce_one(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if per_txn.is_some_and(|k| n % k == 0) {
+        if per_txn.is_some_and(|k| n.is_multiple_of(k)) {
             if n > 0 {
                 producer
                     .commit_transaction()
