@@ -14,6 +14,7 @@ mod data_dir;
 mod dispatch;
 pub mod group;
 mod handlers;
+mod internal_log;
 pub mod partition_handle;
 mod producer_id_manager;
 mod server;

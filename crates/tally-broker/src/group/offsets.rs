@@ -27,19 +27,9 @@ impl GroupCoordinator {
             Ok(queued) => queued,
             Err(results) => return results,
         };
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
-        let outcome = match result {
+        let outcome = match stored(rx, &request.group_id, &results).await {
             Ok(outcome) => outcome,
-            Err(e) => {
-                warn!(group = %request.group_id, error = %e, "could not store committed offsets");
-                let error = store_error(&e, true);
-                return results
-                    .into_iter()
-                    .map(|c| if c == 0 { error } else { c })
-                    .collect();
-            }
+            Err(answer) => return answer,
         };
         let mut inner = self.inner.lock();
         let now = self.clock.now_ms();
@@ -180,4 +170,24 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// Waits for a commit's write. `Err`: the answer when it failed (every offset that passed the
+/// checks gets the store's error; Kafka maps a storage failure to NOT_COORDINATOR).
+pub(super) async fn stored(
+    rx: oneshot::Receiver<AppendResult>,
+    group_id: &str,
+    results: &[i16],
+) -> Result<tally_partition::AppendOutcome, Vec<i16>> {
+    let result = rx
+        .await
+        .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
+    result.map_err(|e| {
+        warn!(group = %group_id, error = %e, "could not store committed offsets");
+        let error = store_error(&e, true);
+        results
+            .iter()
+            .map(|c| if *c == 0 { error } else { *c })
+            .collect()
+    })
 }

@@ -20,11 +20,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tally_log::ReadMode;
 use tally_partition::{AppendError, EntryOrigin, PartitionReader};
-use tally_protocol::record_batch::batch_size_at;
 use tally_protocol::BatchHeader;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -150,52 +148,33 @@ pub fn load(reader: &PartitionReader) -> Result<LogContents, String> {
 }
 
 fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<LogContents, String> {
-    let mut offset = from;
     let mut out = LogContents::default();
-    while offset < to {
-        let read = reader
-            .read_to(offset, 4 << 20, to, true, ReadMode::Block)
-            .map_err(|e| e.to_string())?;
-        if read.records.is_empty() {
-            break;
-        }
-        let mut at = 0;
-        while at < read.records.len() {
-            let Some(size) = batch_size_at(&read.records[at..]) else {
-                break;
-            };
-            let mut batch = read.records.slice(at..at + size as usize);
-            at += size as usize;
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| format!("unreadable group record batch: {e}"))?;
-            for r in set.records {
-                offset = r.offset + 1;
-                if r.control {
-                    // A marker: the producer's pending offsets take effect or are dropped.
-                    let pending = out.pending.remove(&r.producer_id).unwrap_or_default();
-                    if r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1) {
-                        out.records.extend(pending);
-                    }
-                    continue;
-                }
-                let Some(record) = r
-                    .key
-                    .as_ref()
-                    .and_then(|key| StoreRecord::decode(key, r.value.as_deref()))
-                else {
-                    continue;
-                };
-                if r.transactional {
-                    out.pending
-                        .entry(r.producer_id)
-                        .or_default()
-                        .push((r.offset, record));
-                } else {
-                    out.records.push((r.offset, record));
-                }
+    crate::internal_log::for_each_record(reader, from, to, |r| {
+        if r.control {
+            // A marker: the producer's pending offsets take effect or are dropped.
+            let pending = out.pending.remove(&r.producer_id).unwrap_or_default();
+            if r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1) {
+                out.records.extend(pending);
             }
+            return Ok(());
         }
-    }
+        let Some(record) = r
+            .key
+            .as_ref()
+            .and_then(|key| StoreRecord::decode(key, r.value.as_deref()))
+        else {
+            return Ok(());
+        };
+        if r.transactional {
+            out.pending
+                .entry(r.producer_id)
+                .or_default()
+                .push((r.offset, record));
+        } else {
+            out.records.push((r.offset, record));
+        }
+        Ok(())
+    })?;
     // Committed transactional records count from where they were written, like the others.
     out.records.sort_by_key(|(offset, _)| *offset);
     Ok(out)

@@ -2,11 +2,8 @@
 //! `__consumer_offsets` as the producer's transactional batch, held pending until the
 //! transaction's marker reaches that partition, then applied (COMMIT) or dropped (ABORT).
 
-use tally_partition::AppendError;
-use tracing::warn;
-
 use super::consumer_group::Group;
-use super::coordinator::{store_error, CommitRequest, GroupCoordinator};
+use super::coordinator::{CommitRequest, GroupCoordinator};
 use super::offsets_log::TxnProducer;
 use super::store::StoreRecord;
 
@@ -23,19 +20,9 @@ impl GroupCoordinator {
             Ok(queued) => queued,
             Err(results) => return results,
         };
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err(AppendError::Offline("the group store has stopped".into())));
-        let outcome = match result {
+        let outcome = match super::offsets::stored(rx, &request.group_id, &results).await {
             Ok(outcome) => outcome,
-            Err(e) => {
-                warn!(group = %request.group_id, error = %e, "could not store transactional offsets");
-                let error = store_error(&e, true);
-                return results
-                    .into_iter()
-                    .map(|c| if c == 0 { error } else { c })
-                    .collect();
-            }
+            Err(answer) => return answer,
         };
         if !records.is_empty() {
             let mut inner = self.inner.lock();

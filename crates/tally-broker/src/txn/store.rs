@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tally_log::ReadMode;
 use tally_partition::{EntryOrigin, PartitionReader};
-use tally_protocol::record_batch::batch_size_at;
 use tally_protocol::BatchHeader;
 
 use super::log_record::{decode_key, decode_value, encode_key, encode_value};
@@ -59,41 +57,22 @@ pub fn record(transactional_id: &str, m: Option<&TxnMetadata>, now_ms: i64) -> A
 /// The latest metadata of every transactional id in the log (tombstoned ids left out).
 pub fn load(reader: &PartitionReader) -> Result<HashMap<String, TxnMetadata>, String> {
     let mut out = HashMap::new();
-    let to = reader.high_watermark();
-    let mut offset = reader.log_start_offset();
-    while offset < to {
-        let read = reader
-            .read_to(offset, 4 << 20, to, true, ReadMode::Block)
-            .map_err(|e| e.to_string())?;
-        if read.records.is_empty() {
-            break;
-        }
-        let mut at = 0;
-        while at < read.records.len() {
-            let Some(size) = batch_size_at(&read.records[at..]) else {
-                break;
-            };
-            let mut batch = read.records.slice(at..at + size as usize);
-            at += size as usize;
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| format!("unreadable transaction log batch: {e}"))?;
-            for r in set.records {
-                offset = r.offset + 1;
-                let Some(id) = r.key.as_deref().and_then(decode_key) else {
-                    continue;
-                };
-                match r.value.as_deref() {
-                    None => {
-                        out.remove(&id);
-                    }
-                    Some(v) => {
-                        let m = decode_value(&id, v)
-                            .ok_or_else(|| format!("unreadable transaction state of {id:?}"))?;
-                        out.insert(id, m);
-                    }
-                }
+    let (from, to) = (reader.log_start_offset(), reader.high_watermark());
+    crate::internal_log::for_each_record(reader, from, to, |r| {
+        let Some(id) = r.key.as_deref().and_then(decode_key) else {
+            return Ok(());
+        };
+        match r.value.as_deref() {
+            None => {
+                out.remove(&id);
+            }
+            Some(v) => {
+                let m = decode_value(&id, v)
+                    .ok_or_else(|| format!("unreadable transaction state of {id:?}"))?;
+                out.insert(id, m);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
