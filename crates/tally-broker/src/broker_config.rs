@@ -293,6 +293,8 @@ impl BrokerConfig {
             abort_check_interval_ms: self
                 .long("transaction.abort.timed.out.transaction.cleanup.interval.ms")
                 as u64,
+            compaction_min_records: self.long("transaction.state.log.compaction.min.records")
+                as u64,
         }
     }
 

@@ -96,6 +96,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("group.min.session.timeout.ms", Int, "6000", 1, "The shortest session timeout a group member may ask for."),
     def("group.max.session.timeout.ms", Int, "1800000", 1, "The longest session timeout a group member may ask for."),
     def("transaction.state.log.num.partitions", Int, "1", 1, "Partitions of __transaction_state (Kafka's default is 50; one broker needs one)."),
+    def("transaction.state.log.compaction.min.records", Long, "10000", 1, "Tally only: compact __transaction_state once it holds this many records and four times more than there are transactional ids."),
     def("transaction.max.timeout.ms", Int, "900000", 1, "The longest transaction.timeout.ms a producer may ask for."),
     def("transactional.id.expiration.ms", Int, "604800000", 1, "Forget a transactional id unused for this long."),
     def("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, "10000", 1, "How often transactions open past their timeout are aborted."),

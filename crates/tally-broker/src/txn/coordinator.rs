@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::machine::{self, EndPlan, InitPlan, TxnError};
 use super::metadata::{TxnMetadata, TxnState};
-use super::store;
+use super::txn_log::TxnLog;
 use crate::clock::Clock;
 use crate::group::store::OFFSETS_TOPIC;
 use crate::partition_handle::{AppendRequest, PartitionHandle, WriterMode};
@@ -34,6 +34,8 @@ pub struct TxnConfig {
     pub id_expiration_ms: i64,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
     pub abort_check_interval_ms: u64,
+    /// `transaction.state.log.compaction.min.records` (Tally only).
+    pub compaction_min_records: u64,
 }
 
 /// The coordinator epoch written into markers. One broker that never hands its partitions to
@@ -58,7 +60,7 @@ struct State {
 
 pub struct TxnCoordinator {
     state: Mutex<State>,
-    logs: Vec<Arc<PartitionHandle>>,
+    log: TxnLog,
     topics: Arc<TopicRegistry>,
     producer_ids: Arc<ProducerIdManager>,
     clock: Arc<dyn Clock>,
@@ -106,16 +108,15 @@ impl TxnCoordinator {
         on_offsets_marker: OffsetsMarkerHook,
     ) -> Result<TxnCoordinator, String> {
         let mut state = State::default();
-        for log in &logs {
-            state.entries.extend(store::load(log.reader())?);
-        }
+        let (log, entries) = TxnLog::open(logs, config.compaction_min_records)?;
+        state.entries = entries;
         info!(
             transactional_ids = state.entries.len(),
             "loaded transaction state"
         );
         Ok(TxnCoordinator {
             state: Mutex::new(state),
-            logs,
+            log,
             topics,
             producer_ids,
             clock,
@@ -160,20 +161,13 @@ impl TxnCoordinator {
 
     /// Writes `m` (or a tombstone) to the id's log partition and waits for its commit.
     async fn write(&self, id: &str, m: Option<&TxnMetadata>) -> Result<(), TxnError> {
-        let log = &self.logs[log_partition(id, self.logs.len())];
-        let request = store::record(id, m, self.clock.now_ms());
-        let rx = log
-            .submit(request)
+        self.log
+            .write(id, m, self.clock.now_ms())
             .await
-            .map_err(|_| TxnError::CoordinatorNotAvailable)?;
-        match rx.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
+            .map_err(|e| {
                 warn!(transactional_id = id, error = %e, "cannot write transaction state");
-                Err(TxnError::CoordinatorNotAvailable)
-            }
-            Err(_) => Err(TxnError::CoordinatorNotAvailable),
-        }
+                TxnError::CoordinatorNotAvailable
+            })
     }
 
     async fn allocate_producer_id(&self) -> Result<i64, TxnError> {
@@ -451,10 +445,16 @@ impl TxnCoordinator {
         })
     }
 
-    /// Aborts transactions open past their timeout (fencing their producers) and forgets
-    /// transactional ids idle past `transactional.id.expiration.ms`.
+    /// Aborts transactions open past their timeout (fencing their producers), forgets
+    /// transactional ids idle past `transactional.id.expiration.ms`, and compacts the log when
+    /// it holds far more records than ids.
     pub fn tick(self: &Arc<Self>) {
         let now = self.clock.now_ms();
+        let live = self.state.lock().entries.len() as u64;
+        if self.log.compaction_due(live) {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.log.compact(now).await });
+        }
         let (timed_out, expired): (Vec<String>, Vec<String>) = {
             let state = self.state.lock();
             let idle = |id: &String| !state.busy.contains(id);

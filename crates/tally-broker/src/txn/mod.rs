@@ -4,13 +4,15 @@
 //!
 //! `machine` decides (pure functions of the current metadata and a request), `coordinator`
 //! performs (writes the decision, applies it once written, answers, sends the markers),
-//! `store` and `log_record` read and write the topic.
+//! `txn_log` (writes, start-up read, compaction), `store` and `log_record` read and write
+//! the topic.
 
 pub mod coordinator;
 pub mod log_record;
 pub mod machine;
 pub mod metadata;
 pub mod store;
+pub mod txn_log;
 
 pub use coordinator::{OffsetsMarkerHook, TxnConfig, TxnCoordinator};
 pub use machine::TxnError;

@@ -54,11 +54,14 @@ pub fn record(transactional_id: &str, m: Option<&TxnMetadata>, now_ms: i64) -> A
     }
 }
 
-/// The latest metadata of every transactional id in the log (tombstoned ids left out).
-pub fn load(reader: &PartitionReader) -> Result<HashMap<String, TxnMetadata>, String> {
+/// The latest metadata of every transactional id in the log (tombstoned ids left out), and
+/// how many records were read.
+pub fn load(reader: &PartitionReader) -> Result<(HashMap<String, TxnMetadata>, u64), String> {
     let mut out = HashMap::new();
+    let mut read = 0u64;
     let (from, to) = (reader.log_start_offset(), reader.high_watermark());
     crate::internal_log::for_each_record(reader, from, to, |r| {
+        read += 1;
         let Some(id) = r.key.as_deref().and_then(decode_key) else {
             return Ok(());
         };
@@ -74,5 +77,5 @@ pub fn load(reader: &PartitionReader) -> Result<HashMap<String, TxnMetadata>, St
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, read))
 }
