@@ -118,3 +118,67 @@ fn only_partitions_in_the_ongoing_transaction_accept_transactional_batches() {
     );
     drop(running);
 }
+
+/// The batched form (v4+), as brokers send it to the coordinator: a verify-only entry says
+/// which partitions are in the transaction without adding any; another entry adds.
+#[test]
+fn the_batched_form_verifies_and_adds() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let running = common::start(&runtime, dir.path(), &[]);
+    let mut c = WireClient::connect(running.local_addr).unwrap();
+    c.create_topic("v", 2).unwrap();
+    let init = |c: &mut WireClient, id: &'static str| {
+        let r = c
+            .send(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(id))))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            )
+            .unwrap();
+        (r.producer_id, r.producer_epoch)
+    };
+    let (pid, epoch) = init(&mut c, ID);
+    add(&mut c, pid.0, epoch, 0);
+    let (other_pid, other_epoch) = init(&mut c, "other");
+    let entry = |id: &'static str, pid, epoch, verify_only, parts: Vec<i32>| {
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(id)))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_verify_only(verify_only)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic_name("v"))
+                .with_partitions(parts)])
+    };
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        entry(ID, pid, epoch, true, vec![0, 1]),
+        entry("other", other_pid, other_epoch, false, vec![1]),
+        entry(ID, pid, epoch + 1, true, vec![0]),
+    ]);
+    let r = c.send(&request, 4).unwrap();
+    let codes: Vec<Vec<i16>> = r
+        .results_by_transaction
+        .iter()
+        .map(|t| {
+            t.topic_results[0]
+                .results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+                .collect()
+        })
+        .collect();
+    const PRODUCER_FENCED: i16 = 90;
+    assert_eq!(
+        codes,
+        vec![vec![0, INVALID_TXN_STATE], vec![0], vec![PRODUCER_FENCED]],
+        "verified: partition 0 in, 1 not; added; wrong epoch fenced"
+    );
+    // Verifying added nothing: partition 1 still refuses the first transaction's batches.
+    assert_eq!(produce(&mut c, 1, pid.0, epoch, 0).0, INVALID_TXN_STATE);
+    drop(running);
+}

@@ -41,8 +41,8 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::DescribeProducers, 0, 0),
     // Kafka 4 serves v1 only (v0 was removed, KIP-896), as the kafka-protocol crate does.
     ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
-    // v4+ is broker-to-coordinator (batched, verify-only); clients send v0-v3.
-    ApiRange::new(ApiKey::AddPartitionsToTxn, 0, 3),
+    // v4+ is the batched form brokers send (verify-only included); clients send v0-v3.
+    ApiRange::new(ApiKey::AddPartitionsToTxn, 0, 5),
     // v5 returns a bumped epoch (KIP-890 part 2, transaction.version 2), not offered.
     ApiRange::new(ApiKey::EndTxn, 0, 4),
     ApiRange::new(ApiKey::AddOffsetsToTxn, 0, 3),
@@ -180,8 +180,8 @@ mod tests {
         assert_eq!(advertised_range(0).unwrap().max, 11);
         assert_eq!(
             advertised_range(24).unwrap().max,
-            3,
-            "AddPartitionsToTxn, clients' versions"
+            5,
+            "AddPartitionsToTxn, the batched form too"
         );
         assert!(advertised_range(-3).is_none());
     }

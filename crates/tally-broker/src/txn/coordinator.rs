@@ -426,6 +426,23 @@ impl TxnCoordinator {
             .is_some_and(|m| m.producer_id == producer_id && m.producer_epoch > producer_epoch))
     }
 
+    /// AddPartitionsToTxn's verify-only form (see `machine::verify_partitions`).
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<bool>, TxnError> {
+        let state = self.state.lock();
+        machine::verify_partitions(
+            state.entries.get(id),
+            producer_id,
+            producer_epoch,
+            partitions,
+        )
+    }
+
     /// KIP-890 part 1: whether `(topic, partition)` is in the open transaction of producer
     /// (`producer_id`, `producer_epoch`) with this transactional id.
     pub fn verify(

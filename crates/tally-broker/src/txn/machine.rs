@@ -152,6 +152,24 @@ pub fn add_partitions(
     Ok(Some(next))
 }
 
+/// AddPartitionsToTxn with `verify_only` (KIP-890 part 1): for each partition, whether it
+/// is in the producer's ongoing transaction. Adds nothing.
+pub fn verify_partitions(
+    current: Option<&TxnMetadata>,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: &[(String, i32)],
+) -> Result<Vec<bool>, TxnError> {
+    let m = check_producer(current, producer_id, producer_epoch)?;
+    if m.state.is_prepare() || m.state == TxnState::PrepareEpochFence {
+        return Err(TxnError::ConcurrentTransactions);
+    }
+    Ok(partitions
+        .iter()
+        .map(|p| m.state == TxnState::Ongoing && m.partitions.contains(p))
+        .collect())
+}
+
 /// What EndTxn does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndPlan {
