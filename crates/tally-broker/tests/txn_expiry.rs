@@ -71,3 +71,49 @@ fn an_idle_transactional_id_is_forgotten_for_good() {
     drop(c);
     runtime.block_on(running.shutdown());
 }
+
+/// The transaction log carries an id with an i16 length: 32,767 bytes are stored intact and
+/// survive a restart, 32,768 are refused with INVALID_REQUEST (never stored cut).
+#[test]
+fn transactional_ids_at_the_length_boundary() {
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let running = common::start(&runtime, dir.path(), &[]);
+    let mut c = WireClient::connect(running.local_addr).unwrap();
+    let init = |c: &mut WireClient, id: &str| {
+        c.send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        )
+        .unwrap()
+    };
+    let longest = "x".repeat(32_767);
+    assert_eq!(init(&mut c, &longest).error_code, 0);
+    for too_long in [32_768usize, 65_536, 1 << 20] {
+        assert_eq!(
+            init(&mut c, &"y".repeat(too_long)).error_code,
+            42,
+            "{too_long} bytes"
+        );
+    }
+    drop(c);
+    runtime.block_on(running.shutdown());
+    let running = common::start(&runtime, dir.path(), &[]);
+    let mut c = WireClient::connect(running.local_addr).unwrap();
+    let r = c
+        .send(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_string(longest.clone()),
+            )]),
+            0,
+        )
+        .unwrap();
+    assert_eq!(r.transaction_states[0].error_code, 0, "stored intact");
+    assert_eq!(r.transaction_states[0].transactional_id.0.len(), 32_767);
+    drop(c);
+    runtime.block_on(running.shutdown());
+}

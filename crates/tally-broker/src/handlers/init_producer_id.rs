@@ -33,6 +33,11 @@ pub async fn handle(
         return fail(ResponseError::InvalidRequest);
     }
     if let Some(id) = request.transactional_id {
+        // `__transaction_state` keys carry the id with an i16 length, as Kafka's do: a longer
+        // id (legal in the flexible versions) is refused rather than stored cut.
+        if id.0.len() > crate::txn::log_record::MAX_ID_BYTES {
+            return fail(ResponseError::InvalidRequest);
+        }
         let expected = (ctx.api_version >= 3 && request.producer_id.0 >= 0)
             .then_some((request.producer_id.0, request.producer_epoch));
         let answer = broker

@@ -9,6 +9,9 @@ use std::collections::BTreeSet;
 use super::metadata::{TxnMetadata, TxnState};
 
 const KEY_VERSION: i16 = 0;
+
+/// The longest transactional id (and topic name) a record can carry: an i16 length.
+pub const MAX_ID_BYTES: usize = i16::MAX as usize;
 const VALUE_VERSION: i16 = 0;
 
 pub fn encode_key(transactional_id: &str) -> Vec<u8> {
@@ -74,7 +77,9 @@ pub fn decode_value(transactional_id: &str, value: &[u8]) -> Option<TxnMetadata>
 }
 
 fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    // Callers refuse longer strings (InitProducerId checks the id; topic names are short).
+    let len = i16::try_from(s.len()).expect("a string of at most i16::MAX bytes");
+    b.extend_from_slice(&len.to_be_bytes());
     b.extend_from_slice(s.as_bytes());
 }
 
