@@ -300,8 +300,15 @@ fn malformed_frames_close_only_their_connection() {
     truncated.truncate(metadata.len() - 2);
     let mut unknown_key = metadata.clone();
     unknown_key[0..2].copy_from_slice(&999i16.to_be_bytes());
-    let mut unsupported_api = metadata.clone();
-    unsupported_api[0..2].copy_from_slice(&(ApiKey::JoinGroup as i16).to_be_bytes());
+    // A well-formed request of an API the broker does not serve (AlterConfigs): the only
+    // reason to close is that it is not served.
+    let unsupported_api = WireClient::encode(
+        &kafka_protocol::messages::AlterConfigsRequest::default(),
+        0,
+        1,
+    )
+    .unwrap();
+    assert!(tally_protocol::advertised_range(ApiKey::AlterConfigs as i16).is_none());
     let mut too_new = metadata.clone();
     too_new[2..4].copy_from_slice(&99i16.to_be_bytes());
     let mut produce_garbage = WireClient::encode(&ProduceRequest::default(), 9, 1).unwrap();
