@@ -88,6 +88,26 @@ fn every_advertised_version_gets_a_decodable_answer() {
     );
     answers_every_version(&mut c, DescribeProducersRequest::default());
     answers_every_version(&mut c, OffsetForLeaderEpochRequest::default());
+    // Groups: requests that fail (no such group or member) still get decodable answers.
+    answers_every_version(&mut c, FindCoordinatorRequest::default());
+    answers_every_version(&mut c, JoinGroupRequest::default());
+    answers_every_version(&mut c, SyncGroupRequest::default());
+    answers_every_version(&mut c, HeartbeatRequest::default());
+    answers_every_version(&mut c, LeaveGroupRequest::default());
+    answers_every_version(&mut c, OffsetCommitRequest::default());
+    answers_every_version(&mut c, OffsetFetchRequest::default());
+    answers_every_version(&mut c, ListGroupsRequest::default());
+    answers_every_version(&mut c, DescribeGroupsRequest::default());
+    answers_every_version(&mut c, DeleteGroupsRequest::default());
+    answers_every_version(&mut c, OffsetDeleteRequest::default());
+    // Transactions, likewise (unknown transactional ids and producers).
+    answers_every_version(&mut c, AddPartitionsToTxnRequest::default());
+    answers_every_version(&mut c, AddOffsetsToTxnRequest::default());
+    answers_every_version(&mut c, EndTxnRequest::default());
+    answers_every_version(&mut c, TxnOffsetCommitRequest::default());
+    answers_every_version(&mut c, WriteTxnMarkersRequest::default());
+    answers_every_version(&mut c, DescribeTransactionsRequest::default());
+    answers_every_version(&mut c, ListTransactionsRequest::default());
 }
 
 #[test]
