@@ -24,6 +24,8 @@ pub struct Oracle {
     pub violations: Vec<String>,
     /// High watermarks sampled over time, per partition.
     pub high_watermarks: HashMap<i32, i64>,
+    /// Messages of unknown fate found stored (once), counted by the checker.
+    pub unknown_stored: usize,
     /// What the transactional producer was told about each transaction.
     pub txn_fates: HashMap<usize, crate::txn_producer::TxnFate>,
 }

@@ -352,7 +352,11 @@ async fn checker_software(options: SimOptions, oracle: Arc<Mutex<Oracle>>) -> tu
                     ));
                 }
             }
-            Fate::Unknown => {}
+            Fate::Unknown => {
+                if positions.contains_key(&value) {
+                    o.unknown_stored += 1;
+                }
+            }
         }
     }
     for p in &audit.producers {
@@ -514,7 +518,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         acked: count(|f| matches!(f, Fate::Acked { .. })),
         failed: count(|f| matches!(f, Fate::Failed)),
         unknown: count(|f| matches!(f, Fate::Unknown)),
-        unknown_stored: 0,
+        unknown_stored: o.unknown_stored,
         stored: o.high_watermarks.values().sum::<i64>() as usize,
         faults: driver.log.clone(),
         sim_secs: sim.elapsed().as_secs_f64(),

@@ -6,6 +6,8 @@ use tally_sim::{run_seed, SimOptions};
 fn a_handful_of_seeds_hold_every_invariant() {
     let options = SimOptions::default();
     let mut faults = 0;
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut interrupted_transactions = 0;
     for seed in [1u64, 2, 3, 4, 5] {
         match run_seed(seed, &options) {
             Ok(report) => {
@@ -18,6 +20,12 @@ fn a_handful_of_seeds_hold_every_invariant() {
                     report.sim_secs
                 );
                 faults += report.faults.len();
+                interrupted_transactions += report.transactions.2;
+                for f in &report.faults {
+                    // "  1.234s Crash for 120 ms" -> "Crash"
+                    let kind = f.split_whitespace().nth(1).unwrap_or("");
+                    kinds.insert(kind.split('(').next().unwrap_or("").to_string());
+                }
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -25,6 +33,18 @@ fn a_handful_of_seeds_hold_every_invariant() {
     assert!(
         faults >= 10,
         "the seeds injected too few faults to mean anything ({faults})"
+    );
+    // Every kind of fault happened, broker crashes and lost answers among them, and some
+    // transactions were interrupted (so fencing and recovery were exercised).
+    for kind in ["Crash", "LostAnswers", "Hold", "Partition"] {
+        assert!(
+            kinds.contains(kind),
+            "no {kind} fault in these seeds: {kinds:?}"
+        );
+    }
+    assert!(
+        interrupted_transactions > 0,
+        "no transaction was interrupted"
     );
 }
 

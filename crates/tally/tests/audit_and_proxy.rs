@@ -219,7 +219,10 @@ fn chaos_proxy_command_forwards_counts_and_stops_by_itself() {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no drop count in: {counts}"));
-    assert!(dropped > 0, "the proxy dropped no acknowledgement: {counts}");
+    assert!(
+        dropped > 0,
+        "the proxy dropped no acknowledgement: {counts}"
+    );
     let bad = tally(
         &[
             "chaos-proxy",
