@@ -169,7 +169,10 @@ fn produce_then_consume_json_round_trips_keys_values_and_headers() {
     assert_eq!(sent, 504, "{table}");
     let producers: std::collections::BTreeSet<&String> = rows.iter().map(|r| &r[1]).collect();
     assert_eq!(producers.len(), 2, "{table}");
-    assert!(rows.iter().all(|r| r[2] == "0"), "epoch 0 everywhere: {table}");
+    assert!(
+        rows.iter().all(|r| r[2] == "0"),
+        "epoch 0 everywhere: {table}"
+    );
     let described = ok(&tally(&b, &["topic", "describe", "events"], None));
     assert!(described.contains("2 partitions"), "{described}");
 }

@@ -68,6 +68,31 @@ fn rd_read(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Ve
     out
 }
 
+/// Kafka's codec id of a `compression.codec` name.
+fn codec_id(name: &str) -> i16 {
+    ["none", "gzip", "snappy", "lz4", "zstd"]
+        .iter()
+        .position(|n| *n == name)
+        .expect("a codec") as i16
+}
+
+/// The batches are stored with the codec they were sent with (the broker never recompresses).
+fn assert_stored_codec(bootstrap: &str, topic: &str, name: &str) {
+    let mut c = tally_testkit::WireClient::connect(bootstrap.parse().unwrap()).unwrap();
+    let mut batches = 0;
+    for p in 0..2 {
+        for h in c.read_batches(topic, p).unwrap() {
+            assert_eq!(
+                h.compression(),
+                codec_id(name),
+                "{topic}: a batch's codec bits"
+            );
+            batches += 1;
+        }
+    }
+    assert!(batches > 0, "{topic}: no batch stored");
+}
+
 #[test]
 fn tally_client_and_librdkafka_read_each_other() {
     let broker = BrokerProcess::start(Path::new(TALLY), &[]);
@@ -107,6 +132,7 @@ fn tally_client_and_librdkafka_read_each_other() {
             }
             producer.close().await;
         });
+        assert_stored_codec(&bootstrap, &topic, name);
         let read = rd_read(&bootstrap, &topic, 2, N);
         let values: BTreeSet<String> = read.iter().map(|(_, v, _)| v.clone()).collect();
         assert_eq!(values.len(), N, "{name}: each message once");
@@ -165,6 +191,7 @@ fn tally_client_and_librdkafka_read_each_other() {
             }
         }
         producer.flush(Duration::from_secs(30)).unwrap();
+        assert_stored_codec(&bootstrap, &topic, name);
         let records = runtime.block_on(async {
             let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap.clone()))
                 .await
