@@ -193,6 +193,27 @@ pub async fn fetch_offsets(
     partitions: Option<&[TopicPartition]>,
     timeout: Duration,
 ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+    // With RequireStable, offsets a transaction is about to commit or abort are not answered
+    // until its marker lands (KIP-447): UNSTABLE_OFFSET_COMMIT, retried as Java's consumer does.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match fetch_offsets_once(connection, group_id, partitions, timeout).await {
+            Err(ClientError::Broker(ResponseError::UnstableOffsetCommit, _))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn fetch_offsets_once(
+    connection: &BrokerConnection,
+    group_id: &str,
+    partitions: Option<&[TopicPartition]>,
+    timeout: Duration,
+) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
     let version = connection.version(ApiKey::OffsetFetch, 1, 7)?;
     let topics = partitions.map(|tps| {
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
