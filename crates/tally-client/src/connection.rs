@@ -77,6 +77,8 @@ pub struct BrokerConnection {
     client_id: String,
     /// The broker's ApiVersions: api key -> (min, max).
     versions: HashMap<i16, (i16, i16)>,
+    /// The broker's finalized `transaction.version` feature level (0 when it has none).
+    transaction_version: i16,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -202,17 +204,20 @@ impl BrokerConnection {
             next_correlation_id: AtomicI32::new(1),
             client_id: client_id.to_string(),
             versions: HashMap::new(),
+            transaction_version: 0,
             tasks: [writer, reader],
         };
-        connection.versions = connection.api_versions(request_timeout).await?;
+        (connection.versions, connection.transaction_version) =
+            connection.api_versions(request_timeout).await?;
         Ok(connection)
     }
 
-    /// ApiVersions v3, falling back to v0 for brokers that answer UNSUPPORTED_VERSION.
+    /// ApiVersions v3, falling back to v0 for brokers that answer UNSUPPORTED_VERSION: the
+    /// version ranges, and the finalized `transaction.version` level.
     async fn api_versions(
         &self,
         timeout: Duration,
-    ) -> Result<HashMap<i16, (i16, i16)>, ClientError> {
+    ) -> Result<(HashMap<i16, (i16, i16)>, i16), ClientError> {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("tally-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
@@ -228,11 +233,29 @@ impl BrokerConnection {
                 Some("ApiVersions"),
             ));
         }
-        Ok(response
+        // As Java's client: finalized features count only with an epoch of 0 or more.
+        let transaction_version = response
+            .finalized_features
+            .iter()
+            .filter(|_| response.finalized_features_epoch >= 0)
+            .find(|f| &*f.name == tally_protocol::TRANSACTION_VERSION_FEATURE)
+            .map_or(0, |f| f.max_version_level);
+        let versions = response
             .api_keys
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
-            .collect())
+            .collect();
+        Ok((versions, transaction_version))
+    }
+
+    /// Whether the broker serves transaction version 2 (KIP-890 part 2): the finalized
+    /// feature, and the request versions that carry it.
+    pub fn supports_transaction_v2(&self) -> bool {
+        let serves = |api: ApiKey, v: i16| self.version(api, v, v).is_ok();
+        self.transaction_version >= 2
+            && serves(ApiKey::EndTxn, 5)
+            && serves(ApiKey::Produce, 12)
+            && serves(ApiKey::TxnOffsetCommit, 5)
     }
 
     pub fn addr(&self) -> &str {

@@ -26,7 +26,9 @@ pub const PRODUCE_MIN_IMPLEMENTED: i16 = 3;
 
 /// Every API the broker serves, with the versions it advertises.
 pub const ADVERTISED_APIS: &[ApiRange] = &[
-    ApiRange::new(ApiKey::Produce, 0, 11),
+    // v12 is transaction version 2: the broker adds a transactional batch's partition to the
+    // transaction (KIP-890 part 2). v13 names topics by id, not served.
+    ApiRange::new(ApiKey::Produce, 0, 12),
     ApiRange::new(ApiKey::Fetch, 4, 12),
     ApiRange::new(ApiKey::ListOffsets, 1, 7),
     ApiRange::new(ApiKey::Metadata, 0, 12),
@@ -43,11 +45,11 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
     // v4+ is the batched form brokers send (verify-only included); clients send v0-v3.
     ApiRange::new(ApiKey::AddPartitionsToTxn, 0, 5),
-    // v5 returns a bumped epoch (KIP-890 part 2, transaction.version 2), not offered.
-    ApiRange::new(ApiKey::EndTxn, 0, 4),
+    // v5 is transaction version 2: every commit and abort bumps the epoch (KIP-890 part 2).
+    ApiRange::new(ApiKey::EndTxn, 0, 5),
     ApiRange::new(ApiKey::AddOffsetsToTxn, 0, 3),
-    // v5 adds the offsets partition implicitly (KIP-890 part 2), not offered.
-    ApiRange::new(ApiKey::TxnOffsetCommit, 0, 4),
+    // v5 adds the offsets partition itself (transaction version 2).
+    ApiRange::new(ApiKey::TxnOffsetCommit, 0, 5),
     ApiRange::new(ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a regular-expression filter on transactional ids.
     ApiRange::new(ApiKey::ListTransactions, 0, 1),
@@ -63,6 +65,11 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::DeleteGroups, 0, 2),
     ApiRange::new(ApiKey::OffsetDelete, 0, 0),
 ];
+
+/// The feature a client reads to choose transaction version 2 (KIP-1022), and its level: the
+/// versions above (Produce v12, EndTxn v5, TxnOffsetCommit v5) serve it.
+pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+pub const TRANSACTION_VERSION: i16 = 2;
 
 /// The advertised range for a raw api key, if the broker serves that API at all.
 pub fn advertised_range(api_key: i16) -> Option<ApiRange> {

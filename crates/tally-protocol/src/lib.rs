@@ -16,7 +16,9 @@ pub mod record_batch;
 pub mod records;
 pub mod sequence;
 
-pub use api_versions::{advertised_range, ApiRange, ADVERTISED_APIS};
+pub use api_versions::{
+    advertised_range, ApiRange, ADVERTISED_APIS, TRANSACTION_VERSION, TRANSACTION_VERSION_FEATURE,
+};
 pub use control::{encode_marker, parse_marker, ControlError, EndTxnMarker, TxnResult};
 pub use frame::{FrameError, RequestPeek};
 pub use record_batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};

@@ -2,7 +2,8 @@
 //! across 3 partitions of 2 topics (its consumer, read_committed by default, sees exactly the
 //! committed records; read_uncommitted sees all, neither a control record), a second instance
 //! fences the first and its open transaction is aborted, and offsets sent to a transaction
-//! count only if it commits.
+//! count only if it commits. Tally's broker serves transaction version 2, so the client uses
+//! it here: no AddPartitionsToTxn or AddOffsetsToTxn, a new epoch after every commit and abort.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,6 +88,7 @@ async fn commit_and_abort_across_partitions_of_two_topics() {
     );
     let (mut committed, mut everything) = (Vec::new(), Vec::new());
     for (round, commit) in [true, false, true, false].into_iter().enumerate() {
+        let (id, epoch) = p.producer_id_and_epoch();
         p.begin_transaction().unwrap();
         let sent = send_all(&p, &format!("r{round}")).await;
         everything.extend(sent.clone());
@@ -96,6 +98,9 @@ async fn commit_and_abort_across_partitions_of_two_topics() {
         } else {
             p.abort_transaction().await.unwrap();
         }
+        // Transaction version 2: every commit and abort moves the producer to a new epoch;
+        // the next round's batches start again at sequence 0 under it.
+        assert_eq!(p.producer_id_and_epoch(), (id, epoch + 1));
     }
     let (committed, everything) = (group(&committed), group(&everything));
     assert_eq!(

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::partition_handle::{AppendRequest, AppendResult};
+use crate::txn::TxnError;
 
 pub enum ProduceOutcome {
     Respond(ProduceResponse),
@@ -148,27 +149,27 @@ pub async fn submit(
                     continue;
                 }
             };
+            // KIP-890: a transactional batch may open a transaction on this partition only
+            // if the coordinator has the partition in that producer's transaction (part 1);
+            // from Produce v12 (transaction version 2) the broker adds it itself (part 2).
+            let txn_verified = match (header.is_transactional(), transactional_id.as_deref()) {
+                (true, Some(id)) => {
+                    match verify_or_add(broker, id, &header, &name, data.index, version).await {
+                        Ok(verified) => verified,
+                        Err((e, text)) => {
+                            slots.push(fail(answer, e, text));
+                            continue;
+                        }
+                    }
+                }
+                _ => false,
+            };
             let request = AppendRequest {
                 origin: EntryOrigin::Client,
                 header,
                 batch: records,
                 append_time_ms: now,
-                txn_verified: false,
-            };
-            // KIP-890 part 1: a transactional batch may open a transaction on this partition
-            // only if the coordinator has the partition in that producer's transaction.
-            let request = AppendRequest {
-                txn_verified: header.is_transactional()
-                    && transactional_id.as_deref().is_some_and(|id| {
-                        broker.txns.verify(
-                            id,
-                            header.producer_id,
-                            header.producer_epoch,
-                            &name,
-                            data.index,
-                        )
-                    }),
-                ..request
+                txn_verified,
             };
             match handle.submit(request).await {
                 Ok(rx) => slots.push(Slot::Waiting(answer, rx)),
@@ -186,6 +187,52 @@ pub async fn submit(
         topics,
         first_error,
     }
+}
+
+/// The first Produce version of transaction version 2: the broker adds the partition to the
+/// transaction instead of only verifying it (Kafka's `ADD_PARTITION` operation).
+const TRANSACTION_V2_VERSION: i16 = 12;
+
+/// Whether the batch's partition is in its producer's open transaction, adding it first for
+/// a Produce v12+ request. The coordinator's refusals map as Kafka maps them for Produce.
+async fn verify_or_add(
+    broker: &Broker,
+    transactional_id: &str,
+    header: &tally_protocol::BatchHeader,
+    topic: &str,
+    partition: i32,
+    version: i16,
+) -> Result<bool, (ResponseError, String)> {
+    let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
+    if broker
+        .txns
+        .verify(transactional_id, producer_id, epoch, topic, partition)
+    {
+        return Ok(true);
+    }
+    if version < TRANSACTION_V2_VERSION {
+        return Ok(false);
+    }
+    let added = broker
+        .txns
+        .add_partitions(
+            transactional_id.to_string(),
+            producer_id,
+            epoch,
+            vec![(topic.to_string(), partition)],
+        )
+        .await;
+    added.map(|()| true).map_err(|e| {
+        let code = match e {
+            TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+            TxnError::CoordinatorNotAvailable => ResponseError::NotEnoughReplicas,
+            other => other.code(true),
+        };
+        (
+            code,
+            format!("the partition could not be added to the transaction: {e:?}"),
+        )
+    })
 }
 
 impl PendingProduce {

@@ -1,7 +1,8 @@
 //! AddOffsetsToTxn and TxnOffsetCommit: a transactional producer's consumed offsets become
 //! part of its transaction (exactly-once read-process-write). AddOffsetsToTxn adds the group's
 //! `__consumer_offsets` partition to the transaction; TxnOffsetCommit writes the offsets there
-//! as the producer's transactional records, applied only if the transaction commits.
+//! as the producer's transactional records, applied only if the transaction commits. From
+//! TxnOffsetCommit v5 (transaction version 2) the commit adds the partition itself.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -16,6 +17,10 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::store::OFFSETS_TOPIC;
 use crate::group::{CommitRequest, TxnProducer};
+use crate::txn::TxnError;
+
+/// The first TxnOffsetCommit version of transaction version 2.
+const TRANSACTION_V2_VERSION: i16 = 5;
 
 pub async fn add_offsets(
     broker: &Broker,
@@ -44,13 +49,30 @@ pub async fn commit(
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let id = request.transactional_id.0.to_string();
-    let verified = broker
-        .txns
-        .verify_offsets(&id, request.producer_id.0, request.producer_epoch);
-    let refused = match verified {
-        Ok(()) => None,
-        Err(true) => Some(ResponseError::InvalidProducerEpoch),
-        Err(false) => Some(ResponseError::InvalidTxnState),
+    let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
+    // v5 is transaction version 2: the offsets partition joins the transaction here, without
+    // AddOffsetsToTxn (KIP-890 part 2).
+    let added = if ctx.api_version >= TRANSACTION_V2_VERSION {
+        broker
+            .txns
+            .add_partitions(
+                id.clone(),
+                producer_id,
+                epoch,
+                vec![(OFFSETS_TOPIC.to_string(), 0)],
+            )
+            .await
+    } else {
+        Ok(())
+    };
+    let refused = match added {
+        Err(TxnError::ProducerFenced) => Some(ResponseError::InvalidProducerEpoch),
+        Err(e) => Some(e.code(true)),
+        Ok(()) => match broker.txns.verify_offsets(&id, producer_id, epoch) {
+            Ok(()) => None,
+            Err(true) => Some(ResponseError::InvalidProducerEpoch),
+            Err(false) => Some(ResponseError::InvalidTxnState),
+        },
     };
     let mut offsets = Vec::new();
     for t in &request.topics {

@@ -291,37 +291,40 @@ impl TxnCoordinator {
     }
 
     /// EndTxn: answered once PrepareCommit or PrepareAbort is in the log; the markers and the
-    /// completion follow.
+    /// completion follow. Returns the producer id and epoch to use next (bumped under
+    /// transaction version 2).
     pub async fn end_txn(
         self: &Arc<Self>,
         id: String,
-        producer_id: i64,
-        producer_epoch: i16,
-        commit: bool,
-    ) -> Result<(), TxnError> {
-        self.patiently(|| self.end_txn_once(id.clone(), producer_id, producer_epoch, commit))
+        request: machine::EndRequest,
+    ) -> Result<(i64, i16), TxnError> {
+        self.patiently(|| self.end_txn_once(id.clone(), request))
             .await
     }
 
     async fn end_txn_once(
         self: &Arc<Self>,
         id: String,
-        producer_id: i64,
-        producer_epoch: i16,
-        commit: bool,
-    ) -> Result<(), TxnError> {
+        request: machine::EndRequest,
+    ) -> Result<(i64, i16), TxnError> {
         let this = Arc::clone(self);
         detached(async move {
             let (busy, current) = this.acquire(&id)?;
+            let fresh = if machine::end_needs_new_producer_id(current.as_ref(), &request) {
+                Some(this.allocate_producer_id().await?)
+            } else {
+                None
+            };
             let now = this.clock.now_ms();
-            match machine::end_txn(current.as_ref(), producer_id, producer_epoch, commit, now)? {
-                EndPlan::AlreadyDone => Ok(()),
+            match machine::end_txn(current.as_ref(), request, fresh, now)? {
+                EndPlan::AlreadyDone(producer_id, epoch) => Ok((producer_id, epoch)),
                 EndPlan::Prepare(m) => {
                     this.write(&id, Some(&m)).await?;
                     busy.apply(Some(m.clone()));
                     drop(busy);
+                    let next = machine::producer_after(&m);
                     tokio::spawn(Arc::clone(&this).complete(m));
-                    Ok(())
+                    Ok(next)
                 }
             }
         })

@@ -12,7 +12,9 @@ const KEY_VERSION: i16 = 0;
 
 /// The longest transactional id (and topic name) a record can carry: an i16 length.
 pub const MAX_ID_BYTES: usize = i16::MAX as usize;
-const VALUE_VERSION: i16 = 0;
+/// Version 1 appends the next producer id and the client's transaction version; version 0
+/// records (written before transaction version 2) still load.
+const VALUE_VERSION: i16 = 1;
 
 pub fn encode_key(transactional_id: &str) -> Vec<u8> {
     let mut b = Vec::with_capacity(4 + transactional_id.len());
@@ -37,6 +39,8 @@ pub fn encode_value(m: &TxnMetadata) -> Vec<u8> {
     b.extend_from_slice(&m.txn_start_ms.to_be_bytes());
     b.extend_from_slice(&m.prev_producer_id.to_be_bytes());
     b.extend_from_slice(&m.last_producer_epoch.to_be_bytes());
+    b.extend_from_slice(&m.next_producer_id.to_be_bytes());
+    b.extend_from_slice(&m.client_txn_version.to_be_bytes());
     b
 }
 
@@ -50,7 +54,8 @@ pub fn decode_key(key: &[u8]) -> Option<String> {
 
 pub fn decode_value(transactional_id: &str, value: &[u8]) -> Option<TxnMetadata> {
     let mut r = Reader { b: value, at: 0 };
-    (r.i16()? == VALUE_VERSION).then_some(())?;
+    let version = r.i16()?;
+    (0..=VALUE_VERSION).contains(&version).then_some(())?;
     let producer_id = r.i64()?;
     let producer_epoch = r.i16()?;
     let timeout_ms = r.i32()?;
@@ -61,7 +66,7 @@ pub fn decode_value(transactional_id: &str, value: &[u8]) -> Option<TxnMetadata>
         let topic = r.string()?;
         partitions.insert((topic, r.i32()?));
     }
-    let m = TxnMetadata {
+    let mut m = TxnMetadata {
         transactional_id: transactional_id.to_string(),
         producer_id,
         producer_epoch,
@@ -72,7 +77,13 @@ pub fn decode_value(transactional_id: &str, value: &[u8]) -> Option<TxnMetadata>
         txn_start_ms: r.i64()?,
         prev_producer_id: r.i64()?,
         last_producer_epoch: r.i16()?,
+        next_producer_id: -1,
+        client_txn_version: 0,
     };
+    if version >= 1 {
+        m.next_producer_id = r.i64()?;
+        m.client_txn_version = r.i16()?;
+    }
     r.done().then_some(m)
 }
 
@@ -129,11 +140,29 @@ mod tests {
         m.partitions.insert(("a".into(), 0));
         m.partitions.insert(("b".into(), 7));
         m.txn_start_ms = 900;
+        m.next_producer_id = 43;
+        m.client_txn_version = 2;
         let key = encode_key(&m.transactional_id);
         let id = decode_key(&key).unwrap();
         assert_eq!(decode_value(&id, &encode_value(&m)), Some(m));
         assert_eq!(decode_key(&key[..key.len() - 1]), None);
         let value = encode_value(&TxnMetadata::new("x", 1, 1, 1));
         assert_eq!(decode_value("x", &value[..value.len() - 1]), None);
+    }
+
+    #[test]
+    fn version_0_records_still_load() {
+        let mut m = TxnMetadata::new("old", 5, 60_000, 1);
+        m.producer_epoch = 2;
+        let mut v0 = encode_value(&m);
+        v0.truncate(v0.len() - 10);
+        v0[..2].copy_from_slice(&0i16.to_be_bytes());
+        assert_eq!(decode_value("old", &v0), Some(m));
+        v0[..2].copy_from_slice(&2i16.to_be_bytes());
+        assert_eq!(
+            decode_value("old", &v0),
+            None,
+            "an unknown version is refused"
+        );
     }
 }

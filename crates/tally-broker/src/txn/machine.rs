@@ -175,27 +175,123 @@ pub fn verify_partitions(
 pub enum EndPlan {
     /// Write this PrepareCommit or PrepareAbort, answer, then send the markers.
     Prepare(TxnMetadata),
-    /// A retry of an EndTxn that completed: answer success.
-    AlreadyDone,
+    /// A retry of an EndTxn that completed: answer success, with the producer id and epoch to
+    /// use next (transaction version 2; the request's own under version 0).
+    AlreadyDone(i64, i16),
+}
+
+/// An EndTxn request: `tv2` is transaction version 2 (EndTxn v5+, KIP-890 part 2), where
+/// every commit and abort bumps the producer's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndRequest {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub tv2: bool,
+}
+
+/// Whether EndTxn will need a fresh producer id (transaction version 2 on an exhausted epoch:
+/// the completion moves the producer to a new id).
+pub fn end_needs_new_producer_id(current: Option<&TxnMetadata>, request: &EndRequest) -> bool {
+    request.tv2 && current.is_some_and(|m| m.producer_epoch >= MAX_EPOCH)
+}
+
+/// The producer id and epoch a client uses once `m`'s transaction is complete: what EndTxn v5
+/// answers.
+pub fn producer_after(m: &TxnMetadata) -> (i64, i16) {
+    if m.next_producer_id >= 0 {
+        (m.next_producer_id, 0)
+    } else {
+        (m.producer_id, m.producer_epoch)
+    }
 }
 
 pub fn end_txn(
     current: Option<&TxnMetadata>,
-    producer_id: i64,
-    producer_epoch: i16,
-    commit: bool,
+    request: EndRequest,
+    fresh_producer_id: Option<i64>,
     now_ms: i64,
 ) -> Result<EndPlan, TxnError> {
+    if request.tv2 {
+        let m = current.ok_or(TxnError::InvalidProducerIdMapping)?;
+        return end_txn_v2(m, request, fresh_producer_id, now_ms);
+    }
+    let EndRequest {
+        producer_id,
+        producer_epoch,
+        commit,
+        ..
+    } = request;
     let m = check_producer(current, producer_id, producer_epoch)?;
     use TxnState::*;
     match (m.state, commit) {
         (Ongoing, true) => Ok(EndPlan::Prepare(m.to_state(PrepareCommit, now_ms))),
         (Ongoing, false) => Ok(EndPlan::Prepare(m.to_state(PrepareAbort, now_ms))),
-        (CompleteCommit, true) | (CompleteAbort, false) => Ok(EndPlan::AlreadyDone),
+        (CompleteCommit, true) | (CompleteAbort, false) => {
+            Ok(EndPlan::AlreadyDone(producer_id, producer_epoch))
+        }
         (PrepareCommit, true) | (PrepareAbort, false) | (PrepareEpochFence, _) => {
             Err(TxnError::ConcurrentTransactions)
         }
         _ => Err(TxnError::InvalidTxnState),
+    }
+}
+
+/// Transaction version 2 (Kafka's `TransactionCoordinator.endTransaction`, TV2 branch): the
+/// Prepare record carries the bumped epoch, so the markers fence every batch of the ended
+/// transaction that arrives late. A retry is recognised by its epoch being one below the
+/// stored one (or, after a roll-over, by the previous producer id).
+fn end_txn_v2(
+    m: &TxnMetadata,
+    request: EndRequest,
+    fresh_producer_id: Option<i64>,
+    now_ms: i64,
+) -> Result<EndPlan, TxnError> {
+    use TxnState::*;
+    let (pid, epoch) = (request.producer_id, request.producer_epoch);
+    let rolled_over_retry = pid != m.producer_id
+        && pid == m.prev_producer_id
+        && epoch >= MAX_EPOCH
+        && m.producer_epoch == 0;
+    if pid != m.producer_id && !rolled_over_retry {
+        return Err(TxnError::InvalidProducerIdMapping);
+    }
+    if m.state.is_prepare() || m.state == PrepareEpochFence {
+        return Err(TxnError::ConcurrentTransactions);
+    }
+    let retry = rolled_over_retry || i32::from(epoch) + 1 == i32::from(m.producer_epoch);
+    let current = !rolled_over_retry && epoch == m.producer_epoch;
+    let prepare = |state| -> Result<EndPlan, TxnError> {
+        let mut next = m.to_state(state, now_ms);
+        next.producer_epoch = m
+            .producer_epoch
+            .checked_add(1)
+            .ok_or(TxnError::ProducerFenced)?;
+        // The bump is not an InitProducerId's: nothing to recognise a retry of any more.
+        next.last_producer_epoch = -1;
+        next.client_txn_version = 2;
+        if m.producer_epoch >= MAX_EPOCH {
+            next.next_producer_id = fresh_producer_id.ok_or(TxnError::CoordinatorNotAvailable)?;
+        }
+        if m.state.is_idle() {
+            // An abort with nothing open: no markers, only the bump.
+            next.partitions.clear();
+            next.txn_start_ms = now_ms;
+        }
+        Ok(EndPlan::Prepare(next))
+    };
+    match (m.state, request.commit) {
+        (Ongoing, true) if current => prepare(PrepareCommit),
+        (Ongoing | Empty | CompleteCommit | CompleteAbort, false) if current => {
+            prepare(PrepareAbort)
+        }
+        (CompleteCommit, true) | (CompleteAbort, false) if retry => {
+            Ok(EndPlan::AlreadyDone(m.producer_id, m.producer_epoch))
+        }
+        (CompleteCommit | CompleteAbort, _) if retry => Err(TxnError::InvalidTxnState),
+        (Empty | CompleteCommit | CompleteAbort, true) if current => Err(TxnError::InvalidTxnState),
+        (Dead, _) => Err(TxnError::InvalidProducerIdMapping),
+        _ => Err(TxnError::ProducerFenced),
     }
 }
 
@@ -208,6 +304,13 @@ pub fn complete(m: &TxnMetadata, now_ms: i64) -> TxnMetadata {
     let mut next = m.to_state(state, now_ms);
     next.partitions.clear();
     next.txn_start_ms = -1;
+    if m.next_producer_id >= 0 {
+        // Transaction version 2 exhausted the epoch: the producer goes on with a new id.
+        next.prev_producer_id = m.producer_id;
+        next.producer_id = m.next_producer_id;
+        next.producer_epoch = 0;
+        next.next_producer_id = -1;
+    }
     next
 }
 
@@ -250,6 +353,32 @@ mod tests {
         }
     }
 
+    fn end_v1(
+        m: Option<&TxnMetadata>,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<EndPlan, TxnError> {
+        let request = EndRequest {
+            producer_id,
+            producer_epoch,
+            commit,
+            tv2: false,
+        };
+        end_txn(m, request, None, now_ms)
+    }
+
+    fn end_v2(m: &TxnMetadata, epoch: i16, commit: bool) -> Result<EndPlan, TxnError> {
+        let request = EndRequest {
+            producer_id: m.producer_id,
+            producer_epoch: epoch,
+            commit,
+            tv2: true,
+        };
+        end_txn(Some(m), request, Some(1_000), 50)
+    }
+
     fn tp(t: &str, p: i32) -> (String, i32) {
         (t.to_string(), p)
     }
@@ -271,12 +400,12 @@ mod tests {
             .unwrap();
         assert_eq!(m.partitions.len(), 2);
         assert_eq!(m.txn_start_ms, 10, "the start is the first partition's");
-        let EndPlan::Prepare(p) = end_txn(Some(&m), 7, 0, true, 20).unwrap() else {
+        let EndPlan::Prepare(p) = end_v1(Some(&m), 7, 0, true, 20).unwrap() else {
             panic!()
         };
         assert_eq!(p.state, TxnState::PrepareCommit);
         assert_eq!(
-            end_txn(Some(&p), 7, 0, true, 21),
+            end_v1(Some(&p), 7, 0, true, 21),
             Err(TxnError::ConcurrentTransactions)
         );
         assert_eq!(
@@ -285,9 +414,12 @@ mod tests {
         );
         let c = complete(&p, 22);
         assert_eq!((c.state, c.partitions.len()), (TxnState::CompleteCommit, 0));
-        assert_eq!(end_txn(Some(&c), 7, 0, true, 23), Ok(EndPlan::AlreadyDone));
         assert_eq!(
-            end_txn(Some(&c), 7, 0, false, 23),
+            end_v1(Some(&c), 7, 0, true, 23),
+            Ok(EndPlan::AlreadyDone(7, 0))
+        );
+        assert_eq!(
+            end_v1(Some(&c), 7, 0, false, 23),
             Err(TxnError::InvalidTxnState)
         );
     }
@@ -303,15 +435,15 @@ mod tests {
             Err(TxnError::InvalidProducerIdMapping)
         );
         assert_eq!(
-            end_txn(Some(&m), 7, 1, true, 2),
+            end_v1(Some(&m), 7, 1, true, 2),
             Err(TxnError::ProducerFenced)
         );
         assert_eq!(
-            end_txn(None, 7, 0, true, 2),
+            end_v1(None, 7, 0, true, 2),
             Err(TxnError::InvalidProducerIdMapping)
         );
         assert_eq!(
-            end_txn(Some(&fresh()), 7, 0, false, 2),
+            end_v1(Some(&fresh()), 7, 0, false, 2),
             Err(TxnError::InvalidTxnState)
         );
     }
@@ -334,7 +466,7 @@ mod tests {
         assert_eq!(f.partitions, m.partitions, "markers go to every partition");
         // The old instance is fenced from now on.
         assert_eq!(
-            end_txn(Some(&f), 7, 0, true, 6),
+            end_v1(Some(&f), 7, 0, true, 6),
             Err(TxnError::ProducerFenced)
         );
         let done = complete(&f, 7);
@@ -386,6 +518,82 @@ mod tests {
         assert!(
             !is_expired(&m, i64::MAX / 2, 100),
             "an open transaction never expires"
+        );
+    }
+
+    #[test]
+    fn version_2_bumps_the_epoch_on_every_commit_and_abort() {
+        let m = fresh();
+        let m = add_partitions(Some(&m), 7, 0, &[tp("a", 0)], 1)
+            .unwrap()
+            .unwrap();
+        let EndPlan::Prepare(p) = end_v2(&m, 0, true).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.state, p.producer_epoch, p.client_txn_version),
+            (TxnState::PrepareCommit, 1, 2),
+            "the markers carry the bumped epoch"
+        );
+        assert_eq!(producer_after(&p), (7, 1));
+        assert_eq!(end_v2(&p, 0, true), Err(TxnError::ConcurrentTransactions));
+        let c = complete(&p, 2);
+        // The retry of the commit (old epoch) succeeds with the new epoch; a commit after an
+        // abort or at the new epoch with nothing open does not.
+        assert_eq!(end_v2(&c, 0, true), Ok(EndPlan::AlreadyDone(7, 1)));
+        assert_eq!(end_v2(&c, 0, false), Err(TxnError::InvalidTxnState));
+        assert_eq!(end_v2(&c, 1, true), Err(TxnError::InvalidTxnState));
+        // The old epoch may not start anything.
+        assert_eq!(
+            add_partitions(Some(&c), 7, 0, &[tp("a", 0)], 3),
+            Err(TxnError::ProducerFenced)
+        );
+        // An abort with nothing open bumps the epoch, without markers.
+        let EndPlan::Prepare(a) = end_v2(&c, 1, false).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.state, a.producer_epoch, a.partitions.len()),
+            (TxnState::PrepareAbort, 2, 0)
+        );
+        let a = complete(&a, 4);
+        assert_eq!(end_v2(&a, 1, false), Ok(EndPlan::AlreadyDone(7, 2)));
+        assert_eq!(end_v2(&a, 0, false), Err(TxnError::ProducerFenced));
+        assert_eq!(end_v2(&fresh(), 0, true), Err(TxnError::InvalidTxnState));
+    }
+
+    #[test]
+    fn version_2_rolls_over_to_a_new_producer_id_at_the_last_epoch() {
+        let mut m = fresh();
+        m.producer_epoch = MAX_EPOCH;
+        let m = add_partitions(Some(&m), 7, MAX_EPOCH, &[tp("a", 0)], 1)
+            .unwrap()
+            .unwrap();
+        let request = EndRequest {
+            producer_id: 7,
+            producer_epoch: MAX_EPOCH,
+            commit: true,
+            tv2: true,
+        };
+        assert!(end_needs_new_producer_id(Some(&m), &request));
+        assert_eq!(
+            end_txn(Some(&m), request, None, 2),
+            Err(TxnError::CoordinatorNotAvailable)
+        );
+        let EndPlan::Prepare(p) = end_txn(Some(&m), request, Some(1_000), 2).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.producer_id, p.producer_epoch), (7, i16::MAX));
+        assert_eq!(producer_after(&p), (1_000, 0));
+        let c = complete(&p, 3);
+        assert_eq!(
+            (c.producer_id, c.producer_epoch, c.prev_producer_id),
+            (1_000, 0, 7)
+        );
+        assert_eq!(
+            end_txn(Some(&c), request, None, 4),
+            Ok(EndPlan::AlreadyDone(1_000, 0)),
+            "the retry under the old id is recognised"
         );
     }
 }

@@ -78,7 +78,12 @@ impl TxnState {
             Empty => matches!(previous, Empty | CompleteCommit | CompleteAbort),
             Ongoing => matches!(previous, Ongoing | Empty | CompleteCommit | CompleteAbort),
             PrepareCommit => previous == Ongoing,
-            PrepareAbort => matches!(previous, Ongoing | PrepareEpochFence),
+            // Transaction version 2 may abort with nothing open (an empty transaction), to
+            // bump the epoch.
+            PrepareAbort => matches!(
+                previous,
+                Ongoing | PrepareEpochFence | Empty | CompleteCommit | CompleteAbort
+            ),
             CompleteCommit => previous == PrepareCommit,
             CompleteAbort => previous == PrepareAbort,
             Dead => matches!(previous, Empty | CompleteCommit | CompleteAbort),
@@ -97,6 +102,12 @@ pub struct TxnMetadata {
     pub producer_epoch: i16,
     /// The epoch before the last bump, so a retried InitProducerId can be recognised; -1.
     pub last_producer_epoch: i16,
+    /// Transaction version 2 on an exhausted epoch: the producer id the transaction's
+    /// completion moves to (epoch 0); -1.
+    pub next_producer_id: i64,
+    /// The transaction version of the client that ended the transaction last (0 or 2):
+    /// version 2 bumps the epoch on every commit and abort (KIP-890 part 2).
+    pub client_txn_version: i16,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// (topic, partition) in the transaction.
@@ -114,6 +125,8 @@ impl TxnMetadata {
             prev_producer_id: -1,
             producer_epoch: -1,
             last_producer_epoch: -1,
+            next_producer_id: -1,
+            client_txn_version: 0,
             timeout_ms,
             state: TxnState::Empty,
             partitions: BTreeSet::new(),

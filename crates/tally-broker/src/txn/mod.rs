@@ -1,4 +1,5 @@
-//! The transaction coordinator (KIP-98, with KIP-890 part 1's verification): per
+//! The transaction coordinator (KIP-98, with KIP-890's defences: part 1's verification and
+//! part 2's epoch bump on every commit and abort, transaction version 2): per
 //! transactional id, a producer id and epoch, the partitions of the open transaction and its
 //! state, kept in the internal topic `__transaction_state`.
 //!
@@ -15,7 +16,7 @@ pub mod store;
 pub mod txn_log;
 
 pub use coordinator::{OffsetsMarkerHook, TxnConfig, TxnCoordinator};
-pub use machine::TxnError;
+pub use machine::{EndRequest, TxnError};
 pub use metadata::{TxnMetadata, TxnState};
 
 /// The internal topic holding the coordinator's state.

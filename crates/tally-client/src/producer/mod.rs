@@ -279,9 +279,11 @@ impl Producer {
         }
         if !empty {
             let producer = self.producer_id_and_epoch();
-            txn.end(&self.inner.cluster, producer, true)
+            let next = txn
+                .end(&self.inner.cluster, producer, true)
                 .await
                 .map_err(|e| txn.fail(TransactionError::from_client(e)))?;
+            self.adopt(next);
         }
         txn.finish();
         Ok(())
@@ -307,12 +309,24 @@ impl Producer {
         };
         if !empty {
             let producer = self.producer_id_and_epoch();
-            txn.end(&self.inner.cluster, producer, false)
+            let next = txn
+                .end(&self.inner.cluster, producer, false)
                 .await
                 .map_err(|e| txn.fail(TransactionError::from_client(e)))?;
+            self.adopt(next);
         }
         txn.finish();
         Ok(())
+    }
+
+    /// Transaction version 2: EndTxn returned the producer id and epoch of the next
+    /// transaction. Nothing is in flight (the transaction was flushed); the sender restarts
+    /// its sequences at 0 when it sees the change, before it stamps another batch.
+    fn adopt(&self, next: Option<(i64, i16)>) {
+        if let Some(next) = next {
+            *self.inner.producer.lock().expect("lock") = next;
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Flushes, then stops the sender.

@@ -113,6 +113,14 @@ impl Sender {
         self.inner.config.enable_idempotence
     }
 
+    /// Whether a sequence gap or an unknown producer is repaired here, by bumping the epoch
+    /// (KIP-360). Not under transaction version 2: the coordinator owns the epoch, the
+    /// failed batch makes the transaction abortable, and the abort's new epoch restarts the
+    /// sequences.
+    fn recovers_locally(&self) -> bool {
+        self.idempotent() && self.inner.txn.as_ref().is_none_or(|t| !t.uses_v2())
+    }
+
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Instant::now();
@@ -213,6 +221,7 @@ impl Sender {
     fn expire(&mut self, now: Instant) {
         let timeout = Duration::from_millis(self.inner.config.delivery_timeout_ms);
         let idempotent = self.idempotent();
+        let recovers_locally = self.recovers_locally();
         let mut expired_records = 0;
         let mut bump = false;
         let mut drain = false;
@@ -232,7 +241,7 @@ impl Sender {
                             drain = true;
                         }
                         // Stamped but not written: its sequence is now a gap.
-                        _ => bump = true,
+                        _ => bump = recovers_locally,
                     }
                 }
                 expired_records += batch.record_count as usize;
@@ -257,6 +266,29 @@ impl Sender {
         }
     }
 
+    /// Transaction version 2 ends every transaction with a new epoch (or producer id), which
+    /// the producer sets once the transaction's batches are all answered: take it before
+    /// stamping another batch, with every sequence from 0.
+    fn adopt_transaction_epoch(&mut self) {
+        let current = *self.inner.producer.lock().expect("lock");
+        let stamped = || {
+            self.partitions
+                .values()
+                .any(|p| p.batches.iter().any(|b| b.stamp.is_some()))
+        };
+        // A batch stamped with the old epoch (sent while the transaction ended, against the
+        // rules) settles first.
+        if current == (self.producer_id, self.epoch) || stamped() {
+            return;
+        }
+        (self.producer_id, self.epoch) = current;
+        for state in self.partitions.values_mut() {
+            state.next_sequence = 0;
+            state.last_acked_sequence = -1;
+            state.unresolved = false;
+        }
+    }
+
     /// Once nothing is in flight and no batch is of unknown fate, bump the epoch if a gap
     /// needs closing, restart sequences and restamp what was certainly not written.
     async fn finish_drain(&mut self) {
@@ -271,7 +303,7 @@ impl Sender {
             return;
         }
         let unresolved = self.partitions.values().any(|p| p.unresolved);
-        if self.bump_needed || self.new_id_needed || unresolved {
+        if (self.bump_needed || self.new_id_needed || unresolved) && self.recovers_locally() {
             if self.new_id_needed || self.epoch >= i16::MAX - 1 {
                 match super::init_producer_id(&self.inner).await {
                     Ok((id, epoch)) => {
@@ -380,6 +412,7 @@ impl Sender {
     }
 
     async fn send(&mut self, now: Instant) {
+        self.adopt_transaction_epoch();
         // Group partitions with something to send by leader.
         let mut by_node: HashMap<i32, Vec<TopicPartition>> = HashMap::new();
         for (tp, state) in &self.partitions {
@@ -401,7 +434,7 @@ impl Sender {
                     continue;
                 }
             };
-            let version = match connection.version(ApiKey::Produce, 3, 11) {
+            let version = match connection.version(ApiKey::Produce, 3, 12) {
                 Ok(v) => v,
                 Err(e) => {
                     self.fail_all_for_node(&tps, e);
@@ -534,6 +567,7 @@ impl Sender {
         let now = Instant::now();
         let backoff = Duration::from_millis(self.inner.config.retry_backoff_ms);
         let acks_zero = self.inner.config.acks == 0;
+        let recovers_locally = self.recovers_locally();
         let answers: HashMap<TopicPartition, (i16, i64, i64, Option<String>)> = match &event.result
         {
             Ok(response) => response
@@ -594,7 +628,7 @@ impl Sender {
                     self.inner.outstanding.fetch_sub(n as u64, Ordering::SeqCst);
                 }
                 Err((error, code)) => {
-                    let idempotent = self.inner.config.enable_idempotence;
+                    let idempotent = recovers_locally;
                     let batch = &mut state.batches[index];
                     batch.last_error = Some(error.clone());
                     match code {
@@ -642,7 +676,7 @@ impl Sender {
                             self.inner.failed_records.fetch_add(1, Ordering::SeqCst);
                             batch.fail(ProduceError::Rejected(error));
                             self.inner.outstanding.fetch_sub(n as u64, Ordering::SeqCst);
-                            if idempotent && stamped {
+                            if recovers_locally && stamped {
                                 // Its sequence is now a hole the next batches would hit.
                                 self.bump_needed = true;
                                 self.draining = true;

@@ -2,8 +2,14 @@
 //! coordinator connection, InitProducerId with the transactional id, the partitions and
 //! offsets added to the open transaction, and EndTxn. The sender knows only that its batches
 //! are transactional and carry the id.
+//!
+//! Against a broker that serves transaction version 2 (KIP-890 part 2, as Java's client since
+//! 4.0) the producer sends neither AddPartitionsToTxn nor AddOffsetsToTxn: Produce v12 and
+//! TxnOffsetCommit v5 add their partition to the transaction. Every EndTxn then bumps the
+//! epoch; the producer continues with the id and epoch EndTxn returns, sequences from 0.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +47,9 @@ pub(crate) struct Transactions {
     timeout_ms: i32,
     coordinator: AsyncMutex<Option<Arc<BrokerConnection>>>,
     pub phase: std::sync::Mutex<Phase>,
+    /// Transaction version 2, decided when the producer initialises (as Java's client does
+    /// at `initTransactions`).
+    tv2: AtomicBool,
 }
 
 fn str(s: &str) -> StrBytes {
@@ -68,6 +77,7 @@ impl Transactions {
             timeout_ms,
             coordinator: AsyncMutex::new(None),
             phase: std::sync::Mutex::new(Phase::default()),
+            tv2: AtomicBool::new(false),
         }
     }
 
@@ -127,12 +137,20 @@ impl Transactions {
             if r.error_code != 0 {
                 return Err(ClientError::broker(r.error_code, Some("InitProducerId")));
             }
+            self.tv2
+                .store(c.supports_transaction_v2(), Ordering::SeqCst);
             Ok((r.producer_id.0, r.producer_epoch))
         })
         .await
     }
 
-    /// AddPartitionsToTxn for a partition not yet in the open transaction.
+    /// Whether this producer uses transaction version 2.
+    pub fn uses_v2(&self) -> bool {
+        self.tv2.load(Ordering::SeqCst)
+    }
+
+    /// AddPartitionsToTxn for a partition not yet in the open transaction (under transaction
+    /// version 2 only noted: the Produce request adds it).
     pub async fn add_partition(
         &self,
         cluster: &Cluster,
@@ -142,6 +160,10 @@ impl Transactions {
     ) -> Result<(), ClientError> {
         let key = (topic.to_string(), partition);
         if self.phase.lock().expect("lock").partitions.contains(&key) {
+            return Ok(());
+        }
+        if self.uses_v2() {
+            self.phase.lock().expect("lock").partitions.insert(key);
             return Ok(());
         }
         let request_timeout = cluster.config().request_timeout();
@@ -182,23 +204,18 @@ impl Transactions {
         offsets: &[(String, i32, i64)],
     ) -> Result<(), ClientError> {
         let request_timeout = cluster.config().request_timeout();
-        self.with_retries(cluster, request_timeout, |c| async move {
-            let version = c.version(ApiKey::AddOffsetsToTxn, 0, 3)?;
-            let request = AddOffsetsToTxnRequest::default()
-                .with_transactional_id(TransactionalId(str(&self.id)))
-                .with_producer_id(ProducerId(producer.0))
-                .with_producer_epoch(producer.1)
-                .with_group_id(GroupId(str(group_id)));
-            let r = c.send(&request, version, request_timeout).await?;
-            if r.error_code != 0 {
-                return Err(ClientError::broker(r.error_code, Some("AddOffsetsToTxn")));
-            }
-            Ok(())
-        })
-        .await?;
+        let tv2 = self.uses_v2();
+        if !tv2 {
+            self.add_offsets(cluster, producer, group_id).await?;
+        }
         self.phase.lock().expect("lock").offsets = true;
         let group = find_coordinator(cluster, group_id).await?;
-        let version = group.version(ApiKey::TxnOffsetCommit, 0, 3)?;
+        // v5 adds the offsets partition to the transaction (transaction version 2).
+        let version = if tv2 {
+            group.version(ApiKey::TxnOffsetCommit, 5, 5)?
+        } else {
+            group.version(ApiKey::TxnOffsetCommit, 0, 3)?
+        };
         let mut topics: std::collections::BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> =
             Default::default();
         for (topic, partition, offset) in offsets {
@@ -241,16 +258,47 @@ impl Transactions {
         Ok(())
     }
 
-    /// EndTxn; answered once the coordinator has the decision in its log.
+    /// AddOffsetsToTxn: the group's offsets partition joins the transaction.
+    async fn add_offsets(
+        &self,
+        cluster: &Cluster,
+        producer: (i64, i16),
+        group_id: &str,
+    ) -> Result<(), ClientError> {
+        let request_timeout = cluster.config().request_timeout();
+        self.with_retries(cluster, request_timeout, |c| async move {
+            let version = c.version(ApiKey::AddOffsetsToTxn, 0, 3)?;
+            let request = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(str(&self.id)))
+                .with_producer_id(ProducerId(producer.0))
+                .with_producer_epoch(producer.1)
+                .with_group_id(GroupId(str(group_id)));
+            let r = c.send(&request, version, request_timeout).await?;
+            if r.error_code != 0 {
+                return Err(ClientError::broker(r.error_code, Some("AddOffsetsToTxn")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// EndTxn; answered once the coordinator has the decision in its log. Under transaction
+    /// version 2 it returns the producer id and epoch of the next transaction (a bumped
+    /// epoch), which a retry after a lost answer gets too.
     pub async fn end(
         &self,
         cluster: &Cluster,
         producer: (i64, i16),
         commit: bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Option<(i64, i16)>, ClientError> {
         let request_timeout = cluster.config().request_timeout();
+        let tv2 = self.uses_v2();
         self.with_retries(cluster, request_timeout * 3, |c| async move {
-            let version = c.version(ApiKey::EndTxn, 0, 3)?;
+            let version = if tv2 {
+                c.version(ApiKey::EndTxn, 5, 5)?
+            } else {
+                c.version(ApiKey::EndTxn, 0, 3)?
+            };
             let request = EndTxnRequest::default()
                 .with_transactional_id(TransactionalId(str(&self.id)))
                 .with_producer_id(ProducerId(producer.0))
@@ -260,7 +308,7 @@ impl Transactions {
             if r.error_code != 0 {
                 return Err(ClientError::broker(r.error_code, Some("EndTxn")));
             }
-            Ok(())
+            Ok((version >= 5).then_some((r.producer_id.0, r.producer_epoch)))
         })
         .await
     }
