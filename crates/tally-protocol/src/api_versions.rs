@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn lookup() {
-        assert_eq!(advertised_range(0).unwrap().max, 11);
+        assert_eq!(advertised_range(0).unwrap().max, 12);
         assert_eq!(
             advertised_range(24).unwrap().max,
             5,

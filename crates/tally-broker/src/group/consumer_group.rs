@@ -1,12 +1,11 @@
-//! One group's state: members, generation, protocol, leader, committed offsets.
+//! One group's state: members, generation, protocol, leader, committed offsets. Plain data:
+//! `machine.rs` changes it, the runtime (`coordinator.rs`) holds the parked requests.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
-use super::requests::{JoinResult, SyncResult};
 use super::store::{CommittedOffset, StoreRecord, StoredGroup, StoredMember};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +41,10 @@ pub(crate) struct Member {
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
     pub last_seen: Instant,
-    pub join_waiter: Option<oneshot::Sender<Result<JoinResult, i16>>>,
-    pub sync_waiter: Option<oneshot::Sender<Result<SyncResult, i16>>>,
+    /// Parked in JoinGroup until the join phase completes (the runtime holds the request).
+    pub awaiting_join: bool,
+    /// Parked in SyncGroup until the leader's assignment is stored.
+    pub awaiting_sync: bool,
 }
 
 impl Member {

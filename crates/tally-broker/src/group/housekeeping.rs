@@ -2,6 +2,8 @@
 //! deleting them, and the periodic tick (session expiry, rebalance deadlines, offset
 //! retention, compaction of the log).
 
+use std::sync::Arc;
+
 use tally_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -11,6 +13,7 @@ use super::consumer_group::GroupState;
 use super::coordinator::{
     code, store_error, GroupCoordinator, GroupDescription, MemberDescription,
 };
+use super::machine;
 use super::store::StoreRecord;
 use crate::partition_handle::AppendResult;
 
@@ -179,7 +182,7 @@ impl GroupCoordinator {
 
     /// Periodic work: expire sessions, finish rebalances past their deadline, expire pending
     /// member ids and the offsets of long-empty groups, compact the store.
-    pub async fn tick(&self) {
+    pub async fn tick(self: &Arc<Self>) {
         let expiring = self.tick_locked();
         for (id, rx) in expiring {
             if let Ok(Ok(_)) = rx.await {
@@ -198,7 +201,7 @@ impl GroupCoordinator {
 
     /// The part of `tick` under the lock; returns the groups whose offsets expired, with the
     /// answer of their tombstones' write.
-    fn tick_locked(&self) -> Vec<(String, oneshot::Receiver<AppendResult>)> {
+    fn tick_locked(self: &Arc<Self>) -> Vec<(String, oneshot::Receiver<AppendResult>)> {
         let now = Instant::now();
         let wall = self.clock.now_ms();
         let mut expiring = Vec::new();
@@ -208,49 +211,13 @@ impl GroupCoordinator {
             let Some(group) = inner.groups.get_mut(&id) else {
                 continue;
             };
-            group.pending.retain(|_, until| *until > now);
-            let preparing = group.state == GroupState::PreparingRebalance;
-            let expired: Vec<String> = group
-                .members
-                .iter()
-                .filter(|m| {
-                    !(preparing && m.join_waiter.is_some()) && m.last_seen + m.session_timeout < now
-                })
-                .map(|m| m.id.clone())
-                .collect();
+            let (expired, effects) = machine::tick(group, &self.config, now, wall);
             if !expired.is_empty() {
-                for member_id in &expired {
-                    if let Some(pos) = group.members.iter().position(|m| &m.id == member_id) {
-                        let m = group.members.remove(pos);
-                        if let Some(w) = m.sync_waiter {
-                            let _ = w.send(Err(code(ResponseError::UnknownMemberId)));
-                        }
-                        if let Some(w) = m.join_waiter {
-                            let _ = w.send(Err(code(ResponseError::UnknownMemberId)));
-                        }
-                    }
-                }
                 info!(group = %id, members = ?expired, "session expired");
-                self.after_removal(&mut inner, &id, now);
             }
-            self.maybe_complete_join(&mut inner, &id, now, false);
-            let Some(group) = inner.groups.get(&id) else {
-                continue;
-            };
-            if group.state == GroupState::Empty
-                && !group.offsets.is_empty()
-                && wall
-                    - group.empty_since_ms.max(
-                        group
-                            .offsets
-                            .values()
-                            .map(|o| o.commit_timestamp_ms)
-                            .max()
-                            .unwrap_or(0),
-                    )
-                    > self.config.offsets_retention_ms
-            {
-                let records = group.tombstones();
+            let tombstones = machine::expired_offsets(group, &self.config, wall);
+            self.apply(&mut inner, &id, effects);
+            if let Some(records) = tombstones {
                 expiring.push((id.clone(), inner.store.write(&records, wall)));
             }
         }

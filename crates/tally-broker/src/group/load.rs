@@ -86,8 +86,8 @@ impl GroupCoordinator {
                                 .collect(),
                             assignment: m.assignment,
                             last_seen: now,
-                            join_waiter: None,
-                            sync_waiter: None,
+                            awaiting_join: false,
+                            awaiting_sync: false,
                         })
                         .collect();
                     entry.state = if entry.members.is_empty() {
@@ -104,6 +104,7 @@ impl GroupCoordinator {
             GroupCoordinator {
                 inner: Mutex::new(Inner {
                     groups,
+                    waiters: Default::default(),
                     store,
                     pending_txn: contents.pending,
                 }),

@@ -9,8 +9,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::consumer_group::{Group, GroupState};
+use super::consumer_group::Group;
 use super::coordinator::{code, store_error, CommitRequest, GroupCoordinator, GroupOffsets};
+use super::machine;
 use super::offsets_log::TxnProducer;
 use super::store::{CommittedOffset, StoreRecord};
 use crate::partition_handle::AppendResult;
@@ -65,42 +66,9 @@ impl GroupCoordinator {
     ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
         let mut inner = self.inner.lock();
         let now = self.clock.now_ms();
-        let fail_all = |e: ResponseError| Err(vec![e.code(); request.offsets.len()]);
         let group = inner.groups.get_mut(&request.group_id);
-        let simple = request.generation < 0 && request.member_id.is_empty();
-        match group {
-            // A transactional commit without a member (producers before KIP-447) is not
-            // checked against the group's generation, as in Kafka.
-            _ if simple && txn.is_some() => {}
-            None if !simple => return fail_all(ResponseError::IllegalGeneration),
-            None => {}
-            Some(g) => {
-                if simple {
-                    if g.state != GroupState::Empty {
-                        return fail_all(ResponseError::UnknownMemberId);
-                    }
-                } else {
-                    if let Some(instance) = &request.group_instance_id {
-                        if g.member_by_instance(instance)
-                            .is_some_and(|m| m.id != request.member_id)
-                        {
-                            return fail_all(ResponseError::FencedInstanceId);
-                        }
-                    }
-                    let current = g.generation;
-                    let state = g.state;
-                    let Some(m) = g.member_mut(&request.member_id) else {
-                        return fail_all(ResponseError::UnknownMemberId);
-                    };
-                    m.last_seen = Instant::now();
-                    if request.generation != current {
-                        return fail_all(ResponseError::IllegalGeneration);
-                    }
-                    if state == GroupState::CompletingRebalance {
-                        return fail_all(ResponseError::RebalanceInProgress);
-                    }
-                }
-            }
+        if let Err(e) = machine::check_commit(group, request, txn.is_some(), Instant::now()) {
+            return Err(vec![e.code(); request.offsets.len()]);
         }
         let mut results = Vec::with_capacity(request.offsets.len());
         let mut records = Vec::new();
