@@ -33,8 +33,10 @@ use crate::partition_handle::{AppendRequest, AppendResult, PartitionHandle};
 /// Compact when the log holds this many times more records than there are live keys.
 const COMPACTION_RATIO: u64 = 4;
 const COMPACTION_MIN_RECORDS: u64 = 10_000;
-/// Records per batch when the live state is written again.
+/// Records, and bytes of keys and values, per batch when the live state is written again
+/// (a batch must stay under the partition's `max.message.bytes`).
 const COMPACTION_BATCH: usize = 1000;
+const COMPACTION_BATCH_BYTES: usize = 256 * 1024;
 
 /// A transactional batch's producer: its offsets wait for the transaction's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +256,25 @@ async fn run(
     }
 }
 
+/// `records` cut into batches of at most `COMPACTION_BATCH` records and about
+/// `COMPACTION_BATCH_BYTES` (a record larger than that goes alone).
+fn batches(records: &[StoreRecord]) -> Vec<&[StoreRecord]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let size = r.key().len() + r.value().map_or(0, |v| v.len());
+        if i > start && (i - start >= COMPACTION_BATCH || bytes + size > COMPACTION_BATCH_BYTES) {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
 /// Roll, rewrite the live records after the roll, then drop what is before it.
 async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, String> {
     let rolled = partition
@@ -276,7 +297,7 @@ async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, Stri
         .filter(StoreRecord::has_value)
         .collect();
     let mut answers = Vec::new();
-    for chunk in live.chunks(COMPACTION_BATCH) {
+    for chunk in batches(&live) {
         let request = encode(chunk, None, now_ms).map_err(|e| e.to_string())?;
         let rx = partition
             .submit(request)

@@ -4,8 +4,12 @@
 //! whole log is read back. This file is the record codec; `offsets_log.rs` writes and
 //! compacts the log.
 //!
-//! Record keys start with a type byte: 1 = offset (group, topic, partition), 2 = group
-//! metadata (group). Strings are i16-length UTF-8, as on the wire.
+//! Record keys start with a type byte: 3 = offset (group, topic, partition), 4 = group
+//! metadata (group). Strings are i32-length UTF-8, so every string the wire allows (a group
+//! id, member id or metadata longer than 32,767 bytes in the flexible versions) is stored
+//! intact. Types 1 and 2, written before, had i16 lengths; they are still read, and every
+//! record is written again in the current form (the key of a record read back is re-encoded,
+//! so both forms of one key are the same key).
 
 use std::collections::BTreeMap;
 
@@ -60,32 +64,49 @@ pub enum StoreRecord {
     },
 }
 
+const OFFSET_KEY_V0: u8 = 1;
+const GROUP_KEY_V0: u8 = 2;
+const OFFSET_KEY: u8 = 3;
+const GROUP_KEY: u8 = 4;
+
+/// A length as the format writes it. Every string and byte field comes out of a request
+/// frame, which `socket.request.max.bytes` bounds far below `i32::MAX`.
+fn put_len(b: &mut BytesMut, n: usize) {
+    let n = i32::try_from(n).expect("a field of a request is shorter than i32::MAX");
+    b.put_i32(n);
+}
+
 fn put_str(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
+    put_len(b, s.len());
     b.put_slice(s.as_bytes());
 }
 
 fn put_opt_str(b: &mut BytesMut, s: Option<&str>) {
     match s {
         Some(s) => put_str(b, s),
-        None => b.put_i16(-1),
+        None => b.put_i32(-1),
     }
 }
 
 fn put_bytes(b: &mut BytesMut, v: &[u8]) {
-    b.put_i32(v.len() as i32);
+    put_len(b, v.len());
     b.put_slice(v);
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads a record; `wide` is the current form (i32 string lengths), otherwise the first
+/// form (i16).
+struct Reader<'a> {
+    b: &'a [u8],
+    wide: bool,
+}
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
+        if self.b.len() < n {
             return None;
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
         Some(head)
     }
     fn i16(&mut self) -> Option<i16> {
@@ -99,11 +120,12 @@ impl Reader<'_> {
         self.take(8)
             .map(|b| i64::from_be_bytes(b.try_into().unwrap()))
     }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
     fn opt_str(&mut self) -> Option<Option<String>> {
-        let n = self.i16()?;
+        let n = if self.wide {
+            self.i32()?
+        } else {
+            i32::from(self.i16()?)
+        };
         if n < 0 {
             return Some(None);
         }
@@ -139,13 +161,13 @@ impl StoreRecord {
                 partition,
                 ..
             } => {
-                b.put_u8(1);
+                b.put_u8(OFFSET_KEY);
                 put_str(&mut b, group);
                 put_str(&mut b, topic);
                 b.put_i32(*partition);
             }
             StoreRecord::Group { group, .. } => {
-                b.put_u8(2);
+                b.put_u8(GROUP_KEY);
                 put_str(&mut b, group);
             }
         }
@@ -185,16 +207,19 @@ impl StoreRecord {
     }
 
     pub(crate) fn decode(key: &[u8], value: Option<&[u8]>) -> Option<StoreRecord> {
-        let mut k = Reader(key);
-        match k.u8()? {
-            1 => {
+        let kind = *key.first()?;
+        let wide = matches!(kind, OFFSET_KEY | GROUP_KEY);
+        let mut k = Reader { b: &key[1..], wide };
+        let reader = |v| Reader { b: v, wide };
+        match kind {
+            OFFSET_KEY_V0 | OFFSET_KEY => {
                 let group = k.str()?;
                 let topic = k.str()?;
                 let partition = k.i32()?;
                 let value = match value {
                     None => None,
                     Some(v) => {
-                        let mut r = Reader(v);
+                        let mut r = reader(v);
                         Some(CommittedOffset {
                             offset: r.i64()?,
                             leader_epoch: r.i32()?,
@@ -210,12 +235,12 @@ impl StoreRecord {
                     value,
                 })
             }
-            2 => {
+            GROUP_KEY_V0 | GROUP_KEY => {
                 let group = k.str()?;
                 let value = match value {
                     None => None,
                     Some(v) => {
-                        let mut r = Reader(v);
+                        let mut r = reader(v);
                         let protocol_type = r.str()?;
                         let generation = r.i32()?;
                         let protocol = r.opt_str()?;
@@ -308,5 +333,65 @@ mod tests {
         }
         assert!(StoreRecord::decode(&[9, 0], None).is_none());
         assert!(StoreRecord::decode(&[1, 0, 5, b'a'], None).is_none());
+        assert!(StoreRecord::decode(&[3, 0, 0, 0, 5, b'a'], None).is_none());
+        assert!(StoreRecord::decode(&[], None).is_none());
+    }
+
+    #[test]
+    fn strings_longer_than_an_i16_are_stored_intact() {
+        for len in [32_767, 32_768, 65_536, 1 << 20] {
+            let record = StoreRecord::Offset {
+                group: "g".repeat(len),
+                topic: "t".into(),
+                partition: 0,
+                value: Some(CommittedOffset {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: Some("m".repeat(len)),
+                    commit_timestamp_ms: 2,
+                }),
+            };
+            let back = StoreRecord::decode(&record.key(), record.value().as_deref()).unwrap();
+            assert_eq!(back, record, "length {len}");
+        }
+    }
+
+    #[test]
+    fn records_of_the_first_form_still_load() {
+        // Offset key: type 1, group "g" and topic "t" with i16 lengths, partition 3; value
+        // with an i16-length metadata "m".
+        let key = [1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3];
+        let mut value = vec![0, 0, 0, 0, 0, 0, 0, 42, 0xff, 0xff, 0xff, 0xff, 0, 1, b'm'];
+        value.extend_from_slice(&7i64.to_be_bytes());
+        let record = StoreRecord::decode(&key, Some(&value)).unwrap();
+        let expected = StoreRecord::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+            value: Some(CommittedOffset {
+                offset: 42,
+                leader_epoch: -1,
+                metadata: Some("m".into()),
+                commit_timestamp_ms: 7,
+            }),
+        };
+        assert_eq!(record, expected);
+        assert_eq!(record.key()[0], 3, "written again in the current form");
+        // A group record with no members.
+        let key = [2, 0, 1, b'g'];
+        let mut value = vec![0, 8];
+        value.extend_from_slice(b"consumer");
+        value.extend_from_slice(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        let StoreRecord::Group {
+            group,
+            value: Some(g),
+        } = StoreRecord::decode(&key, Some(&value)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (group.as_str(), g.protocol_type.as_str(), g.generation),
+            ("g", "consumer", 5)
+        );
     }
 }
