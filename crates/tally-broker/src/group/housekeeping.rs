@@ -79,7 +79,8 @@ impl GroupCoordinator {
     /// Deletes empty groups and their offsets; NON_EMPTY_GROUP or GROUP_ID_NOT_FOUND otherwise.
     /// A group is gone from memory only once its tombstones are in the log.
     pub async fn delete_groups(&self, ids: &[String]) -> Vec<i16> {
-        let queued: Vec<Result<oneshot::Receiver<AppendResult>, i16>> = {
+        type Queued = Result<(Vec<StoreRecord>, oneshot::Receiver<AppendResult>), i16>;
+        let queued: Vec<Queued> = {
             let inner = self.inner.lock();
             let now = self.clock.now_ms();
             ids.iter()
@@ -90,21 +91,30 @@ impl GroupCoordinator {
                     if g.state != GroupState::Empty {
                         return Err(code(ResponseError::NonEmptyGroup));
                     }
-                    Ok(inner.store.write(&g.tombstones(), now))
+                    // Offsets a transaction holds pending for the group go too: were they
+                    // applied by a later COMMIT, memory would disagree with the log.
+                    let mut records = g.tombstones();
+                    for r in super::txn_offsets::pending_tombstones(&inner, id) {
+                        if !records.iter().any(|t| t.key() == r.key()) {
+                            records.push(r);
+                        }
+                    }
+                    let rx = inner.store.write(&records, now);
+                    Ok((records, rx))
                 })
                 .collect()
         };
         let mut codes = Vec::with_capacity(ids.len());
         for (id, queued) in ids.iter().zip(queued) {
-            let rx = match queued {
-                Ok(rx) => rx,
+            let (records, rx) = match queued {
+                Ok(queued) => queued,
                 Err(c) => {
                     codes.push(c);
                     continue;
                 }
             };
             match rx.await {
-                Ok(Ok(_)) => {
+                Ok(Ok(outcome)) => {
                     let mut inner = self.inner.lock();
                     if inner
                         .groups
@@ -113,6 +123,7 @@ impl GroupCoordinator {
                     {
                         inner.groups.remove(id);
                     }
+                    super::txn_offsets::drop_superseded(&mut inner, &records, outcome.base_offset);
                     codes.push(0);
                 }
                 Ok(Err(e)) => codes.push(store_error(&e, false)),
@@ -216,6 +227,9 @@ impl GroupCoordinator {
                 info!(group = %id, members = ?expired, "session expired");
             }
             let tombstones = machine::expired_offsets(group, &self.config, wall);
+            // Not while a transaction holds offsets of the group pending (Kafka waits too).
+            let tombstones = tombstones
+                .filter(|_| super::txn_offsets::pending_tombstones(&inner, &id).is_empty());
             self.apply(&mut inner, &id, effects);
             if let Some(records) = tombstones {
                 expiring.push((id.clone(), inner.store.write(&records, wall)));

@@ -16,6 +16,15 @@ use super::offsets_log::TxnProducer;
 use super::store::{CommittedOffset, StoreRecord};
 use crate::partition_handle::AppendResult;
 
+/// A commit checked and queued: the answers so far, the records, where the write's answer
+/// will come, and whether the group existed when they were queued.
+pub(super) struct Queued {
+    pub results: Vec<i16>,
+    pub records: Vec<StoreRecord>,
+    pub rx: oneshot::Receiver<AppendResult>,
+    pub group_existed: bool,
+}
+
 impl GroupCoordinator {
     /// Stores offsets; per offset an error code (0 on success). Answers only after the
     /// offsets are in the log; memory changes only then, and only to what the log says.
@@ -24,7 +33,12 @@ impl GroupCoordinator {
         request: CommitRequest,
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> Vec<i16> {
-        let (results, records, rx) = match self.queue_commit(&request, None, topic_exists) {
+        let Queued {
+            results,
+            records,
+            rx,
+            group_existed,
+        } = match self.queue_commit(&request, None, topic_exists) {
             Ok(queued) => queued,
             Err(results) => return results,
         };
@@ -34,8 +48,11 @@ impl GroupCoordinator {
         };
         let mut inner = self.inner.lock();
         let now = self.clock.now_ms();
-        // Known gap: if the group was deleted while this write was in flight, its tombstones
-        // follow this record in the log, yet the group is re-created here with these offsets.
+        if group_existed && !inner.groups.contains_key(&request.group_id) {
+            // Deleted while this write was in flight: its tombstones follow these records in
+            // the log, so the offsets are gone there, and stay gone here.
+            return results;
+        }
         let group = inner
             .groups
             .entry(request.group_id.clone())
@@ -57,16 +74,16 @@ impl GroupCoordinator {
 
     /// Checks a commit and queues its records under the lock (which orders the log). `Err`:
     /// the answer, with nothing written.
-    #[allow(clippy::type_complexity)]
     pub(super) fn queue_commit(
         &self,
         request: &CommitRequest,
         txn: Option<TxnProducer>,
         topic_exists: impl Fn(&str, i32) -> bool,
-    ) -> Result<(Vec<i16>, Vec<StoreRecord>, oneshot::Receiver<AppendResult>), Vec<i16>> {
+    ) -> Result<Queued, Vec<i16>> {
         let mut inner = self.inner.lock();
         let now = self.clock.now_ms();
         let group = inner.groups.get_mut(&request.group_id);
+        let group_existed = group.is_some();
         if let Err(e) = machine::check_commit(group, request, txn.is_some(), Instant::now()) {
             return Err(vec![e.code(); request.offsets.len()]);
         }
@@ -96,7 +113,12 @@ impl GroupCoordinator {
             }
         }
         let rx = inner.store.write_as(&records, txn, now);
-        Ok((results, records, rx))
+        Ok(Queued {
+            results,
+            records,
+            rx,
+            group_existed,
+        })
     }
 
     /// Committed offsets of `group_id` for the given partitions (all when `None`).

@@ -3,7 +3,7 @@
 //! transaction's marker reaches that partition, then applied (COMMIT) or dropped (ABORT).
 
 use super::consumer_group::Group;
-use super::coordinator::{CommitRequest, GroupCoordinator};
+use super::coordinator::{CommitRequest, GroupCoordinator, Inner};
 use super::offsets_log::TxnProducer;
 use super::store::StoreRecord;
 
@@ -16,7 +16,12 @@ impl GroupCoordinator {
         txn: TxnProducer,
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> Vec<i16> {
-        let (results, records, rx) = match self.queue_commit(&request, Some(txn), topic_exists) {
+        let super::offsets::Queued {
+            results,
+            records,
+            rx,
+            ..
+        } = match self.queue_commit(&request, Some(txn), topic_exists) {
             Ok(queued) => queued,
             Err(results) => return results,
         };
@@ -70,4 +75,43 @@ impl GroupCoordinator {
                 if group == group_id && t == topic && *p == partition)
         })
     }
+}
+
+/// Deletions of the keys of every offset a transaction holds pending for `group_id`.
+pub(super) fn pending_tombstones(inner: &Inner, group_id: &str) -> Vec<StoreRecord> {
+    let mut out: Vec<StoreRecord> = Vec::new();
+    for (_, r) in inner.pending_txn.values().flatten() {
+        if let StoreRecord::Offset {
+            group,
+            topic,
+            partition,
+            ..
+        } = r
+        {
+            let tombstone = StoreRecord::Offset {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: None,
+            };
+            if group == group_id && !out.contains(&tombstone) {
+                out.push(tombstone);
+            }
+        }
+    }
+    out
+}
+
+/// `records` were written from log offset `base_offset`: a pending transactional offset of
+/// the same key written before one of them is superseded (the later record is what the log
+/// says, and what a restart reads back), so its transaction's COMMIT must not apply it.
+pub(super) fn drop_superseded(inner: &mut Inner, records: &[StoreRecord], base_offset: i64) {
+    for (i, record) in records.iter().enumerate() {
+        let at = base_offset + i as i64;
+        let key = record.key();
+        for pending in inner.pending_txn.values_mut() {
+            pending.retain(|(offset, r)| *offset > at || r.key() != key);
+        }
+    }
+    inner.pending_txn.retain(|_, pending| !pending.is_empty());
 }
