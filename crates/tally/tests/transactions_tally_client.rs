@@ -1,7 +1,8 @@
 //! Tally's own client passes the transaction scenarios librdkafka passes: commit and abort
 //! across 3 partitions of 2 topics (its consumer, read_committed by default, sees exactly the
 //! committed records; read_uncommitted sees all, neither a control record), a second instance
-//! fences the first and its open transaction is aborted, and offsets sent to a transaction
+//! fences the first and its open transaction is aborted, an abandoned transaction holds
+//! read_committed readers until its timeout aborts it, and offsets sent to a transaction
 //! count only if it commits. Tally's broker serves transaction version 2, so the client uses
 //! it here: no AddPartitionsToTxn or AddOffsetsToTxn, a new epoch after every commit and abort.
 
@@ -161,5 +162,91 @@ async fn offsets_sent_to_a_transaction_count_only_if_it_commits() {
         committed,
         vec![(("ca".to_string(), 0), 5)],
         "the aborted 9 never counts"
+    );
+}
+
+/// An abandoned transaction (the producer dropped without ending it: no EndTxn ever comes)
+/// holds Tally's read_committed consumer at its first offset, including a non-transactional
+/// record written after it began, until the coordinator aborts it at its timeout; then the
+/// later record is readable and the abandoned ones never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_transaction_holds_readers_until_its_timeout_aborts_it() {
+    let b = BrokerProcess::start(
+        Path::new(TALLY),
+        &[
+            "--set",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms=200",
+        ],
+    );
+    setup(&b.bootstrap()).await;
+    let admin = Admin::new(ClientConfig::new(b.bootstrap())).await.unwrap();
+    let mut config = ProducerConfig::new(b.bootstrap());
+    config.transactional_id = Some("tally-abandoned".into());
+    config.transaction_timeout_ms = 8_000;
+    config.linger_ms = 1;
+    let abandoned = Producer::new(config).await.unwrap();
+    abandoned.begin_transaction().unwrap();
+    let open = send_all(&abandoned, "abandoned").await;
+    abandoned.flush().await;
+    drop(abandoned);
+    let plain = Producer::new(ProducerConfig::new(b.bootstrap()))
+        .await
+        .unwrap();
+    plain
+        .send_and_wait(ProducerRecord::new("ca", "plain").with_partition(0))
+        .await
+        .unwrap();
+
+    // While the transaction is open (checked on both sides of the read), nothing of it and
+    // nothing after it is readable.
+    let state = || async {
+        admin
+            .describe_transaction("tally-abandoned")
+            .await
+            .unwrap()
+            .state
+    };
+    assert_eq!(state().await, "Ongoing");
+    let mut config = ConsumerConfig::new(b.bootstrap());
+    config.isolation_level = 1;
+    let mut c = Consumer::new(config).await.unwrap();
+    c.assign(&[("ca".to_string(), 0, Offset::Earliest)])
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        held.extend(c.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    assert_eq!(
+        state().await,
+        "Ongoing",
+        "the read above ran while it was open"
+    );
+    assert!(
+        held.is_empty(),
+        "read_committed is held at the open transaction"
+    );
+
+    // The coordinator aborts it at its timeout; then the later record arrives, alone.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.is_empty() && tokio::time::Instant::now() < deadline {
+        for r in c.poll(Duration::from_millis(200)).await.unwrap() {
+            seen.push(String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(seen, vec!["plain".to_string()]);
+    // Aborted, not committed (the marker of this partition may come before the others').
+    assert!(matches!(
+        state().await.as_str(),
+        "PrepareAbort" | "CompleteAbort"
+    ));
+    let all = read(&b.bootstrap(), 0, 4).await;
+    let everything = all.values().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        everything,
+        open.len() + 1,
+        "the aborted records are in the log"
     );
 }
