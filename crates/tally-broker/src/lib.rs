@@ -22,6 +22,9 @@ mod topic_error;
 mod topic_registry;
 pub mod txn;
 
+#[cfg(test)]
+mod persisted_formats_tests;
+
 pub use broker::{Broker, BrokerOptions, StartError};
 pub use broker_config::{BrokerConfig, ConfigError, Endpoint};
 pub use clock::{Clock, SystemClock};

@@ -55,6 +55,28 @@ pub struct TopicRegistry {
     writer_mode: WriterMode,
 }
 
+/// The most partitions a topic may have (CreateTopics and CreatePartitions refuse more).
+const MAX_PARTITIONS: i32 = 100_000;
+
+/// What the topics file must hold before anything is opened from it: legal, distinct names
+/// (a name becomes a directory name) and partition counts this broker could have created.
+fn check_records(records: &[TopicRecord]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for r in records {
+        validate_topic_name(&r.name).map_err(|e| e.to_string())?;
+        if !seen.insert(r.name.as_str()) {
+            return Err(format!("topic '{}' is listed twice", r.name));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&r.partitions) {
+            return Err(format!(
+                "topic '{}' has {} partitions (1 to {MAX_PARTITIONS})",
+                r.name, r.partitions
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn partition_dir(log_dir: &Path, topic: &str, index: i32) -> PathBuf {
     log_dir.join(format!("{topic}-{index}"))
 }
@@ -76,6 +98,9 @@ impl TopicRegistry {
         let records = match fs::read_to_string(&path) {
             Ok(text) => {
                 let file: TopicsFile = serde_json::from_str(&text).map_err(|e| {
+                    TopicError::Storage(format!("{} is not valid: {e}", path.display()))
+                })?;
+                check_records(&file.topics).map_err(|e| {
                     TopicError::Storage(format!("{} is not valid: {e}", path.display()))
                 })?;
                 file.topics
@@ -265,9 +290,9 @@ impl TopicRegistry {
                 "number of partitions must be at least 1, not {num_partitions}"
             )));
         }
-        if num_partitions > 100_000 {
+        if num_partitions > MAX_PARTITIONS {
             return Err(TopicError::InvalidPartitions(format!(
-                "{num_partitions} partitions is more than this broker allows (100000)"
+                "{num_partitions} partitions is more than this broker allows ({MAX_PARTITIONS})"
             )));
         }
         let _admin = self.admin.lock();
@@ -346,9 +371,9 @@ impl TopicRegistry {
                 "topic '{name}' has {current} partitions; the new count must be larger, not {count}"
             )));
         }
-        if count > 100_000 {
+        if count > MAX_PARTITIONS {
             return Err(TopicError::InvalidPartitions(format!(
-                "{count} partitions is more than this broker allows (100000)"
+                "{count} partitions is more than this broker allows ({MAX_PARTITIONS})"
             )));
         }
         if validate_only {
