@@ -57,6 +57,7 @@ fn persist(path: &Path, end: i64) -> std::io::Result<()> {
         writeln!(f, "{end}")?;
         f.sync_all()?;
     }
+    tally_log::failpoint::hit("producer_ids.before_rename");
     fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;

@@ -220,6 +220,7 @@ impl TopicRegistry {
             f.write_all(text.as_bytes()).map_err(storage)?;
             f.sync_all().map_err(storage)?;
         }
+        tally_log::failpoint::hit("topics.before_rename");
         fs::rename(&tmp, &path).map_err(storage)?;
         fs::File::open(&self.log_dir)
             .and_then(|d| d.sync_all())

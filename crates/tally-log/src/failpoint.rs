@@ -11,7 +11,12 @@
 //! applied its appends, nothing flushed or answered yet), `txn.complete.before_markers` (a
 //! PrepareCommit or PrepareAbort written, no marker yet), `txn.complete.after_marker` (after
 //! each marker of a transaction), `txn.complete.before_record` (every marker written, the
-//! completion not).
+//! completion not), `log.recovery_point.before_rename`, `index.save.before_rename` (an index
+//! written to its temporary file), `segment.delete.after_log` (a segment's log file deleted,
+//! its indexes not), `log.recovery.after_segment` (recovery scanned a segment: a crash while
+//! recovering), `producer_ids.before_rename` (a new producer-id block written, not in place),
+//! `topics.before_rename` (the topics file), `group_store.compaction.before_delete`
+//! (`__consumer_offsets` rewritten after a roll, the old segments not yet deleted).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -148,6 +148,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_data()?;
     }
+    crate::failpoint::hit("index.save.before_rename");
     fs::rename(&tmp, path)
 }
 

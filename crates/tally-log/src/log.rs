@@ -64,6 +64,7 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        remove_orphan_indexes(dir, &bases);
         let recovery_point = read_recovery_point(dir);
         let mut report = RecoveryReport::default();
         let mut segments = BTreeMap::new();
@@ -85,6 +86,7 @@ impl Log {
                 (s, Some(o))
             };
             if let Some(outcome) = outcome {
+                crate::failpoint::hit("log.recovery.after_segment");
                 report.scanned_segments += 1;
                 report.scanned_bytes += outcome.valid_bytes;
                 if outcome.truncated_bytes > 0 || outcome.reason.is_some() {
@@ -229,6 +231,7 @@ impl Log {
         let path = self.dir.join(RECOVERY_POINT_FILE);
         let tmp = self.dir.join("recovery-point.tmp");
         fs::write(&tmp, format!("{offset}\n")).map_err(LogError::io(&tmp))?;
+        crate::failpoint::hit("log.recovery_point.before_rename");
         fs::rename(&tmp, &path).map_err(LogError::io(&path))?;
         self.recovery_point = offset;
         Ok(())
@@ -447,6 +450,28 @@ pub struct RetentionOutcome {
     pub deleted_segments: Vec<i64>,
     /// The active segment has expired as well: roll, then apply retention again.
     pub roll_needed: bool,
+}
+
+/// Index files whose segment is gone: a crash while a segment was deleted (its log file goes
+/// first) leaves them behind.
+fn remove_orphan_indexes(dir: &Path, bases: &[i64]) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((stem, suffix)) = name.split_once('.') else {
+            continue;
+        };
+        let is_index = matches!(suffix, "index" | "timeindex" | "txnindex");
+        if is_index
+            && stem
+                .parse::<i64>()
+                .is_ok_and(|b| bases.binary_search(&b).is_err())
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn read_recovery_point(dir: &Path) -> i64 {

@@ -398,6 +398,10 @@ impl Segment {
         let dir = self.log_path.parent().expect("segment has a directory");
         let (log_path, index_path, time_path) = Self::paths(dir, self.base_offset);
         fs::remove_file(&log_path).map_err(LogError::io(&log_path))?;
+        // The log file goes first: without it the segment is gone, and its index files are
+        // orphans that the next open removes. The other order could leave a segment whose
+        // aborted-transaction index was lost.
+        crate::failpoint::hit("segment.delete.after_log");
         let _ = fs::remove_file(index_path);
         let _ = fs::remove_file(time_path);
         self.txn_index.delete();

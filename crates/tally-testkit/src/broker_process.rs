@@ -82,6 +82,11 @@ impl BrokerProcess {
     }
 
     fn spawn(&mut self) {
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    fn spawn_child(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path(self.starts)).expect("log file");
         let child = Command::new(&self.bin)
@@ -99,7 +104,6 @@ impl BrokerProcess {
             .spawn()
             .expect("spawn tally serve");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// The address in this start's "tally broker ready ... listen=HOST:PORT" line, if logged.
@@ -187,6 +191,19 @@ impl BrokerProcess {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker before restarting it");
         self.spawn();
+    }
+
+    /// Starts the broker again on the same data directory, expecting it to end by itself
+    /// during start-up (a failpoint in recovery): its exit status, or `None` if it is still
+    /// running after `timeout` (then it is killed).
+    pub fn restart_expecting_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        assert!(self.child.is_none(), "stop the broker before restarting it");
+        self.spawn_child();
+        let status = self.wait_for_exit(timeout);
+        if status.is_none() {
+            self.kill9();
+        }
+        status
     }
 
     /// Replaces the environment used by later restarts.

@@ -1,6 +1,8 @@
 //! SIGKILL of the broker at exact moments of its write path (failpoints: during an append,
-//! inside the writer's group commit, during a segment roll, during a producer snapshot), while an idempotent producer is
-//! producing. The broker is restarted on the same data directory; the producer keeps retrying.
+//! inside the writer's group commit, during a segment roll, while saving an index or the
+//! recovery point, during a producer snapshot), while an idempotent producer is producing.
+//! The broker is restarted on the same data directory; the producer keeps retrying. For some
+//! points the first restart is killed again while it recovers (`log.recovery.after_segment`).
 //! The end state is exactly once, with every acknowledged message at its acknowledged offset.
 
 use std::collections::HashMap;
@@ -16,18 +18,21 @@ use tally_testkit::BrokerProcess;
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MESSAGES: usize = 3000;
 
-const POINTS: &[(&str, u32)] = &[
-    ("log.append.before_write", 60),
-    ("log.append.after_write", 60),
-    ("writer.group_commit.before_flush", 40),
-    ("log.roll.after_flush", 3),
-    ("log.roll.after_new_segment", 3),
-    ("partition.roll.after_snapshot", 3),
-    ("snapshot.before_rename", 3),
-    ("snapshot.after_rename", 3),
+/// (failpoint, the hit that crashes, crash again while recovering)
+const POINTS: &[(&str, u32, bool)] = &[
+    ("log.append.before_write", 60, false),
+    ("log.append.after_write", 60, true),
+    ("writer.group_commit.before_flush", 40, false),
+    ("log.roll.after_flush", 3, false),
+    ("log.roll.after_new_segment", 3, true),
+    ("log.recovery_point.before_rename", 3, false),
+    ("index.save.before_rename", 3, false),
+    ("partition.roll.after_snapshot", 3, false),
+    ("snapshot.before_rename", 3, false),
+    ("snapshot.after_rename", 3, false),
 ];
 
-fn crash_at(point: &str, hit: u32) {
+fn crash_at(point: &str, hit: u32, again_in_recovery: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,6 +102,20 @@ fn crash_at(point: &str, hit: u32) {
             .contains(&format!("failpoint {point} reached")),
         "{failpoint}"
     );
+    if again_in_recovery {
+        broker.set_env(&[("TALLY_FAILPOINT", "log.recovery.after_segment")]);
+        let status = broker.restart_expecting_exit(Duration::from_secs(60));
+        assert!(
+            status.is_some(),
+            "{failpoint}: recovery never reached its failpoint"
+        );
+        assert!(
+            broker
+                .logs()
+                .contains("failpoint log.recovery.after_segment reached"),
+            "{failpoint}: killed during recovery"
+        );
+    }
     broker.set_env(&[]);
     broker.restart();
     let acked = runtime.block_on(producing).unwrap();
@@ -146,7 +165,7 @@ fn crash_at(point: &str, hit: u32) {
 
 #[test]
 fn sigkill_at_each_crash_point_keeps_exactly_once() {
-    for (point, hit) in POINTS {
-        crash_at(point, *hit);
+    for (point, hit, again) in POINTS {
+        crash_at(point, *hit, *again);
     }
 }

@@ -310,6 +310,7 @@ async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, Stri
             .map_err(|_| "the writer has stopped".to_string())?
             .map_err(|e| e.to_string())?;
     }
+    tally_log::failpoint::hit("group_store.compaction.before_delete");
     partition
         .run(move |p| p.delete_segments_before(start))
         .await
