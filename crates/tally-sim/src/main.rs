@@ -1,7 +1,9 @@
 //! Runs many simulation seeds: `cargo run -p tally-sim --release -- --seeds 1000`, or replays
-//! one: `cargo run -p tally-sim --release -- --seed 42`.
+//! one: `cargo run -p tally-sim --release -- --seed 42`. Ends with one summary line.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use tally_sim::{run_seed, SimOptions};
 
@@ -25,31 +27,65 @@ fn main() -> ExitCode {
     if let Some(n) = value("--messages") {
         options.messages = n as usize;
     }
-    let mut failures = 0;
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut acked, mut unknown, mut txns) = (0, 0, (0, 0, 0));
+    let (mut duplicates, mut losses) = (0, 0);
     for seed in first..first + count {
         match run_seed(seed, &options) {
-            Ok(r) => println!(
-                "seed {seed}: ok, {} acked, {} unknown, {} failed, {} faults, {:.1} s simulated; \
-                 transactions: {} committed, {} aborted, {} interrupted",
-                r.acked,
-                r.unknown,
-                r.failed,
-                r.faults.len(),
-                r.sim_secs,
-                r.transactions.0,
-                r.transactions.1,
-                r.transactions.2
-            ),
+            Ok(r) => {
+                println!(
+                    "seed {seed}: ok, {} acked, {} unknown, {} failed, {} faults, {:.1} s simulated; \
+                     transactions: {} committed, {} aborted, {} interrupted; trace {:016x}",
+                    r.acked,
+                    r.unknown,
+                    r.failed,
+                    r.faults.len(),
+                    r.sim_secs,
+                    r.transactions.0,
+                    r.transactions.1,
+                    r.transactions.2,
+                    r.trace_hash
+                );
+                for (kind, n) in r.fault_kinds() {
+                    *kinds.entry(kind).or_default() += n;
+                }
+                acked += r.acked;
+                unknown += r.unknown;
+                txns.0 += r.transactions.0;
+                txns.1 += r.transactions.1;
+                txns.2 += r.transactions.2;
+            }
             Err(e) => {
-                failures += 1;
+                // The oracle's words for them (at most 20 violations are kept per seed).
+                duplicates += e.reason.matches(" is stored ").count()
+                    + e.reason.matches("stored twice").count();
+                losses += e.reason.matches("but is at None").count();
                 println!("{e}");
+                failed.push(seed);
             }
         }
     }
-    println!("{count} seeds, {failures} failed");
-    if failures > 0 {
-        ExitCode::FAILURE
-    } else {
+    let faults: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "summary: {count} seeds ({first}..{}), {} failed {:?}; faults: {}; broker crashes: {}; \
+         {acked} messages acknowledged, {unknown} of unknown fate; transactions: {} committed, \
+         {} aborted, {} interrupted; duplicates: {duplicates}; acknowledged losses: {losses}; \
+         {:.0} s",
+        first + count,
+        failed.len(),
+        failed,
+        faults.join(", "),
+        kinds.get("Crash").copied().unwrap_or(0),
+        txns.0,
+        txns.1,
+        txns.2,
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

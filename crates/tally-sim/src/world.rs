@@ -76,6 +76,24 @@ pub struct SimReport {
     pub sim_secs: f64,
     /// Transactions committed, aborted, and of unknown outcome (all checked all-or-nothing).
     pub transactions: (usize, usize, usize),
+    /// A hash of everything the run decided and observed (the fault schedule, every
+    /// message's and transaction's fate, the simulated duration): the same seed must give
+    /// the same hash.
+    pub trace_hash: u64,
+}
+
+impl SimReport {
+    /// Faults by kind ("Crash", "LostAnswers", "Hold", "Partition").
+    pub fn fault_kinds(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut kinds = std::collections::BTreeMap::new();
+        for f in &self.faults {
+            // "  1.234s Crash for 120 ms" -> "Crash"
+            let kind = f.split_whitespace().nth(1).unwrap_or("");
+            let kind = kind.split('(').next().unwrap_or("").to_string();
+            *kinds.entry(kind).or_default() += 1;
+        }
+        kinds
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -513,7 +531,25 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         )));
     }
     let count = |f: fn(&Fate) -> bool| o.fates.values().filter(|x| f(x)).count();
+    let trace_hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        driver.log.hash(&mut h);
+        let mut fates: Vec<_> = o.fates.iter().map(|(k, f)| (k, format!("{f:?}"))).collect();
+        fates.sort();
+        fates.hash(&mut h);
+        let mut txns: Vec<_> = o
+            .txn_fates
+            .iter()
+            .map(|(k, f)| (*k, format!("{f:?}")))
+            .collect();
+        txns.sort();
+        txns.hash(&mut h);
+        sim.elapsed().as_nanos().hash(&mut h);
+        h.finish()
+    };
     Ok(SimReport {
+        trace_hash,
         seed,
         acked: count(|f| matches!(f, Fate::Acked { .. })),
         failed: count(|f| matches!(f, Fate::Failed)),

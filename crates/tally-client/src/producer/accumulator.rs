@@ -6,7 +6,9 @@
 //! nothing but the record's slot in its batch.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng;
 use tokio::sync::OwnedSemaphorePermit;

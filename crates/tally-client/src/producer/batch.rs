@@ -1,7 +1,7 @@
 //! Batches of records: open while they fill, then sealed (encoded once) and, on their first
 //! send, stamped with producer id, epoch and sequence. A retry resends the same bytes.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;

@@ -12,7 +12,9 @@ mod transaction;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
 use tokio::sync::{watch, Notify, Semaphore};

@@ -18,7 +18,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -142,7 +144,7 @@ impl Sender {
             tokio::select! {
                 Some(event) = self.events_rx.recv() => self.handle(event),
                 _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
                 changed = shutdown.changed(), if !stopping => {
                     if changed.is_err() {
                         return;
@@ -367,16 +369,19 @@ impl Sender {
         {
             next = next.min(due);
         }
+        // Only times still ahead: a batch whose retry time has passed and that is still
+        // waiting is held by something an answer ends (the in-flight limit, a drain), and a
+        // deadline at `now` would spin this loop until that answer comes.
         let timeout = Duration::from_millis(self.inner.config.delivery_timeout_ms);
         for state in self.partitions.values() {
             for b in state.batches.iter().filter(|b| !b.in_flight) {
-                if let Some(at) = b.retry_at {
+                let times = [b.retry_at, Some(b.created + timeout)];
+                for at in times.into_iter().flatten().filter(|at| *at > now) {
                     next = next.min(at);
                 }
-                next = next.min(b.created + timeout);
             }
         }
-        next.max(now)
+        next
     }
 
     /// Index of the batch the partition may send next, if any.
