@@ -88,6 +88,9 @@ pub struct BenchOptions {
     pub linger_ms: u64,
     #[arg(long, default_value_t = 256 * 1024)]
     pub batch_size: usize,
+    /// How long the client waits for an answer before it retries (on a new connection).
+    #[arg(long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
     /// Target messages per second over all producers (default: as fast as possible).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -124,6 +127,9 @@ impl BenchOptions {
         }
         if self.mode == Mode::Consume && self.duration_secs.is_some() {
             return bad("consume mode reads --count messages; --duration-secs does not apply");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("--request-timeout-ms must be positive");
         }
         if self.rate == Some(0) {
             return bad("--rate must be positive");

@@ -73,6 +73,7 @@ fn producer_config(options: &BenchOptions, client: &ClientConfig, index: usize) 
         config.transactional_id = Some(format!("tally-bench-{}-{index}", std::process::id()));
     }
     config.client = client.clone();
+    config.client.request_timeout_ms = options.request_timeout_ms;
     config.enable_idempotence = options.idempotent();
     config.acks = options.acks.as_i16();
     config.linger_ms = options.linger_ms;

@@ -27,6 +27,11 @@ impl WireClient {
         })
     }
 
+    /// How long a read waits for the broker (30 s unless set).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        let _ = self.stream.set_read_timeout(timeout);
+    }
+
     /// Encodes header + body of `request` at `version` (without the size prefix).
     pub fn encode<Req: Request>(
         request: &Req,

@@ -1,6 +1,7 @@
 //! A smoke run of `tally bench` with tiny counts (benchmarks proper are not part of the test
 //! run): each mode finishes, its JSON report adds up, and what `produce` reports it wrote is
-//! really in the log.
+//! really in the log, once, also when the fault proxy loses acknowledgements (and, as the
+//! control, twice for some messages with idempotence off).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -117,4 +118,50 @@ fn tally_bench_rejects_bad_options_in_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("tally: "), "{stderr}");
+}
+
+/// `tally bench produce` through the fault proxy, which loses the first two acknowledgements
+/// after the broker wrote the batches: the producer retries them. Idempotent (the default),
+/// every message is stored once; with `--no-idempotence` the retried batches are stored twice.
+#[test]
+fn tally_bench_stores_each_message_once_when_acknowledgements_are_lost() {
+    use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
+    let broker = BrokerProcess::start(Path::new(TALLY), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (topic, idempotent) in [("lossy", true), ("lossy-control", false)] {
+        let mut config = ProxyConfig::new(broker.addr);
+        config.drop_produce_responses = DropPolicy::FirstN(2);
+        config.rewrite_metadata = true;
+        let proxy = runtime.block_on(FaultProxy::start(config)).unwrap();
+        let through = proxy.local_addr().to_string();
+        let mut args = vec![
+            "produce",
+            "--topic",
+            topic,
+            "-n",
+            "3000",
+            "-s",
+            "64",
+            "-p",
+            "3",
+            "--request-timeout-ms",
+            "1000",
+        ];
+        if !idempotent {
+            args.push("--no-idempotence");
+        }
+        let produced = bench(&through, &args);
+        assert_eq!(produced["messages"], 3000);
+        assert_eq!(produced["errors"], 0);
+        assert_eq!(proxy.counters().produce_responses_dropped, 2, "{topic}");
+        let stored = log_end_total(&broker.bootstrap(), topic, 3);
+        if idempotent {
+            assert_eq!(stored, 3000, "every message once");
+        } else {
+            assert!(
+                stored > 3000,
+                "the control stores retried batches twice: {stored}"
+            );
+        }
+    }
 }
