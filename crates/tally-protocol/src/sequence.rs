@@ -38,6 +38,12 @@ mod tests {
         assert_eq!(decrement_sequence(0, 1), i32::MAX);
         assert_eq!(decrement_sequence(1, 3), i32::MAX - 1);
         assert_eq!(decrement_sequence(9, 4), 5);
+        // Exactly at the edges: up to i32::MAX without wrapping, down to 0 without wrapping
+        // (cargo-mutants found these boundaries untested).
+        assert_eq!(increment_sequence(i32::MAX - 4, 4), i32::MAX);
+        assert_eq!(increment_sequence(i32::MAX - 4, 5), 0);
+        assert_eq!(decrement_sequence(4, 4), 0);
+        assert_eq!(decrement_sequence(4, 5), i32::MAX);
     }
 
     #[test]
