@@ -274,6 +274,10 @@ impl Sender {
     /// the producer sets once the transaction's batches are all answered: take it before
     /// stamping another batch, with every sequence from 0.
     fn adopt_transaction_epoch(&mut self) {
+        if self.inner.txn.is_none() {
+            // Only the transactional path changes the producer's epoch outside this task.
+            return;
+        }
         let current = *self.inner.producer.lock().expect("lock");
         let stamped = || {
             self.partitions
