@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use tally_log::storage;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -39,13 +40,16 @@ impl DataDir {
             path: path.to_path_buf(),
             source,
         };
-        fs::create_dir_all(path).map_err(io)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path.join(".lock"))
-            .map_err(io)?;
+        storage::create_dir_all(path).map_err(io)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // A data directory created now must not vanish at a power cut.
+            storage::sync_dir(parent).map_err(io)?;
+        }
+        let lock = storage::open(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &path.join(".lock"),
+        )
+        .map_err(io)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(DataDirError::Locked(path.to_path_buf()));
@@ -74,12 +78,12 @@ impl DataDir {
             None => {
                 let id = new_cluster_id();
                 let tmp = path.join("meta.properties.tmp");
-                fs::write(
-                    &tmp,
-                    format!("version=1\ncluster.id={id}\nnode.id={node_id}\n"),
-                )
-                .map_err(io)?;
-                fs::rename(&tmp, &meta_path).map_err(io)?;
+                let text = format!("version=1\ncluster.id={id}\nnode.id={node_id}\n");
+                let file = storage::create(&tmp).map_err(io)?;
+                storage::write_all_at(&file, &tmp, text.as_bytes(), 0).map_err(io)?;
+                storage::sync_all(&file, &tmp).map_err(io)?;
+                storage::rename(&tmp, &meta_path).map_err(io)?;
+                storage::sync_dir(path).map_err(io)?;
                 id
             }
         };

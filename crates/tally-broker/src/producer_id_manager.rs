@@ -3,10 +3,10 @@
 //! even after a crash.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
+use tally_log::storage;
 
 const BLOCK_SIZE: i64 = 1000;
 const FILE_NAME: &str = "producer-id-block";
@@ -53,14 +53,14 @@ impl ProducerIdManager {
 fn persist(path: &Path, end: i64) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::File::create(&tmp)?;
-        writeln!(f, "{end}")?;
-        f.sync_all()?;
+        let f = storage::create(&tmp)?;
+        storage::write_all_at(&f, &tmp, format!("{end}\n").as_bytes(), 0)?;
+        storage::sync_all(&f, &tmp)?;
     }
     tally_log::failpoint::hit("producer_ids.before_rename");
-    fs::rename(&tmp, path)?;
+    storage::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
+        storage::sync_dir(dir)?;
     }
     Ok(())
 }

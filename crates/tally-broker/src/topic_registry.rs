@@ -156,14 +156,23 @@ impl TopicRegistry {
                     "{topic}-{index}.{}-delete",
                     Uuid::new_v4().simple()
                 ));
-                fs::rename(&dir, &aside).map_err(storage)?;
-                let _ = fs::remove_dir_all(&aside);
+                tally_log::storage::rename(&dir, &aside).map_err(storage)?;
+                let _ = tally_log::storage::remove_dir_all(&aside);
             }
             Err(_) => {}
         }
-        fs::create_dir_all(&dir).map_err(storage)?;
+        if !dir.exists() {
+            tally_log::storage::create_dir_all(&dir).map_err(storage)?;
+            tally_log::storage::sync_dir(&self.log_dir).map_err(storage)?;
+        }
         if !meta.exists() {
-            fs::write(&meta, expected).map_err(storage)?;
+            // Durable before any data goes in: a partition whose metadata reads back wrong
+            // is set aside as another topic's.
+            let file = tally_log::storage::create(&meta).map_err(storage)?;
+            tally_log::storage::write_all_at(&file, &meta, expected.as_bytes(), 0)
+                .and_then(|_| tally_log::storage::sync_all(&file, &meta))
+                .and_then(|_| tally_log::storage::sync_dir(&dir))
+                .map_err(storage)?;
         }
         let (partition, report) =
             Partition::open(&dir, self.config.partition_config(configs), now_ms)
@@ -215,16 +224,13 @@ impl TopicRegistry {
         let path = self.log_dir.join(TOPICS_FILE);
         let tmp = self.log_dir.join(format!("{TOPICS_FILE}.tmp"));
         {
-            use std::io::Write;
-            let mut f = fs::File::create(&tmp).map_err(storage)?;
-            f.write_all(text.as_bytes()).map_err(storage)?;
-            f.sync_all().map_err(storage)?;
+            let f = tally_log::storage::create(&tmp).map_err(storage)?;
+            tally_log::storage::write_all_at(&f, &tmp, text.as_bytes(), 0).map_err(storage)?;
+            tally_log::storage::sync_all(&f, &tmp).map_err(storage)?;
         }
         tally_log::failpoint::hit("topics.before_rename");
-        fs::rename(&tmp, &path).map_err(storage)?;
-        fs::File::open(&self.log_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(storage)
+        tally_log::storage::rename(&tmp, &path).map_err(storage)?;
+        tally_log::storage::sync_dir(&self.log_dir).map_err(storage)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -310,7 +316,11 @@ impl TopicRegistry {
                 Ok((handle, _)) => partitions.push(handle),
                 Err(e) => {
                     for i in 0..=index {
-                        let _ = fs::remove_dir_all(partition_dir(&self.log_dir, name, i));
+                        let _ = tally_log::storage::remove_dir_all(&partition_dir(
+                            &self.log_dir,
+                            name,
+                            i,
+                        ));
                     }
                     return Err(e);
                 }
@@ -321,7 +331,7 @@ impl TopicRegistry {
         next.insert(name.to_string(), Arc::clone(&topic));
         if let Err(e) = self.persist(&next) {
             for i in 0..num_partitions {
-                let _ = fs::remove_dir_all(partition_dir(&self.log_dir, name, i));
+                let _ = tally_log::storage::remove_dir_all(&partition_dir(&self.log_dir, name, i));
             }
             return Err(e);
         }
@@ -346,8 +356,8 @@ impl TopicRegistry {
             let aside =
                 self.log_dir
                     .join(format!("{name}-{}.{}-delete", p.index, topic.id.simple()));
-            if fs::rename(&dir, &aside).is_ok() {
-                let _ = fs::remove_dir_all(&aside);
+            if tally_log::storage::rename(&dir, &aside).is_ok() {
+                let _ = tally_log::storage::remove_dir_all(&aside);
             }
         }
         info!(topic = name, "deleted topic");
@@ -438,7 +448,7 @@ fn log_open(topic: &str, index: i32, report: &OpenReport) {
 fn remove_deleted_dirs(log_dir: &Path) {
     for entry in fs::read_dir(log_dir).into_iter().flatten().flatten() {
         if entry.file_name().to_string_lossy().ends_with("-delete") {
-            let _ = fs::remove_dir_all(entry.path());
+            let _ = tally_log::storage::remove_dir_all(&entry.path());
         }
     }
 }

@@ -17,6 +17,10 @@
 //! recovering), `producer_ids.before_rename` (a new producer-id block written, not in place),
 //! `topics.before_rename` (the topics file), `group_store.compaction.before_delete`
 //! (`__consumer_offsets` rewritten after a roll, the old segments not yet deleted).
+//!
+//! With `TALLY_POWER_CUT=<data directory>` as well, the point is a power cut instead: the
+//! storage seam tracks what was never fsynced under that directory, and at the point drops
+//! it (see `storage.rs`) before the SIGKILL.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -46,6 +50,10 @@ pub fn hit(name: &str) {
         return;
     };
     if armed.name == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == armed.at_hit {
+        if std::env::var_os("TALLY_POWER_CUT").is_some() {
+            eprintln!("failpoint {name} reached: power cut");
+            crate::storage::power_cut_and_die();
+        }
         eprintln!("failpoint {name} reached: SIGKILL");
         // SAFETY: sending a signal to our own process.
         unsafe {

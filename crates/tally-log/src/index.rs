@@ -3,8 +3,9 @@
 //! trusted only below the recovery point; past it they are rebuilt by the start-up scan.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
+
+use crate::storage;
 
 /// (offset relative to the segment base, byte position) every `index.interval.bytes` bytes.
 #[derive(Debug, Default, Clone)]
@@ -144,12 +145,12 @@ impl TimeIndex {
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
+        let f = storage::create(&tmp)?;
+        storage::write_all_at(&f, &tmp, bytes, 0)?;
+        storage::sync_data(&f, &tmp)?;
     }
     crate::failpoint::hit("index.save.before_rename");
-    fs::rename(&tmp, path)
+    storage::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod log;
 mod reader;
 mod scan;
 mod segment;
+pub mod storage;
 mod txn_index;
 mod writeback;
 

@@ -2,7 +2,7 @@
 //! recovery point, and the roll, retention and flush rules.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::reader::{LogReadResult, LogReader};
 use crate::segment::{Segment, SegmentReader};
+use crate::storage;
 use crate::txn_index::AbortedTxn;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -47,13 +48,13 @@ pub struct Log {
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering what a crash may have left behind.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
-        fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        storage::create_dir_all(dir).map_err(LogError::io(dir))?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
             let entry = entry.map_err(LogError::io(dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
-                let _ = fs::remove_file(entry.path());
+                let _ = storage::remove_file(&entry.path());
                 continue;
             }
             if let Some(stem) = name.strip_suffix(".log") {
@@ -230,9 +231,12 @@ impl Log {
     fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
         let path = self.dir.join(RECOVERY_POINT_FILE);
         let tmp = self.dir.join("recovery-point.tmp");
-        fs::write(&tmp, format!("{offset}\n")).map_err(LogError::io(&tmp))?;
+        let file = storage::create(&tmp).map_err(LogError::io(&tmp))?;
+        storage::write_all_at(&file, &tmp, format!("{offset}\n").as_bytes(), 0)
+            .and_then(|_| storage::sync_data(&file, &tmp))
+            .map_err(LogError::io(&tmp))?;
         crate::failpoint::hit("log.recovery_point.before_rename");
-        fs::rename(&tmp, &path).map_err(LogError::io(&path))?;
+        storage::rename(&tmp, &path).map_err(LogError::io(&path))?;
         self.recovery_point = offset;
         Ok(())
     }
@@ -469,7 +473,7 @@ fn remove_orphan_indexes(dir: &Path, bases: &[i64]) {
                 .parse::<i64>()
                 .is_ok_and(|b| bases.binary_search(&b).is_err())
         {
-            let _ = fs::remove_file(entry.path());
+            let _ = storage::remove_file(&entry.path());
         }
     }
 }
@@ -498,7 +502,5 @@ fn readers_of(segments: &BTreeMap<i64, Segment>) -> BTreeMap<i64, SegmentReader>
 
 /// Makes a created, renamed or deleted file's directory entry durable.
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io(dir))
+    storage::sync_dir(dir).map_err(LogError::io(dir))
 }

@@ -17,6 +17,7 @@ use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::offset_file_name;
 use crate::scan::{BatchScanner, ScanStep};
+use crate::storage;
 use crate::txn_index::{collect_aborted, AbortedTxn, SharedAborted, TxnIndex};
 
 /// What a full scan of a segment found.
@@ -99,12 +100,14 @@ impl Segment {
     }
 
     fn open_file(path: &Path, create_new: bool) -> Result<File, LogError> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(create_new)
-            .open(path)
-            .map_err(LogError::io(path))
+        storage::open(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(create_new),
+            path,
+        )
+        .map_err(LogError::io(path))
     }
 
     fn empty(base_offset: i64, log_path: PathBuf, file: File) -> Segment {
@@ -136,9 +139,9 @@ impl Segment {
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
         // Stale indexes of an earlier segment with the same base would mislead a later open.
-        let _ = fs::remove_file(index_path);
-        let _ = fs::remove_file(time_path);
-        let _ = fs::remove_file(TxnIndex::path(dir, base_offset));
+        let _ = storage::remove_file(&index_path);
+        let _ = storage::remove_file(&time_path);
+        let _ = storage::remove_file(&TxnIndex::path(dir, base_offset));
         let file = Self::open_file(&log_path, true)?;
         Ok(Segment::empty(base_offset, log_path, file))
     }
@@ -204,8 +207,8 @@ impl Segment {
         }
         let truncated_bytes = file_len.saturating_sub(size);
         if truncated_bytes > 0 {
-            file.set_len(size).map_err(LogError::io(&*self.log_path))?;
-            file.sync_all().map_err(LogError::io(&*self.log_path))?;
+            storage::set_len(&file, &self.log_path, size).map_err(LogError::io(&*self.log_path))?;
+            storage::sync_all(&file, &self.log_path).map_err(LogError::io(&*self.log_path))?;
         }
         Ok(ScanOutcome {
             valid_bytes: size - start,
@@ -321,8 +324,8 @@ impl Segment {
         let position = self.size();
         let mut at = position;
         for part in parts {
-            if let Err(e) = self.file.write_all_at(part, at) {
-                let _ = self.file.set_len(position);
+            if let Err(e) = storage::write_all_at(&self.file, &self.log_path, part, at) {
+                let _ = storage::set_len(&self.file, &self.log_path, position);
                 return Err(LogError::Io {
                     path: (*self.log_path).clone(),
                     source: e,
@@ -349,9 +352,7 @@ impl Segment {
     }
 
     pub(crate) fn flush(&self) -> Result<(), LogError> {
-        self.file
-            .sync_data()
-            .map_err(LogError::io(&*self.log_path))?;
+        storage::sync_data(&self.file, &self.log_path).map_err(LogError::io(&*self.log_path))?;
         self.txn_index.flush()
     }
 
@@ -397,13 +398,13 @@ impl Segment {
     pub(crate) fn delete(&self) -> Result<(), LogError> {
         let dir = self.log_path.parent().expect("segment has a directory");
         let (log_path, index_path, time_path) = Self::paths(dir, self.base_offset);
-        fs::remove_file(&log_path).map_err(LogError::io(&log_path))?;
+        storage::remove_file(&log_path).map_err(LogError::io(&log_path))?;
         // The log file goes first: without it the segment is gone, and its index files are
         // orphans that the next open removes. The other order could leave a segment whose
         // aborted-transaction index was lost.
         crate::failpoint::hit("segment.delete.after_log");
-        let _ = fs::remove_file(index_path);
-        let _ = fs::remove_file(time_path);
+        let _ = storage::remove_file(&index_path);
+        let _ = storage::remove_file(&time_path);
         self.txn_index.delete();
         Ok(())
     }

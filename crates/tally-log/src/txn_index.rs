@@ -10,7 +10,6 @@
 //! and the partition re-adds the ones it replays.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use parking_lot::RwLock;
 
 use crate::error::LogError;
 use crate::offset_file_name;
+use crate::storage;
 
 const ENTRY_BYTES: usize = 34;
 const ENTRY_VERSION: i16 = 0;
@@ -118,15 +118,11 @@ impl TxnIndex {
         let file = match &mut self.file {
             Some(f) => f,
             None => self.file.insert(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
+                storage::open(OpenOptions::new().create(true).append(true), &self.path)
                     .map_err(LogError::io(&self.path))?,
             ),
         };
-        file.write_all(&entry.encode())
-            .map_err(LogError::io(&self.path))?;
+        storage::append(file, &self.path, &entry.encode()).map_err(LogError::io(&self.path))?;
         self.unsynced.store(true, Ordering::Relaxed);
         if created {
             let dir = self.path.parent().expect("index has a directory");
@@ -159,15 +155,15 @@ impl TxnIndex {
             .write(true)
             .open(&self.path)
             .map_err(LogError::io(&self.path))?;
-        file.set_len((entries * ENTRY_BYTES) as u64)
-            .and_then(|_| file.sync_all())
+        storage::set_len(&file, &self.path, (entries * ENTRY_BYTES) as u64)
+            .and_then(|_| storage::sync_all(&file, &self.path))
             .map_err(LogError::io(&self.path))
     }
 
     pub(crate) fn flush(&self) -> Result<(), LogError> {
         if let Some(file) = &self.file {
             if self.unsynced.swap(false, Ordering::Relaxed) {
-                if let Err(e) = file.sync_data() {
+                if let Err(e) = storage::sync_data(file, &self.path) {
                     self.unsynced.store(true, Ordering::Relaxed);
                     return Err(LogError::io(&self.path)(e));
                 }
@@ -177,7 +173,7 @@ impl TxnIndex {
     }
 
     pub(crate) fn delete(&self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = storage::remove_file(&self.path);
     }
 }
 

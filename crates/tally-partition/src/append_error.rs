@@ -69,3 +69,12 @@ pub enum OpenError {
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
 }
+
+impl From<OpenError> for AppendError {
+    fn from(e: OpenError) -> AppendError {
+        match e {
+            OpenError::Log(e) => e.into(),
+            OpenError::Snapshot(e) => e.into(),
+        }
+    }
+}

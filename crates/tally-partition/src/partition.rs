@@ -1,9 +1,9 @@
 //! One partition: its log, its producer table, and the append path that joins them.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tally_log::storage;
 use tally_log::{AbortedTxn, Log, LogConfig, LogError, LogReadResult, RecoveryReport};
 use tally_protocol::record_batch::{
     set_base_offset, set_log_append_time_header, set_partition_leader_epoch,
@@ -104,7 +104,7 @@ impl Partition {
             if offset > end {
                 // State from beyond a truncated tail must never be used; the removal is made
                 // durable so it cannot come back once the log grows past it again.
-                let _ = fs::remove_file(&path);
+                let _ = storage::remove_file(&path);
                 tally_log::sync_dir(dir)?;
                 continue;
             }
@@ -116,7 +116,7 @@ impl Partition {
                 }
                 Err(e) => {
                     warn!(error = %e, "deleting unreadable producer snapshot");
-                    let _ = fs::remove_file(&path);
+                    let _ = storage::remove_file(&path);
                 }
             }
         }
@@ -351,13 +351,19 @@ impl Partition {
         Ok(())
     }
 
-    fn take_snapshot(&mut self) -> Result<(), crate::snapshot::SnapshotError> {
+    /// Writes the producer table at the log end. The log is flushed first: a durable
+    /// snapshot tells the next start not to replay what precedes it, so the log data and the
+    /// aborted-transaction index entries below it must be durable too. (A power cut after a
+    /// start-up replay once lost the replayed index entries while the snapshot that skips
+    /// them survived: aborted records became visible to read_committed.)
+    fn take_snapshot(&mut self) -> Result<(), OpenError> {
         let offset = self.log.log_end_offset();
         assert_eq!(
             self.producers.map_end_offset(),
             offset,
             "producer state must reflect exactly the log when snapshotted"
         );
+        self.log.flush()?;
         write_snapshot(&self.dir, offset, &self.producers.entries())?;
         self.prune_snapshots();
         Ok(())
@@ -367,7 +373,7 @@ impl Partition {
         let snapshots = list_snapshots(&self.dir);
         let keep_from = snapshots.len().saturating_sub(SNAPSHOTS_TO_KEEP);
         for (_, path) in &snapshots[..keep_from] {
-            let _ = fs::remove_file(path);
+            let _ = storage::remove_file(path);
         }
     }
 
@@ -421,7 +427,6 @@ impl Partition {
 
     /// Clean shutdown: flush, snapshot at the log end, record the recovery point.
     pub fn close(&mut self) -> Result<(), AppendError> {
-        self.log.flush()?;
         self.take_snapshot()?;
         self.log.close()?;
         Ok(())

@@ -10,9 +10,9 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use tally_log::storage;
 use thiserror::Error;
 
 use crate::batch_metadata::BatchMetadata;
@@ -92,16 +92,14 @@ pub fn write_snapshot(
     let path = dir.join(format!("{map_end_offset:020}.{SUFFIX}"));
     let tmp = dir.join(format!("{map_end_offset:020}.{SUFFIX}.tmp"));
     {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&file_bytes).map_err(io(&tmp))?;
-        f.sync_data().map_err(io(&tmp))?;
+        let f = storage::create(&tmp).map_err(io(&tmp))?;
+        storage::write_all_at(&f, &tmp, &file_bytes, 0).map_err(io(&tmp))?;
+        storage::sync_data(&f, &tmp).map_err(io(&tmp))?;
     }
     tally_log::failpoint::hit("snapshot.before_rename");
-    fs::rename(&tmp, &path).map_err(io(&path))?;
+    storage::rename(&tmp, &path).map_err(io(&path))?;
     tally_log::failpoint::hit("snapshot.after_rename");
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    storage::sync_dir(dir).map_err(io(dir))?;
     Ok(path)
 }
 

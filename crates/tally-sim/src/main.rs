@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let (mut acked, mut unknown, mut txns) = (0, 0, (0, 0, 0));
     let (mut duplicates, mut losses) = (0, 0);
+    let mut cut = (0, 0, 0);
     for seed in first..first + count {
         match run_seed(seed, &options) {
             Ok(r) => {
@@ -51,6 +52,9 @@ fn main() -> ExitCode {
                 for (kind, n) in r.fault_kinds() {
                     *kinds.entry(kind).or_default() += n;
                 }
+                cut.0 += r.power_cut_losses.0;
+                cut.1 += r.power_cut_losses.1;
+                cut.2 += r.power_cut_losses.2;
                 acked += r.acked;
                 unknown += r.unknown;
                 txns.0 += r.transactions.0;
@@ -70,14 +74,18 @@ fn main() -> ExitCode {
     let faults: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!(
         "summary: {count} seeds ({first}..{}), {} failed {:?}; faults: {}; broker crashes: {}; \
-         {acked} messages acknowledged, {unknown} of unknown fate; transactions: {} committed, \
+         power cuts: {} (dropped {} files' unsynced data, {} bytes, {} directory changes); {acked} messages acknowledged, {unknown} of unknown fate; transactions: {} committed, \
          {} aborted, {} interrupted; duplicates: {duplicates}; acknowledged losses: {losses}; \
          {:.0} s",
         first + count,
         failed.len(),
         failed,
         faults.join(", "),
-        kinds.get("Crash").copied().unwrap_or(0),
+        kinds.get("Crash").copied().unwrap_or(0) + kinds.get("PowerCut").copied().unwrap_or(0),
+        kinds.get("PowerCut").copied().unwrap_or(0),
+        cut.0,
+        cut.1,
+        cut.2,
         txns.0,
         txns.1,
         txns.2,

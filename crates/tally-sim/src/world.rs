@@ -43,6 +43,13 @@ pub struct SimOptions {
     /// The transactional producer really uses transactions; off only for the control run,
     /// whose "aborted" writes stay visible, so the oracle must fail.
     pub transactional: bool,
+    /// Power cuts (a crash that also drops whatever was never fsynced, see
+    /// `tally_log::storage`) on the odd seeds, whose broker fsyncs every message
+    /// (`log.flush.interval.messages=1`) so that every acknowledged message must survive them.
+    pub power_cuts: bool,
+    /// Control only: power cuts with the default flush policy, where acknowledged messages
+    /// that were never flushed are lost, so the oracle must fail.
+    pub power_cuts_without_flush: bool,
 }
 
 impl Default for SimOptions {
@@ -59,6 +66,8 @@ impl Default for SimOptions {
             liveness_transactions: 3,
             txn_size: 5,
             transactional: true,
+            power_cuts: true,
+            power_cuts_without_flush: false,
         }
     }
 }
@@ -80,10 +89,13 @@ pub struct SimReport {
     /// message's and transaction's fate, the simulated duration): the same seed must give
     /// the same hash.
     pub trace_hash: u64,
+    /// Power cuts' losses, summed: files whose unsynced data was dropped, those bytes, and
+    /// directory changes undone.
+    pub power_cut_losses: (usize, u64, usize),
 }
 
 impl SimReport {
-    /// Faults by kind ("Crash", "LostAnswers", "Hold", "Partition").
+    /// Faults by kind ("Crash", "PowerCut", "LostAnswers", "Hold", "Partition").
     pub fn fault_kinds(&self) -> std::collections::BTreeMap<String, usize> {
         let mut kinds = std::collections::BTreeMap::new();
         for f in &self.faults {
@@ -141,7 +153,7 @@ impl Clock for SimClock {
 }
 
 /// The broker's software: open (recover) the data directory, serve simulated TCP.
-async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
+async fn broker_software(dir: PathBuf, partitions: i32, flush_each: bool) -> turmoil::Result {
     let mut config = BrokerConfig::new();
     config.set("log.dirs", &dir.to_string_lossy())?;
     config.set("listeners", "0.0.0.0:9092")?;
@@ -149,6 +161,9 @@ async fn broker_software(dir: PathBuf, partitions: i32) -> turmoil::Result {
     config.set("num.partitions", &partitions.to_string())?;
     // Small segments: rolls and producer snapshots happen during the run.
     config.set("log.segment.bytes", "4096")?;
+    if flush_each {
+        config.set("log.flush.interval.messages", "1")?;
+    }
     // Writers as tasks of the simulated host and the host's (simulated) time as the wall clock,
     // so a seed replays the same run.
     let options = BrokerOptions {
@@ -402,6 +417,8 @@ enum Fault {
     Hold(usize),
     Partition(usize),
     Crash,
+    /// A crash that also loses what was never fsynced.
+    PowerCut,
 }
 
 struct Driver {
@@ -410,6 +427,10 @@ struct Driver {
     next_at: Duration,
     log: Vec<String>,
     producers: usize,
+    /// The broker's data directory, and whether crashes there are power cuts.
+    dir: PathBuf,
+    power_cuts: bool,
+    power_cut_losses: (usize, u64, usize),
 }
 
 fn producer_host(k: usize) -> String {
@@ -423,6 +444,7 @@ impl Driver {
             0..=3 => Fault::LostAnswers(k),
             4..=5 => Fault::Hold(k),
             6..=7 => Fault::Partition(k),
+            _ if self.power_cuts => Fault::PowerCut,
             _ => Fault::Crash,
         };
         let length = Duration::from_millis(self.rng.random_range(50..1500));
@@ -431,6 +453,18 @@ impl Driver {
             Fault::Hold(k) => sim.hold(BROKER, producer_host(k)),
             Fault::Partition(k) => sim.partition(BROKER, producer_host(k)),
             Fault::Crash => sim.crash(BROKER),
+            Fault::PowerCut => {
+                // The host's tasks are gone once crash returns, so nothing writes meanwhile.
+                sim.crash(BROKER);
+                match tally_log::storage::power_cut(&self.dir) {
+                    Ok(r) => {
+                        self.power_cut_losses.0 += r.files_reverted;
+                        self.power_cut_losses.1 += r.bytes_lost;
+                        self.power_cut_losses.2 += r.dir_ops_undone;
+                    }
+                    Err(e) => self.log.push(format!("power cut failed: {e}")),
+                }
+            }
         }
         self.log.push(format!(
             "{:>7.3}s {fault:?} for {} ms",
@@ -446,8 +480,29 @@ impl Driver {
                 Fault::LostAnswers(k) => sim.repair_oneway(BROKER, producer_host(k)),
                 Fault::Hold(k) => sim.release(BROKER, producer_host(k)),
                 Fault::Partition(k) => sim.repair(BROKER, producer_host(k)),
-                Fault::Crash => sim.bounce(BROKER),
+                Fault::Crash | Fault::PowerCut => sim.bounce(BROKER),
             }
+        }
+    }
+}
+
+/// The broker's data directory under the storage seam's tracking while it lives.
+struct TrackedDir(Option<PathBuf>);
+
+impl TrackedDir {
+    fn new(dir: &std::path::Path, on: bool) -> TrackedDir {
+        if !on {
+            return TrackedDir(None);
+        }
+        tally_log::storage::track(dir);
+        TrackedDir(Some(dir.to_path_buf()))
+    }
+}
+
+impl Drop for TrackedDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            tally_log::storage::untrack(dir);
         }
     }
 }
@@ -455,10 +510,15 @@ impl Driver {
 /// Runs one seeded simulation to the end and checks it.
 pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
     let fail = |reason: String| SimFailure { seed, reason };
-    let data = tempfile::Builder::new()
+    let mut data = tempfile::Builder::new()
         .prefix("tally-sim-")
         .tempdir()
         .map_err(|e| fail(e.to_string()))?;
+    // TALLY_SIM_KEEP_DATA=1 keeps the broker's data directory for a look afterwards.
+    if std::env::var_os("TALLY_SIM_KEEP_DATA").is_some() {
+        data.disable_cleanup(true);
+        eprintln!("seed {seed}: data directory {}", data.path().display());
+    }
     let oracle = Arc::new(Mutex::new(Oracle::default()));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
@@ -467,7 +527,13 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         .build();
     let dir = data.path().to_path_buf();
     let partitions = options.partitions;
-    sim.host(BROKER, move || broker_software(dir.clone(), partitions));
+    let power_cuts = options.power_cuts_without_flush || (options.power_cuts && seed % 2 == 1);
+    let flush_each = power_cuts && !options.power_cuts_without_flush;
+    let tracked = TrackedDir::new(&dir, power_cuts);
+    let broker_dir = dir.clone();
+    sim.host(BROKER, move || {
+        broker_software(broker_dir.clone(), partitions, flush_each)
+    });
     for k in 0..options.producers {
         sim.client(
             producer_host(k),
@@ -492,6 +558,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         next_at: Duration::from_millis(200),
         log: Vec::new(),
         producers: producer_hosts(options),
+        dir,
+        power_cuts,
+        power_cut_losses: (0, 0, 0),
     };
     loop {
         match sim.step() {
@@ -548,7 +617,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         sim.elapsed().as_nanos().hash(&mut h);
         h.finish()
     };
+    drop(tracked);
     Ok(SimReport {
+        power_cut_losses: driver.power_cut_losses,
         trace_hash,
         seed,
         acked: count(|f| matches!(f, Fate::Acked { .. })),
