@@ -106,6 +106,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TALLY_LOG",
     "TALLY_BOOTSTRAP",
     "TALLY_FAILPOINT",
+    "TALLY_POWER_CUT",
 ];
 
 impl BrokerConfig {

@@ -334,7 +334,12 @@ fn synced_file(path: &Path) {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()?;
     if tracking() {
-        with_tracker(dir, |t, p| t.synced_dir(p));
+        // Not only the tracker under which `dir` lies: the parent of a tracked root holds
+        // the root's own entry.
+        let dir = absolute(dir);
+        for t in trackers().iter_mut() {
+            t.synced_dir(&dir);
+        }
     }
     Ok(())
 }

@@ -191,3 +191,21 @@ fn untracked_directories_are_left_alone() {
     assert_eq!(power_cut(dir.path()).unwrap(), PowerCutReport::default());
     assert_eq!(read(&path).unwrap(), b"kept");
 }
+
+#[test]
+fn a_tracked_root_created_late_needs_its_parent_fsynced() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("data");
+    track(&root);
+    create_dir_all(&root).unwrap();
+    power_cut(&root).unwrap();
+    assert!(
+        !root.exists(),
+        "the root's own entry was never made durable"
+    );
+    create_dir_all(&root).unwrap();
+    sync_dir(parent.path()).unwrap();
+    power_cut(&root).unwrap();
+    assert!(root.exists());
+    untrack(&root);
+}
