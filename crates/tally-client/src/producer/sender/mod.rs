@@ -394,13 +394,27 @@ impl Sender {
         if state.in_flight >= max {
             return None;
         }
+        if self.draining {
+            // Only batches that may be written are resent while draining, one at a time, with
+            // their old stamp, to learn their fate: a duplicate answer says written, an
+            // OUT_OF_ORDER_SEQUENCE_NUMBER not. A batch the broker refused may stand before
+            // them; waiting for it would never end the drain (the soak's stalled producer).
+            if state.in_flight > 0 {
+                return None;
+            }
+            let index = state
+                .batches
+                .iter()
+                .position(|b| !b.in_flight && b.fate == Fate::Unknown)?;
+            let batch = &state.batches[index];
+            return match batch.retry_at {
+                Some(at) if at > now => None,
+                _ => Some(index),
+            };
+        }
         let index = state.batches.iter().position(|b| !b.in_flight)?;
         let batch = &state.batches[index];
         if batch.retry_at.is_some_and(|at| at > now) {
-            return None;
-        }
-        if self.draining && batch.fate != Fate::Unknown {
-            // Only batches that may be written are resent while draining, to learn their fate.
             return None;
         }
         if self.idempotent() {

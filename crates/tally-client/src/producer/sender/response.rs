@@ -37,10 +37,12 @@ impl Sender {
             let Some(state) = self.partitions.get_mut(&tp) else {
                 continue;
             };
+            // Every send is answered once, even for a batch failed meanwhile (a broker that
+            // stopped serving Produce): its slot is free either way.
+            state.in_flight = state.in_flight.saturating_sub(1);
             let Some(index) = state.batches.iter().position(|b| b.id == id) else {
                 continue;
             };
-            state.in_flight = state.in_flight.saturating_sub(1);
             state.batches[index].in_flight = false;
             let outcome = match (&event.result, answers.get(&tp)) {
                 (Err(e), _) => Err((e.clone(), None)),
