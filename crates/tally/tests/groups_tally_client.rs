@@ -2,7 +2,8 @@
 //! two consumers split four partitions, one leaves and the other takes all four, it comes back
 //! and they split again, and with synchronous commits nothing is lost or delivered twice. Run
 //! with the eager protocol (range) and the cooperative one (cooperative-sticky), where a
-//! member joining must not make the other give up more than it has to.
+//! member joining must not make the other give up more than it has to. The control: the same
+//! run with the commits left out delivers messages twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -58,28 +59,37 @@ async fn member_with(
     (consumer, events)
 }
 
+/// What the consumers delivered, and whether they commit it (off only for the control).
+struct Delivered {
+    values: Vec<String>,
+    commit: bool,
+}
+
 /// Polls each consumer in turn; what comes back is recorded, then committed synchronously.
-async fn pump(consumers: &mut [&mut GroupConsumer], delivered: &mut Vec<String>) {
+async fn pump(consumers: &mut [&mut GroupConsumer], delivered: &mut Delivered) {
     for c in consumers.iter_mut() {
         let records = c.poll(Duration::from_millis(50)).await.expect("poll");
         if records.is_empty() {
             continue;
         }
         for r in &records {
-            delivered.push(String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned());
+            let value = String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned();
+            delivered.values.push(value);
         }
-        c.commit_sync().await.expect("synchronous commit");
+        if delivered.commit {
+            c.commit_sync().await.expect("synchronous commit");
+        }
     }
 }
 
 async fn until(
     what: &str,
     consumers: &mut [&mut GroupConsumer],
-    delivered: &mut Vec<String>,
+    delivered: &mut Delivered,
     done: impl Fn(&[&mut GroupConsumer], &[String]) -> bool,
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(consumers, delivered) {
+    while !done(consumers, &delivered.values) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         pump(consumers, delivered).await;
     }
@@ -117,11 +127,16 @@ fn revoked(events: &Events) -> Vec<usize> {
         .collect()
 }
 
-async fn split_leave_rejoin(assignor: Assignor) {
+/// The scenario; with `commit` off (the control) it returns what was delivered twice
+/// instead of asserting that nothing was.
+async fn split_leave_rejoin(assignor: Assignor, commit: bool) -> Vec<String> {
     let (broker, admin) = grouped_topic().await;
     let b = broker.bootstrap();
     produce(&b, "grouped", 0, 2000).await;
-    let mut delivered = Vec::new();
+    let mut delivered = Delivered {
+        values: Vec::new(),
+        commit,
+    };
 
     let (mut a, a_events) = member(&b, assignor).await;
     let (mut first, _) = member(&b, assignor).await;
@@ -192,6 +207,7 @@ async fn split_leave_rejoin(assignor: Assignor) {
         pump(&mut [&mut a, &mut second], &mut delivered).await;
     }
 
+    let delivered = delivered.values;
     let mut counts: HashMap<&String, usize> = HashMap::new();
     for v in &delivered {
         *counts.entry(v).or_default() += 1;
@@ -201,14 +217,17 @@ async fn split_leave_rejoin(assignor: Assignor) {
         .filter(|(_, n)| **n > 1)
         .map(|(v, _)| (*v).clone())
         .collect();
+    let expected: BTreeSet<String> = (0..4000).map(|i| format!("m{i}")).collect();
+    let got: BTreeSet<String> = delivered.iter().cloned().collect();
+    assert_eq!(got, expected, "lost messages");
+    if !commit {
+        return twice;
+    }
     assert!(
         twice.is_empty(),
         "delivered twice: {:?}",
         &twice[..twice.len().min(10)]
     );
-    let expected: BTreeSet<String> = (0..4000).map(|i| format!("m{i}")).collect();
-    let got: BTreeSet<String> = delivered.iter().cloned().collect();
-    assert_eq!(got, expected, "lost messages");
 
     // The group's committed offsets are the log end offsets.
     let committed = admin.group_offsets("g1").await.unwrap();
@@ -220,16 +239,28 @@ async fn split_leave_rejoin(assignor: Assignor) {
     second.close().await.unwrap();
     let description = admin.describe_group("g1").await.unwrap();
     assert_eq!(description.state, "Empty");
+    twice
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tally_group_consumers_eager_range() {
-    split_leave_rejoin(Assignor::Range).await;
+    split_leave_rejoin(Assignor::Range, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tally_group_consumers_cooperative_sticky() {
-    split_leave_rejoin(Assignor::CooperativeSticky).await;
+    split_leave_rejoin(Assignor::CooperativeSticky, true).await;
+}
+
+/// The control: without the commits, partitions that move restart from the earliest offset
+/// and their messages are delivered again, which the test above would report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_commits_the_same_run_delivers_messages_twice() {
+    let twice = split_leave_rejoin(Assignor::CooperativeSticky, false).await;
+    assert!(
+        !twice.is_empty(),
+        "no message was delivered twice without commits: the test cannot fail"
+    );
 }
 
 /// Static membership (KIP-345): a member with a group.instance.id that restarts within its
@@ -239,7 +270,10 @@ async fn a_static_member_restarts_without_a_rebalance() {
     let (broker, admin) = grouped_topic().await;
     let b = broker.bootstrap();
     produce(&b, "grouped", 0, 400).await;
-    let mut delivered = Vec::new();
+    let mut delivered = Delivered {
+        values: Vec::new(),
+        commit: true,
+    };
     let (mut a, _) = member_with(&b, "static", Assignor::Range, Some("member-a")).await;
     let (mut other, other_events) =
         member_with(&b, "static", Assignor::Range, Some("member-b")).await;
