@@ -129,6 +129,9 @@ impl Broker {
     ) -> Result<Arc<Broker>, StartError> {
         config.validate()?;
         let BrokerOptions { writer_mode, clock } = options;
+        if let Ok(controls) = std::env::var("TALLY_CONTROL") {
+            warn!(%controls, "TALLY_CONTROL is set: test controls turn guarantees off");
+        }
         let now_ms = clock.now_ms();
         let config = Arc::new(config);
         let log_dir = config.log_dir();

@@ -107,6 +107,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TALLY_BOOTSTRAP",
     "TALLY_FAILPOINT",
     "TALLY_POWER_CUT",
+    "TALLY_CONTROL",
 ];
 
 impl BrokerConfig {

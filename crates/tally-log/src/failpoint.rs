@@ -22,6 +22,11 @@
 //! storage seam tracks what was never fsynced under that directory, and at the point drops
 //! it (see `storage.rs`) before the SIGKILL.
 
+//!
+//! Controls: `TALLY_CONTROL=<name>[,<name>...]` turns one guarantee off on purpose, so that a
+//! test can show it fails without it (never for real use). `skip-replay`: a partition opens
+//! from its producer snapshot alone, without replaying the log after it.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -42,6 +47,20 @@ fn armed() -> &'static Option<Armed> {
         };
         Some(Armed { name, at_hit })
     })
+}
+
+static CONTROLS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Whether the test control `name` is on (see the module's text).
+pub fn control(name: &str) -> bool {
+    CONTROLS
+        .get_or_init(|| {
+            std::env::var("TALLY_CONTROL")
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+                .unwrap_or_default()
+        })
+        .iter()
+        .any(|c| c == name)
 }
 
 /// Marks a crash point; kills the process if it is the armed one and its hit count is reached.
