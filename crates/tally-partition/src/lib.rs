@@ -28,5 +28,5 @@ pub use entry::{Decision, Entry, EntryOrigin};
 pub use partition::{AppendOutcome, OpenReport, Partition, PartitionConfig};
 pub use partition_reader::PartitionReader;
 pub use producer_state_entry::{ProducerStateEntry, NUM_BATCHES_TO_RETAIN};
-pub use producer_table::{AppendDecision, ProducerTable};
+pub use producer_table::{AppendDecision, CompletedTxn, ProducerTable};
 pub use snapshot::{list_snapshots, read_snapshot, write_snapshot, SnapshotError};

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use tally_partition::{AppendDecision, AppendError, ProducerTable, NUM_BATCHES_TO_RETAIN};
+use tally_partition::{
+    AppendDecision, AppendError, CompletedTxn, ProducerTable, NUM_BATCHES_TO_RETAIN,
+};
 use tally_protocol::sequence::increment_sequence;
-use tally_protocol::BatchHeader;
+use tally_protocol::{BatchHeader, EndTxnMarker, ResponseError, TxnResult};
 
 fn header(pid: i64, epoch: i16, first_seq: i32, count: i32, base_offset: i64) -> BatchHeader {
     BatchHeader {
@@ -128,6 +130,113 @@ fn sequences_wrap_at_i32_max() {
         AppendDecision::Duplicate(_)
     ));
     assert_eq!(h.send(2, 0, 2, 1).unwrap(), AppendDecision::Append);
+}
+
+/// The error says which sequence the broker expected next (the mutation run found nothing
+/// checked it).
+#[test]
+fn an_out_of_order_answer_names_the_expected_sequence() {
+    let expected = |r: Result<AppendDecision, AppendError>| match r {
+        Err(AppendError::OutOfOrderSequence { expected_seq, .. }) => expected_seq,
+        other => panic!("{other:?}"),
+    };
+    let mut h = Harness::new();
+    h.send(1, 0, 0, 1).unwrap();
+    assert_eq!(expected(h.send(1, 0, 5, 1)), 1);
+    h.send(1, 0, 1, 4).unwrap();
+    assert_eq!(expected(h.send(1, 0, 9, 1)), 5);
+}
+
+const TRANSACTIONAL: i16 = 0x10;
+const CONTROL: i16 = 0x20;
+
+fn marker(pid: i64, epoch: i16, coordinator_epoch: i32) -> EndTxnMarker {
+    EndTxnMarker {
+        producer_id: pid,
+        producer_epoch: epoch,
+        coordinator_epoch,
+        result: TxnResult::Abort,
+    }
+}
+
+impl Harness {
+    /// A transactional batch, verified by the coordinator, applied if new.
+    fn send_txn(&mut self, pid: i64, epoch: i16, seq: i32) -> Result<AppendDecision, AppendError> {
+        let mut h = header(pid, epoch, seq, 1, self.next_offset);
+        h.attributes = TRANSACTIONAL;
+        let d = self.table.check(&h, true)?;
+        if d == AppendDecision::Append {
+            self.table.apply_batch(&h, None, 0);
+            self.next_offset += 1;
+        }
+        Ok(d)
+    }
+
+    /// A marker, checked and applied; the transaction it ended, if one was open.
+    fn end(&mut self, m: &EndTxnMarker) -> Result<Option<CompletedTxn>, AppendError> {
+        self.table.check_marker(m)?;
+        let mut h = header(m.producer_id, m.producer_epoch, -1, 1, self.next_offset);
+        h.attributes = TRANSACTIONAL | CONTROL;
+        let completed = self.table.apply_batch(&h, Some(m), 0);
+        self.next_offset += 1;
+        Ok(completed)
+    }
+}
+
+/// Open transactions are listed oldest first, and an abort records as its last stable offset
+/// the start of the oldest transaction still open, or the offset after its marker.
+#[test]
+fn open_transactions_and_the_stable_offset_an_abort_records() {
+    let mut h = Harness::new();
+    assert!(h.table.is_empty());
+    h.send_txn(1, 0, 0).unwrap();
+    h.send_txn(2, 0, 0).unwrap();
+    assert_eq!((h.table.len(), h.table.is_empty()), (2, false));
+    assert_eq!(h.table.ongoing_txns().collect::<Vec<_>>(), vec![(0, 1), (1, 2)]);
+    let second = h.end(&marker(2, 0, 0)).unwrap().expect("an open transaction");
+    assert_eq!((second.first_offset, second.last_offset), (1, 2));
+    assert_eq!(h.table.last_stable_offset_after(&second), 0, "producer 1's is open");
+    let first = h.end(&marker(1, 0, 0)).unwrap().expect("an open transaction");
+    assert_eq!(first.last_offset, 3);
+    assert_eq!(h.table.last_stable_offset_after(&first), 4, "none open");
+    assert_eq!(h.table.ongoing_txns().count(), 0);
+    assert_eq!(h.table.remove_expired(i64::MAX, 1), 2);
+    assert!(h.table.is_empty());
+}
+
+/// Markers from the coordinator's first epoch (0) end a transaction whose producer the table
+/// first met through a data batch, and a later marker of the same coordinator epoch is not
+/// fenced; an older coordinator epoch is.
+#[test]
+fn coordinator_epochs_fence_only_older_coordinators() {
+    let mut h = Harness::new();
+    h.send_txn(7, 0, 0).unwrap();
+    h.end(&marker(7, 0, 0)).unwrap();
+    h.send_txn(7, 0, 1).unwrap();
+    h.end(&marker(7, 0, 3)).unwrap();
+    h.send_txn(7, 0, 2).unwrap();
+    h.end(&marker(7, 0, 3)).unwrap();
+    h.send_txn(7, 0, 3).unwrap();
+    assert_eq!(
+        h.end(&marker(7, 0, 2)).unwrap_err().error_code(),
+        ResponseError::TransactionCoordinatorFenced
+    );
+}
+
+/// A marker with a newer producer epoch (an abort that bumps it, or transaction version 2's
+/// end) moves the producer to that epoch: the old epoch's batches are fenced, retries of
+/// them included, and the new epoch starts at sequence 0.
+#[test]
+fn a_marker_with_a_new_epoch_moves_the_producer_to_it() {
+    let mut h = Harness::new();
+    h.send_txn(8, 0, 0).unwrap();
+    h.send_txn(8, 0, 1).unwrap();
+    h.end(&marker(8, 1, 0)).unwrap();
+    assert_eq!(code(h.send_txn(8, 0, 1)), 47, "a retry of the old epoch");
+    assert_eq!(code(h.send_txn(8, 0, 2)), 47, "the old epoch's next batch");
+    assert_eq!(code(h.send_txn(8, 1, 1)), 45, "the new epoch starts at 0");
+    assert_eq!(h.send_txn(8, 1, 0).unwrap(), AppendDecision::Append);
+    assert_eq!(h.send_txn(8, 1, 1).unwrap(), AppendDecision::Append);
 }
 
 #[test]
