@@ -118,3 +118,24 @@ fn injected_storage_failures_are_errors() {
     p.inject_flush_failures(true);
     assert!(p.flush().is_err());
 }
+
+/// With its snapshots gone and nothing to replay, a partition's producer state starts at the
+/// log start, so a later snapshot (here at a roll with no append before it) matches the log.
+#[test]
+fn a_partition_with_nothing_to_replay_starts_its_state_at_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _) = Partition::open(dir.path(), config(), 0).unwrap();
+    for i in 0..3 {
+        send(&mut p, 1, i * 4, 1_000).unwrap();
+    }
+    assert_eq!(p.start_new_segment().unwrap(), 12);
+    assert_eq!(p.delete_segments_before(12).unwrap(), 1);
+    drop(p);
+    for (_, path) in list_snapshots(dir.path()) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let (mut p, report) = Partition::open(dir.path(), config(), 0).unwrap();
+    assert_eq!((report.replayed_batches, report.snapshot_offset), (0, None));
+    assert_eq!(p.producers().map_end_offset(), 12);
+    assert_eq!(p.start_new_segment().unwrap(), 12);
+}

@@ -192,11 +192,24 @@ fn open_transactions_and_the_stable_offset_an_abort_records() {
     h.send_txn(1, 0, 0).unwrap();
     h.send_txn(2, 0, 0).unwrap();
     assert_eq!((h.table.len(), h.table.is_empty()), (2, false));
-    assert_eq!(h.table.ongoing_txns().collect::<Vec<_>>(), vec![(0, 1), (1, 2)]);
-    let second = h.end(&marker(2, 0, 0)).unwrap().expect("an open transaction");
+    assert_eq!(
+        h.table.ongoing_txns().collect::<Vec<_>>(),
+        vec![(0, 1), (1, 2)]
+    );
+    let second = h
+        .end(&marker(2, 0, 0))
+        .unwrap()
+        .expect("an open transaction");
     assert_eq!((second.first_offset, second.last_offset), (1, 2));
-    assert_eq!(h.table.last_stable_offset_after(&second), 0, "producer 1's is open");
-    let first = h.end(&marker(1, 0, 0)).unwrap().expect("an open transaction");
+    assert_eq!(
+        h.table.last_stable_offset_after(&second),
+        0,
+        "producer 1's is open"
+    );
+    let first = h
+        .end(&marker(1, 0, 0))
+        .unwrap()
+        .expect("an open transaction");
     assert_eq!(first.last_offset, 3);
     assert_eq!(h.table.last_stable_offset_after(&first), 4, "none open");
     assert_eq!(h.table.ongoing_txns().count(), 0);
