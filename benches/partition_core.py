@@ -42,6 +42,9 @@ class Broker(base.Broker):
     def __init__(self, binary, data_dir, sets=()):
         super().__init__(data_dir, sets)
         self.binary = binary
+        # Old commits have no --http; which flags a binary takes is in its --help.
+        help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
+        self.HTTP_ARGS = ["--http", "127.0.0.1:0"] if "--http" in help_text else []
 
     def start(self):
         saved, base.TALLY = base.TALLY, self.binary

@@ -31,6 +31,10 @@ def log(msg):
 class Broker:
     """A `tally serve` on a free loopback port."""
 
+    # Brokers run side by side here; binaries built before the HTTP listener (the old side
+    # of an A/B) set this to [].
+    HTTP_ARGS = ["--http", "127.0.0.1:0"]
+
     def __init__(self, data_dir, sets=()):
         self.data_dir = data_dir
         self.sets = list(sets)
@@ -41,7 +45,7 @@ class Broker:
     def start(self):
         os.makedirs(self.data_dir, exist_ok=True)
         self.log_path = os.path.join(os.path.dirname(self.data_dir), "broker.log")
-        args = [TALLY, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"]
+        args = [TALLY, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"] + self.HTTP_ARGS
         for s in self.sets:
             args += ["--set", s]
         logf = open(self.log_path, "w")

@@ -24,7 +24,7 @@ echo "soak: ${SOAK_SECS} s, work directory $work"
 
 start_broker() {
   local n=$1
-  "$TALLY" serve --data-dir "$work/data" --listen "$BROKER" >"$work/broker-$n.log" 2>&1 &
+  "$TALLY" serve --data-dir "$work/data" --listen "$BROKER" --http 127.0.0.1:0 >"$work/broker-$n.log" 2>&1 &
   echo $! >"$work/broker.pid"
   for _ in $(seq 1 600); do
     grep -q "tally broker ready" "$work/broker-$n.log" && return 0

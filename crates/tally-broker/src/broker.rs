@@ -73,6 +73,8 @@ pub struct Broker {
     pub producer_ids: Arc<ProducerIdManager>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TxnCoordinator>,
+    /// Request and connection metrics (the partitions keep their own).
+    pub metrics: Arc<crate::metrics::BrokerMetrics>,
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
     shutting_down: AtomicBool,
@@ -186,6 +188,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             groups,
             txns,
+            metrics: Arc::default(),
             node_id: config.node_id(),
             cluster_id: data_dir.cluster_id.clone(),
             config,
@@ -246,7 +249,11 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 let mut removed = 0;
                 for p in broker.topics.all_partitions() {
                     let now = broker.clock.now_ms();
-                    removed += p.run(move |p| p.remove_expired_producers(now)).await.unwrap_or(0);
+                    let n = p.run(move |p| p.remove_expired_producers(now)).await.unwrap_or(0);
+                    p.metrics()
+                        .producers_expired
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    removed += n;
                 }
                 if removed > 0 {
                     info!(removed, "expired idle producers");

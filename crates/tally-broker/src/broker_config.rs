@@ -108,6 +108,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TALLY_FAILPOINT",
     "TALLY_POWER_CUT",
     "TALLY_CONTROL",
+    "TALLY_HTTP",
 ];
 
 impl BrokerConfig {
@@ -275,6 +276,15 @@ impl BrokerConfig {
     pub fn fetch_max_bytes(&self) -> usize {
         self.long("fetch.max.bytes") as usize
     }
+    /// The HTTP listener's address, or `None` when `http.listeners` is empty.
+    pub fn http_listener(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let (value, _) = self.get("http.listeners");
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        Endpoint::parse(&value)?.socket_addr().map(Some)
+    }
+
     pub fn max_connections(&self) -> usize {
         self.long("max.connections") as usize
     }

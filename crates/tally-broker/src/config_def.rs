@@ -69,6 +69,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.dir", STRING, "./tally-data", 0, "Synonym of log.dirs, used when log.dirs is not set."),
     def("listeners", STRING, "PLAINTEXT://127.0.0.1:9092", 0, "The address to listen on: HOST:PORT or PLAINTEXT://HOST:PORT."),
     def("advertised.listeners", STRING, "", 0, "The address put in Metadata responses; defaults to the listener."),
+    def("http.listeners", STRING, "127.0.0.1:9644", 0, "The HTTP address of /metrics, /healthz and /readyz: HOST:PORT, or empty for none."),
     def("num.partitions", Int, "1", 1, "Partitions of an auto-created topic, or of CreateTopics with -1."),
     def("default.replication.factor", Short, "1", 1, "Replication factor of auto-created topics; a single broker supports 1."),
     def("auto.create.topics.enable", Boolean, "true", 0, "Create a topic when Metadata asks for one that does not exist."),

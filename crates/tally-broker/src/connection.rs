@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::RequestKind;
@@ -114,6 +115,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
         }
         let frame = buf.split_to(len).freeze();
+        let started = Instant::now();
         let decoded = match dispatch::decode(frame, peer) {
             Ok(d) => d,
             Err(outcome) => {
@@ -123,8 +125,15 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 continue;
             }
         };
+        let (api_key, version) = (decoded.api_key, decoded.ctx.api_version);
         if let RequestKind::Produce(request) = decoded.request {
             let answer = dispatch::submit_produce(broker, decoded.ctx, request).await;
+            let metrics = Arc::clone(&broker.metrics);
+            let answer = async move {
+                let outcome = answer.await;
+                metrics.observe_request(api_key, version, started.elapsed());
+                outcome
+            };
             produce_in_flight = true;
             if !queue(&tx, Pending::Answer(Box::pin(answer))).await {
                 return;
@@ -138,6 +147,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 produce_in_flight = false;
             }
             let outcome = dispatch::handle(broker, decoded).await;
+            broker
+                .metrics
+                .observe_request(api_key, version, started.elapsed());
             if !queue(&tx, Pending::Answer(Box::pin(async { outcome }))).await {
                 return;
             }

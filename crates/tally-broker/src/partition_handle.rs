@@ -9,6 +9,7 @@
 //! then answers. Readers (Fetch, ListOffsets) use the `PartitionReader` and never wait for it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tally_partition::{
@@ -17,10 +18,14 @@ use tally_partition::{
 use tally_protocol::{encode_marker, parse_marker, BatchHeader, EndTxnMarker};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::metrics::PartitionMetrics;
+
 /// Appends and jobs queued per partition before producers wait (back-pressure).
 const QUEUE_CAPACITY: usize = 1024;
 /// Most commands the writer takes in one turn (one group commit).
 const MAX_DRAIN: usize = 512;
+/// How often a writer re-reads its log's size and segment count for `/metrics`.
+const STORAGE_GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 pub type AppendResult = Result<AppendOutcome, AppendError>;
 type Job = Box<dyn FnOnce(&mut Partition) + Send>;
@@ -85,6 +90,7 @@ pub struct PartitionHandle {
     high_watermark: watch::Receiver<i64>,
     /// `max.message.bytes`, for the check made before a batch is queued.
     max_message_bytes: usize,
+    metrics: Arc<PartitionMetrics>,
 }
 
 impl PartitionHandle {
@@ -94,10 +100,14 @@ impl PartitionHandle {
         let reader = Arc::clone(partition.reader());
         let (hw_tx, high_watermark) = watch::channel(reader.high_watermark());
         let max_message_bytes = partition.config().max_message_bytes;
+        let metrics = Arc::new(PartitionMetrics::default());
+        metrics.observe(&partition, true);
         let writer = Writer {
             partition,
             rx,
             high_watermark: hw_tx,
+            metrics: Arc::clone(&metrics),
+            storage_observed: Instant::now(),
         };
         match mode {
             WriterMode::Thread => {
@@ -117,7 +127,13 @@ impl PartitionHandle {
             reader,
             high_watermark,
             max_message_bytes,
+            metrics,
         }
+    }
+
+    /// The writer's counters and gauges, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<PartitionMetrics> {
+        &self.metrics
     }
 
     pub fn reader(&self) -> &Arc<PartitionReader> {
@@ -197,6 +213,8 @@ struct Writer {
     partition: Partition,
     rx: mpsc::Receiver<Command>,
     high_watermark: watch::Sender<i64>,
+    metrics: Arc<PartitionMetrics>,
+    storage_observed: Instant,
 }
 
 impl Writer {
@@ -220,7 +238,14 @@ impl Writer {
         while let Some(command) = next.take() {
             match command {
                 Command::Append(request, reply) => {
+                    let known = !request.header.has_producer_id()
+                        || self
+                            .partition
+                            .producers()
+                            .get(request.header.producer_id)
+                            .is_some();
                     let result = self.apply(&request);
+                    self.metrics.record(&request, known, &result);
                     answers.push((reply, result));
                 }
                 Command::Run(job) => {
@@ -236,6 +261,17 @@ impl Writer {
             }
         }
         self.commit(&mut answers);
+        self.observe();
+    }
+
+    /// Updates the gauges of `/metrics`; the log's size and segment count at most once a
+    /// second (they cost a walk over the segments).
+    fn observe(&mut self) {
+        let storage = self.storage_observed.elapsed() >= STORAGE_GAUGES_EVERY;
+        if storage {
+            self.storage_observed = Instant::now();
+        }
+        self.metrics.observe(&self.partition, storage);
     }
 
     /// Decide (client batches and markers) then apply.

@@ -1,6 +1,7 @@
 //! A broker on a TCP listener: start-up with the listener bound, the accept loop (one task per
 //! connection, at most `max.connections` at once), and clean shutdown.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +15,26 @@ use tracing::{debug, info, warn};
 use crate::broker::{Broker, StartError};
 use crate::broker_config::BrokerConfig;
 use crate::connection::run_connection;
+use crate::http::HttpServer;
 
 impl Broker {
     /// Starts a broker: everything that can fail at start-up fails here, with one message.
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         config.validate()?;
+        // Bound first, so that /readyz can say "recovering" while the data is recovered.
+        let http = match config.http_listener()? {
+            Some(addr) => {
+                Some(
+                    HttpServer::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: addr.to_string(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;
         let listener = TcpListener::bind(listen_addr)
@@ -35,8 +51,13 @@ impl Broker {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
         let server = tokio::spawn(serve(Arc::clone(&broker), listener, shutdown_rx));
+        if let Some(http) = &http {
+            http.state.set_ready(Arc::clone(&broker));
+        }
+        let http_addr = http.as_ref().map(|h| h.local_addr);
         info!(
             listen = %local_addr,
+            http = %http_addr.map_or("none".to_string(), |a| a.to_string()),
             advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
             data_dir = %broker.config.log_dir().display(),
             topics = broker.topics.list().len(),
@@ -46,6 +67,8 @@ impl Broker {
         Ok(RunningBroker {
             broker,
             local_addr,
+            http_addr,
+            http,
             shutdown_tx,
             server,
             maintenance,
@@ -57,6 +80,9 @@ impl Broker {
 pub struct RunningBroker {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub http_addr: Option<SocketAddr>,
+    http: Option<HttpServer>,
     shutdown_tx: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     maintenance: tokio::task::JoinHandle<()>,
@@ -73,6 +99,9 @@ impl RunningBroker {
         let _ = self.server.await;
         let _ = self.maintenance.await;
         self.broker.topics.close_all().await;
+        if let Some(http) = &self.http {
+            http.stop();
+        }
         info!("shutdown complete");
     }
 }
@@ -98,6 +127,7 @@ pub async fn serve(
                     }
                 };
                 let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    broker.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, limit = broker.config.max_connections(), "connection refused: max.connections reached");
                     drop(stream);
                     continue;
@@ -106,9 +136,13 @@ pub async fn serve(
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
                 let _ = stream.set_nodelay(true);
+                broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                 connections.spawn(async move {
                     let (read_half, write_half) = stream.into_split();
+                    let metrics = Arc::clone(&broker.metrics);
                     run_connection(broker, read_half, write_half, peer.to_string(), shutdown).await;
+                    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
                 // Reap finished connection tasks so the set does not grow without bound.

@@ -184,6 +184,10 @@ impl Log {
         self.segments.values().map(|s| s.size()).sum()
     }
 
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
     }

@@ -95,6 +95,9 @@ impl BrokerProcess {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string())
+            // A free port: tests run side by side (`--http` in extra_args overrides it).
+            .arg("--http")
+            .arg("127.0.0.1:0")
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -106,12 +109,22 @@ impl BrokerProcess {
         self.child = Some(child);
     }
 
-    /// The address in this start's "tally broker ready ... listen=HOST:PORT" line, if logged.
-    fn ready_addr(&self) -> Option<SocketAddr> {
+    /// The address after `field=` in this start's "tally broker ready" line, if logged.
+    fn ready_field(&self, field: &str) -> Option<SocketAddr> {
         let log = std::fs::read_to_string(self.log_path(self.starts)).ok()?;
         let line = log.lines().find(|l| l.contains("tally broker ready"))?;
-        let start = line.find("listen=")? + "listen=".len();
+        let key = format!(" {field}=");
+        let start = line.find(&key)? + key.len();
         line[start..].split_whitespace().next()?.parse().ok()
+    }
+
+    fn ready_addr(&self) -> Option<SocketAddr> {
+        self.ready_field("listen")
+    }
+
+    /// Where this start serves `/metrics`, `/healthz` and `/readyz`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.ready_field("http")
     }
 
     fn wait_ready(&mut self) {

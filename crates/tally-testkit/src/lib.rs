@@ -6,9 +6,11 @@
 
 pub mod batch;
 pub mod broker_process;
+pub mod http_get;
 pub mod requests;
 pub mod wire_client;
 
 pub use batch::{batch, BatchSpec};
 pub use broker_process::BrokerProcess;
+pub use http_get::http_get;
 pub use wire_client::WireClient;

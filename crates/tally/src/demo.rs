@@ -76,6 +76,7 @@ pub async fn run(args: DemoArgs, bootstrap: Option<String>) -> Result<()> {
             let mut config = BrokerConfig::new();
             config.set("log.dirs", &dir.path().to_string_lossy())?;
             config.set("listeners", "127.0.0.1:0")?;
+            config.set("http.listeners", "")?;
             let running = Broker::start(config).await?;
             let addr = running.local_addr;
             own = Some(running);
@@ -236,6 +237,7 @@ async fn transactions(bootstrap: Option<String>) -> Result<()> {
     let mut config = BrokerConfig::new();
     config.set("log.dirs", &dir.path().to_string_lossy())?;
     config.set("listeners", "127.0.0.1:0")?;
+    config.set("http.listeners", "")?;
     let running = Broker::start(config).await?;
     let result = crate::demo_transactions::run(&running.local_addr.to_string()).await;
     running.shutdown().await;

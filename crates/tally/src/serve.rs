@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Address given to clients in Metadata (advertised.listeners); defaults to --listen.
     #[arg(long, env = "TALLY_ADVERTISE", value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// Address of the HTTP listener for /metrics, /healthz and /readyz (http.listeners),
+    /// HOST:PORT, or "off"; default 127.0.0.1:9644.
+    #[arg(long, env = "TALLY_HTTP", value_name = "HOST:PORT")]
+    http: Option<String>,
     /// TOML file of config keys with Kafka's names.
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -39,6 +43,10 @@ fn broker_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(listen) = &args.listen {
         config.set("listeners", listen)?;
+    }
+    if let Some(http) = &args.http {
+        let value = if http == "off" { "" } else { http.as_str() };
+        config.set("http.listeners", value)?;
     }
     if let Some(advertise) = &args.advertise {
         config.set("advertised.listeners", advertise)?;

@@ -12,6 +12,7 @@ const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 fn serve(args: &[&str], dir: &Path) -> Output {
     Command::new(TALLY)
         .arg("serve")
+        .args(["--http", "127.0.0.1:0"])
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -76,7 +77,7 @@ fn bad_configuration_is_one_clear_error_line() {
         "bad.toml",
     );
     let out = Command::new(TALLY)
-        .args(["serve", "--listen", &free(0)])
+        .args(["serve", "--listen", &free(0), "--http", "127.0.0.1:0"])
         .env("TALLY_LOG_RETENTION_MS", "soon")
         .current_dir(dir.path())
         .output()
@@ -105,7 +106,7 @@ fn defaults_use_a_local_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("broker.log");
     let mut child = Command::new(TALLY)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .current_dir(dir.path())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()

@@ -160,7 +160,14 @@ fn a_read_only_data_directory_is_one_clear_error_at_start() {
     assert!(broker.terminate().success());
     fs.remount("ro");
     let out = Command::new(TALLY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--data-dir",
+        ])
         .arg(&data)
         .output()
         .unwrap();

@@ -22,6 +22,7 @@ pub fn start(
     let mut config = BrokerConfig::new();
     config.set("log.dirs", &dir.to_string_lossy()).unwrap();
     config.set("listeners", "127.0.0.1:0").unwrap();
+    config.set("http.listeners", "").unwrap();
     for (key, value) in sets {
         config.set(key, value).unwrap();
     }
