@@ -52,11 +52,9 @@ fn partition_families() -> PartitionFamilies {
     };
     PartitionFamilies {
         counters: vec![
-            c(
-                "batches_appended",
-                "Client batches appended",
-                |p| p.batches_appended,
-            ),
+            c("batches_appended", "Client batches appended", |p| {
+                p.batches_appended
+            }),
             c("messages_in", "Records appended from clients", |p| {
                 p.messages_in
             }),
