@@ -393,3 +393,78 @@ fn segment_ms_is_measured_on_the_broker_clock() {
     // A batch whose offsets do not fit the segment's relative index rolls as well.
     assert!(log.should_roll(bytes.len(), i64::from(i32::MAX) + 1, 50_500));
 }
+
+/// What recovery reads, counted exactly (the mutation run found the trust decisions and the
+/// report unchecked): after a crash only the active segment; with the recovery point inside an
+/// older segment (a crash before a roll moved it), that segment and every later one, whole; a
+/// torn last batch cut to the byte.
+#[test]
+fn recovery_reads_exactly_what_follows_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(2048)).unwrap();
+    let mut last_base = 0;
+    for i in 0..60i64 {
+        last_base = append(&mut log, 3, 1000 + i);
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 3, "{bases:?}");
+    let size = |base: i64| {
+        fs::metadata(dir.path().join(tally_log::offset_file_name(base, "log")))
+            .unwrap()
+            .len()
+    };
+    let sizes: Vec<u64> = bases.iter().map(|b| size(*b)).collect();
+    let end = log.log_end_offset();
+    drop(log);
+
+    let (log, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.segments, bases.len());
+    assert_eq!(report.scanned_segments, 1, "{report:?}");
+    assert_eq!(report.scanned_bytes, *sizes.last().unwrap());
+    assert_eq!((report.truncated_bytes, report.log_end_offset), (0, end));
+    assert_eq!(log.recovery_point(), *bases.last().unwrap());
+    drop(log);
+
+    // The recovery point at the last batch of the first segment.
+    fs::write(
+        dir.path().join("recovery-point"),
+        format!("{}\n", bases[1] - 3),
+    )
+    .unwrap();
+    let (log, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.scanned_segments, bases.len(), "{report:?}");
+    assert_eq!(report.scanned_bytes, sizes.iter().sum::<u64>());
+    assert_eq!(log.log_end_offset(), end);
+    let batch_bytes = last_batch_bytes(&log, last_base);
+    drop(log);
+
+    // A torn last batch: exactly its bytes go; everything before it was read again (the
+    // recovery point is still inside the first segment).
+    let path = dir
+        .path()
+        .join(tally_log::offset_file_name(*bases.last().unwrap(), "log"));
+    let full = size(*bases.last().unwrap());
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(full - 5)
+        .unwrap();
+    let (log, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.truncated_bytes, batch_bytes - 5, "{report:?}");
+    assert_eq!(
+        report.scanned_bytes,
+        sizes.iter().sum::<u64>() - batch_bytes
+    );
+    assert_eq!(log.log_end_offset(), last_base);
+}
+
+/// Bytes of the batch at `base`.
+fn last_batch_bytes(log: &Log, base: i64) -> u64 {
+    let r = log.read(base, 1 << 20, log.log_end_offset(), true).unwrap();
+    headers(&r.records)
+        .iter()
+        .find(|h| h.base_offset == base)
+        .map(|h| h.size_in_bytes() as u64)
+        .unwrap()
+}
