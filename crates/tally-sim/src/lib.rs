@@ -16,6 +16,7 @@
 //!
 //! A failure names its seed and the command that replays it.
 
+mod checker;
 mod oracle;
 mod transport;
 mod txn_producer;

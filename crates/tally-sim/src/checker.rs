@@ -1,0 +1,156 @@
+//! The simulation's observers: a monitor that samples every partition's high watermark while
+//! faults run, and the checker that reads everything back at the end and holds it against the
+//! oracle (each message once, at its acknowledged offset, no sequence gap, transactions all or
+//! nothing).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tally_client::{audit_topic, Admin, Consumer, ConsumerConfig, Offset};
+
+use crate::oracle::{Fate, Oracle};
+use crate::world::{client_config, producer_hosts, sleep_ms, SimOptions, TOPIC};
+
+/// Samples every partition's high watermark until the check is done.
+pub(crate) async fn monitor_software(
+    partitions: i32,
+    oracle: Arc<Mutex<Oracle>>,
+) -> turmoil::Result {
+    let mut admin = None;
+    while !oracle.lock().unwrap().checked {
+        sleep_ms(25).await;
+        if admin.is_none() {
+            admin = Admin::new(client_config()).await.ok();
+            continue;
+        }
+        let a = admin.as_ref().unwrap();
+        for p in 0..partitions {
+            let Ok(Ok(hw)) =
+                tokio::time::timeout(Duration::from_millis(500), a.list_offset(TOPIC, p, -1)).await
+            else {
+                admin = None;
+                break;
+            };
+            let mut o = oracle.lock().unwrap();
+            let previous = o.high_watermarks.get(&p).copied().unwrap_or(0);
+            if hw < previous {
+                o.violation(format!(
+                    "high watermark of partition {p} went back from {previous} to {hw}"
+                ));
+            }
+            o.high_watermarks.insert(p, hw.max(previous));
+        }
+    }
+    Ok(())
+}
+
+/// After every producer finished: read everything back and check the invariants.
+pub(crate) async fn checker_software(
+    options: SimOptions,
+    oracle: Arc<Mutex<Oracle>>,
+) -> turmoil::Result {
+    while oracle.lock().unwrap().producers_finished < producer_hosts(&options) {
+        sleep_ms(50).await;
+    }
+    let admin = Admin::new(client_config()).await?;
+    let mut ends = HashMap::new();
+    let mut total = 0;
+    for p in 0..options.partitions {
+        let end = admin.list_offset(TOPIC, p, -1).await?;
+        ends.insert(p, end);
+        total += end;
+    }
+    let mut consumer = Consumer::new(ConsumerConfig {
+        client: client_config(),
+        ..ConsumerConfig::new(String::new())
+    })
+    .await?;
+    consumer.assign_topic(TOPIC, Offset::Earliest).await?;
+    let mut records = Vec::new();
+    while (records.len() as i64) < total {
+        records.extend(consumer.poll(Duration::from_millis(200)).await?);
+    }
+    let audit = audit_topic(client_config(), TOPIC).await?;
+    if options.transactions > 0 {
+        let mut txn_end = 0;
+        for p in 0..options.partitions {
+            txn_end += admin
+                .list_offset(crate::txn_producer::TXN_TOPIC, p, -1)
+                .await? as u64;
+        }
+        crate::txn_producer::check_transactions(&options, &oracle, txn_end).await?;
+    }
+
+    let mut o = oracle.lock().unwrap();
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    for r in &records {
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        let expected = next.insert(r.partition, r.offset + 1).unwrap_or(0);
+        if r.offset != expected {
+            o.violation(format!(
+                "partition {}: offset {} follows {}",
+                r.partition,
+                r.offset,
+                expected - 1
+            ));
+        }
+        *stored.entry(value).or_default() += 1;
+    }
+    for (value, n) in &stored {
+        if *n > 1 {
+            o.violation(format!("{value} is stored {n} times"));
+        }
+    }
+    let positions: HashMap<String, (i32, i64)> = records
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+                (r.partition, r.offset),
+            )
+        })
+        .collect();
+    let fates: Vec<(String, Fate)> = o.fates.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    for (value, fate) in fates {
+        match fate {
+            Fate::Acked { partition, offset } => {
+                if positions.get(&value) != Some(&(partition, offset)) {
+                    o.violation(format!(
+                        "{value} was acknowledged at {partition}/{offset} but is at {:?}",
+                        positions.get(&value)
+                    ));
+                }
+            }
+            Fate::Failed => {
+                if positions.contains_key(&value) {
+                    o.violation(format!(
+                        "{value} was reported failed (not written) but is stored"
+                    ));
+                }
+            }
+            Fate::Unknown => {
+                if positions.contains_key(&value) {
+                    o.unknown_stored += 1;
+                }
+            }
+        }
+    }
+    for p in &audit.producers {
+        for d in &p.duplicates {
+            o.violation(format!(
+                "producer {} partition {}: sequences {}-{} stored twice",
+                p.producer_id, p.partition, d.first_sequence, d.last_sequence
+            ));
+        }
+        for g in &p.gaps {
+            o.violation(format!(
+                "producer {} partition {} epoch {}: sequence gap, {} expected, {} found",
+                p.producer_id, p.partition, g.epoch, g.expected, g.found
+            ));
+        }
+    }
+    o.checked = true;
+    Ok(())
+}
