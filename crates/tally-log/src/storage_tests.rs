@@ -60,8 +60,12 @@ fn an_unsynced_overwrite_and_truncation_are_undone() {
     set_len(&file, &path, 4).unwrap();
     write_all_at(&file, &path, b"XYZWVU", 3).unwrap();
     set_len(&file, &path, 1).unwrap();
-    root.cut();
+    write_all_at(&file, &path, b"abcde", 1).unwrap();
+    let report = root.cut();
     assert_eq!(read(&path).unwrap(), b"0123456789");
+    // Durable bytes each change overwrote or cut, when it did: 2 written over, 6 cut, 1
+    // written over (the file was 4 long then), 8 cut (it was 9); the last write only extends.
+    assert_eq!(report.bytes_lost, 2 + 6 + 1 + 8);
 }
 
 #[test]
@@ -110,7 +114,8 @@ fn an_unsynced_rename_is_undone_and_a_synced_one_kept() {
     sync_data(&file, &tmp).unwrap();
     rename(&tmp, &target).unwrap();
     assert_eq!(read(&target).unwrap(), b"new");
-    root.cut();
+    let report = root.cut();
+    assert_eq!(report.dir_ops_undone, 2, "the create and the rename");
     assert_eq!(read(&target).unwrap(), b"old");
     assert!(!tmp.exists(), "the temporary file was never durable");
 
@@ -141,10 +146,13 @@ fn a_removal_needs_its_directory_fsynced() {
     let root = Root::new();
     let (a, _) = created_synced(&root, "a", b"aaa");
     let (b, _) = created_synced(&root, "b", b"bbb");
+    let (c, _) = created_synced(&root, "c", b"ccc");
     remove_file(&a).unwrap();
+    remove_file(&c).unwrap();
     assert!(!a.exists());
     root.cut();
     assert_eq!(read(&a).unwrap(), b"aaa");
+    assert_eq!(read(&c).unwrap(), b"ccc", "each removal keeps its own copy");
     remove_file(&b).unwrap();
     sync_dir(root.path()).unwrap();
     root.cut();
@@ -169,6 +177,7 @@ fn created_directories_and_removed_trees_come_back_as_they_were() {
     sync_data(&file, &nested.join("f")).unwrap();
     sync_dir(&nested).unwrap();
     remove_dir_all(&root.path().join("x")).unwrap();
+    assert!(!root.path().join("x").exists());
     root.cut();
     assert_eq!(read(&nested.join("f")).unwrap(), b"f");
 }
@@ -185,6 +194,13 @@ fn create_of_an_existing_file_is_undone() {
 
 #[test]
 fn untracked_directories_are_left_alone() {
+    let root = Root::new();
+    let path = root.path().join("a");
+    untrack(root.path());
+    write(&path, b"kept").unwrap();
+    assert_eq!(power_cut(root.path()).unwrap(), PowerCutReport::default());
+    assert_eq!(read(&path).unwrap(), b"kept", "no longer tracked");
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a");
     write(&path, b"kept").unwrap();
@@ -208,4 +224,13 @@ fn a_tracked_root_created_late_needs_its_parent_fsynced() {
     power_cut(&root).unwrap();
     assert!(root.exists());
     untrack(&root);
+}
+
+#[test]
+fn an_unsynced_overwrite_inside_the_file_is_undone_byte_for_byte() {
+    let root = Root::new();
+    let (path, file) = created_synced(&root, "a", b"0123456789");
+    write_all_at(&file, &path, b"xyz", 1).unwrap();
+    root.cut();
+    assert_eq!(read(&path).unwrap(), b"0123456789");
 }

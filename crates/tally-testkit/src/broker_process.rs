@@ -95,7 +95,8 @@ impl BrokerProcess {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string())
-            // A free port: tests run side by side (`--http` in extra_args overrides it).
+            // A free port for /metrics: tests run side by side (so extra_args must not
+            // repeat --http; clap refuses a flag given twice).
             .arg("--http")
             .arg("127.0.0.1:0")
             .args(&self.extra_args)
