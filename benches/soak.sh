@@ -10,6 +10,9 @@
 #   benches/soak.sh                 # 30 minutes
 #   SOAK_SECS=180 benches/soak.sh   # a short one
 #
+# A 30-minute run stores about 40 GB under /tmp; the data directory is removed at the end
+# (the logs stay) unless SOAK_KEEP_DATA=1.
+#
 # Exit status 0 only if the audit is clean and nothing acknowledged is missing or doubled.
 set -uo pipefail
 
@@ -36,6 +39,8 @@ start_broker() {
 cleanup() {
   kill $(jobs -p) 2>/dev/null
   [ -f "$work/broker.pid" ] && kill -9 "$(cat "$work/broker.pid")" 2>/dev/null
+  # A 30-minute soak stores about 40 GB; keep the logs and drop the data unless asked.
+  if [ "${SOAK_KEEP_DATA:-0}" != 1 ]; then rm -rf "$work/data"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
