@@ -70,9 +70,7 @@ impl Log {
         let mut report = RecoveryReport::default();
         let mut segments = BTreeMap::new();
         let interval = config.index_interval_bytes;
-        let mut i = 0;
-        while i < bases.len() {
-            let base = bases[i];
+        for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let trusted = matches!(next_base, Some(n) if n <= recovery_point);
             let (mut segment, outcome) = if trusted {
@@ -86,11 +84,13 @@ impl Log {
                 let (s, o) = Segment::open_scanned(dir, base, true, interval)?;
                 (s, Some(o))
             };
+            let mut cut_here = false;
             if let Some(outcome) = outcome {
                 crate::failpoint::hit("log.recovery.after_segment");
                 report.scanned_segments += 1;
                 report.scanned_bytes += outcome.valid_bytes;
-                if outcome.truncated_bytes > 0 || outcome.reason.is_some() {
+                // A scan cuts bytes exactly when it stops at a batch it cannot keep, and says why.
+                if outcome.reason.is_some() {
                     report.truncated_bytes += outcome.truncated_bytes;
                     warn!(
                         dir = %dir.display(),
@@ -101,18 +101,19 @@ impl Log {
                     );
                     report.truncation_reason = outcome.reason.clone();
                     // Whatever follows a corrupt batch cannot be trusted to be contiguous.
-                    let later: Vec<i64> = bases[i + 1..].to_vec();
-                    for b in later {
+                    for &b in &bases[i + 1..] {
                         let (s, _) = Segment::open_scanned(dir, b, false, interval)?;
                         report.truncated_bytes += s.size();
                         s.delete()?;
                     }
-                    bases.truncate(i + 1);
+                    cut_here = true;
                 }
             }
             segment.load_txn_index()?;
             segments.insert(base, segment);
-            i += 1;
+            if cut_here {
+                break;
+            }
         }
         if segments.is_empty() {
             segments.insert(0, Segment::create(dir, 0)?);

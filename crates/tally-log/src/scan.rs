@@ -43,10 +43,11 @@ impl<'a> BatchScanner<'a> {
         }
     }
 
-    /// Makes sure `buf` holds `[position, position + n)`.
+    /// Makes sure `buf` holds `[position, position + n)`. The position only moves forward and
+    /// the buffer is always filled from it, so the buffer never starts after the position.
     fn ensure(&mut self, n: usize) -> std::io::Result<()> {
         let have_end = self.buf_start + self.buf.len() as u64;
-        if self.position >= self.buf_start && self.position + n as u64 <= have_end {
+        if self.position + n as u64 <= have_end {
             return Ok(());
         }
         let want = n.max(CHUNK_BYTES).min((self.end - self.position) as usize);

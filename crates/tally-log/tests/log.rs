@@ -2,68 +2,13 @@
 //! of torn and corrupt tails, retention.
 
 use std::fs::{self, OpenOptions};
-use std::path::Path;
 
-use bytes::Bytes;
 use tally_log::{Log, LogConfig, LogError};
-use tally_protocol::record_batch::set_base_offset;
 use tally_protocol::BatchHeader;
 use tally_testkit::BatchSpec;
 
-fn config(segment_bytes: u64) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        index_interval_bytes: 256,
-        ..LogConfig::default()
-    }
-}
-
-/// Appends a batch of `count` records with timestamps from `ts`; returns its base offset.
-fn append(log: &mut Log, count: usize, ts: i64) -> i64 {
-    let mut spec = BatchSpec::new(-1, -1, -1, count);
-    spec.timestamp_ms = ts;
-    let mut bytes = spec.encode().to_vec();
-    let base = log.log_end_offset();
-    set_base_offset(&mut bytes, base);
-    let header = BatchHeader::parse_whole(&bytes).unwrap();
-    if log.should_roll(bytes.len(), header.last_offset(), ts) {
-        log.roll().unwrap();
-    }
-    log.append(&bytes, &header, ts).unwrap();
-    base
-}
-
-/// Every batch header in `records`, checked whole.
-fn headers(records: &Bytes) -> Vec<BatchHeader> {
-    let mut out = Vec::new();
-    let mut rest = &records[..];
-    while !rest.is_empty() {
-        let h = BatchHeader::parse_whole(rest).unwrap();
-        rest = &rest[h.size_in_bytes()..];
-        out.push(h);
-    }
-    out
-}
-
-fn read_all(log: &Log) -> Vec<BatchHeader> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let r = log
-            .read(offset, 1 << 20, log.log_end_offset(), true)
-            .unwrap();
-        let hs = headers(&r.records);
-        assert!(!hs.is_empty(), "read at {offset} returned nothing");
-        offset = hs.last().unwrap().last_offset() + 1;
-        out.extend(hs);
-    }
-    out
-}
-
-fn active_segment_path(dir: &Path, log: &Log) -> std::path::PathBuf {
-    let base = *log.segment_base_offsets().last().unwrap();
-    dir.join(tally_log::offset_file_name(base, "log"))
-}
+mod common;
+use common::*;
 
 #[test]
 fn appends_read_back_across_rolls_and_reopen() {
