@@ -1,25 +1,43 @@
 //! The broker's HTTP listener (`http.listeners`, default `127.0.0.1:9644`, empty for none):
-//! `/metrics` in the Prometheus (OpenMetrics) text format, `/healthz` (the process is alive)
-//! and `/readyz` (recovery finished and clients served; 503 before). It is bound before
-//! recovery starts, so that probes can watch a long recovery.
+//! `/metrics` in the Prometheus (OpenMetrics) text format, `/healthz` (the process is alive),
+//! `/readyz` (recovery finished and clients served; 503 before), and the web console: the page
+//! at `/`, its data at `/api/overview` (JSON) and `/api/events` (the same, as server-sent
+//! events every second). It is bound before recovery starts, so that probes can watch a long
+//! recovery.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::console;
+
+/// How often `/api/events` sends the overview.
+const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Set once the broker has recovered and serves clients.
-#[derive(Default)]
 pub struct HttpState {
     broker: OnceLock<Arc<Broker>>,
+    started: Instant,
+}
+
+impl Default for HttpState {
+    fn default() -> Self {
+        HttpState {
+            broker: OnceLock::new(),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl HttpState {
@@ -61,6 +79,9 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/", get(|| async { Html(console::CONSOLE_HTML) }))
+        .route("/api/overview", get(overview))
+        .route("/api/events", get(events))
         .with_state(state)
 }
 
@@ -90,6 +111,41 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+async fn overview(State(state): State<Arc<HttpState>>) -> Response {
+    let Some(broker) = state.broker.get().cloned() else {
+        return RECOVERING.into_response();
+    };
+    let overview = console::overview(&broker, state.started).await;
+    match serde_json::to_string(&overview) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The overview now and then every [`EVENT_INTERVAL`], until the broker shuts down or the
+/// client goes away (axum drops the stream).
+async fn events(State(state): State<Arc<HttpState>>) -> Response {
+    let Some(broker) = state.broker.get().cloned() else {
+        return RECOVERING.into_response();
+    };
+    let started = state.started;
+    let stream = futures_util::stream::unfold((broker, true), move |(broker, first)| async move {
+        if !first {
+            tokio::time::sleep(EVENT_INTERVAL).await;
+        }
+        if broker.is_shutting_down() {
+            return None;
+        }
+        let overview = console::overview(&broker, started).await;
+        let json = serde_json::to_string(&overview).unwrap_or_default();
+        let event = Event::default().event("overview").data(json);
+        Some((Ok::<_, Infallible>(event), (broker, false)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! names), the data directory, the topic registry and its durable record, producer-id
 //! allocation, the TCP listener with its limits, request framing and dispatch, and one handler
 //! per API under `handlers/`, the group coordinator (`group/`) and the transaction coordinator
-//! (`txn/`). Handlers translate between the wire and the partitions; the
+//! (`txn/`), and the HTTP listener with metrics, health and the web console (`console/`). Handlers translate between the wire and the partitions; the
 //! decision whether a batch is appended belongs to `tally-partition`, not here.
 
 mod broker;
@@ -10,6 +10,7 @@ pub mod broker_config;
 pub mod clock;
 pub mod config_def;
 mod connection;
+pub mod console;
 mod data_dir;
 mod dispatch;
 pub mod group;

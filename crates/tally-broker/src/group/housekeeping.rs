@@ -50,6 +50,7 @@ impl GroupCoordinator {
                 state: GroupState::Dead.name(),
                 protocol_type: String::new(),
                 protocol: String::new(),
+                generation: 0,
                 members: Vec::new(),
             },
             Some(g) => {
@@ -59,6 +60,7 @@ impl GroupCoordinator {
                     state: g.state.name(),
                     protocol_type: g.protocol_type.clone().unwrap_or_default(),
                     protocol: protocol.clone(),
+                    generation: g.generation,
                     members: g
                         .members
                         .iter()

@@ -76,5 +76,6 @@ pub struct GroupDescription {
     pub state: &'static str,
     pub protocol_type: String,
     pub protocol: String,
+    pub generation: i32,
     pub members: Vec<MemberDescription>,
 }

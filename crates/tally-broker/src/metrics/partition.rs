@@ -1,7 +1,10 @@
 //! One partition's counters and gauges, kept by its writer (their only writer: relaxed
 //! atomics, no lock) and read by `/metrics` at scrape time.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use tally_partition::{AppendError, EntryOrigin, Partition};
 
@@ -28,7 +31,14 @@ pub struct PartitionMetrics {
     pub log_end_offset: AtomicI64,
     pub size_bytes: AtomicI64,
     pub segments: AtomicI64,
+    /// Duplicates absorbed per producer id, for the console (not a metric: per-producer series
+    /// would be unbounded). Held in memory only; it starts again at a restart.
+    duplicates_by_producer: Mutex<HashMap<i64, u64>>,
 }
+
+/// Producers whose absorbed duplicates are counted one by one, per partition; beyond it the
+/// partition's total still counts them.
+pub const MAX_PRODUCERS_COUNTED: usize = 10_000;
 
 /// A copy of the counters and gauges at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,7 +69,10 @@ impl PartitionMetrics {
             return;
         }
         match result {
-            Ok(outcome) if outcome.duplicate => add(&self.duplicates, 1),
+            Ok(outcome) if outcome.duplicate => {
+                add(&self.duplicates, 1);
+                self.count_duplicate(request.header.producer_id);
+            }
             Ok(_) => {
                 add(&self.batches_appended, 1);
                 add(
@@ -87,6 +100,23 @@ impl PartitionMetrics {
             set(&self.size_bytes, partition.log().size_in_bytes() as i64);
             set(&self.segments, partition.log().segment_count() as i64);
         }
+    }
+
+    fn count_duplicate(&self, producer_id: i64) {
+        let mut by_producer = self.duplicates_by_producer.lock();
+        let full = by_producer.len() >= MAX_PRODUCERS_COUNTED;
+        match by_producer.get_mut(&producer_id) {
+            Some(n) => *n += 1,
+            None if !full => {
+                by_producer.insert(producer_id, 1);
+            }
+            None => {}
+        }
+    }
+
+    /// Duplicates absorbed per producer id (those counted one by one).
+    pub fn duplicates_by_producer(&self) -> HashMap<i64, u64> {
+        self.duplicates_by_producer.lock().clone()
     }
 
     pub fn snapshot(&self) -> PartitionCounts {
