@@ -108,6 +108,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TALLY_FAILPOINT",
     "TALLY_POWER_CUT",
     "TALLY_CONTROL",
+    "TALLY_PAUSE",
     "TALLY_HTTP",
 ];
 

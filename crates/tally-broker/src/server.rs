@@ -35,6 +35,9 @@ impl Broker {
             }
             None => None,
         };
+        if let Some(http) = &http {
+            info!(http = %http.local_addr, "http listener bound, recovering");
+        }
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;
         let listener = TcpListener::bind(listen_addr)

@@ -23,6 +23,9 @@
 //! it (see `storage.rs`) before the SIGKILL.
 
 //!
+//! Pauses: `TALLY_PAUSE=<name>:<ms>` sleeps that long every time the point is reached (a slow
+//! disk, say during recovery, so that a test can watch `/readyz` answer 503 meanwhile).
+//!
 //! Controls: `TALLY_CONTROL=<name>[,<name>...]` turns one guarantee off on purpose, so that a
 //! test can show it fails without it (never for real use). `skip-replay`: a partition opens
 //! from its producer snapshot alone, without replaying the log after it.
@@ -63,8 +66,24 @@ pub fn control(name: &str) -> bool {
         .any(|c| c == name)
 }
 
-/// Marks a crash point; kills the process if it is the armed one and its hit count is reached.
+static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
+
+fn pause() -> &'static Option<(String, u64)> {
+    PAUSE.get_or_init(|| {
+        let value = std::env::var("TALLY_PAUSE").ok()?;
+        let (name, ms) = value.rsplit_once(':')?;
+        Some((name.to_string(), ms.parse().ok()?))
+    })
+}
+
+/// Marks a crash point: pauses there if `TALLY_PAUSE` names it; kills the process if it is the
+/// armed one and its hit count is reached.
 pub fn hit(name: &str) {
+    if let Some((paused, ms)) = pause() {
+        if paused == name {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
     let Some(armed) = armed() else {
         return;
     };

@@ -3,7 +3,7 @@
 //! rolling by size and time, an aborted-transaction index per segment (entries given by
 //! `tally-partition`, which reads markers), retention by time and size (which moves the log start offset),
 //! recovery after a crash (every batch past the recovery point is re-read and its CRC checked,
-//! and a torn tail is truncated), and the fsync policy.
+//! and a torn tail is truncated), the fsync policy, and the latency of every fsync the process makes.
 //!
 //! It stores Kafka RecordBatch v2 bytes exactly as given and reads them back by offset. It knows
 //! batch headers (through `tally-protocol`) but nothing about producers, sequences or
@@ -12,6 +12,7 @@
 mod config;
 mod error;
 pub mod failpoint;
+mod fsync_stats;
 mod index;
 mod log;
 mod reader;
@@ -23,6 +24,7 @@ mod writeback;
 
 pub use config::LogConfig;
 pub use error::LogError;
+pub use fsync_stats::{fsync_latency, FsyncLatency};
 pub use log::{sync_dir, Log, RecoveryReport, RetentionOutcome};
 pub use reader::{LogReadResult, LogReader};
 pub use segment::{ReadMode, Segment, SegmentReader};

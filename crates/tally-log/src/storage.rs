@@ -312,14 +312,14 @@ pub fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
 
 /// `file.sync_data()`: the file's data is durable (its directory entry is not).
 pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
-    file.sync_data()?;
+    crate::fsync_stats::timed(|| file.sync_data())?;
     synced_file(path);
     Ok(())
 }
 
 /// `file.sync_all()`.
 pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
-    file.sync_all()?;
+    crate::fsync_stats::timed(|| file.sync_all())?;
     synced_file(path);
     Ok(())
 }
@@ -332,7 +332,8 @@ fn synced_file(path: &Path) {
 
 /// fsyncs a directory, making its created, renamed and removed entries durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()?;
+    let dir_file = File::open(dir)?;
+    crate::fsync_stats::timed(|| dir_file.sync_all())?;
     if tracking() {
         // Not only the tracker under which `dir` lies: the parent of a tracked root holds
         // the root's own entry.

@@ -207,6 +207,27 @@ impl BrokerProcess {
         self.spawn();
     }
 
+    /// Starts the broker again on the same data directory and returns at once, while it
+    /// recovers; [`BrokerProcess::wait_until_ready`] waits for it.
+    pub fn restart_in_background(&mut self) {
+        assert!(self.child.is_none(), "stop the broker before restarting it");
+        self.spawn_child();
+    }
+
+    /// Waits (up to 60 s) for the broker started last to serve clients.
+    pub fn wait_until_ready(&mut self) {
+        self.wait_ready();
+    }
+
+    /// The HTTP address of the start in progress, logged as soon as it is bound (before
+    /// recovery), if logged yet.
+    pub fn http_addr_while_starting(&self) -> Option<SocketAddr> {
+        let log = std::fs::read_to_string(self.log_path(self.starts)).ok()?;
+        let line = log.lines().find(|l| l.contains("http listener bound"))?;
+        let start = line.find(" http=")? + " http=".len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    }
+
     /// Starts the broker again on the same data directory, expecting it to end by itself
     /// during start-up (a failpoint in recovery): its exit status, or `None` if it is still
     /// running after `timeout` (then it is killed).

@@ -13,6 +13,7 @@ mod produce_cmd;
 mod producers_cmd;
 mod serve;
 mod table;
+mod top_cmd;
 mod topic_cmd;
 mod transactions_cmd;
 
@@ -70,6 +71,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Transactions(transactions_cmd::TransactionsArgs),
     /// Report sequence gaps and ranges stored twice in a topic (exit 1 if any range is).
     Audit(audit_cmd::AuditArgs),
+    /// Watch the broker live: partitions, producers and the retries absorbed, groups and lag.
+    Top(top_cmd::TopArgs),
     /// Run a fault-injecting proxy in front of a broker.
     ChaosProxy(chaos_cmd::ChaosArgs),
     /// Run a demonstration.
@@ -155,6 +158,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Bench(options) => bench_cmd::run(options, client).await,
             Command::Audit(args) => audit_cmd::run(args, client).await,
             Command::ChaosProxy(args) => chaos_cmd::run(args).await,
+            Command::Top(args) => top_cmd::run(args).await,
         }
     })
 }

@@ -31,6 +31,29 @@ const MAX_WAIT_MS: i32 = 300_000;
 type Targets = Vec<Vec<Option<Arc<PartitionHandle>>>>;
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
+    let (response, targets) = fetch(broker, ctx, request).await;
+    count_out(&targets, &response);
+    response
+}
+
+/// Bytes and messages out, per partition, of the answer actually sent.
+fn count_out(targets: &Targets, response: &FetchResponse) {
+    for (topic, handles) in response.responses.iter().zip(targets.iter()) {
+        for (p, handle) in topic.partitions.iter().zip(handles.iter()) {
+            if let (Some(handle), Some(records)) = (handle, &p.records) {
+                if !records.is_empty() {
+                    handle.metrics().record_fetched(records);
+                }
+            }
+        }
+    }
+}
+
+async fn fetch(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: FetchRequest,
+) -> (FetchResponse, Arc<Targets>) {
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -63,14 +86,15 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, request: FetchRequest
         shutdown.borrow_and_update();
         let (response, bytes, error) = read(broker, &targets, version, &request).await;
         if bytes >= min_bytes || error || Instant::now() >= deadline || broker.is_shutting_down() {
-            return response;
+            return (response, targets);
         }
         if tokio::time::timeout_at(deadline, any_changed(&mut watches, &mut shutdown))
             .await
             .is_err()
         {
             // Deadline reached: answer with whatever there is now.
-            return read(broker, &targets, version, &request).await.0;
+            let response = read(broker, &targets, version, &request).await.0;
+            return (response, targets);
         }
     }
 }

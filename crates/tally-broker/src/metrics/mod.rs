@@ -2,6 +2,8 @@
 //! partition's writer counters ([`PartitionMetrics`]), and their exposition in the Prometheus
 //! text format (`text.rs`), all named `tally_*` in Kafka's vocabulary.
 
+mod fsync;
+mod groups;
 mod partition;
 mod process;
 mod text;

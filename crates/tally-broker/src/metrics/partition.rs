@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use tally_partition::{AppendError, EntryOrigin, Partition};
+use tally_protocol::BatchHeader;
 
 use crate::partition_handle::{AppendRequest, AppendResult};
 
@@ -26,6 +27,9 @@ pub struct PartitionMetrics {
     /// or evicted: accepted at any sequence, as in Kafka).
     pub unknown_producers: AtomicU64,
     pub producers_expired: AtomicU64,
+    /// Records and bytes returned by Fetch answers (every fetching connection writes these).
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
     pub producers_tracked: AtomicI64,
     pub log_start_offset: AtomicI64,
     pub log_end_offset: AtomicI64,
@@ -51,6 +55,8 @@ pub struct PartitionCounts {
     pub fenced: u64,
     pub unknown_producers: u64,
     pub producers_expired: u64,
+    pub messages_out: u64,
+    pub bytes_out: u64,
     pub producers_tracked: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
@@ -102,6 +108,22 @@ impl PartitionMetrics {
         }
     }
 
+    /// Counts the batches of a Fetch answer's records for this partition.
+    pub(crate) fn record_fetched(&self, records: &[u8]) {
+        add(&self.bytes_out, records.len() as u64);
+        let mut rest = records;
+        let mut messages = 0u64;
+        while let Ok(header) = BatchHeader::parse(rest) {
+            messages += header.records_count.max(0) as u64;
+            let size = header.size_in_bytes();
+            if size == 0 || size > rest.len() {
+                break;
+            }
+            rest = &rest[size..];
+        }
+        add(&self.messages_out, messages);
+    }
+
     fn count_duplicate(&self, producer_id: i64) {
         let mut by_producer = self.duplicates_by_producer.lock();
         let full = by_producer.len() >= MAX_PRODUCERS_COUNTED;
@@ -131,6 +153,8 @@ impl PartitionMetrics {
             fenced: c(&self.fenced),
             unknown_producers: c(&self.unknown_producers),
             producers_expired: c(&self.producers_expired),
+            messages_out: c(&self.messages_out),
+            bytes_out: c(&self.bytes_out),
             producers_tracked: g(&self.producers_tracked),
             log_start_offset: g(&self.log_start_offset),
             log_end_offset: g(&self.log_end_offset),

@@ -86,6 +86,14 @@ fn partition_families() -> PartitionFamilies {
                 "Producers forgotten after producer.id.expiration.ms",
                 |p| p.producers_expired,
             ),
+            c(
+                "messages_out",
+                "Records returned to consumers by Fetch",
+                |p| p.messages_out,
+            ),
+            c("bytes_out", "Bytes of batches returned by Fetch", |p| {
+                p.bytes_out
+            }),
         ],
         gauges: vec![
             g(
@@ -148,6 +156,12 @@ pub fn render(broker: &Broker) -> String {
         high_watermark,
     );
     register_broker(&mut registry, broker);
+    super::groups::register(&mut registry, broker);
+    registry.register(
+        "fsync_latency_seconds",
+        "Time each fsync of the broker's files and directories took",
+        super::fsync::FsyncHistogram(tally_log::fsync_latency()),
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);
