@@ -102,7 +102,9 @@ mod tests {
             assert!(added[i] >= *e, "bucket {i}: {added:?}");
         }
         assert!(after.count >= before.count + 4);
-        assert!(after.sum_seconds - before.sum_seconds >= 10.0);
+        // Ours add 10.0012 s; other tests' fsyncs meanwhile add far less than a second.
+        let added_seconds = after.sum_seconds - before.sum_seconds;
+        assert!((10.0..11.0).contains(&added_seconds), "{added_seconds}");
         assert_eq!(after.buckets.last().unwrap().0, f64::INFINITY);
         assert!((BUCKET_BOUNDS_SECONDS[15] - 3.2768).abs() < 1e-9);
     }

@@ -272,5 +272,9 @@ mod tests {
         out.clear();
         assert!(!collect_aborted(&entries, 0, 100, &mut out));
         assert_eq!(out.len(), 5);
+        // A transaction that starts exactly at the bound is not in the read: left out.
+        out.clear();
+        collect_aborted(&entries, 45, 50, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 }

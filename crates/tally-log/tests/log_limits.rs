@@ -238,3 +238,48 @@ fn retention_ms_without_timestamps_goes_by_the_file_time() {
     assert_eq!(outcome.deleted_segments, vec![bases[0]]);
     assert!(!outcome.roll_needed);
 }
+
+/// Offsets missing between two segments (as compaction leaves them): a read at an offset in
+/// the gap returns the next segment's first batch, and the read side knows the log's end.
+#[test]
+fn a_read_in_a_gap_between_segments_returns_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = batch_at(0, 5, 1000);
+    first.extend(batch_at(5, 5, 1001));
+    fs::write(segment_file(dir.path(), 0, "log"), first).unwrap();
+    fs::write(segment_file(dir.path(), 20, "log"), batch_at(20, 5, 1002)).unwrap();
+    let (log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 20]);
+    assert_eq!(log.reader().log_end_offset(), 25);
+    assert_eq!(log.reader().log_start_offset(), 0);
+    let r = log.read(15, 1 << 20, 25, true).unwrap();
+    assert_eq!(r.first_batch_offset, Some(20));
+    let r = log.read(10, 1 << 20, 25, true).unwrap();
+    assert_eq!(r.first_batch_offset, Some(20));
+    // Walking the headers from inside the gap starts at the next batch too.
+    for from in [10, 15] {
+        let mut seen = Vec::new();
+        log.for_each_batch_header(from, |h| seen.push(h.base_offset))
+            .unwrap();
+        assert_eq!(seen, vec![20], "from {from}");
+    }
+    // Nothing at or past the high watermark, even across the gap.
+    let r = log.read(15, 1 << 20, 20, true).unwrap();
+    assert_eq!(r.first_batch_offset, None);
+}
+
+/// `max_bytes` exactly the first batch's size: that batch is returned, even without
+/// `min_one_batch`; one byte less returns nothing.
+#[test]
+fn a_read_of_exactly_one_batch_s_size_returns_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let size = batch_at(0, 3, 1000).len();
+    append(&mut log, 3, 1000);
+    append(&mut log, 3, 1001);
+    let end = log.log_end_offset();
+    let r = log.read(0, size, end, false).unwrap();
+    assert_eq!((r.records.len(), r.first_batch_offset), (size, Some(0)));
+    let r = log.read(0, size - 1, end, false).unwrap();
+    assert_eq!((r.records.len(), r.first_batch_offset), (0, None));
+}

@@ -334,3 +334,73 @@ fn a_rolled_segment_s_max_timestamp_is_found_after_a_restart() {
         .unwrap();
     assert_eq!(h.base_offset, newest);
 }
+
+/// The offset index of an inactive segment is trusted only if its offsets and positions both
+/// rise; positions going back make recovery scan the segment.
+#[test]
+fn an_offset_index_whose_positions_go_back_makes_recovery_scan_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bases = closed_log(dir.path());
+    let index = segment_file(dir.path(), bases[1], "index");
+    let entry = |r: u32, p: u32| [r.to_be_bytes(), p.to_be_bytes()].concat();
+    fs::write(&index, [entry(3, 200), entry(6, 100)].concat()).unwrap();
+    let (_, report) = Log::open(dir.path(), config(2048)).unwrap();
+    assert_eq!(report.scanned_segments, 2, "{report:?}");
+}
+
+/// After a clean close the active segment is read from the offset index's last entry. When
+/// the batch there turns out corrupt, the log ends before it, and the saved time index
+/// forgets its entries from there on: the largest timestamp is one still in the log.
+#[test]
+fn a_tail_cut_after_a_clean_close_takes_its_time_index_entries_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    for i in 0..5 {
+        append(&mut log, 3, 1000 + i);
+    }
+    let base = log.roll().unwrap();
+    for i in 0..100 {
+        append(&mut log, 3, 2000 + i);
+    }
+    log.close().unwrap();
+    drop(log);
+    let index = fs::read(segment_file(dir.path(), base, "index")).unwrap();
+    let last = index.len() - 8;
+    let rel = u32::from_be_bytes(index[last..last + 4].try_into().unwrap());
+    let position = u32::from_be_bytes(index[last + 4..].try_into().unwrap()) as usize;
+    let path = segment_file(dir.path(), base, "log");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[position + 70] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+
+    let (log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let end = base + i64::from(rel);
+    assert_eq!(log.log_end_offset(), end);
+    let (newest, _) = log
+        .reader()
+        .read_batch_with_max_timestamp()
+        .unwrap()
+        .expect("the largest timestamp still in the log");
+    // Batch i of the segment holds offsets base + 3i.. and timestamps 2000 + i ..= 2002 + i.
+    let last_kept = i64::from(rel) / 3 - 1;
+    assert_eq!(newest.base_offset, base + 3 * last_kept, "{newest:?}");
+    assert_eq!(newest.max_timestamp, 2002 + last_kept);
+    // The last batch's timestamp went with it.
+    assert!(log.reader().read_batch_by_time(2101).unwrap().is_none());
+}
+
+/// An aborted-transaction index that cannot be read (here: a directory in its place) stops the
+/// open; taking it as empty would show aborted records to read_committed consumers.
+#[test]
+fn an_unreadable_aborted_transaction_index_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20)).unwrap();
+    append(&mut log, 2, 1000);
+    drop(log);
+    let txn_index = segment_file(dir.path(), 0, "txnindex");
+    fs::create_dir(&txn_index).unwrap();
+    let err = Log::open(dir.path(), config(1 << 20))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("txnindex"), "{err}");
+}
