@@ -44,6 +44,8 @@ pub enum StartError {
     Groups(String),
     #[error("cannot load transaction state: {0}")]
     Transactions(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// How a broker is run besides its config: what a simulation changes.

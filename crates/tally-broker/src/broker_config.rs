@@ -3,7 +3,6 @@
 //! winning. Everything is validated before the broker starts, with one clear message.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use tally_log::LogConfig;
@@ -11,6 +10,7 @@ use tally_partition::PartitionConfig;
 use thiserror::Error;
 
 use crate::config_def::{broker_def, check_value, topic_def, BROKER_CONFIGS};
+pub use crate::endpoint::{Endpoint, SecurityProtocol};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -30,65 +30,6 @@ pub enum ConfigSource {
     DynamicTopic = 1,
     StaticBroker = 4,
     Default = 5,
-}
-
-/// A resolved listener or advertised address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Endpoint {
-    pub fn parse(value: &str) -> Result<Endpoint, ConfigError> {
-        let err = |reason: &str| ConfigError::Listener {
-            value: value.to_string(),
-            reason: reason.to_string(),
-        };
-        let entries: Vec<&str> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let [one] = entries.as_slice() else {
-            return Err(err("exactly one listener is supported"));
-        };
-        let address = match one.split_once("://") {
-            Some((protocol, rest)) => {
-                if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
-                    return Err(err("only PLAINTEXT listeners are supported"));
-                }
-                rest
-            }
-            None => one,
-        };
-        let (host, port) = address
-            .rsplit_once(':')
-            .ok_or_else(|| err("expected HOST:PORT"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| err("the port is not a number from 0 to 65535"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        Ok(Endpoint {
-            host: if host.is_empty() {
-                "0.0.0.0".into()
-            } else {
-                host.to_string()
-            },
-            port,
-        })
-    }
-
-    pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| ConfigError::Listener {
-                value: format!("{}:{}", self.host, self.port),
-                reason: "the host does not resolve".into(),
-            })
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -477,6 +418,7 @@ mod tests {
         assert_eq!(
             c.listener().unwrap(),
             Endpoint {
+                protocol: SecurityProtocol::Plaintext,
                 host: "127.0.0.1".into(),
                 port: 9999
             }

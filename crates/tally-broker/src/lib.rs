@@ -2,7 +2,7 @@
 //! names), the data directory, the topic registry and its durable record, producer-id
 //! allocation, the TCP listener with its limits, request framing and dispatch, and one handler
 //! per API under `handlers/`, the group coordinator (`group/`) and the transaction coordinator
-//! (`txn/`), and the HTTP listener with metrics, health and the web console (`console/`). Handlers translate between the wire and the partitions; the
+//! (`txn/`), TLS for an SSL listener (`tls.rs`), and the HTTP listener with metrics, health and the web console (`console/`). Handlers translate between the wire and the partitions; the
 //! decision whether a batch is appended belongs to `tally-partition`, not here.
 
 mod broker;
@@ -13,6 +13,7 @@ mod connection;
 pub mod console;
 mod data_dir;
 mod dispatch;
+mod endpoint;
 pub mod group;
 mod handlers;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod partition_handle;
 mod producer_id_manager;
 mod server;
+pub mod tls;
 mod topic_error;
 mod topic_registry;
 pub mod txn;
@@ -29,7 +31,7 @@ pub mod txn;
 mod persisted_formats_tests;
 
 pub use broker::{Broker, BrokerOptions, StartError};
-pub use broker_config::{BrokerConfig, ConfigError, Endpoint};
+pub use broker_config::{BrokerConfig, ConfigError, Endpoint, SecurityProtocol};
 pub use clock::{Clock, SystemClock};
 pub use partition_handle::{AppendRequest, PartitionHandle, WriterMode, WriterStopped};
 pub use server::RunningBroker;

@@ -9,13 +9,18 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, StartError};
 use crate::broker_config::BrokerConfig;
+use crate::broker_config::SecurityProtocol;
 use crate::connection::run_connection;
 use crate::http::HttpServer;
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Broker {
     /// Starts a broker: everything that can fail at start-up fails here, with one message.
@@ -40,6 +45,10 @@ impl Broker {
         }
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;
+        let tls = match listen.protocol {
+            SecurityProtocol::Ssl => Some(TlsAcceptor::from(crate::tls::server_config(&config)?)),
+            SecurityProtocol::Plaintext => None,
+        };
         let listener = TcpListener::bind(listen_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -53,13 +62,14 @@ impl Broker {
         let broker = Broker::open(config, local_addr.port()).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
-        let server = tokio::spawn(serve(Arc::clone(&broker), listener, shutdown_rx));
+        let server = tokio::spawn(serve(Arc::clone(&broker), listener, tls, shutdown_rx));
         if let Some(http) = &http {
             http.state.set_ready(Arc::clone(&broker));
         }
         let http_addr = http.as_ref().map(|h| h.local_addr);
         info!(
             listen = %local_addr,
+            security_protocol = listen.protocol.name(),
             http = %http_addr.map_or("none".to_string(), |a| a.to_string()),
             advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
             data_dir = %broker.config.log_dir().display(),
@@ -112,6 +122,7 @@ impl RunningBroker {
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections()));
@@ -141,10 +152,17 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let (read_half, write_half) = stream.into_split();
                     let metrics = Arc::clone(&broker.metrics);
-                    run_connection(broker, read_half, write_half, peer.to_string(), shutdown).await;
+                    let peer = peer.to_string();
+                    match tls {
+                        None => {
+                            let (read_half, write_half) = stream.into_split();
+                            run_connection(broker, read_half, write_half, peer, shutdown).await;
+                        }
+                        Some(tls) => serve_tls(broker, tls, stream, peer, shutdown).await,
+                    }
                     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
@@ -160,4 +178,23 @@ pub async fn serve(
     })
     .await;
     connections.abort_all();
+}
+
+/// A connection on an SSL listener: the handshake (bounded in time; a failure only closes this
+/// connection), then the same serving as in plaintext.
+async fn serve_tls(
+    broker: Arc<Broker>,
+    tls: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: String,
+    shutdown: watch::Receiver<bool>,
+) {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let (read_half, write_half) = tokio::io::split(stream);
+            run_connection(broker, read_half, write_half, peer, shutdown).await;
+        }
+        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    }
 }

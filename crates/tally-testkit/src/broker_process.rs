@@ -19,6 +19,8 @@ pub struct BrokerProcess {
     env: Vec<(String, String)>,
     work: TempDir,
     starts: usize,
+    /// Prefix of `--listen`: empty (PLAINTEXT) or e.g. `SSL://`.
+    scheme: String,
 }
 
 /// A loopback port that was free a moment ago.
@@ -48,15 +50,24 @@ impl BrokerProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> BrokerProcess {
+        let mut broker = Self::start_in_unstarted(bin, extra_args, env);
+        if let Some(d) = data_dir {
+            broker.data_dir = d;
+        }
+        broker.spawn();
+        broker
+    }
+
+    fn start_in_unstarted(bin: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let work = tempfile::Builder::new()
             .prefix("tally-test-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = data_dir.unwrap_or_else(|| work.path().join("data"));
+        let data_dir = work.path().join("data");
         // Port 0: the broker binds a free port itself and says which in its ready line. (Picking
         // a free port here and passing it races with other tests' ephemeral ports.)
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut broker = BrokerProcess {
+        BrokerProcess {
             bin: bin.to_path_buf(),
             child: None,
             addr,
@@ -68,7 +79,20 @@ impl BrokerProcess {
                 .collect(),
             work,
             starts: 0,
-        };
+            scheme: String::new(),
+        }
+    }
+
+    /// As [`BrokerProcess::start_with_env`] on a listener of another security protocol:
+    /// `scheme` is its prefix, such as `SSL://`.
+    pub fn start_with_scheme(
+        bin: &Path,
+        scheme: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
+        let mut broker = Self::start_in_unstarted(bin, extra_args, env);
+        broker.scheme = scheme.to_string();
         broker.spawn();
         broker
     }
@@ -94,7 +118,7 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
-            .arg(self.addr.to_string())
+            .arg(format!("{}{}", self.scheme, self.addr))
             // A free port for /metrics: tests run side by side (so extra_args must not
             // repeat --http; clap refuses a flag given twice).
             .arg("--http")
