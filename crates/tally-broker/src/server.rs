@@ -41,7 +41,8 @@ impl Broker {
             None => None,
         };
         if let Some(http) = &http {
-            info!(http = %http.local_addr, "http listener bound, recovering");
+            // Debug: a start that fails after this must still print one error line.
+            debug!(http = %http.local_addr, "http listener bound, recovering");
         }
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;

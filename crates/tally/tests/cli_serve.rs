@@ -45,8 +45,12 @@ fn bad_configuration_is_one_clear_error_line() {
         (vec!["--set".into(), "justakey".into()], "KEY=VALUE"),
         (vec!["--listen".into(), "nonsense".into()], "HOST:PORT"),
         (
+            vec!["--listen".into(), "SASL_SSL://127.0.0.1:1".into()],
+            "not supported yet",
+        ),
+        (
             vec!["--listen".into(), "SSL://127.0.0.1:1".into()],
-            "PLAINTEXT",
+            "needs ssl.keystore.location",
         ),
         (
             vec![

@@ -9,11 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
-use tally_client::{
-    Admin, ClientConfig, GroupConsumer, GroupConsumerConfig, NewTopic, Producer, ProducerConfig,
-    ProducerRecord,
-};
+use tally_client::{Admin, ClientConfig, GroupConsumer, GroupConsumerConfig, NewTopic};
 use tally_testkit::{http_get, BrokerProcess};
+
+mod common;
+use common::produce_one_request_at_a_time;
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MESSAGES: usize = 200;
@@ -51,25 +51,8 @@ fn top_shows_the_retries_absorbed_and_the_group_lag() {
         config.drop_produce_responses = DropPolicy::FirstN(LOST_ANSWERS);
         config.rewrite_metadata = true;
         let proxy = FaultProxy::start(config).await.unwrap();
-        let mut config = ProducerConfig::new(proxy.local_addr().to_string());
-        config.max_in_flight_requests_per_connection = 1;
-        config.linger_ms = 2;
-        config.retry_backoff_ms = 20;
-        config.client.request_timeout_ms = 1_000;
-        let producer = Producer::new(config).await.unwrap();
-        let mut deliveries = Vec::new();
-        for i in 0..MESSAGES {
-            deliveries.push(
-                producer
-                    .send(ProducerRecord::new("watched", format!("m{i}")))
-                    .await
-                    .unwrap(),
-            );
-        }
-        for d in deliveries {
-            d.await.unwrap();
-        }
-        producer.close().await;
+        produce_one_request_at_a_time(proxy.local_addr().to_string(), "watched", MESSAGES, None)
+            .await;
 
         let mut config = GroupConsumerConfig::new(broker.bootstrap(), "watchers");
         config.enable_auto_commit = false;

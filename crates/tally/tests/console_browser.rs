@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
-use tally_client::{
-    Admin, ClientConfig, GroupConsumer, GroupConsumerConfig, NewTopic, Producer, ProducerConfig,
-    ProducerRecord,
-};
+use tally_client::{Admin, ClientConfig, GroupConsumer, GroupConsumerConfig, NewTopic};
 use tally_testkit::{http_get, BrokerProcess};
+
+mod common;
+use common::produce_one_request_at_a_time;
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MESSAGES: usize = 300;
@@ -26,26 +26,6 @@ const CONSUMED: usize = 100;
 
 fn script_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/console")
-}
-
-/// Writes `count` messages to partition 0 of `topic`, one request at a time (each lost answer
-/// is followed by exactly one retry).
-async fn produce(bootstrap: String, topic: &str, count: usize) {
-    let mut config = ProducerConfig::new(bootstrap);
-    config.max_in_flight_requests_per_connection = 1;
-    config.linger_ms = 2;
-    config.retry_backoff_ms = 20;
-    config.client.request_timeout_ms = 1_000;
-    let producer = Producer::new(config).await.unwrap();
-    let mut deliveries = Vec::new();
-    for i in 0..count {
-        let record = ProducerRecord::new(topic, format!("m{i}")).with_partition(0);
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    for d in deliveries {
-        d.await.unwrap();
-    }
-    producer.close().await;
 }
 
 /// A group member that reads and commits `CONSUMED` messages of `topic`.
@@ -99,7 +79,7 @@ fn the_console_shows_absorbed_retries_live_in_a_browser() {
             .create_topic(NewTopic::new("orders", 2))
             .await
             .unwrap();
-        produce(broker.bootstrap(), "orders", MESSAGES).await;
+        produce_one_request_at_a_time(broker.bootstrap(), "orders", MESSAGES, Some(0)).await;
         consume_and_commit(broker.bootstrap(), "orders").await
     });
 
@@ -125,7 +105,8 @@ fn the_console_shows_absorbed_retries_live_in_a_browser() {
         config.drop_produce_responses = DropPolicy::FirstN(LOST_ANSWERS);
         config.rewrite_metadata = true;
         let proxy = FaultProxy::start(config).await.unwrap();
-        produce(proxy.local_addr().to_string(), "orders", MESSAGES).await;
+        produce_one_request_at_a_time(proxy.local_addr().to_string(), "orders", MESSAGES, Some(0))
+            .await;
         proxy
     });
     assert_eq!(proxy.counters().produce_responses_dropped, LOST_ANSWERS);

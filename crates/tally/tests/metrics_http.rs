@@ -9,8 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
-use tally_client::{Admin, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use tally_client::{Admin, ClientConfig, NewTopic};
 use tally_testkit::{http_get, BrokerProcess};
+
+mod common;
+use common::produce_one_request_at_a_time;
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MESSAGES: usize = 400;
@@ -82,22 +85,14 @@ fn metrics_count_the_workload_and_the_retries_absorbed() {
         config.drop_produce_responses = DropPolicy::FirstN(LOST_ANSWERS as u64);
         config.rewrite_metadata = true;
         let proxy = FaultProxy::start(config).await.unwrap();
-        let mut config = ProducerConfig::new(proxy.local_addr().to_string());
         // One request at a time: each lost answer is followed by exactly one retry.
-        config.max_in_flight_requests_per_connection = 1;
-        config.linger_ms = 2;
-        config.retry_backoff_ms = 20;
-        config.client.request_timeout_ms = 1_000;
-        let producer = Producer::new(config).await.unwrap();
-        let mut deliveries = Vec::new();
-        for i in 0..MESSAGES {
-            let record = ProducerRecord::new("measured", format!("m{i}")).with_partition(0);
-            deliveries.push(producer.send(record).await.unwrap());
-        }
-        for d in deliveries {
-            d.await.unwrap();
-        }
-        producer.close().await;
+        produce_one_request_at_a_time(
+            proxy.local_addr().to_string(),
+            "measured",
+            MESSAGES,
+            Some(0),
+        )
+        .await;
         proxy
     });
     let faults = proxy.counters();

@@ -18,7 +18,11 @@ fn readyz_is_503_while_a_restart_recovers_then_200() {
         .create_topic("recovering", 4)
         .unwrap();
     broker.kill9();
-    broker.set_env(&[("TALLY_PAUSE", "log.recovery.after_segment:400")]);
+    broker.set_env(&[
+        ("TALLY_PAUSE", "log.recovery.after_segment:400"),
+        // The HTTP address is logged at debug level as soon as it is bound.
+        ("RUST_LOG", "info,tally_broker::server=debug"),
+    ]);
     broker.restart_in_background();
 
     let deadline = Instant::now() + Duration::from_secs(30);

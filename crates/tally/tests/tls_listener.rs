@@ -85,6 +85,20 @@ fn kcat(broker: &BrokerProcess, ca: &Path, args: &[&str], stdin: &str) -> std::p
     child.wait_with_output().unwrap()
 }
 
+/// Every message of `topic`, read from the start with kcat over TLS.
+fn kcat_read(broker: &BrokerProcess, ca: &Path, topic: &str) -> Vec<String> {
+    let out = kcat(
+        broker,
+        ca,
+        &["-C", "-t", topic, "-o", "beginning", "-e", "-q"],
+        "",
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 const KAFKA_PYTHON: &str = r#"
 import json, sys
 from kafka import KafkaConsumer, KafkaProducer
@@ -152,18 +166,8 @@ fn real_clients_produce_and_read_over_tls() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = kcat(
-        &broker,
-        &pki.ca,
-        &["-C", "-t", "tls-kcat", "-o", "beginning", "-e", "-q"],
-        "",
-    );
-    let read: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
     let expected: Vec<String> = (0..MESSAGES).map(|i| format!("k{i}")).collect();
-    assert_eq!(read, expected, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(kcat_read(&broker, &pki.ca, "tls-kcat"), expected);
 
     // kafka-python: the same, in a consumer group.
     let result = kafka_python(&broker, "tls-python", &pki.ca, "SSL");
@@ -187,19 +191,12 @@ fn real_clients_produce_and_read_over_tls() {
     let plain = kafka_python(&broker, "-", &pki.ca, "PLAINTEXT");
     assert_eq!(plain["connected"], false, "a plaintext client");
 
-    // The broker still serves, and the stranger's message is not there.
-    let out = kcat(
-        &broker,
-        &pki.ca,
-        &["-C", "-t", "tls-kcat", "-o", "beginning", "-e", "-q"],
-        "",
-    );
-    let read: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(read.len(), MESSAGES, "{read:?}");
-    assert!(!read.iter().any(|l| l == "stranger"));
+    // The broker still serves, and the strangers' messages are not there.
+    for topic in ["tls-kcat", "tls-python"] {
+        let read = kcat_read(&broker, &pki.ca, topic);
+        assert_eq!(read.len(), MESSAGES, "{topic}: {read:?}");
+        assert!(!read.iter().any(|l| l == "stranger"), "{topic}");
+    }
 }
 
 fn start_error(args: &[&str]) -> String {
