@@ -446,7 +446,7 @@ mod tests {
         assert!(c.set("log.message.timestamp.type", "Wall").is_err());
         assert!(c.set_pair("num.partitions").is_err());
         assert!(c.merge_toml_str("num.partitions = ").is_err());
-        c.set("listeners", "SSL://h:1").unwrap();
+        c.set("listeners", "SASL_SSL://h:1").unwrap();
         assert!(c.validate().is_err());
         c.set("listeners", "a:1,b:2").unwrap();
         assert!(c.validate().is_err());
