@@ -227,6 +227,10 @@ impl BrokerConfig {
         Endpoint::parse(&value)?.socket_addr().map(Some)
     }
 
+    pub fn ssl_keystore_check_interval_ms(&self) -> u64 {
+        self.long("ssl.keystore.check.interval.ms").max(100) as u64
+    }
+
     pub fn max_connections(&self) -> usize {
         self.long("max.connections") as usize
     }

@@ -74,6 +74,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     choice("ssl.keystore.type", "PEM", &["PEM"], "Only PEM (Kafka's ssl.keystore.type=PEM)."),
     def("ssl.truststore.location", STRING, "", 0, "PEM certificates of the authorities whose client certificates an SSL listener accepts."),
     choice("ssl.client.auth", "none", &["none", "requested", "required"], "Whether an SSL listener asks clients for a certificate, and whether it must be valid."),
+    def("ssl.keystore.check.interval.ms", Long, "10000", 100, "Tally only: how often the keystore file is checked for changes; a changed file is loaded for new connections."),
     def("num.partitions", Int, "1", 1, "Partitions of an auto-created topic, or of CreateTopics with -1."),
     def("default.replication.factor", Short, "1", 1, "Replication factor of auto-created topics; a single broker supports 1."),
     def("auto.create.topics.enable", Boolean, "true", 0, "Create a topic when Metadata asks for one that does not exist."),

@@ -47,7 +47,7 @@ impl Broker {
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;
         let tls = match listen.protocol {
-            SecurityProtocol::Ssl => Some(TlsAcceptor::from(crate::tls::server_config(&config)?)),
+            SecurityProtocol::Ssl => Some(crate::tls::server_config(&config)?),
             SecurityProtocol::Plaintext => None,
         };
         let listener = TcpListener::bind(listen_addr)
@@ -63,7 +63,12 @@ impl Broker {
         let broker = Broker::open(config, local_addr.port()).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
-        let server = tokio::spawn(serve(Arc::clone(&broker), listener, tls, shutdown_rx));
+        let acceptor = tls.map(|(server_config, keystore)| {
+            let interval = Duration::from_millis(broker.config.ssl_keystore_check_interval_ms());
+            keystore.watch(interval, shutdown_rx.clone());
+            TlsAcceptor::from(server_config)
+        });
+        let server = tokio::spawn(serve(Arc::clone(&broker), listener, acceptor, shutdown_rx));
         if let Some(http) = &http {
             http.state.set_ready(Arc::clone(&broker));
         }

@@ -1,10 +1,21 @@
 //! TLS for an SSL listener, with rustls (the `ring` provider): the broker's certificate chain
 //! and private key from one PEM file (`ssl.keystore.location`, as Kafka's
 //! `ssl.keystore.type=PEM`), and, with `ssl.client.auth` `requested` or `required`, client
-//! certificates checked against the authorities in `ssl.truststore.location`.
+//! certificates checked against the authorities in `ssl.truststore.location`. The keystore is
+//! read again when its file changes (checked every `ssl.keystore.check.interval.ms` off the
+//! async workers): new connections get the new certificate, without a restart.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::RwLock;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,14 +39,109 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The server configuration of an SSL listener, read and checked at start-up.
-pub fn server_config(config: &BrokerConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// The keystore in use, swapped when its file changes.
+pub struct ReloadingKeystore {
+    path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<(Option<SystemTime>, Arc<CertifiedKey>)>,
+}
+
+impl fmt::Debug for ReloadingKeystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingKeystore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for ReloadingKeystore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().1))
+    }
+}
+
+impl ReloadingKeystore {
+    fn load(path: &Path, provider: Arc<CryptoProvider>) -> Result<ReloadingKeystore, TlsError> {
+        let modified = modified(path);
+        let key = certified_key(path, &provider)?;
+        Ok(ReloadingKeystore {
+            path: path.to_path_buf(),
+            provider,
+            current: RwLock::new((modified, key)),
+        })
+    }
+
+    /// Reads the keystore again if its file changed; a file that does not load keeps the
+    /// certificate in use (and says why). Blocking file I/O: run it off the async workers.
+    pub fn reload_if_changed(&self) {
+        let modified = modified(&self.path);
+        if modified.is_none() || modified == self.current.read().0 {
+            return;
+        }
+        match certified_key(&self.path, &self.provider) {
+            Ok(key) => {
+                *self.current.write() = (modified, key);
+                info!(path = %self.path.display(), "reloaded the TLS keystore");
+            }
+            Err(e) => {
+                // Remember the time, so a bad file is reported once, not at every check.
+                self.current.write().0 = modified;
+                warn!(error = %e, "the changed TLS keystore does not load; keeping the one in use");
+            }
+        }
+    }
+
+    /// Checks the file every `interval` until shutdown, on the blocking pool.
+    pub fn watch(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let keystore = Arc::clone(&self);
+                let _ = tokio::task::spawn_blocking(move || keystore.reload_if_changed()).await;
+            }
+        });
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn certified_key(path: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+    let (certs, key) = read_keystore(path)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Keystore {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let certified = CertifiedKey::new(certs, signing);
+    // The certificate must be the key's: a mismatch would fail every handshake later.
+    certified.keys_match().map_err(|e| TlsError::Keystore {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// The server configuration of an SSL listener, read and checked at start-up, and its
+/// keystore (to watch for changes).
+pub fn server_config(
+    config: &BrokerConfig,
+) -> Result<(Arc<ServerConfig>, Arc<ReloadingKeystore>), TlsError> {
     let (keystore, _) = config.get("ssl.keystore.location");
     if keystore.is_empty() {
         return Err(TlsError::NoKeystore);
     }
-    let (certs, key) = read_keystore(Path::new(&keystore))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let keystore = Arc::new(ReloadingKeystore::load(
+        Path::new(&keystore),
+        Arc::clone(&provider),
+    )?);
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()?;
     let (client_auth, _) = config.get("ssl.client.auth");
@@ -59,7 +165,8 @@ pub fn server_config(config: &BrokerConfig) -> Result<Arc<ServerConfig>, TlsErro
         })?;
         builder.with_client_cert_verifier(verifier)
     };
-    Ok(Arc::new(builder.with_single_cert(certs, key)?))
+    let resolver: Arc<dyn ResolvesServerCert> = keystore.clone();
+    Ok((Arc::new(builder.with_cert_resolver(resolver)), keystore))
 }
 
 fn read_keystore(

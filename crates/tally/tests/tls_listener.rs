@@ -22,6 +22,8 @@ struct Pki {
     ca: PathBuf,
     other_ca: PathBuf,
     keystore: PathBuf,
+    /// A broker certificate the other authority signed.
+    other_keystore: PathBuf,
 }
 
 fn authority(name: &str) -> (Certificate, KeyPair) {
@@ -37,14 +39,17 @@ fn authority(name: &str) -> (Certificate, KeyPair) {
 fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let (ca, ca_key) = authority("Tally test authority");
-    let (other, _) = authority("Someone else");
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "tally broker");
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (other, other_key) = authority("Someone else");
+    let broker_cert = |issuer: &Certificate, issuer_key: &KeyPair| {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tally broker");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    };
     let write = |name: &str, text: String| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -53,10 +58,8 @@ fn pki() -> Pki {
     Pki {
         ca: write("ca.pem", ca.pem()),
         other_ca: write("other-ca.pem", other.pem()),
-        keystore: write(
-            "broker.pem",
-            format!("{}{}", cert.pem(), key.serialize_pem()),
-        ),
+        keystore: write("broker.pem", broker_cert(&ca, &ca_key)),
+        other_keystore: write("other-broker.pem", broker_cert(&other, &other_key)),
         _dir: dir,
     }
 }
@@ -227,4 +230,60 @@ fn an_ssl_listener_without_a_usable_keystore_does_not_start() {
     let keystore = format!("ssl.keystore.location={}", pki.keystore.display());
     let err = start_error(&["--set", &keystore, "--set", "ssl.client.auth=required"]);
     assert!(err.contains("needs ssl.truststore.location"), "{err}");
+}
+
+/// Whether a metadata request over TLS, trusting `ca`, gets an answer.
+fn kcat_lists(broker: &BrokerProcess, ca: &Path) -> bool {
+    kcat(broker, ca, &["-L", "-m", "3"], "").status.success()
+}
+
+/// The keystore file replaced while the broker runs: new connections get the new certificate
+/// (clients trusting its authority connect, the others no longer do); a replacement that does
+/// not load keeps the certificate in use.
+#[test]
+fn a_changed_keystore_is_used_without_a_restart() {
+    let pki = pki();
+    let work = tempfile::tempdir().unwrap();
+    let keystore = work.path().join("broker.pem");
+    std::fs::copy(&pki.keystore, &keystore).unwrap();
+    let location = format!("ssl.keystore.location={}", keystore.display());
+    let broker = BrokerProcess::start_with_scheme(
+        Path::new(TALLY),
+        "SSL://",
+        &[
+            "--set",
+            &location,
+            "--set",
+            "ssl.keystore.check.interval.ms=200",
+        ],
+        &[],
+    );
+    assert!(kcat_lists(&broker, &pki.ca));
+    assert!(!kcat_lists(&broker, &pki.other_ca));
+
+    // Replaced as a whole (a new file renamed over the old one, as tools do).
+    let replace = |from: &Path| {
+        let tmp = work.path().join("broker.pem.new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, &keystore).unwrap();
+    };
+    replace(&pki.other_keystore);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !kcat_lists(&broker, &pki.other_ca) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded:\n{}",
+            broker.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!kcat_lists(&broker, &pki.ca), "the old certificate is gone");
+
+    // A broken replacement: the certificate in use stays.
+    replace(&pki.ca);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(kcat_lists(&broker, &pki.other_ca));
+    assert!(broker
+        .logs()
+        .contains("does not load; keeping the one in use"));
 }
