@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use tally_testkit::BrokerProcess;
 
@@ -24,6 +25,9 @@ struct Pki {
     keystore: PathBuf,
     /// A broker certificate the other authority signed.
     other_keystore: PathBuf,
+    /// Client certificates and keys: one the authority signed, one the other authority signed.
+    client: (PathBuf, PathBuf),
+    other_client: (PathBuf, PathBuf),
 }
 
 fn authority(name: &str) -> (Certificate, KeyPair) {
@@ -50,16 +54,31 @@ fn pki() -> Pki {
         let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
         format!("{}{}", cert.pem(), key.serialize_pem())
     };
+    let client_cert = |issuer: &Certificate, issuer_key: &KeyPair| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "alice");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
     let write = |name: &str, text: String| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
+    let (client, client_key) = client_cert(&ca, &ca_key);
+    let (other_client, other_client_key) = client_cert(&other, &other_key);
     Pki {
         ca: write("ca.pem", ca.pem()),
         other_ca: write("other-ca.pem", other.pem()),
         keystore: write("broker.pem", broker_cert(&ca, &ca_key)),
         other_keystore: write("other-broker.pem", broker_cert(&other, &other_key)),
+        client: (write("client.pem", client), write("client.key", client_key)),
+        other_client: (
+            write("other-client.pem", other_client),
+            write("other-client.key", other_client_key),
+        ),
         _dir: dir,
     }
 }
@@ -286,4 +305,46 @@ fn a_changed_keystore_is_used_without_a_restart() {
     assert!(broker
         .logs()
         .contains("does not load; keeping the one in use"));
+}
+
+/// With `ssl.client.auth=required`, a client needs a certificate from an authority in the
+/// truststore: with one it is served; without one, or with one from another authority, its
+/// handshake fails.
+#[test]
+fn required_client_certificates_are_checked() {
+    let pki = pki();
+    let keystore = format!("ssl.keystore.location={}", pki.keystore.display());
+    let truststore = format!("ssl.truststore.location={}", pki.ca.display());
+    let broker = BrokerProcess::start_with_scheme(
+        Path::new(TALLY),
+        "SSL://",
+        &[
+            "--set",
+            &keystore,
+            "--set",
+            &truststore,
+            "--set",
+            "ssl.client.auth=required",
+        ],
+        &[],
+    );
+    let lists_with = |client: Option<&(PathBuf, PathBuf)>| {
+        let mut args: Vec<String> = vec!["-L".into(), "-m".into(), "3".into()];
+        if let Some((cert, key)) = client {
+            args.extend([
+                "-X".into(),
+                format!("ssl.certificate.location={}", cert.display()),
+                "-X".into(),
+                format!("ssl.key.location={}", key.display()),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kcat(&broker, &pki.ca, &args, "").status.success()
+    };
+    assert!(lists_with(Some(&pki.client)), "{}", broker.logs());
+    assert!(!lists_with(None), "no client certificate");
+    assert!(
+        !lists_with(Some(&pki.other_client)),
+        "another authority's client"
+    );
 }
