@@ -47,7 +47,15 @@ impl Broker {
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;
         let tls = match listen.protocol {
-            SecurityProtocol::Ssl => Some(crate::tls::server_config(&config)?),
+            SecurityProtocol::Ssl => {
+                // Reads the keystore and truststore files: off the async workers.
+                let c = config.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || crate::tls::server_config(&c))
+                        .await
+                        .expect("reading the TLS files panicked")?,
+                )
+            }
             SecurityProtocol::Plaintext => None,
         };
         let listener = TcpListener::bind(listen_addr)
