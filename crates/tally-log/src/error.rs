@@ -18,6 +18,9 @@ pub enum LogError {
     /// A `ReadMode::NoWait` read would have had to wait for the disk.
     #[error("the read would wait for the disk")]
     WouldBlock,
+    /// A truncation point that falls inside a batch: only whole batches are cut.
+    #[error("offset {offset} is not where a batch starts (the nearest batch starts at {batch_base_offset})")]
+    NotABatchBoundary { offset: i64, batch_base_offset: i64 },
     #[error("log directory {0} holds a file whose name is not a segment: {1}")]
     BadFileName(PathBuf, String),
 }

@@ -32,6 +32,8 @@ pub struct RecoveryReport {
     pub log_end_offset: i64,
 }
 
+mod truncate;
+
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,

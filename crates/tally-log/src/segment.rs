@@ -351,6 +351,14 @@ impl Segment {
         self.writeback_from = until;
     }
 
+    /// Cuts the file to `size` bytes and makes the cut durable. The caller rebuilds the
+    /// segment's state from what remains (see `Log::truncate_to`).
+    pub(crate) fn cut_file(&self, size: u64) -> Result<(), LogError> {
+        storage::set_len(&self.file, &self.log_path, size)
+            .map_err(LogError::io(&*self.log_path))?;
+        storage::sync_all(&self.file, &self.log_path).map_err(LogError::io(&*self.log_path))
+    }
+
     pub(crate) fn flush(&self) -> Result<(), LogError> {
         storage::sync_data(&self.file, &self.log_path).map_err(LogError::io(&*self.log_path))?;
         self.txn_index.flush()
