@@ -60,39 +60,92 @@ pub enum ControlError {
 
 /// Encodes `marker` as a whole batch at base offset 0 (the log sets the real one).
 pub fn encode_marker(marker: &EndTxnMarker, timestamp_ms: i64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
-    key.extend_from_slice(&marker.result.control_type().to_be_bytes());
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&CONTROL_VALUE_VERSION.to_be_bytes());
     value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    encode_control(
+        &ControlRecord {
+            attributes: ATTRIBUTES_MARKER,
+            producer_id: marker.producer_id,
+            producer_epoch: marker.producer_epoch,
+            control_type: marker.result.control_type(),
+            value: &value,
+        },
+        timestamp_ms,
+    )
+}
 
-    let mut record = Vec::with_capacity(24);
-    record.push(0); // attributes
-    put_varint(&mut record, 0); // timestamp delta
-    put_varint(&mut record, 0); // offset delta
-    put_varint(&mut record, key.len() as i64);
-    record.extend_from_slice(&key);
-    put_varint(&mut record, value.len() as i64);
-    record.extend_from_slice(&value);
-    put_varint(&mut record, 0); // headers
+/// Reads the marker in a whole control batch (header included).
+pub fn parse_marker(header: &BatchHeader, batch: &[u8]) -> Result<EndTxnMarker, ControlError> {
+    let (control_type, value) = parse_control(header, batch)?;
+    let result = match control_type {
+        0 => TxnResult::Abort,
+        1 => TxnResult::Commit,
+        other => return Err(ControlError::UnknownType(other)),
+    };
+    if value.len() < 6 {
+        return Err(ControlError::Malformed(
+            "control value shorter than 6 bytes".into(),
+        ));
+    }
+    let coordinator_epoch = i32::from_be_bytes([value[2], value[3], value[4], value[5]]);
+    Ok(EndTxnMarker {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        coordinator_epoch,
+        result,
+    })
+}
 
-    let mut batch = Vec::with_capacity(RECORD_BATCH_OVERHEAD + record.len() + 2);
+/// One control record, alone in its batch: a transaction marker, or one of the entries Tally's
+/// Raft log stores between data batches (see `tally-raft`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlRecord<'a> {
+    /// The batch attributes: the control bit (0x20) and, for markers, the transactional bit.
+    pub attributes: i16,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The type in the record's key (version 0): 0 ABORT, 1 COMMIT, others Tally's own.
+    pub control_type: i16,
+    pub value: &'a [u8],
+}
+
+/// The control bit alone: a control batch outside any transaction.
+pub const ATTRIBUTES_CONTROL: i16 = 0x20;
+
+/// Encodes `record` as a whole uncompressed batch of one record at base offset 0 (the log
+/// sets the real one), its timestamps `timestamp_ms`, its base sequence -1.
+pub fn encode_control(record: &ControlRecord<'_>, timestamp_ms: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
+    key.extend_from_slice(&record.control_type.to_be_bytes());
+
+    let mut body = Vec::with_capacity(16 + record.value.len());
+    body.push(0); // attributes
+    put_varint(&mut body, 0); // timestamp delta
+    put_varint(&mut body, 0); // offset delta
+    put_varint(&mut body, key.len() as i64);
+    body.extend_from_slice(&key);
+    put_varint(&mut body, record.value.len() as i64);
+    body.extend_from_slice(record.value);
+    put_varint(&mut body, 0); // headers
+
+    let mut batch = Vec::with_capacity(RECORD_BATCH_OVERHEAD + body.len() + 5);
     batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
     batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
     batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
     batch.push(2); // magic
     batch.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
-    batch.extend_from_slice(&ATTRIBUTES_MARKER.to_be_bytes());
+    batch.extend_from_slice(&record.attributes.to_be_bytes());
     batch.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
     batch.extend_from_slice(&timestamp_ms.to_be_bytes());
     batch.extend_from_slice(&timestamp_ms.to_be_bytes());
-    batch.extend_from_slice(&marker.producer_id.to_be_bytes());
-    batch.extend_from_slice(&marker.producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&record.producer_id.to_be_bytes());
+    batch.extend_from_slice(&record.producer_epoch.to_be_bytes());
     batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     batch.extend_from_slice(&1i32.to_be_bytes()); // records count
-    put_varint(&mut batch, record.len() as i64);
-    batch.extend_from_slice(&record);
+    put_varint(&mut batch, body.len() as i64);
+    batch.extend_from_slice(&body);
 
     let length = (batch.len() - 12) as i32;
     batch[8..12].copy_from_slice(&length.to_be_bytes());
@@ -101,8 +154,11 @@ pub fn encode_marker(marker: &EndTxnMarker, timestamp_ms: i64) -> Vec<u8> {
     batch
 }
 
-/// Reads the marker in a whole control batch (header included).
-pub fn parse_marker(header: &BatchHeader, batch: &[u8]) -> Result<EndTxnMarker, ControlError> {
+/// The type and value of the first record of a whole, uncompressed control batch.
+pub fn parse_control<'a>(
+    header: &BatchHeader,
+    batch: &'a [u8],
+) -> Result<(i16, &'a [u8]), ControlError> {
     if !header.is_control() {
         return Err(ControlError::NotControl);
     }
@@ -126,24 +182,13 @@ pub fn parse_marker(header: &BatchHeader, batch: &[u8]) -> Result<EndTxnMarker, 
     }
     let key = r.bytes(key_len as usize)?;
     let control_type = i16::from_be_bytes([key[2], key[3]]);
-    let result = match control_type {
-        0 => TxnResult::Abort,
-        1 => TxnResult::Commit,
-        other => return Err(ControlError::UnknownType(other)),
-    };
     let value_len = r.varint()?;
-    let coordinator_epoch = if value_len >= 6 {
-        let value = r.bytes(value_len as usize)?;
-        i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+    let value = if value_len < 0 {
+        &[][..]
     } else {
-        return Err(malformed("control value shorter than 6 bytes"));
+        r.bytes(value_len as usize)?
     };
-    Ok(EndTxnMarker {
-        producer_id: header.producer_id,
-        producer_epoch: header.producer_epoch,
-        coordinator_epoch,
-        result,
-    })
+    Ok((control_type, value))
 }
 
 fn put_varint(buf: &mut Vec<u8>, v: i64) {
@@ -227,6 +272,36 @@ mod tests {
         assert_eq!(&key[..], &[0, 0, 0, 1]);
         let value = r.value.as_ref().unwrap();
         assert_eq!(&value[..], &[0, 0, 0, 0, 0, 3]);
+    }
+
+    /// A control record of another type, outside any transaction, with a value of any
+    /// length: what Tally's Raft log writes for its own entries.
+    #[test]
+    fn other_control_records_round_trip_and_decode_as_kafka_control_records() {
+        for value in [&b""[..], b"{\"voters\":[1,2,3]}", &[7u8; 300][..]] {
+            let record = ControlRecord {
+                attributes: ATTRIBUTES_CONTROL,
+                producer_id: -1,
+                producer_epoch: -1,
+                control_type: 0x7a01,
+                value,
+            };
+            let batch = encode_control(&record, -1);
+            let header = BatchHeader::parse_whole(&batch).unwrap();
+            header.verify_crc(&batch).unwrap();
+            assert!(header.is_control() && !header.is_transactional());
+            assert!(!header.has_producer_id());
+            assert_eq!(parse_control(&header, &batch).unwrap(), (0x7a01, value));
+            assert_eq!(
+                parse_marker(&header, &batch),
+                Err(ControlError::UnknownType(0x7a01))
+            );
+            let mut buf = Bytes::from(batch);
+            let decoded = RecordBatchDecoder::decode(&mut buf).unwrap().records;
+            assert_eq!(decoded.len(), 1);
+            assert!(decoded[0].control && !decoded[0].transactional);
+            assert_eq!(decoded[0].value.as_deref(), Some(value));
+        }
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub mod sequence;
 pub use api_versions::{
     advertised_range, ApiRange, ADVERTISED_APIS, TRANSACTION_VERSION, TRANSACTION_VERSION_FEATURE,
 };
-pub use control::{encode_marker, parse_marker, ControlError, EndTxnMarker, TxnResult};
+pub use control::{
+    encode_control, encode_marker, parse_control, parse_marker, ControlError, ControlRecord,
+    EndTxnMarker, TxnResult, ATTRIBUTES_CONTROL,
+};
 pub use frame::{FrameError, RequestPeek};
 pub use record_batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};
 pub use records::{validate_records, walk_records, RecordInfo, RecordsError};
