@@ -1,0 +1,27 @@
+//! `tally-raft` owns a partition's Raft group on one replica: the types Tally gives openraft,
+//! the Raft log store, which is the partition's own segment files (each batch written once per
+//! replica, not once to a Raft log and again to segments), and the state machine that commits
+//! what the log holds.
+//!
+//! A Raft entry is one Kafka record batch. A client's batch is stored as it came, its base
+//! offset and partition leader epoch set by the store: the offset is the log end offset, the
+//! epoch is the Raft term (the Kafka leader epoch). openraft's own entries (blank, membership)
+//! are control batches of Tally's own types, which Fetch must not return. Raft indexes are
+//! not Kafka offsets: the store keeps the map between them (`raft_index.rs`).
+//!
+//! It does not decide whether a producer's batch is a duplicate or in sequence: that is
+//! `tally-partition`'s, run on the leader before a batch is proposed and again on every
+//! replica as it applies (see ARCHITECTURE.md, "Replication"). It does not own the network
+//! between replicas or the controller.
+
+mod entry_codec;
+mod log_store;
+mod raft_index;
+mod raft_meta;
+mod state_machine;
+mod type_config;
+
+pub use entry_codec::{decode_entry, encode_entry, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP};
+pub use log_store::SegmentLogStore;
+pub use state_machine::{PartitionStateMachine, SnapshotData};
+pub use type_config::{AppliedBatch, Entry, LogId, RaftBatch, StoredMembership, TallyRaft, Vote};

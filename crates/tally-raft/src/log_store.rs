@@ -1,0 +1,344 @@
+//! openraft's log store over a partition's segment files: the Raft log is the partition log.
+//!
+//! Writes (append, truncate, purge, vote) run on tokio's blocking pool, one at a time as
+//! openraft issues them; they take the writer's lock, which no reader takes. Readers (the
+//! replication tasks, the state machine) copy locations from the raft index under a short
+//! read lock and read the segment files through the lock-free `LogReader`.
+//!
+//! Every append is fsynced before openraft hears it is done, which Raft needs for its votes and
+//! its commit rule. openraft hands over many entries at once under load, so one fsync covers
+//! them all.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use parking_lot::{Mutex, RwLock};
+use tally_log::{Log, LogConfig, LogReader};
+use tally_protocol::BatchHeader;
+
+use crate::entry_codec::{decode_entry, encode_entry};
+use crate::raft_index::{EntryLoc, RaftIndex};
+use crate::raft_meta::{self, FirstEntry, RaftMeta};
+use crate::type_config::{Entry, LogId, TallyRaft, Vote};
+
+/// Bytes read from the segments at a time when openraft asks for a range of entries.
+const READ_CHUNK_BYTES: usize = 8 << 20;
+
+/// The Raft log of one partition replica. Cheap to clone: clones share the log.
+#[derive(Clone)]
+pub struct SegmentLogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// The writer's side of the log. Only this store's writes take it, one at a time.
+    log: Mutex<Log>,
+    reader: Arc<LogReader>,
+    index: RwLock<RaftIndex>,
+    /// The saved `raft-meta.json`, as last written.
+    meta: Mutex<RaftMeta>,
+    committed: Mutex<Option<LogId>>,
+}
+
+fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(e)
+}
+
+impl SegmentLogStore {
+    /// Opens the partition log in `dir` (recovering it as `Log::open` does) and rebuilds the
+    /// raft index from its first entry on. Blocking: call it off the async workers.
+    pub fn open(dir: &Path, config: LogConfig) -> io::Result<SegmentLogStore> {
+        let (log, _report) = Log::open(dir, config).map_err(io_err)?;
+        let meta = RaftMeta::load(dir)?;
+        let mut index = RaftIndex::new(meta.last_purged);
+        if let Some(first) = meta.first_entry {
+            let mut next = first.index;
+            let mut bad = None;
+            log.for_each_batch_header(first.base_offset, |h| {
+                if h.base_offset < first.base_offset || bad.is_some() {
+                    return;
+                }
+                match u64::try_from(h.partition_leader_epoch) {
+                    Ok(term) if index.accepts(next) => {
+                        index.push(next, loc_of(term, h));
+                        next += 1;
+                    }
+                    _ => bad = Some(h.base_offset),
+                }
+            })
+            .map_err(io_err)?;
+            if let Some(offset) = bad {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: the batch at offset {offset} is not a raft entry", dir.display()),
+                ));
+            }
+        }
+        let reader = Arc::clone(log.reader());
+        Ok(SegmentLogStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                log: Mutex::new(log),
+                reader,
+                index: RwLock::new(index),
+                committed: Mutex::new(raft_meta::load_committed(dir)),
+                meta: Mutex::new(meta),
+            }),
+        })
+    }
+
+    /// The partition's read side: what Fetch reads (below the high watermark).
+    pub fn log_reader(&self) -> &Arc<LogReader> {
+        &self.inner.reader
+    }
+
+    /// The Kafka offsets of the batch that holds the entry at raft `index`.
+    pub fn offsets_of(&self, index: u64) -> Option<(i64, i64)> {
+        let loc = self.inner.index.read().get(index)?;
+        Some((loc.base_offset, loc.end_offset))
+    }
+
+    /// Flushes and records a clean shutdown, so the next open reads nothing again.
+    pub fn close(&self) -> io::Result<()> {
+        self.inner.log.lock().close().map_err(io_err)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+fn loc_of(term: u64, h: &BatchHeader) -> EntryLoc {
+    EntryLoc {
+        term,
+        base_offset: h.base_offset,
+        end_offset: h.last_offset() + 1,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Inner {
+    fn save_meta(&self, change: impl FnOnce(&mut RaftMeta)) -> io::Result<()> {
+        let mut meta = self.meta.lock().clone();
+        change(&mut meta);
+        if meta == *self.meta.lock() {
+            return Ok(());
+        }
+        meta.save(&self.dir)?;
+        *self.meta.lock() = meta;
+        Ok(())
+    }
+
+    fn append(&self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut log = self.log.lock();
+        for entry in entries {
+            let index = entry.log_id.index;
+            if !self.index.read().accepts(index) {
+                return Err(io::Error::other(format!(
+                    "entry {} would leave a hole after {:?}",
+                    entry.log_id,
+                    self.index.read().last_log_id()
+                )));
+            }
+            let base_offset = log.log_end_offset();
+            if self.index.read().is_empty() {
+                // Before the batch is written: a crash in between leaves the first entry's
+                // place recorded with nothing there, which reads as no entries.
+                let first = FirstEntry { index, base_offset };
+                self.save_meta(|m| m.first_entry = Some(first))?;
+            }
+            let encoded = encode_entry(&entry, base_offset).map_err(io_err)?;
+            let now = now_ms();
+            let size = encoded.header.size_in_bytes();
+            if log.should_roll(size, encoded.header.last_offset(), now) {
+                log.roll().map_err(io_err)?;
+            }
+            log.append_parts(&[&encoded.head, &encoded.tail], &encoded.header, now)
+                .map_err(io_err)?;
+            let loc = loc_of(entry.log_id.leader_id.term, &encoded.header);
+            self.index.write().push(index, loc);
+        }
+        log.flush().map_err(io_err)
+    }
+
+    fn truncate_after(&self, last: Option<LogId>) -> io::Result<()> {
+        let mut log = self.log.lock();
+        let from = last.map_or(0, |l| l.index + 1);
+        // The index first: a reader that finds an entry there finds its bytes.
+        let Some(cut) = self.index.write().truncate_from(from) else {
+            return Ok(());
+        };
+        log.truncate_to(cut).map_err(io_err)
+    }
+
+    fn purge(&self, log_id: LogId) -> io::Result<()> {
+        let _writer = self.log.lock();
+        let first = {
+            let mut index = self.index.write();
+            index.purge_upto(log_id);
+            index.first()
+        };
+        // Purged entries stay in the segments: they are the partition's records, which
+        // retention deletes, not Raft.
+        self.save_meta(|m| {
+            m.last_purged = Some(log_id);
+            m.first_entry = first.map(|(index, loc)| FirstEntry {
+                index,
+                base_offset: loc.base_offset,
+            });
+        })
+    }
+
+    fn read_entries(&self, locs: Vec<(u64, EntryLoc)>) -> io::Result<Vec<Entry>> {
+        let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
+            return Ok(Vec::new());
+        };
+        let end = last.1.end_offset;
+        let mut out = Vec::with_capacity(locs.len());
+        let mut expected = locs.iter();
+        let mut offset = first.1.base_offset;
+        while offset < end {
+            let read = self
+                .reader
+                .read(offset, READ_CHUNK_BYTES, end, true)
+                .map_err(io_err)?;
+            let mut rest: Bytes = read.records;
+            if rest.is_empty() {
+                return Err(io::Error::other(format!("no batch at offset {offset}")));
+            }
+            while !rest.is_empty() {
+                let header = BatchHeader::parse(&rest).map_err(io_err)?;
+                let batch = rest.split_to(header.size_in_bytes().min(rest.len()));
+                let Some((index, loc)) = expected.next() else {
+                    break;
+                };
+                if header.base_offset != loc.base_offset {
+                    return Err(io::Error::other(format!(
+                        "raft index {index}: batch at {} where {} was expected",
+                        header.base_offset, loc.base_offset
+                    )));
+                }
+                out.push(decode_entry(*index, batch).map_err(io_err)?);
+                offset = header.last_offset() + 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TallyRaft> for SegmentLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = bounds(&range);
+        let locs = self.inner.index.read().range(start, end);
+        if locs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.blocking(move |inner| inner.read_entries(locs)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.inner.meta.lock().vote)
+    }
+}
+
+impl RaftLogStorage<TallyRaft> for SegmentLogStore {
+    type LogReader = SegmentLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TallyRaft>, io::Error> {
+        let index = self.inner.index.read();
+        Ok(LogState {
+            last_purged_log_id: index.last_purged(),
+            last_log_id: index.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let vote = *vote;
+        self.blocking(move |inner| {
+            let _writer = inner.log.lock();
+            inner.save_meta(|m| m.vote = Some(vote))
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.blocking(move |inner| {
+            let _writer = inner.log.lock();
+            raft_meta::save_committed(&inner.dir, committed.as_ref())?;
+            *inner.committed.lock() = committed;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(*self.inner.committed.lock())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TallyRaft>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let result = self.blocking(move |inner| inner.append(entries)).await;
+        match result {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        self.blocking(move |inner| inner.truncate_after(last_log_id))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.blocking(move |inner| inner.purge(log_id)).await
+    }
+}
