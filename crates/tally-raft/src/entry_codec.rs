@@ -137,8 +137,15 @@ mod tests {
         let bytes = whole(&encoded);
         let header = BatchHeader::parse_whole(&bytes).unwrap();
         header.verify_crc(&bytes).unwrap();
-        assert_eq!((header.base_offset, header.partition_leader_epoch), (1_000, 7));
-        assert_eq!(&bytes[21..], &original[21..], "everything under the CRC is untouched");
+        assert_eq!(
+            (header.base_offset, header.partition_leader_epoch),
+            (1_000, 7)
+        );
+        assert_eq!(
+            &bytes[21..],
+            &original[21..],
+            "everything under the CRC is untouched"
+        );
         let back = decode_entry(12, bytes.clone()).unwrap();
         assert_eq!(back.log_id, LogId::new_term_index(7, 12));
         assert_eq!(back.payload, EntryPayload::Normal(RaftBatch(bytes)));
@@ -171,8 +178,17 @@ mod tests {
     #[test]
     fn a_term_past_i32_and_a_short_batch_are_refused() {
         let blank = Entry::new_blank(LogId::new_term_index(u64::from(u32::MAX), 1));
-        assert!(matches!(encode_entry(&blank, 0), Err(CodecError::TermTooLarge(_))));
-        let short = Entry::new_normal(LogId::new_term_index(1, 1), RaftBatch(Bytes::from_static(b"abc")));
-        assert!(matches!(encode_entry(&short, 0), Err(CodecError::BadBatch { .. })));
+        assert!(matches!(
+            encode_entry(&blank, 0),
+            Err(CodecError::TermTooLarge(_))
+        ));
+        let short = Entry::new_normal(
+            LogId::new_term_index(1, 1),
+            RaftBatch(Bytes::from_static(b"abc")),
+        );
+        assert!(matches!(
+            encode_entry(&short, 0),
+            Err(CodecError::BadBatch { .. })
+        ));
     }
 }

@@ -77,7 +77,10 @@ impl SegmentLogStore {
             if let Some(offset) = bad {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: the batch at offset {offset} is not a raft entry", dir.display()),
+                    format!(
+                        "{}: the batch at offset {offset} is not a raft entry",
+                        dir.display()
+                    ),
                 ));
             }
         }
@@ -314,7 +317,11 @@ impl RaftLogStorage<TallyRaft> for SegmentLogStore {
         Ok(*self.inner.committed.lock())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TallyRaft>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TallyRaft>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -132,7 +132,10 @@ mod tests {
         }
         assert!(!idx.accepts(10) && !idx.accepts(8) && idx.accepts(9));
         assert_eq!(idx.last_log_id(), Some(LogId::new_term_index(2, 8)));
-        assert_eq!(idx.range(0, 7).iter().map(|e| e.0).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(
+            idx.range(0, 7).iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
         assert_eq!(idx.get(7).map(|l| l.base_offset), Some(4));
         assert_eq!(idx.truncate_from(7), Some(4));
         assert_eq!(idx.truncate_from(7), None);

@@ -90,7 +90,11 @@ impl PartitionStateMachine {
 
     /// Where the applied entry's batch is, from the log store, or from the batch itself
     /// (which carries its offsets) when the store does not know the index.
-    fn applied_batch(&self, log_id: &LogId, payload: &EntryPayload<RaftBatch, u64, Node>) -> Option<AppliedBatch> {
+    fn applied_batch(
+        &self,
+        log_id: &LogId,
+        payload: &EntryPayload<RaftBatch, u64, Node>,
+    ) -> Option<AppliedBatch> {
         if let Some((base, end)) = self.store.offsets_of(log_id.index) {
             return Some(AppliedBatch {
                 base_offset: base,
@@ -98,10 +102,12 @@ impl PartitionStateMachine {
             });
         }
         match payload {
-            EntryPayload::Normal(RaftBatch(b)) => BatchHeader::parse(b).ok().map(|h| AppliedBatch {
-                base_offset: h.base_offset,
-                last_offset: h.last_offset(),
-            }),
+            EntryPayload::Normal(RaftBatch(b)) => {
+                BatchHeader::parse(b).ok().map(|h| AppliedBatch {
+                    base_offset: h.base_offset,
+                    last_offset: h.last_offset(),
+                })
+            }
             _ => None,
         }
     }
