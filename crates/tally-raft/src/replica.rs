@@ -1,0 +1,106 @@
+//! One replica of a partition group: its Raft, log store and state machine, opened from a
+//! data directory, and openraft's settings for partition groups.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::network::RaftNetworkFactory;
+use openraft::{Config, SnapshotPolicy};
+use tally_log::LogConfig;
+
+use crate::local_network::PartitionRaft;
+use crate::log_store::SegmentLogStore;
+use crate::state_machine::PartitionStateMachine;
+use crate::type_config::TallyRaft;
+
+/// Timeouts of a partition group, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTimeouts {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftTimeouts {
+    /// A leader that stops answering is replaced within about a second.
+    fn default() -> Self {
+        RaftTimeouts {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+        }
+    }
+}
+
+/// openraft's settings for a partition group. Snapshots are never built and the log is never
+/// purged, and a lagging follower is always sent entries, never a snapshot: a snapshot does
+/// not carry segment files yet (see `state_machine.rs`).
+pub fn raft_config(timeouts: RaftTimeouts) -> Result<Arc<Config>, openraft::ConfigError> {
+    let config = Config {
+        cluster_name: "tally-partition".to_string(),
+        heartbeat_interval: timeouts.heartbeat_interval_ms,
+        election_timeout_min: timeouts.election_timeout_min_ms,
+        election_timeout_max: timeouts.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::Never,
+        replication_lag_threshold: u64::MAX,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        ..Config::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}
+
+/// A running replica.
+pub struct Replica {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub raft: PartitionRaft,
+    pub store: SegmentLogStore,
+    pub state_machine: PartitionStateMachine,
+}
+
+impl Replica {
+    /// Opens the log in `dir` (on the blocking pool) and starts the replica's Raft.
+    pub async fn open<N>(
+        id: u64,
+        dir: &Path,
+        log_config: LogConfig,
+        config: Arc<Config>,
+        network: N,
+    ) -> io::Result<Replica>
+    where
+        N: RaftNetworkFactory<TallyRaft>,
+        N::Network: openraft::network::NetSnapshot<
+            TallyRaft,
+            SnapshotData = crate::state_machine::SnapshotData,
+        >,
+    {
+        let dir_owned = dir.to_path_buf();
+        let (store, state_machine) = tokio::task::spawn_blocking(move || {
+            let store = SegmentLogStore::open(&dir_owned, log_config)?;
+            let sm = PartitionStateMachine::open(&dir_owned, store.clone())?;
+            Ok::<_, io::Error>((store, sm))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let raft = PartitionRaft::new(id, config, network, store.clone(), state_machine.clone())
+            .await
+            .map_err(io::Error::other)?;
+        Ok(Replica {
+            id,
+            dir: dir.to_path_buf(),
+            raft,
+            store,
+            state_machine,
+        })
+    }
+
+    /// Stops the Raft, then flushes the log and records a clean shutdown.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.raft.shutdown().await.map_err(io::Error::other)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(io::Error::other)?
+    }
+}
