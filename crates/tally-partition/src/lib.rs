@@ -29,4 +29,7 @@ pub use partition::{AppendOutcome, OpenReport, Partition, PartitionConfig};
 pub use partition_reader::PartitionReader;
 pub use producer_state_entry::{ProducerStateEntry, NUM_BATCHES_TO_RETAIN};
 pub use producer_table::{AppendDecision, CompletedTxn, ProducerTable};
-pub use snapshot::{list_snapshots, read_snapshot, write_snapshot, SnapshotError};
+pub use snapshot::{
+    decode_producer_state, encode_producer_state, list_snapshots, read_snapshot, write_snapshot,
+    SnapshotError,
+};

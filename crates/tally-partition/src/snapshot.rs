@@ -57,13 +57,9 @@ pub fn list_snapshots(dir: &Path) -> Vec<(i64, PathBuf)> {
     out
 }
 
-/// Writes the table's entries as the state at `map_end_offset`, atomically (temporary file,
-/// fsync, rename).
-pub fn write_snapshot(
-    dir: &Path,
-    map_end_offset: i64,
-    entries: &[&ProducerStateEntry],
-) -> Result<PathBuf, SnapshotError> {
+/// The snapshot bytes (the file format above) of `entries` as the state at `map_end_offset`:
+/// what a file holds, and what a replicated partition's Raft snapshot carries.
+pub fn encode_producer_state(map_end_offset: i64, entries: &[&ProducerStateEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(16 + entries.len() * 64);
     body.extend_from_slice(&map_end_offset.to_be_bytes());
     body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
@@ -83,12 +79,22 @@ pub fn write_snapshot(
             body.extend_from_slice(&b.timestamp.to_be_bytes());
         }
     }
-    let mut file_bytes = Vec::with_capacity(body.len() + 10);
-    file_bytes.extend_from_slice(MAGIC);
-    file_bytes.extend_from_slice(&VERSION.to_be_bytes());
-    file_bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    file_bytes.extend_from_slice(&body);
+    let mut bytes = Vec::with_capacity(body.len() + 10);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&VERSION.to_be_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
 
+/// Writes the table's entries as the state at `map_end_offset`, atomically (temporary file,
+/// fsync, rename).
+pub fn write_snapshot(
+    dir: &Path,
+    map_end_offset: i64,
+    entries: &[&ProducerStateEntry],
+) -> Result<PathBuf, SnapshotError> {
+    let file_bytes = encode_producer_state(map_end_offset, entries);
     let path = dir.join(format!("{map_end_offset:020}.{SUFFIX}"));
     let tmp = dir.join(format!("{map_end_offset:020}.{SUFFIX}.tmp"));
     {
@@ -134,10 +140,15 @@ impl Reader<'_> {
 /// Reads a snapshot: the offset it was taken at and its entries.
 pub fn read_snapshot(path: &Path) -> Result<(i64, Vec<ProducerStateEntry>), SnapshotError> {
     let bytes = fs::read(path).map_err(io(path))?;
-    let corrupt = |reason: &str| SnapshotError::Corrupt {
+    decode_producer_state(&bytes).map_err(|reason| SnapshotError::Corrupt {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
+        reason,
+    })
+}
+
+/// The offset and entries in snapshot bytes, or why they are not a snapshot.
+pub fn decode_producer_state(bytes: &[u8]) -> Result<(i64, Vec<ProducerStateEntry>), String> {
+    let corrupt = |reason: &str| reason.to_string();
     if bytes.len() < 10 || &bytes[0..4] != MAGIC {
         return Err(corrupt("bad magic"));
     }

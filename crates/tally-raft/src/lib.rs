@@ -17,6 +17,7 @@
 mod entry_codec;
 mod local_network;
 mod log_store;
+mod partition_leader;
 mod raft_index;
 mod raft_meta;
 mod replica;
@@ -26,6 +27,7 @@ mod type_config;
 pub use entry_codec::{decode_entry, encode_entry, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP};
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
-pub use replica::{raft_config, RaftTimeouts, Replica};
+pub use partition_leader::{PartitionLeader, ProduceError, Produced};
+pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
 pub use state_machine::{PartitionStateMachine, SnapshotData};
 pub use type_config::{AppliedBatch, Entry, LogId, RaftBatch, StoredMembership, TallyRaft, Vote};

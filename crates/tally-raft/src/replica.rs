@@ -50,6 +50,25 @@ pub fn raft_config(timeouts: RaftTimeouts) -> Result<Arc<Config>, openraft::Conf
     Ok(Arc::new(config.validate()?))
 }
 
+/// What a replica is opened with.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub log: LogConfig,
+    pub raft: Arc<Config>,
+    /// Producers remembered per partition (`max.producers.per.partition`).
+    pub max_producers: usize,
+}
+
+impl ReplicaConfig {
+    pub fn new(log: LogConfig, timeouts: RaftTimeouts) -> Result<Self, openraft::ConfigError> {
+        Ok(ReplicaConfig {
+            log,
+            raft: raft_config(timeouts)?,
+            max_producers: 10_000,
+        })
+    }
+}
+
 /// A running replica.
 pub struct Replica {
     pub id: u64,
@@ -64,8 +83,7 @@ impl Replica {
     pub async fn open<N>(
         id: u64,
         dir: &Path,
-        log_config: LogConfig,
-        config: Arc<Config>,
+        config: &ReplicaConfig,
         network: N,
     ) -> io::Result<Replica>
     where
@@ -76,16 +94,23 @@ impl Replica {
         >,
     {
         let dir_owned = dir.to_path_buf();
+        let (log_config, max_producers) = (config.log.clone(), config.max_producers);
         let (store, state_machine) = tokio::task::spawn_blocking(move || {
             let store = SegmentLogStore::open(&dir_owned, log_config)?;
-            let sm = PartitionStateMachine::open(&dir_owned, store.clone())?;
+            let sm = PartitionStateMachine::open(&dir_owned, store.clone(), max_producers)?;
             Ok::<_, io::Error>((store, sm))
         })
         .await
         .map_err(io::Error::other)??;
-        let raft = PartitionRaft::new(id, config, network, store.clone(), state_machine.clone())
-            .await
-            .map_err(io::Error::other)?;
+        let raft = PartitionRaft::new(
+            id,
+            Arc::clone(&config.raft),
+            network,
+            store.clone(),
+            state_machine.clone(),
+        )
+        .await
+        .map_err(io::Error::other)?;
         Ok(Replica {
             id,
             dir: dir.to_path_buf(),

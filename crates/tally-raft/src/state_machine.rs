@@ -1,12 +1,19 @@
-//! The partition's state machine: what a committed entry changes. The entry's bytes are in
-//! the segments already (the log store wrote them), so applying an entry moves the high
-//! watermark past its batch: Fetch reads up to it, and a Produce is answered with the batch's
-//! offsets.
+//! The partition's state machine: what a committed entry changes, on every replica, in log
+//! order. The entry's bytes are in the segments already (the log store wrote them), so
+//! applying an entry moves the producer table through the same transition a single-node
+//! partition uses (`ProducerTable::apply_batch`) and the high watermark past the batch: Fetch
+//! reads up to it, and a Produce is answered with the batch's offsets. The producer table is
+//! therefore a function of the committed log, the same on every replica: a retry that reaches
+//! a new leader is judged against the same five-batch memory.
 //!
-//! For now a snapshot holds the applied log id, the membership and the high watermark, not the
-//! records below it. So a replica must never be sent a snapshot instead of entries: the
-//! group is configured never to purge its log (`raft_config`), until snapshots carry
-//! segment files.
+//! Every client batch is checked again here (`ProducerTable::check`) before it is applied;
+//! the leader decided against the same state, so a check that does not say Append is a bug,
+//! counted (`check_disagreements`) and logged.
+//!
+//! A snapshot holds the applied log id, the membership, the high watermark and the producer
+//! table, not the records below it. So a replica must never be sent a snapshot instead of
+//! entries: the group is configured never to purge its log (`raft_config`), until snapshots
+//! carry segment files.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,8 +24,12 @@ use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tally_log::storage;
-use tally_protocol::BatchHeader;
+use tally_partition::{
+    decode_producer_state, encode_producer_state, AppendDecision, BatchMetadata, ProducerTable,
+};
+use tally_protocol::{parse_marker, BatchHeader};
 use tokio::sync::watch;
 
 use crate::log_store::SegmentLogStore;
@@ -54,6 +65,9 @@ pub struct PartitionStateMachine {
     dir: PathBuf,
     store: SegmentLogStore,
     state: Arc<Mutex<State>>,
+    producers: Arc<Mutex<ProducerTable>>,
+    max_producers: usize,
+    check_disagreements: Arc<AtomicU64>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     high_watermark: Arc<watch::Sender<i64>>,
 }
@@ -61,7 +75,11 @@ pub struct PartitionStateMachine {
 impl PartitionStateMachine {
     /// The state machine of the partition whose log is `store`, in the same directory,
     /// starting from its saved snapshot (openraft re-applies the committed entries after it).
-    pub fn open(dir: &Path, store: SegmentLogStore) -> io::Result<PartitionStateMachine> {
+    pub fn open(
+        dir: &Path,
+        store: SegmentLogStore,
+        max_producers: usize,
+    ) -> io::Result<PartitionStateMachine> {
         let snapshot: Option<StoredSnapshot> = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidData, format!("{SNAPSHOT_FILE}: {e}"))
@@ -69,15 +87,18 @@ impl PartitionStateMachine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let state = match &snapshot {
-            Some(s) => decode_state(&s.data)?,
-            None => State::default(),
+        let (state, producers) = match &snapshot {
+            Some(s) => decode_snapshot(&s.data, max_producers)?,
+            None => (State::default(), ProducerTable::new(max_producers)),
         };
         let (high_watermark, _) = watch::channel(state.high_watermark);
         Ok(PartitionStateMachine {
             dir: dir.to_path_buf(),
             store,
             state: Arc::new(Mutex::new(state)),
+            producers: Arc::new(Mutex::new(producers)),
+            max_producers,
+            check_disagreements: Arc::new(AtomicU64::new(0)),
             snapshot: Arc::new(Mutex::new(snapshot)),
             high_watermark: Arc::new(high_watermark),
         })
@@ -86,6 +107,65 @@ impl PartitionStateMachine {
     /// The high watermark: every offset below it is committed. Changes wake the receiver.
     pub fn high_watermark(&self) -> watch::Receiver<i64> {
         self.high_watermark.subscribe()
+    }
+
+    /// A copy of the committed producer table: what a new leader starts deciding from.
+    pub fn producers(&self) -> ProducerTable {
+        self.producers.lock().clone()
+    }
+
+    /// The committed batch of `producer_id` whose last sequence is `last_seq` in `epoch`, if
+    /// the table still remembers it: where a retried batch was stored.
+    pub fn committed_batch(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        last_seq: i32,
+    ) -> Option<BatchMetadata> {
+        let producers = self.producers.lock();
+        let entry = producers.get(producer_id)?;
+        if entry.producer_epoch != epoch {
+            return None;
+        }
+        entry
+            .batch_metadata
+            .iter()
+            .find(|b| b.last_seq == last_seq)
+            .copied()
+    }
+
+    /// Committed client batches that the replica's own check did not find new (see the
+    /// module comment): always 0 unless the leader's decision and the log disagree.
+    pub fn check_disagreements(&self) -> u64 {
+        self.check_disagreements.load(Ordering::Relaxed)
+    }
+
+    /// Moves the producer table through a committed batch, with its offsets in the log.
+    fn apply_to_producers(&self, header: &BatchHeader, batch: &[u8]) {
+        let mut producers = self.producers.lock();
+        let marker = if header.is_control() {
+            parse_marker(header, batch).ok()
+        } else {
+            None
+        };
+        if !header.is_control() && header.has_producer_id() {
+            match producers.check(header, true) {
+                Ok(AppendDecision::Append) => {}
+                other => {
+                    self.check_disagreements.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        producer_id = header.producer_id,
+                        base_sequence = header.base_sequence,
+                        offset = header.base_offset,
+                        outcome = ?other,
+                        "a committed batch is not new to the producer table"
+                    );
+                }
+            }
+        }
+        // The batch's own max timestamp stands for the append time: every replica must
+        // compute the same state, so no clock is read here.
+        producers.apply_batch(header, marker.as_ref(), header.max_timestamp);
     }
 
     /// Where the applied entry's batch is, from the log store, or from the batch itself
@@ -123,16 +203,45 @@ impl PartitionStateMachine {
     }
 }
 
-fn decode_state(data: &[u8]) -> io::Result<State> {
-    serde_json::from_slice(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+/// A snapshot's bytes: the state as JSON (length-prefixed), then the producer table in the
+/// producer snapshot format.
+fn encode_snapshot(state: &State, producers: &ProducerTable) -> io::Result<SnapshotData> {
+    let json = serde_json::to_vec(state).map_err(io::Error::other)?;
+    let table = encode_producer_state(producers.map_end_offset(), &producers.entries());
+    let mut out = Vec::with_capacity(4 + json.len() + table.len());
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&table);
+    Ok(out)
+}
+
+fn decode_snapshot(data: &[u8], max_producers: usize) -> io::Result<(State, ProducerTable)> {
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}"));
+    let len = data
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| bad("short".into()))?;
+    let json = data
+        .get(4..4 + len)
+        .ok_or_else(|| bad("short state".into()))?;
+    let state: State = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let (map_end, entries) = decode_producer_state(&data[4 + len..]).map_err(bad)?;
+    Ok((
+        state,
+        ProducerTable::from_entries(entries, map_end, max_producers),
+    ))
 }
 
 impl RaftSnapshotBuilder<TallyRaft> for PartitionStateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<RaftSnapshot, io::Error> {
-        let state = self.state.lock().clone();
-        let data = serde_json::to_vec(&state).map_err(io::Error::other)?;
+        // One lock order (state, then producers) wherever both are taken.
+        let (state, data) = {
+            let state = self.state.lock();
+            let data = encode_snapshot(&state, &self.producers.lock())?;
+            (state.clone(), data)
+        };
         let stored = StoredSnapshot {
             meta: SnapshotMeta {
                 last_log_id: state.applied,
@@ -168,6 +277,17 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             let applied = self.applied_batch(&entry.log_id, &entry.payload);
+            if let (EntryPayload::Normal(RaftBatch(bytes)), Some(a)) = (&entry.payload, applied) {
+                if let Ok(mut header) = BatchHeader::parse(bytes) {
+                    // The leader's entry may still carry the client's offsets: the log's are
+                    // the ones that count.
+                    header.base_offset = a.base_offset;
+                    header.partition_leader_epoch = entry.log_id.leader_id.term as i32;
+                    self.apply_to_producers(&header, bytes);
+                }
+            } else if let Some(a) = applied {
+                self.producers.lock().set_map_end_offset(a.last_offset + 1);
+            }
             {
                 let mut state = self.state.lock();
                 state.applied = Some(entry.log_id);
@@ -198,7 +318,7 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let mut state = decode_state(&snapshot)?;
+        let (mut state, producers) = decode_snapshot(&snapshot, self.max_producers)?;
         state.applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         let stored = StoredSnapshot {
@@ -211,7 +331,11 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
             .await
             .map_err(io::Error::other)??;
         self.high_watermark.send_replace(state.high_watermark);
-        *self.state.lock() = state;
+        {
+            let mut current = self.state.lock();
+            *current = state;
+            *self.producers.lock() = producers;
+        }
         *self.snapshot.lock() = Some(stored);
         Ok(())
     }

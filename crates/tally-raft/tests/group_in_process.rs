@@ -11,7 +11,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
 use tally_log::{LogConfig, LogReader};
 use tally_protocol::BatchHeader;
-use tally_raft::{raft_config, AppliedBatch, LocalRouter, RaftBatch, RaftTimeouts, Replica};
+use tally_raft::{AppliedBatch, LocalRouter, RaftBatch, RaftTimeouts, Replica, ReplicaConfig};
 use tally_testkit::BatchSpec;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -25,16 +25,10 @@ fn batch(tag: &str, seq: i32, records: usize) -> RaftBatch {
 }
 
 async fn open(id: u64, dir: &Path, router: &LocalRouter) -> Replica {
-    let config = raft_config(RaftTimeouts::default()).unwrap();
-    let replica = Replica::open(
-        id,
-        dir,
-        LogConfig::default(),
-        config,
-        router.network_for(id),
-    )
-    .await
-    .unwrap();
+    let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
+    let replica = Replica::open(id, dir, &config, router.network_for(id))
+        .await
+        .unwrap();
     router.add(id, replica.raft.clone());
     replica
 }

@@ -20,7 +20,7 @@ impl StoreBuilder<TallyRaft, SegmentLogStore, PartitionStateMachine, TempDir>
     ) -> Result<(TempDir, SegmentLogStore, PartitionStateMachine), StorageError<TallyRaft>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SegmentLogStore::open(dir.path(), self.config.clone()).expect("open store");
-        let sm = PartitionStateMachine::open(dir.path(), store.clone()).expect("open sm");
+        let sm = PartitionStateMachine::open(dir.path(), store.clone(), 1_000).expect("open sm");
         Ok((dir, store, sm))
     }
 }

@@ -1,0 +1,237 @@
+//! The leader's side of a replicated partition's produce path: check, decide, propose, answer.
+//!
+//! *Check* is the single-node check (`validate_client_batch`). *Decide* runs against the
+//! leader's producer table for its term: a copy of the committed table, taken once the state
+//! machine has applied an entry of the leader's own term (its blank entry, so everything from
+//! earlier terms is applied: Redpanda's "in-sync term"), moved on by every batch the leader
+//! proposes. So a pipelined batch n+1 is judged against batch n before n commits. *Propose*
+//! hands the batch to openraft in decision order (one lock around decide and submit). The
+//! answer comes when the batch is applied, with its offsets in the log.
+//!
+//! A retry of a batch the table remembers is answered with the committed batch's offsets,
+//! once it is committed. Safety does not depend on the leader's table: every replica's state
+//! machine checks each committed batch again (see `state_machine.rs`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
+use openraft::ServerState;
+use tally_partition::{validate_client_batch, AppendDecision, AppendError, ProducerTable};
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::local_network::PartitionRaft;
+use crate::log_store::SegmentLogStore;
+use crate::state_machine::PartitionStateMachine;
+use crate::type_config::RaftBatch;
+
+/// How long a produce waits for the leader to take office or for a retried batch's
+/// original to commit, before it answers with a retriable error.
+const WAIT_MS: u64 = 5_000;
+
+#[derive(Debug, Error)]
+pub enum ProduceError {
+    /// NOT_LEADER_OR_FOLLOWER: the client refreshes metadata and retries.
+    #[error("not the leader of this partition (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// REQUEST_TIMED_OUT: the outcome is unknown; the client retries the same batch.
+    #[error("timed out: {0}")]
+    TimedOut(String),
+    /// The batch is refused (a gap, a stale epoch, a malformed batch).
+    #[error(transparent)]
+    Refused(#[from] AppendError),
+}
+
+/// Where a produced batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// A retry of a batch already in the log: nothing was written.
+    pub duplicate: bool,
+}
+
+/// The leader's producer table for one term.
+struct LeaderTerm {
+    term: u64,
+    table: ProducerTable,
+    /// Offsets the leader's table gives the batches it proposed: the log end offset at the
+    /// start of the term, moved on by each proposal. They order and key the table's entries;
+    /// a retry is always answered with the committed table's offsets, never these.
+    next_offset: i64,
+}
+
+pub struct PartitionLeader {
+    raft: PartitionRaft,
+    store: SegmentLogStore,
+    state_machine: PartitionStateMachine,
+    max_message_bytes: usize,
+    /// Test control: decide nothing, so a retried batch is stored again (the control run of
+    /// the fault tests, which shows the check can fail).
+    idempotence: bool,
+    term: Mutex<Option<LeaderTerm>>,
+}
+
+impl PartitionLeader {
+    pub fn new(
+        raft: PartitionRaft,
+        store: SegmentLogStore,
+        state_machine: PartitionStateMachine,
+        max_message_bytes: usize,
+    ) -> PartitionLeader {
+        PartitionLeader {
+            raft,
+            store,
+            state_machine,
+            max_message_bytes,
+            idempotence: true,
+            term: Mutex::new(None),
+        }
+    }
+
+    /// Turns the duplicate check off (test control only).
+    #[doc(hidden)]
+    pub fn without_idempotence(mut self) -> PartitionLeader {
+        self.idempotence = false;
+        self
+    }
+
+    /// Produces one client batch: answered once it is committed and applied.
+    pub async fn produce(&self, batch: Bytes) -> Result<Produced, ProduceError> {
+        let header = validate_client_batch(&batch, self.max_message_bytes)?;
+        let mut guard = self.term.lock().await;
+        let term = self.sync_term(&mut guard).await?;
+        let leader_term = guard.as_mut().expect("synced");
+        let decision = if self.idempotence {
+            leader_term.table.check(&header, false)?
+        } else {
+            AppendDecision::Append
+        };
+        if let AppendDecision::Duplicate(original) = decision {
+            drop(guard);
+            return self
+                .answer_retry(header.producer_id, header.producer_epoch, original.last_seq)
+                .await;
+        }
+        let mut proposed = header;
+        proposed.base_offset = leader_term.next_offset;
+        leader_term
+            .table
+            .apply_batch(&proposed, None, header.max_timestamp);
+        leader_term.next_offset = proposed.last_offset() + 1;
+        let (responder, done) = ProgressResponder::complete_only();
+        if let Err(e) = self
+            .raft
+            .client_write_ff(RaftBatch(batch), Some(responder))
+            .await
+        {
+            *guard = None;
+            return Err(ProduceError::TimedOut(e.to_string()));
+        }
+        drop(guard);
+        let outcome = done
+            .await
+            .map_err(|e| ProduceError::TimedOut(e.to_string()))?;
+        match outcome {
+            Ok(resp) => Ok(Produced {
+                base_offset: resp.data.base_offset,
+                last_offset: resp.data.last_offset,
+                duplicate: false,
+            }),
+            Err(e) => {
+                self.forget_term(term).await;
+                Err(match e {
+                    ClientWriteError::ForwardToLeader(f) => ProduceError::NotLeader {
+                        leader: f.leader_id,
+                    },
+                    // Discarded on a leader change: it may still commit through the next
+                    // leader, whose table will know it when the client retries.
+                    other => ProduceError::TimedOut(other.to_string()),
+                })
+            }
+        }
+    }
+
+    /// After a failed proposal the term's table may hold a batch that never commits: the next
+    /// produce rebuilds it.
+    async fn forget_term(&self, term: u64) {
+        let mut guard = self.term.lock().await;
+        if guard.as_ref().is_some_and(|t| t.term == term) {
+            *guard = None;
+        }
+    }
+
+    /// Makes `guard` this replica's table for its current term, if it leads. A new table is
+    /// taken from the state machine once it has applied everything in the log (at the start of
+    /// a term: the leader's blank entry, so every entry of earlier terms is applied).
+    async fn sync_term(&self, guard: &mut Option<LeaderTerm>) -> Result<u64, ProduceError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            *guard = None;
+            return Err(ProduceError::NotLeader {
+                leader: m.current_leader,
+            });
+        }
+        let term = m.current_term;
+        if guard.as_ref().is_some_and(|t| t.term == term) {
+            return Ok(term);
+        }
+        *guard = None;
+        let synced = self
+            .raft
+            .wait(Some(Duration::from_millis(WAIT_MS)))
+            .metrics(
+                |m| {
+                    m.current_term != term
+                        || (m.last_applied.is_some_and(|l| l.leader_id.term == term)
+                            && m.last_applied.map(|l| l.index) >= m.last_log_index)
+                },
+                "the leader's state machine caught up with its log",
+            )
+            .await
+            .map_err(|e| ProduceError::TimedOut(e.to_string()))?;
+        if synced.current_term != term || synced.state != ServerState::Leader {
+            return Err(ProduceError::NotLeader {
+                leader: synced.current_leader,
+            });
+        }
+        *guard = Some(LeaderTerm {
+            term,
+            table: self.state_machine.producers(),
+            next_offset: self.store.log_reader().log_end_offset(),
+        });
+        Ok(term)
+    }
+
+    /// The answer to a retry: the committed batch's offsets, once it is committed.
+    async fn answer_retry(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        last_seq: i32,
+    ) -> Result<Produced, ProduceError> {
+        let mut high_watermark = self.state_machine.high_watermark();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
+        loop {
+            if let Some(b) = self
+                .state_machine
+                .committed_batch(producer_id, epoch, last_seq)
+            {
+                return Ok(Produced {
+                    base_offset: b.first_offset(),
+                    last_offset: b.last_offset,
+                    duplicate: true,
+                });
+            }
+            let changed = tokio::time::timeout_at(deadline, high_watermark.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(ProduceError::TimedOut(format!(
+                    "the original of producer {producer_id}'s batch ending at sequence {last_seq} did not commit"
+                )));
+            }
+        }
+    }
+}
