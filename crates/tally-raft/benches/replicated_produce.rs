@@ -31,7 +31,9 @@ fn batches(n: usize) -> Vec<Bytes> {
     (0..n)
         .map(|i| {
             let mut spec = BatchSpec::new(1000, 0, (i * RECORDS) as i32, RECORDS);
-            spec.values = (0..RECORDS).map(|r| vec![b'a' + (r % 26) as u8; 100]).collect();
+            spec.values = (0..RECORDS)
+                .map(|r| vec![b'a' + (r % 26) as u8; 100])
+                .collect();
             spec.encode()
         })
         .collect()
@@ -59,7 +61,9 @@ async fn group(dirs: &[&Path]) -> (Vec<Replica>, Arc<PartitionLeader>, LocalRout
     let mut replicas = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let id = i as u64 + 1;
-        let r = Replica::open(id, dir, &config, router.network_for(id)).await.unwrap();
+        let r = Replica::open(id, dir, &config, router.network_for(id))
+            .await
+            .unwrap();
         router.add(id, r.raft.clone());
         replicas.push(r);
     }
@@ -97,13 +101,20 @@ async fn produce_all(leader: &Arc<PartitionLeader>, batches: &[Bytes], in_flight
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let idle: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
     let all = batches(n + 1);
@@ -123,7 +134,9 @@ async fn main() {
         ("one-voter group, 16 in flight", 1, 16),
         ("three replicas in-process, 16 in flight", 3, 16),
     ] {
-        let tmp: Vec<_> = (0..replicas).map(|_| tempfile::tempdir().unwrap()).collect();
+        let tmp: Vec<_> = (0..replicas)
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
         let dirs: Vec<&Path> = tmp.iter().map(|d| d.path()).collect();
         let (replicas, leader, _router) = group(&dirs).await;
         produce_all(&leader, warm, 1).await;

@@ -11,12 +11,15 @@
 //!
 //! It does not decide whether a producer's batch is a duplicate or in sequence: that is
 //! `tally-partition`'s, run on the leader before a batch is proposed and again on every
-//! replica as it applies (see ARCHITECTURE.md, "Replication"). It does not own the network
-//! between replicas or the controller.
+//! replica as it applies (see ARCHITECTURE.md, "Replication"). It does not own the
+//! controller. Raft's traffic between nodes goes over TCP (`net/`: one listener per node for
+//! all its groups; entries travel as the batches the segments hold) or, in tests and the
+//! simulation, through the in-process `LocalRouter`.
 
 mod entry_codec;
 mod local_network;
 mod log_store;
+mod net;
 mod partition_leader;
 mod raft_index;
 mod raft_meta;
@@ -27,6 +30,7 @@ mod type_config;
 pub use entry_codec::{decode_entry, encode_entry, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP};
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
+pub use net::{RaftServer, TcpNetworkFactory};
 pub use partition_leader::{PartitionLeader, ProduceError, Produced};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
 pub use state_machine::{PartitionStateMachine, SnapshotData};

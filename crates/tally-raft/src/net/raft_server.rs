@@ -1,0 +1,136 @@
+//! A node's Raft listener: peers' requests for every group on this node, each connection on
+//! its own task, requests on a connection answered in order.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::Snapshot;
+use parking_lot::Mutex;
+use tokio::io::BufStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
+use crate::local_network::PartitionRaft;
+
+type Groups = Arc<Mutex<HashMap<String, PartitionRaft>>>;
+
+pub struct RaftServer {
+    local_addr: SocketAddr,
+    groups: Groups,
+    accept: JoinHandle<()>,
+    /// Set on drop: every connection's task ends, so a restarted node on the same port is
+    /// not shadowed by its predecessor's connections.
+    closed: watch::Sender<bool>,
+}
+
+impl RaftServer {
+    /// Listens on `addr` and serves the groups registered later.
+    pub async fn bind(addr: &str) -> io::Result<RaftServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let groups: Groups = Arc::default();
+        let served = Arc::clone(&groups);
+        let (closed, closed_rx) = watch::channel(false);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let groups = Arc::clone(&served);
+                let mut closed = closed_rx.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        result = serve(stream, groups) => {
+                            if let Err(e) = result {
+                                tracing::debug!(%peer, error = %e, "raft connection closed");
+                            }
+                        }
+                        _ = closed.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Ok(RaftServer {
+            local_addr,
+            groups,
+            accept,
+            closed,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves `group`'s replica on this node.
+    pub fn register(&self, group: impl Into<String>, raft: PartitionRaft) {
+        self.groups.lock().insert(group.into(), raft);
+    }
+
+    pub fn unregister(&self, group: &str) {
+        self.groups.lock().remove(group);
+    }
+}
+
+impl Drop for RaftServer {
+    /// Stops accepting and ends every open connection.
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.closed.send_replace(true);
+    }
+}
+
+async fn serve(stream: TcpStream, groups: Groups) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut stream = BufStream::new(stream);
+    while let Some((request, payload)) = read_frame::<_, Request>(&mut stream).await? {
+        let reply = handle(request, payload, &groups).await;
+        write_frame(&mut stream, &reply, &[]).await?;
+    }
+    Ok(())
+}
+
+async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
+    let group = match &request {
+        Request::Append { group, .. }
+        | Request::Vote { group, .. }
+        | Request::Snapshot { group, .. } => group.clone(),
+    };
+    let Some(raft) = groups.lock().get(&group).cloned() else {
+        return Reply::Error(format!("no replica of group {group} on this node"));
+    };
+    match request {
+        Request::Append {
+            vote,
+            prev_log_id,
+            leader_commit,
+            first_index,
+            ..
+        } => match decode_append(vote, prev_log_id, leader_commit, first_index, payload) {
+            Ok(rpc) => match raft.append_entries(rpc).await {
+                Ok(resp) => Reply::Append(resp),
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            Err(e) => Reply::Error(e.to_string()),
+        },
+        Request::Vote { request, .. } => match raft.vote(request).await {
+            Ok(resp) => Reply::Vote(resp),
+            Err(e) => Reply::Error(e.to_string()),
+        },
+        Request::Snapshot { vote, meta, .. } => {
+            let snapshot = Snapshot {
+                meta,
+                snapshot: payload.to_vec(),
+            };
+            match raft.install_full_snapshot(vote, snapshot).await {
+                Ok(resp) => Reply::Snapshot(resp),
+                Err(e) => Reply::Error(e.to_string()),
+            }
+        }
+    }
+}

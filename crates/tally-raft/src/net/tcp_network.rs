@@ -1,0 +1,168 @@
+//! A replica's links to its peers: one TCP connection per peer and Raft stream, opened when
+//! first needed and again after any error. A request waits at most the RPC's deadline.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, Snapshot};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+
+use super::wire::{encode_append, read_frame, write_frame, Reply, Request};
+use crate::state_machine::SnapshotData;
+use crate::type_config::{CommittedLeaderId, Node, TallyRaft, Vote};
+
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// The network of one replica of group `group`: peers are reached at their node's `addr`.
+pub struct TcpNetworkFactory {
+    group: String,
+}
+
+impl TcpNetworkFactory {
+    pub fn new(group: impl Into<String>) -> TcpNetworkFactory {
+        TcpNetworkFactory {
+            group: group.into(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TallyRaft> for TcpNetworkFactory {
+    type Network = TcpConnection;
+
+    async fn new_client(&mut self, _target: u64, node: &Node) -> TcpConnection {
+        TcpConnection {
+            group: self.group.clone(),
+            addr: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+pub struct TcpConnection {
+    group: String,
+    addr: String,
+    stream: Option<BufStream<TcpStream>>,
+}
+
+impl TcpConnection {
+    /// Sends one request and reads its reply. Any failure drops the connection: the next
+    /// request opens a new one, so a reply is never matched to the wrong request.
+    async fn call(
+        &mut self,
+        header: &Request,
+        payload: &[Bytes],
+        timeout: Duration,
+    ) -> io::Result<Reply> {
+        let result = tokio::time::timeout(timeout, self.call_inner(header, payload)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "raft rpc timed out",
+            ))
+        });
+        // A node that cannot serve the request (its replica stopped) may be replaced by a
+        // restarted one on the same address: reconnect rather than ask the same task again.
+        if !matches!(
+            result,
+            Ok(Reply::Append(_) | Reply::Vote(_) | Reply::Snapshot(_))
+        ) {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn call_inner(&mut self, header: &Request, payload: &[Bytes]) -> io::Result<Reply> {
+        if self.stream.is_none() {
+            let connect = TcpStream::connect(&self.addr);
+            let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            stream.set_nodelay(true)?;
+            self.stream = Some(BufStream::new(stream));
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        write_frame(stream, header, payload).await?;
+        match read_frame::<_, Reply>(stream).await? {
+            Some((reply, _)) => Ok(reply),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection",
+            )),
+        }
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> Unreachable<TallyRaft> {
+        Unreachable::from_string(format!("{} ({}): {e}", self.addr, self.group))
+    }
+}
+
+fn unexpected(reply: Reply) -> String {
+    match reply {
+        Reply::Error(e) => e,
+        other => format!("unexpected reply {other:?}"),
+    }
+}
+
+impl RaftNetworkV2<TallyRaft> for TcpConnection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TallyRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TallyRaft>, RPCError<TallyRaft>> {
+        let (header, parts) = encode_append(&self.group, &rpc)
+            .map_err(|e| RPCError::Unreachable(self.unreachable(e)))?;
+        match self.call(&header, &parts, option.hard_ttl()).await {
+            Ok(Reply::Append(resp)) => Ok(resp),
+            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
+            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TallyRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TallyRaft>, RPCError<TallyRaft>> {
+        let header = Request::Vote {
+            group: self.group.clone(),
+            request: rpc,
+        };
+        match self.call(&header, &[], option.hard_ttl()).await {
+            Ok(Reply::Vote(resp)) => Ok(resp),
+            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
+            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<CommittedLeaderId, u64, Node, SnapshotData>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TallyRaft>, StreamingError<TallyRaft>> {
+        let header = Request::Snapshot {
+            group: self.group.clone(),
+            vote,
+            meta: snapshot.meta,
+        };
+        let payload = [Bytes::from(snapshot.snapshot)];
+        match self.call(&header, &payload, option.hard_ttl()).await {
+            Ok(Reply::Snapshot(resp)) => Ok(resp),
+            Ok(other) => Err(StreamingError::Unreachable(
+                self.unreachable(unexpected(other)),
+            )),
+            Err(e) => Err(StreamingError::Unreachable(self.unreachable(e))),
+        }
+    }
+}

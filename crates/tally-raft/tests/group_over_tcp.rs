@@ -1,0 +1,187 @@
+//! A three-replica partition group whose Raft traffic goes over TCP on loopback: an
+//! idempotent producer's batches are stored once, in order, on every replica, while the leader
+//! is stopped and later restarted on its data directory and address; the restarted replica
+//! catches up and holds the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::impls::BasicNode;
+use openraft::ServerState;
+use tally_log::{LogConfig, LogReader};
+use tally_protocol::BatchHeader;
+use tally_raft::{
+    PartitionLeader, ProduceError, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
+    TcpNetworkFactory,
+};
+use tally_testkit::BatchSpec;
+
+const GROUP: &str = "orders-0";
+const PRODUCER_ID: i64 = 77;
+const WAIT: Option<Duration> = Some(Duration::from_secs(15));
+
+struct Node {
+    replica: Replica,
+    leader: Arc<PartitionLeader>,
+    _server: RaftServer,
+}
+
+async fn start(id: u64, dir: &Path, addr: &str) -> Node {
+    let server = RaftServer::bind(addr).await.unwrap();
+    let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
+    let replica = Replica::open(id, dir, &config, TcpNetworkFactory::new(GROUP))
+        .await
+        .unwrap();
+    server.register(GROUP, replica.raft.clone());
+    let leader = Arc::new(PartitionLeader::new(
+        replica.raft.clone(),
+        replica.store.clone(),
+        replica.state_machine.clone(),
+        1 << 20,
+    ));
+    Node {
+        replica,
+        leader,
+        _server: server,
+    }
+}
+
+fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
+    nodes
+        .iter()
+        .filter_map(|(id, n)| {
+            let m = n.replica.raft.metrics().borrow_watched().clone();
+            (m.state == ServerState::Leader).then_some((m.current_term, *id))
+        })
+        .max()
+        .map(|(_, id)| id)
+}
+
+/// Produces `batches` (sequence, bytes) in order through whoever leads, retrying each until
+/// it is acknowledged. Bounded: 60 seconds.
+async fn produce(nodes: &BTreeMap<u64, Node>, batches: &[(i32, Bytes)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (seq, batch) in batches {
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sequence {seq} never acknowledged"
+            );
+            let Some(id) = leader_of(nodes) else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let sent = tokio::time::timeout(
+                Duration::from_secs(3),
+                nodes[&id].leader.produce(batch.clone()),
+            );
+            match sent.await {
+                Ok(Ok(_)) => break,
+                Ok(Err(ProduceError::Refused(e))) => panic!("sequence {seq} refused: {e}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+fn log_bytes(reader: &LogReader, end: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let read = reader.read(offset, 1 << 20, end, true).unwrap();
+        let mut rest = &read.records[..];
+        while !rest.is_empty() {
+            let h = BatchHeader::parse_whole(rest).unwrap();
+            offset = h.last_offset() + 1;
+            rest = &rest[h.size_in_bytes()..];
+        }
+        out.extend_from_slice(&read.records);
+    }
+    out
+}
+
+fn sequences(bytes: &[u8]) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let h = BatchHeader::parse_whole(rest).unwrap();
+        if !h.is_control() && h.producer_id == PRODUCER_ID {
+            out.push(h.base_sequence);
+        }
+        rest = &rest[h.size_in_bytes()..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_over_tcp_survives_a_stopped_leader_and_the_restarted_one_catches_up() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let node = start(id, dir.path(), "127.0.0.1:0").await;
+        addrs.insert(id, node._server.local_addr().to_string());
+        nodes.insert(id, node);
+    }
+    let members: BTreeMap<u64, BasicNode> = addrs
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a.clone())))
+        .collect();
+    nodes[&1].replica.raft.initialize(members).await.unwrap();
+
+    let all: Vec<(i32, Bytes)> = (0..40)
+        .map(|k| (k * 2, BatchSpec::new(PRODUCER_ID, 0, k * 2, 2).encode()))
+        .collect();
+    produce(&nodes, &all[..20]).await;
+
+    // The leader stops (its Raft, its listener); the others elect a new one and go on.
+    let stopped = leader_of(&nodes).unwrap();
+    let node = nodes.remove(&stopped).unwrap();
+    node.replica.shutdown().await.unwrap();
+    drop(node._server);
+    produce(&nodes, &all[20..30]).await;
+
+    // It comes back on its directory and address, and catches up.
+    let idx = (stopped - 1) as usize;
+    nodes.insert(
+        stopped,
+        start(stopped, dirs[idx].path(), &addrs[&stopped]).await,
+    );
+    produce(&nodes, &all[30..]).await;
+    let leader = leader_of(&nodes).unwrap();
+    let last = nodes[&leader]
+        .replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_log_index;
+    for n in nodes.values() {
+        n.replica
+            .raft
+            .wait(WAIT)
+            .applied_index_at_least(last, "caught up")
+            .await
+            .unwrap();
+    }
+    let hw = *nodes[&leader]
+        .replica
+        .state_machine
+        .high_watermark()
+        .borrow();
+    let reference = log_bytes(nodes[&leader].replica.store.log_reader(), hw);
+    let expected: Vec<i32> = all.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sequences(&reference), expected, "each batch once, in order");
+    for (id, n) in &nodes {
+        let bytes = log_bytes(n.replica.store.log_reader(), hw);
+        assert!(bytes == reference, "replica {id} holds other bytes");
+        assert_eq!(n.replica.state_machine.check_disagreements(), 0);
+    }
+    for (_, n) in nodes {
+        n.replica.shutdown().await.unwrap();
+    }
+}
