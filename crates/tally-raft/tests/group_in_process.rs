@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use tally_log::{LogConfig, LogReader};
+use tally_log::LogConfig;
 use tally_protocol::BatchHeader;
 use tally_raft::{AppliedBatch, LocalRouter, RaftBatch, RaftTimeouts, Replica, ReplicaConfig};
 use tally_testkit::BatchSpec;
+
+mod common;
+use common::{bytes_below, contains};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -31,23 +34,6 @@ async fn open(id: u64, dir: &Path, router: &LocalRouter) -> Replica {
         .unwrap();
     router.add(id, replica.raft.clone());
     replica
-}
-
-/// Every byte below `end`, batch by batch.
-fn bytes_below(reader: &LogReader, end: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let read = reader.read(offset, 1 << 20, end, true).unwrap();
-        let mut rest = &read.records[..];
-        while !rest.is_empty() {
-            let h = BatchHeader::parse_whole(rest).unwrap();
-            offset = h.last_offset() + 1;
-            rest = &rest[h.size_in_bytes()..];
-        }
-        out.extend_from_slice(&read.records);
-    }
-    out
 }
 
 /// Writes through `leader`, as a client would: a leader still taking office answers
@@ -69,12 +55,6 @@ async fn write(
             Err(e) => panic!("write through {leader}: {e}"),
         }
     }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,13 +12,15 @@ use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
 use openraft::ServerState;
-use tally_log::{LogConfig, LogReader};
-use tally_protocol::BatchHeader;
+use tally_log::LogConfig;
 use tally_raft::{
     PartitionLeader, ProduceError, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
     TcpNetworkFactory,
 };
 use tally_testkit::BatchSpec;
+
+mod common;
+use common::{bytes_below, producer_batches};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 77;
@@ -88,35 +90,6 @@ async fn produce(nodes: &BTreeMap<u64, Node>, batches: &[(i32, Bytes)]) {
     }
 }
 
-fn log_bytes(reader: &LogReader, end: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let read = reader.read(offset, 1 << 20, end, true).unwrap();
-        let mut rest = &read.records[..];
-        while !rest.is_empty() {
-            let h = BatchHeader::parse_whole(rest).unwrap();
-            offset = h.last_offset() + 1;
-            rest = &rest[h.size_in_bytes()..];
-        }
-        out.extend_from_slice(&read.records);
-    }
-    out
-}
-
-fn sequences(bytes: &[u8]) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let h = BatchHeader::parse_whole(rest).unwrap();
-        if !h.is_control() && h.producer_id == PRODUCER_ID {
-            out.push(h.base_sequence);
-        }
-        rest = &rest[h.size_in_bytes()..];
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_over_tcp_survives_a_stopped_leader_and_the_restarted_one_catches_up() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -173,11 +146,15 @@ async fn a_group_over_tcp_survives_a_stopped_leader_and_the_restarted_one_catche
         .state_machine
         .high_watermark()
         .borrow();
-    let reference = log_bytes(nodes[&leader].replica.store.log_reader(), hw);
+    let reference = bytes_below(nodes[&leader].replica.store.log_reader(), hw);
     let expected: Vec<i32> = all.iter().map(|(s, _)| *s).collect();
-    assert_eq!(sequences(&reference), expected, "each batch once, in order");
+    let stored: Vec<i32> = producer_batches(&reference, PRODUCER_ID)
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(stored, expected, "each batch once, in order");
     for (id, n) in &nodes {
-        let bytes = log_bytes(n.replica.store.log_reader(), hw);
+        let bytes = bytes_below(n.replica.store.log_reader(), hw);
         assert!(bytes == reference, "replica {id} holds other bytes");
         assert_eq!(n.replica.state_machine.check_disagreements(), 0);
     }

@@ -11,13 +11,15 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
 use openraft::ServerState;
-use tally_log::{LogConfig, LogReader};
+use tally_log::LogConfig;
 use tally_partition::AppendError;
-use tally_protocol::BatchHeader;
 use tally_raft::{
     LocalRouter, PartitionLeader, ProduceError, Produced, RaftTimeouts, Replica, ReplicaConfig,
 };
 use tally_testkit::BatchSpec;
+
+mod common;
+use common::{bytes_below, producer_batches};
 
 const PRODUCER_ID: i64 = 1000;
 const BATCHES: usize = 60;
@@ -73,36 +75,6 @@ fn current_leader(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
         })
         .max()
         .map(|(_, id)| id)
-}
-
-fn bytes_below(reader: &LogReader, end: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let read = reader.read(offset, 1 << 20, end, true).unwrap();
-        let mut rest = &read.records[..];
-        while !rest.is_empty() {
-            let h = BatchHeader::parse_whole(rest).unwrap();
-            offset = h.last_offset() + 1;
-            rest = &rest[h.size_in_bytes()..];
-        }
-        out.extend_from_slice(&read.records);
-    }
-    out
-}
-
-/// The producer's batches in the log, as (base sequence, base offset), in log order.
-fn stored_batches(bytes: &[u8]) -> Vec<(i32, i64)> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let h = BatchHeader::parse_whole(rest).unwrap();
-        if !h.is_control() && h.producer_id == PRODUCER_ID {
-            out.push((h.base_sequence, h.base_offset));
-        }
-        rest = &rest[h.size_in_bytes()..];
-    }
-    out
 }
 
 struct Run {
@@ -259,7 +231,7 @@ async fn run(idempotence: bool) -> Run {
         n.replica.shutdown().await.unwrap();
     }
     Run {
-        stored: stored_batches(&reference),
+        stored: producer_batches(&reference, PRODUCER_ID),
         acks,
         duplicates_answered,
         duplicates_across_leaders,
