@@ -12,6 +12,7 @@
 //! once it is committed. Safety does not depend on the leader's table: every replica's state
 //! machine checks each committed batch again (see `state_machine.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,7 +73,9 @@ pub struct PartitionLeader {
     /// Test control: decide nothing, so a retried batch is stored again (the control run of
     /// the fault tests, which shows the check can fail).
     idempotence: bool,
-    term: Mutex<Option<LeaderTerm>>,
+    /// Shared with the task that waits for each proposal, which forgets the term's table
+    /// when a proposal fails, whether or not its caller still waits.
+    term: Arc<Mutex<Option<LeaderTerm>>>,
 }
 
 impl PartitionLeader {
@@ -88,7 +91,7 @@ impl PartitionLeader {
             state_machine,
             max_message_bytes,
             idempotence: true,
-            term: Mutex::new(None),
+            term: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -132,36 +135,38 @@ impl PartitionLeader {
             return Err(ProduceError::TimedOut(e.to_string()));
         }
         drop(guard);
-        let outcome = done
-            .await
-            .map_err(|e| ProduceError::TimedOut(e.to_string()))?;
-        match outcome {
-            Ok(resp) => Ok(Produced {
-                base_offset: resp.data.base_offset,
-                last_offset: resp.data.last_offset,
-                duplicate: false,
-            }),
-            Err(e) => {
-                self.forget_term(term).await;
-                Err(match e {
-                    ClientWriteError::ForwardToLeader(f) => ProduceError::NotLeader {
-                        leader: f.leader_id,
-                    },
-                    // Discarded on a leader change: it may still commit through the next
-                    // leader, whose table will know it when the client retries.
-                    other => ProduceError::TimedOut(other.to_string()),
-                })
-            }
-        }
-    }
-
-    /// After a failed proposal the term's table may hold a batch that never commits: the next
-    /// produce rebuilds it.
-    async fn forget_term(&self, term: u64) {
-        let mut guard = self.term.lock().await;
-        if guard.as_ref().is_some_and(|t| t.term == term) {
-            *guard = None;
-        }
+        // The outcome is handled on a task of its own, so a failed proposal is forgotten even
+        // when the caller gave up waiting (a timed-out request): otherwise the table would
+        // keep a batch that never commits and answer every retry of it as a duplicate.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&self.term);
+        tokio::spawn(async move {
+            let outcome = match done.await {
+                Ok(Ok(resp)) => Ok(Produced {
+                    base_offset: resp.data.base_offset,
+                    last_offset: resp.data.last_offset,
+                    duplicate: false,
+                }),
+                Ok(Err(e)) => {
+                    forget_term(&shared, term).await;
+                    Err(match e {
+                        ClientWriteError::ForwardToLeader(f) => ProduceError::NotLeader {
+                            leader: f.leader_id,
+                        },
+                        // Discarded on a leader change: it may still commit through the next
+                        // leader, whose table will know it when the client retries.
+                        other => ProduceError::TimedOut(other.to_string()),
+                    })
+                }
+                Err(e) => {
+                    forget_term(&shared, term).await;
+                    Err(ProduceError::TimedOut(e.to_string()))
+                }
+            };
+            let _ = tx.send(outcome);
+        });
+        rx.await
+            .map_err(|e| ProduceError::TimedOut(e.to_string()))?
     }
 
     /// Makes `guard` this replica's table for its current term, if it leads. A new table is
@@ -233,5 +238,14 @@ impl PartitionLeader {
                 )));
             }
         }
+    }
+}
+
+/// After a failed proposal the term's table may hold a batch that never commits: the next
+/// produce rebuilds it from the committed table, once everything in the log is applied.
+async fn forget_term(shared: &Mutex<Option<LeaderTerm>>, term: u64) {
+    let mut guard = shared.lock().await;
+    if guard.as_ref().is_some_and(|t| t.term == term) {
+        *guard = None;
     }
 }

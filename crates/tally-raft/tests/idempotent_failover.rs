@@ -149,11 +149,14 @@ async fn run(idempotence: bool) -> Run {
         }
         let sending = window;
         window += 1;
-        // The next window: the first batches not yet acknowledged, in sequence order.
-        let pending: Vec<&(i32, bytes::Bytes)> = all
+        // At most IN_FLIGHT batches past the oldest unacknowledged one (max.in.flight=5).
+        let first = all
+            .iter()
+            .position(|(seq, _)| !acks.contains_key(seq))
+            .unwrap();
+        let pending: Vec<&(i32, bytes::Bytes)> = all[first..(first + IN_FLIGHT).min(all.len())]
             .iter()
             .filter(|(seq, _)| !acks.contains_key(seq))
-            .take(IN_FLIGHT)
             .collect();
         let node = &nodes[&leader].leader;
         let sends = pending
