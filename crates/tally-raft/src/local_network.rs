@@ -1,6 +1,7 @@
 //! The replicas of partition groups in one process, wired to each other directly: what the
 //! in-process cluster tests and the simulation use before the broker's TCP transport exists.
-//! A link can be cut both ways (`isolate`), as a network partition would.
+//! A link can be cut both ways (`isolate`), as a network partition would, and requests and
+//! replies can be lost on a seeded schedule (`set_loss`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -23,6 +24,23 @@ pub type PartitionRaft = Raft<TallyRaft, PartitionStateMachine>;
 struct Routes {
     nodes: BTreeMap<u64, PartitionRaft>,
     isolated: BTreeSet<u64>,
+    /// Chance in a million that a request is lost, and (separately) that its reply is.
+    loss_ppm: u64,
+    /// splitmix64 state: a seeded schedule of losses.
+    rng: u64,
+}
+
+impl Routes {
+    fn lose(&mut self) -> bool {
+        if self.loss_ppm == 0 {
+            return false;
+        }
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % 1_000_000 < self.loss_ppm
+    }
 }
 
 /// Who can reach whom. Cheap to clone: clones share the routes.
@@ -50,6 +68,19 @@ impl LocalRouter {
         self.routes.lock().isolated.remove(&id);
     }
 
+    /// Loses each request, and each reply, with probability `loss` (0 to 1), on a schedule
+    /// seeded by `seed`: a lost reply means the peer acted on a request its sender thinks
+    /// failed.
+    pub fn set_loss(&self, loss: f64, seed: u64) {
+        let mut routes = self.routes.lock();
+        routes.loss_ppm = (loss.clamp(0.0, 1.0) * 1_000_000.0) as u64;
+        routes.rng = seed;
+    }
+
+    fn reply_lost(&self) -> bool {
+        self.routes.lock().lose()
+    }
+
     /// The network a replica `from` gives its Raft.
     pub fn network_for(&self, from: u64) -> LocalNetworkFactory {
         LocalNetworkFactory {
@@ -59,10 +90,15 @@ impl LocalRouter {
     }
 
     fn route(&self, from: u64, to: u64) -> Result<PartitionRaft, Unreachable<TallyRaft>> {
-        let routes = self.routes.lock();
+        let mut routes = self.routes.lock();
         if routes.isolated.contains(&from) || routes.isolated.contains(&to) {
             return Err(Unreachable::from_string(format!(
                 "link {from} -> {to} is cut"
+            )));
+        }
+        if routes.lose() {
+            return Err(Unreachable::from_string(format!(
+                "request {from} -> {to} lost"
             )));
         }
         routes
@@ -112,7 +148,11 @@ impl RaftNetworkV2<TallyRaft> for LocalConnection {
             .router
             .route(self.from, self.to)
             .map_err(RPCError::Unreachable)?;
-        raft.append_entries(rpc).await.map_err(unreachable)
+        let reply = raft.append_entries(rpc).await.map_err(unreachable)?;
+        if self.router.reply_lost() {
+            return Err(unreachable("reply lost"));
+        }
+        Ok(reply)
     }
 
     async fn vote(
@@ -124,7 +164,11 @@ impl RaftNetworkV2<TallyRaft> for LocalConnection {
             .router
             .route(self.from, self.to)
             .map_err(RPCError::Unreachable)?;
-        raft.vote(rpc).await.map_err(unreachable)
+        let reply = raft.vote(rpc).await.map_err(unreachable)?;
+        if self.router.reply_lost() {
+            return Err(unreachable("reply lost"));
+        }
+        Ok(reply)
     }
 
     async fn full_snapshot(

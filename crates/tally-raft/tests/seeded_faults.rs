@@ -1,6 +1,7 @@
 //! Seeded fault runs of a three-replica partition group, in one process: an idempotent
 //! producer (5 in flight, some acknowledgements lost) writes while a seeded schedule cuts
-//! replicas off, heals them, crashes them (no clean shutdown) and restarts them on their data.
+//! replicas off, heals them, crashes them (no clean shutdown) and restarts them on their data,
+//! and 5% of the requests and replies between replicas are lost.
 //! The oracle, after everything is healed and restarted:
 //!
 //! - every batch is stored exactly once, in sequence order, on every replica, byte for byte;
@@ -150,6 +151,8 @@ async fn run_seed(seed: u64) {
         isolated: BTreeSet::new(),
         leaders_by_term: BTreeMap::new(),
     };
+    // Every request and every reply between replicas has a 5% chance to be lost.
+    world.router.set_loss(0.05, seed);
     for id in 1..=3 {
         world.start(id).await;
     }
