@@ -23,12 +23,14 @@ pub struct RaftTimeouts {
 }
 
 impl Default for RaftTimeouts {
-    /// A leader that stops answering is replaced within about a second.
+    /// A leader that stops answering is replaced in about 1.3 s (p50 of 20 crashes, in-process,
+    /// BENCHMARKS.md): openraft's leader lease (the maximum election timeout) expires, then a
+    /// follower's election timeout. 400-800 ms gave 2.0 s.
     fn default() -> Self {
         RaftTimeouts {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 500,
         }
     }
 }
