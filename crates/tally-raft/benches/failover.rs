@@ -8,40 +8,19 @@
 //!     cargo bench -p tally-raft --bench failover [-- KILLS]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use openraft::ServerState;
-use tally_log::LogConfig;
-use tally_raft::{LocalRouter, PartitionLeader, RaftTimeouts, Replica, ReplicaConfig};
+use tally_raft::{LocalRouter, PartitionLeader, Replica};
 use tally_testkit::BatchSpec;
 
-async fn start(id: u64, dir: &Path, router: &LocalRouter) -> (Replica, PartitionLeader) {
-    let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
-    let replica = Replica::open(id, dir, &config, router.network_for(id))
-        .await
-        .unwrap();
-    router.add(id, replica.raft.clone());
-    let leader = PartitionLeader::new(
-        replica.raft.clone(),
-        replica.store.clone(),
-        replica.state_machine.clone(),
-        1 << 20,
-    );
-    (replica, leader)
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{highest_term_leader, start_local};
 
 fn leader_of(nodes: &BTreeMap<u64, (Replica, PartitionLeader)>) -> Option<u64> {
-    nodes
-        .iter()
-        .filter_map(|(id, (r, _))| {
-            let m = r.raft.metrics().borrow_watched().clone();
-            (m.state == ServerState::Leader).then_some((m.current_term, *id))
-        })
-        .max()
-        .map(|(_, id)| id)
+    highest_term_leader(nodes.values().map(|(r, _)| r))
 }
 
 /// One produce to whoever leads, given 500 ms.
@@ -72,7 +51,7 @@ async fn main() {
     let mut nodes = BTreeMap::new();
     for (i, dir) in dirs.iter().enumerate() {
         std::fs::create_dir(dir).unwrap();
-        nodes.insert(i as u64 + 1, start(i as u64 + 1, dir, &router).await);
+        nodes.insert(i as u64 + 1, start_local(i as u64 + 1, dir, &router).await);
     }
     let members: BTreeMap<u64, BasicNode> = (1..=3)
         .map(|id| (id, BasicNode::new("in-process")))
@@ -96,7 +75,7 @@ async fn main() {
         }
         times.push(start_at.elapsed());
         let dir = &dirs[(victim - 1) as usize];
-        nodes.insert(victim, start(victim, dir, &router).await);
+        nodes.insert(victim, start_local(victim, dir, &router).await);
     }
     times.sort();
     let p50 = times[times.len() / 2];

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use openraft::ServerState;
 use tally_log::LogConfig;
 use tally_raft::{
     PartitionLeader, ProduceError, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
@@ -20,11 +18,10 @@ use tally_raft::{
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::{bytes_below, producer_batches};
+use common::{converged, highest_term_leader, producer_batches};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 77;
-const WAIT: Option<Duration> = Some(Duration::from_secs(15));
 
 struct Node {
     replica: Replica,
@@ -53,14 +50,7 @@ async fn start(id: u64, dir: &Path, addr: &str) -> Node {
 }
 
 fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
-    nodes
-        .iter()
-        .filter_map(|(id, n)| {
-            let m = n.replica.raft.metrics().borrow_watched().clone();
-            (m.state == ServerState::Leader).then_some((m.current_term, *id))
-        })
-        .max()
-        .map(|(_, id)| id)
+    highest_term_leader(nodes.values().map(|n| &n.replica))
 }
 
 /// Produces `batches` (sequence, bytes) in order through whoever leads, retrying each until
@@ -127,35 +117,14 @@ async fn a_group_over_tcp_survives_a_stopped_leader_and_the_restarted_one_catche
     );
     produce(&nodes, &all[30..]).await;
     let leader = leader_of(&nodes).unwrap();
-    let last = nodes[&leader]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index;
-    for n in nodes.values() {
-        n.replica
-            .raft
-            .wait(WAIT)
-            .applied_index_at_least(last, "caught up")
-            .await
-            .unwrap();
-    }
-    let hw = *nodes[&leader]
-        .replica
-        .state_machine
-        .high_watermark()
-        .borrow();
-    let reference = bytes_below(nodes[&leader].replica.store.log_reader(), hw);
+    let reference = converged(&nodes[&leader].replica, nodes.values().map(|n| &n.replica)).await;
     let expected: Vec<i32> = all.iter().map(|(s, _)| *s).collect();
     let stored: Vec<i32> = producer_batches(&reference, PRODUCER_ID)
         .iter()
         .map(|b| b.0)
         .collect();
     assert_eq!(stored, expected, "each batch once, in order");
-    for (id, n) in &nodes {
-        let bytes = bytes_below(n.replica.store.log_reader(), hw);
-        assert!(bytes == reference, "replica {id} holds other bytes");
+    for n in nodes.values() {
         assert_eq!(n.replica.state_machine.check_disagreements(), 0);
     }
     for (_, n) in nodes {

@@ -8,23 +8,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use openraft::ServerState;
-use tally_log::LogConfig;
 use tally_partition::AppendError;
-use tally_raft::{
-    LocalRouter, PartitionLeader, ProduceError, Produced, RaftTimeouts, Replica, ReplicaConfig,
-};
+use tally_raft::{LocalRouter, PartitionLeader, ProduceError, Produced, Replica};
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::{bytes_below, producer_batches};
+use common::{converged, highest_term_leader, producer_batches, start_local};
 
 const PRODUCER_ID: i64 = 1000;
 const BATCHES: usize = 60;
 const IN_FLIGHT: usize = 5;
-const WAIT: Option<Duration> = Some(Duration::from_secs(15));
 
 struct Node {
     replica: Replica,
@@ -32,17 +26,7 @@ struct Node {
 }
 
 async fn open(id: u64, dir: &Path, router: &LocalRouter, idempotence: bool) -> Node {
-    let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
-    let replica = Replica::open(id, dir, &config, router.network_for(id))
-        .await
-        .unwrap();
-    router.add(id, replica.raft.clone());
-    let leader = PartitionLeader::new(
-        replica.raft.clone(),
-        replica.store.clone(),
-        replica.state_machine.clone(),
-        1 << 20,
-    );
+    let (replica, leader) = start_local(id, dir, router).await;
     let leader = if idempotence {
         leader
     } else {
@@ -65,16 +49,8 @@ fn batches() -> Vec<(i32, bytes::Bytes)> {
         .collect()
 }
 
-/// The replica that leads in the highest term, as a client's metadata refresh would find.
 fn current_leader(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
-    nodes
-        .iter()
-        .filter_map(|(id, n)| {
-            let m = n.replica.raft.metrics().borrow_watched().clone();
-            (m.state == ServerState::Leader).then_some((m.current_term, *id))
-        })
-        .max()
-        .map(|(_, id)| id)
+    highest_term_leader(nodes.values().map(|n| &n.replica))
 }
 
 struct Run {
@@ -199,37 +175,11 @@ async fn run(idempotence: bool) -> Run {
     }
     // Every replica applies everything the last leader committed.
     let leader = current_leader(&nodes).unwrap();
-    let last = nodes[&leader]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index;
-    for n in nodes.values() {
-        n.replica
-            .raft
-            .wait(WAIT)
-            .applied_index_at_least(last, "caught up")
-            .await
-            .unwrap();
-    }
-    let hw = *nodes[&leader]
-        .replica
-        .state_machine
-        .high_watermark()
-        .borrow();
-    let reference = bytes_below(nodes[&leader].replica.store.log_reader(), hw);
-    let mut check_disagreements = 0;
-    for (id, n) in &nodes {
-        assert_eq!(
-            *n.replica.state_machine.high_watermark().borrow(),
-            hw,
-            "replica {id}"
-        );
-        let bytes = bytes_below(n.replica.store.log_reader(), hw);
-        assert!(bytes == reference, "replica {id} holds other bytes");
-        check_disagreements += n.replica.state_machine.check_disagreements();
-    }
+    let reference = converged(&nodes[&leader].replica, nodes.values().map(|n| &n.replica)).await;
+    let check_disagreements = nodes
+        .values()
+        .map(|n| n.replica.state_machine.check_disagreements())
+        .sum();
     for (_, n) in nodes {
         n.replica.shutdown().await.unwrap();
     }

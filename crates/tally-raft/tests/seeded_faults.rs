@@ -22,15 +22,12 @@ use openraft::impls::BasicNode;
 use openraft::ServerState;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_log::LogConfig;
-use tally_raft::{
-    LocalRouter, PartitionLeader, ProduceError, Produced, RaftTimeouts, Replica, ReplicaConfig,
-};
+use tally_raft::{LocalRouter, PartitionLeader, ProduceError, Produced, Replica};
 use tally_testkit::BatchSpec;
 use tempfile::TempDir;
 
 mod common;
-use common::{bytes_below, producer_batches};
+use common::{converged, producer_batches, start_local};
 
 const PRODUCER_ID: i64 = 5000;
 const BATCHES: usize = 150;
@@ -53,18 +50,8 @@ struct World {
 
 impl World {
     async fn start(&mut self, id: u64) {
-        let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
         let dir = self.dirs[(id - 1) as usize].path();
-        let replica = Replica::open(id, dir, &config, self.router.network_for(id))
-            .await
-            .unwrap();
-        self.router.add(id, replica.raft.clone());
-        let leader = PartitionLeader::new(
-            replica.raft.clone(),
-            replica.store.clone(),
-            replica.state_machine.clone(),
-            1 << 20,
-        );
+        let (replica, leader) = start_local(id, dir, &self.router).await;
         self.nodes.insert(id, Node { replica, leader });
         self.crashed.remove(&id);
     }
@@ -142,6 +129,7 @@ fn batches() -> Vec<(i32, Bytes)> {
 }
 
 async fn run_seed(seed: u64) {
+    eprintln!("seed {seed}: running");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World {
         dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
@@ -246,27 +234,11 @@ async fn run_seed(seed: u64) {
     }
     assert!(done, "seed {seed}: the healed group accepts a write");
     let leader = world.observe().unwrap();
-    let last = world.nodes[&leader]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index;
-    for (id, n) in &world.nodes {
-        n.replica
-            .raft
-            .wait(Some(Duration::from_secs(20)))
-            .applied_index_at_least(last, "caught up")
-            .await
-            .unwrap_or_else(|e| panic!("seed {seed}: replica {id} did not catch up: {e}"));
-    }
-
-    let hw = *world.nodes[&leader]
-        .replica
-        .state_machine
-        .high_watermark()
-        .borrow();
-    let reference = bytes_below(world.nodes[&leader].replica.store.log_reader(), hw);
+    let reference = converged(
+        &world.nodes[&leader].replica,
+        world.nodes.values().map(|n| &n.replica),
+    )
+    .await;
     let stored = producer_batches(&reference, PRODUCER_ID);
     let sequences: Vec<i32> = stored.iter().map(|b| b.0).collect();
     let expected: Vec<i32> = all.iter().map(|b| b.0).collect();
@@ -282,12 +254,7 @@ async fn run_seed(seed: u64) {
             );
         }
     }
-    for (id, n) in &world.nodes {
-        let bytes = bytes_below(n.replica.store.log_reader(), hw);
-        assert!(
-            bytes == reference,
-            "seed {seed}: replica {id} holds other bytes"
-        );
+    for n in world.nodes.values() {
         assert_eq!(
             n.replica.state_machine.check_disagreements(),
             0,
