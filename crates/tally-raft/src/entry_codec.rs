@@ -98,7 +98,9 @@ pub fn decode_entry(index: u64, batch: Bytes) -> Result<Entry, CodecError> {
     let term = u64::try_from(header.partition_leader_epoch)
         .map_err(|_| bad(format!("negative epoch {}", header.partition_leader_epoch)))?;
     let log_id = LogId::new_term_index(term, index);
-    if header.is_control() && !header.is_transactional() {
+    // Only Raft's own entries carry Tally's control types: a transaction marker (types 0
+    // and 1) is a client-side entry like any batch.
+    if header.is_control() {
         if let Ok((control_type, value)) = parse_control(&header, &batch) {
             match control_type {
                 CONTROL_TYPE_BLANK => return Ok(Entry::new_blank(log_id)),
@@ -170,9 +172,32 @@ mod tests {
             header.verify_crc(&bytes).unwrap();
             assert!(header.is_control());
             assert_eq!(header.base_offset, 55);
+            // No producer and no timestamp: the producer table skips it, and every replica
+            // writes the same bytes.
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.max_timestamp
+                ),
+                (-1, -1, -1)
+            );
             let back = decode_entry(entry.log_id.index, bytes).unwrap();
             assert_eq!(back, entry);
         }
+    }
+
+    /// A batch of no records is its 61-byte header alone (Kafka keeps such batches for
+    /// their producer state): it is a whole batch.
+    #[test]
+    fn a_header_only_batch_is_an_entry() {
+        let mut head = BatchSpec::new(42, 3, 10, 1).encode()[..RECORD_BATCH_OVERHEAD].to_vec();
+        head[8..12].copy_from_slice(&((RECORD_BATCH_OVERHEAD - 12) as i32).to_be_bytes());
+        let entry = Entry::new_normal(LogId::new_term_index(1, 1), RaftBatch(Bytes::from(head)));
+        let encoded = encode_entry(&entry, 7).unwrap();
+        assert_eq!(encoded.head.len(), RECORD_BATCH_OVERHEAD);
+        assert!(encoded.tail.is_empty());
+        assert_eq!(encoded.header.base_offset, 7);
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub(crate) struct EntryLoc {
 
 #[derive(Debug, Default)]
 pub(crate) struct RaftIndex {
-    /// The raft index of `entries[0]`, when there is one.
+    /// The raft index of `entries[0]`; meaningless while there are no entries (the next push
+    /// sets it, and `accepts` goes by the last purged id then).
     first_index: u64,
     entries: VecDeque<EntryLoc>,
     last_purged: Option<LogId>,
@@ -28,7 +29,7 @@ pub(crate) struct RaftIndex {
 impl RaftIndex {
     pub fn new(last_purged: Option<LogId>) -> RaftIndex {
         RaftIndex {
-            first_index: last_purged.map_or(0, |l| l.index + 1),
+            first_index: 0,
             entries: VecDeque::new(),
             last_purged,
         }
@@ -102,9 +103,6 @@ impl RaftIndex {
         while !self.entries.is_empty() && self.first_index <= log_id.index {
             self.entries.pop_front();
             self.first_index += 1;
-        }
-        if self.entries.is_empty() {
-            self.first_index = log_id.index + 1;
         }
         self.last_purged = Some(log_id);
     }
