@@ -351,11 +351,10 @@ impl Segment {
         self.writeback_from = until;
     }
 
-    /// Cuts the file to `size` bytes and makes the cut durable. The caller rebuilds the
-    /// segment's state from what remains (see `Log::truncate_to`).
+    /// Cuts the file to `size` bytes, durably; `Log::truncate_to` then rebuilds the state.
     pub(crate) fn cut_file(&self, size: u64) -> Result<(), LogError> {
-        storage::set_len(&self.file, &self.log_path, size)
-            .map_err(LogError::io(&*self.log_path))?;
+        let io = LogError::io(&*self.log_path);
+        storage::set_len(&self.file, &self.log_path, size).map_err(io)?;
         storage::sync_all(&self.file, &self.log_path).map_err(LogError::io(&*self.log_path))
     }
 
@@ -366,8 +365,7 @@ impl Segment {
 
     /// Loads the aborted-transaction index, once the segment's end is known (after recovery).
     pub(crate) fn load_txn_index(&mut self) -> Result<(), LogError> {
-        let end = self.next_offset();
-        self.txn_index.load(end)
+        self.txn_index.load(self.reader.next_offset())
     }
 
     /// Records an aborted transaction whose marker is in this segment.
