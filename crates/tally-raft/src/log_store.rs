@@ -108,6 +108,12 @@ impl SegmentLogStore {
         Some((loc.base_offset, loc.end_offset))
     }
 
+    /// How many handles share this store, writes still running on the blocking pool
+    /// included: 1 once everything else that used it (Raft, state machine) is gone.
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// Flushes and records a clean shutdown, so the next open reads nothing again.
     pub fn close(&self) -> io::Result<()> {
         self.inner.log.lock().close().map_err(io_err)

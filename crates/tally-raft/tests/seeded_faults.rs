@@ -61,6 +61,19 @@ impl World {
         self.router.remove(id);
         if let Some(node) = self.nodes.remove(&id) {
             node.replica.raft.shutdown().await.unwrap();
+            // A process that dies takes its threads along; here a write the stopped Raft
+            // started may still be running on the blocking pool. The replica restarts only
+            // once it has finished, as a new process would only start after the old one died.
+            let store = node.replica.store.clone();
+            drop(node);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while store.handle_count() > 1 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "replica {id} never stopped"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         self.crashed.insert(id);
     }
