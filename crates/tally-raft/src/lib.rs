@@ -33,5 +33,5 @@ pub use log_store::SegmentLogStore;
 pub use net::{RaftServer, TcpNetworkFactory};
 pub use partition_leader::{PartitionLeader, ProduceError, Produced};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
-pub use state_machine::{PartitionStateMachine, SnapshotData};
+pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};
 pub use type_config::{AppliedBatch, Entry, LogId, RaftBatch, StoredMembership, TallyRaft, Vote};

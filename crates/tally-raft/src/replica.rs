@@ -11,7 +11,7 @@ use tally_log::LogConfig;
 
 use crate::local_network::PartitionRaft;
 use crate::log_store::SegmentLogStore;
-use crate::state_machine::PartitionStateMachine;
+use crate::state_machine::{ApplyListener, PartitionStateMachine};
 use crate::type_config::TallyRaft;
 
 /// Timeouts of a partition group, in milliseconds.
@@ -53,12 +53,25 @@ pub fn raft_config(timeouts: RaftTimeouts) -> Result<Arc<Config>, openraft::Conf
 }
 
 /// What a replica is opened with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplicaConfig {
     pub log: LogConfig,
     pub raft: Arc<Config>,
     /// Producers remembered per partition (`max.producers.per.partition`).
     pub max_producers: usize,
+    /// Told of every batch the replica's state machine applies (the controller's metadata).
+    pub listener: Option<Arc<dyn ApplyListener>>,
+}
+
+impl std::fmt::Debug for ReplicaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaConfig")
+            .field("log", &self.log)
+            .field("raft", &self.raft)
+            .field("max_producers", &self.max_producers)
+            .field("listener", &self.listener.is_some())
+            .finish()
+    }
 }
 
 impl ReplicaConfig {
@@ -67,6 +80,7 @@ impl ReplicaConfig {
             log,
             raft: raft_config(timeouts)?,
             max_producers: 10_000,
+            listener: None,
         })
     }
 }
@@ -97,9 +111,13 @@ impl Replica {
     {
         let dir_owned = dir.to_path_buf();
         let (log_config, max_producers) = (config.log.clone(), config.max_producers);
+        let listener = config.listener.clone();
         let (store, state_machine) = tokio::task::spawn_blocking(move || {
             let store = SegmentLogStore::open(&dir_owned, log_config)?;
-            let sm = PartitionStateMachine::open(&dir_owned, store.clone(), max_producers)?;
+            let mut sm = PartitionStateMachine::open(&dir_owned, store.clone(), max_producers)?;
+            if let Some(listener) = listener {
+                sm = sm.with_listener(listener);
+            }
             Ok::<_, io::Error>((store, sm))
         })
         .await

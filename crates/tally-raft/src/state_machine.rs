@@ -43,6 +43,16 @@ const SNAPSHOT_FILE: &str = "raft-snapshot.json";
 /// A snapshot's bytes: the state machine's state as JSON.
 pub type SnapshotData = Vec<u8>;
 
+/// Told of every committed batch that is not one of Raft's own, in log order, on every
+/// replica, as it is applied: how state kept outside the producer table (the controller's
+/// cluster metadata) follows the log. It must be deterministic and must not block: it runs
+/// inside the state machine's apply. It sees the log again from the start after a restart,
+/// as the producer table does (no snapshot is built; see the module comment).
+pub trait ApplyListener: Send + Sync + 'static {
+    /// `header` carries the batch's offsets in the log; `batch` is the batch as stored.
+    fn applied(&self, header: &BatchHeader, batch: &[u8]);
+}
+
 type RaftSnapshot = Snapshot<CommittedLeaderId, u64, Node, SnapshotData>;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +80,7 @@ pub struct PartitionStateMachine {
     check_disagreements: Arc<AtomicU64>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     high_watermark: Arc<watch::Sender<i64>>,
+    listener: Option<Arc<dyn ApplyListener>>,
 }
 
 impl PartitionStateMachine {
@@ -101,7 +112,15 @@ impl PartitionStateMachine {
             check_disagreements: Arc::new(AtomicU64::new(0)),
             snapshot: Arc::new(Mutex::new(snapshot)),
             high_watermark: Arc::new(high_watermark),
+            listener: None,
         })
+    }
+
+    /// Tells `listener` of every batch this state machine applies from now on. Set it
+    /// before the Raft starts, so it sees the log from the start.
+    pub fn with_listener(mut self, listener: Arc<dyn ApplyListener>) -> PartitionStateMachine {
+        self.listener = Some(listener);
+        self
     }
 
     /// The high watermark: every offset below it is committed. Changes wake the receiver.
@@ -284,6 +303,9 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
                     header.base_offset = a.base_offset;
                     header.partition_leader_epoch = entry.log_id.leader_id.term as i32;
                     self.apply_to_producers(&header, bytes);
+                    if let Some(listener) = &self.listener {
+                        listener.applied(&header, bytes);
+                    }
                 }
             } else if let Some(a) = applied {
                 self.producers.lock().set_map_end_offset(a.last_offset + 1);

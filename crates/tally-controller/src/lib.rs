@@ -1,0 +1,25 @@
+//! `tally-controller` owns the cluster's metadata and the Raft group that replicates it, as
+//! KRaft's controller quorum does for Kafka: which brokers are registered and where they
+//! listen, which topics exist with their ids and configs, which replicas each partition has,
+//! and which producer-id blocks are handed out (KIP-730), so an id is never given twice, even
+//! across a leader change.
+//!
+//! The metadata log is a partition log like any other (tally-raft's `Replica`, its segment
+//! files, its `PartitionLeader`): one command per record batch. The `ClusterState` is a pure
+//! function of that log (`ClusterState::apply`), kept on every replica by a listener on the
+//! state machine's apply. It does not create or move partition replicas: the broker watches
+//! the state and does that (issue 12).
+
+mod assignment;
+mod cluster_state;
+#[cfg(test)]
+mod cluster_state_tests;
+mod command;
+mod controller;
+mod outcome;
+
+pub use assignment::assign_replicas;
+pub use cluster_state::{BrokerRegistration, ClusterState, TopicRecord, PRODUCER_ID_BLOCK_SIZE};
+pub use command::{decode_commands, encode_command, ControllerCommand};
+pub use controller::{Controller, ControllerError};
+pub use outcome::{Outcome, Refusal};

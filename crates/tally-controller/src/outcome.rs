@@ -1,0 +1,66 @@
+//! What applying a command did, as the proposer is told; a refusal maps to Kafka's error code
+//! for the request that proposed it.
+
+use serde::{Deserialize, Serialize};
+use tally_protocol::ResponseError;
+use thiserror::Error;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The node's broker epoch: the offset of this registration.
+    BrokerRegistered {
+        epoch: i64,
+    },
+    /// Each partition's replicas, preferred leader first.
+    TopicCreated {
+        topic_id: Uuid,
+        partitions: Vec<Vec<u64>>,
+    },
+    TopicDeleted,
+    /// The new partitions' replicas.
+    PartitionsCreated {
+        partitions: Vec<Vec<u64>>,
+    },
+    PartitionReassigned,
+    /// Ids `first .. first + count` are the node's alone.
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Refusal {
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("replication factor {requested} is larger than the {brokers} registered brokers")]
+    InvalidReplicationFactor { requested: u16, brokers: usize },
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("node {0} is not a registered broker")]
+    UnknownBroker(u64),
+    /// A record in the metadata log that this version cannot read; skipped by every replica.
+    #[error("unreadable command: {0}")]
+    Unreadable(String),
+}
+
+impl Refusal {
+    /// The Kafka error code a client is answered with.
+    pub fn error_code(&self) -> ResponseError {
+        match self {
+            Refusal::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            Refusal::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            Refusal::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            Refusal::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+            Refusal::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            Refusal::UnknownBroker(_) => ResponseError::BrokerNotAvailable,
+            Refusal::Unreadable(_) => ResponseError::UnknownServerError,
+        }
+    }
+}
