@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tally_protocol::BatchHeader;
 use tally_raft::{
     ApplyListener, PartitionLeader, PartitionRaft, ProduceError, Replica, ReplicaConfig,
@@ -33,7 +34,7 @@ use crate::outcome::Outcome;
 /// Commands are small; a larger batch in the metadata log is refused.
 const MAX_COMMAND_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Serialize, Deserialize)]
 pub enum ControllerError {
     /// This node's replica does not lead the controller group; `leader` is the one that
     /// does, when known.

@@ -11,15 +11,21 @@
 //! the state and does that (issue 12).
 
 mod assignment;
+mod cluster_node;
 mod cluster_state;
 #[cfg(test)]
 mod cluster_state_tests;
 mod command;
 mod controller;
+mod hosted_partition;
 mod outcome;
+mod submit;
 
 pub use assignment::assign_replicas;
+pub use cluster_node::{ClusterConfig, ClusterNode};
 pub use cluster_state::{BrokerRegistration, ClusterState, TopicRecord, PRODUCER_ID_BLOCK_SIZE};
 pub use command::{decode_commands, encode_command, ControllerCommand};
 pub use controller::{Controller, ControllerError};
+pub use hosted_partition::HostedPartition;
 pub use outcome::{Outcome, Refusal};
+pub use submit::{submit, ProposalHandler, CONTROLLER_GROUP};

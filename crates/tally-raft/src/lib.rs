@@ -30,7 +30,7 @@ mod type_config;
 pub use entry_codec::{decode_entry, encode_entry, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP};
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
-pub use net::{RaftServer, TcpNetworkFactory};
+pub use net::{forward, ForwardHandler, RaftServer, TcpNetworkFactory};
 pub use partition_leader::{PartitionLeader, ProduceError, Produced};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
 pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};

@@ -6,5 +6,5 @@ mod raft_server;
 mod tcp_network;
 mod wire;
 
-pub use raft_server::RaftServer;
-pub use tcp_network::TcpNetworkFactory;
+pub use raft_server::{ForwardHandler, RaftServer};
+pub use tcp_network::{forward, TcpNetworkFactory};

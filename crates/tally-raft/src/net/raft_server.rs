@@ -2,8 +2,10 @@
 //! its own task, requests on a connection answered in order.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,10 +20,23 @@ use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
 use crate::local_network::PartitionRaft;
 
 type Groups = Arc<Mutex<HashMap<String, PartitionRaft>>>;
+type Forwarders = Arc<Mutex<HashMap<String, Arc<dyn ForwardHandler>>>>;
+
+/// Serves requests forwarded to this node for a group (see `forward`).
+pub trait ForwardHandler: Send + Sync + 'static {
+    fn handle(&self, request: Bytes) -> Pin<Box<dyn Future<Output = Bytes> + Send>>;
+}
+
+/// What a connection's task serves.
+#[derive(Clone, Default)]
+struct Served {
+    groups: Groups,
+    forwarders: Forwarders,
+}
 
 pub struct RaftServer {
     local_addr: SocketAddr,
-    groups: Groups,
+    served: Served,
     accept: JoinHandle<()>,
     /// Set on drop: every connection's task ends, so a restarted node on the same port is
     /// not shadowed by its predecessor's connections.
@@ -33,19 +48,19 @@ impl RaftServer {
     pub async fn bind(addr: &str) -> io::Result<RaftServer> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let groups: Groups = Arc::default();
-        let served = Arc::clone(&groups);
+        let served = Served::default();
+        let shared = served.clone();
         let (closed, closed_rx) = watch::channel(false);
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                let groups = Arc::clone(&served);
+                let served = shared.clone();
                 let mut closed = closed_rx.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        result = serve(stream, groups) => {
+                        result = serve(stream, served) => {
                             if let Err(e) = result {
                                 tracing::debug!(%peer, error = %e, "raft connection closed");
                             }
@@ -57,7 +72,7 @@ impl RaftServer {
         });
         Ok(RaftServer {
             local_addr,
-            groups,
+            served,
             accept,
             closed,
         })
@@ -69,11 +84,16 @@ impl RaftServer {
 
     /// Serves `group`'s replica on this node.
     pub fn register(&self, group: impl Into<String>, raft: PartitionRaft) {
-        self.groups.lock().insert(group.into(), raft);
+        self.served.groups.lock().insert(group.into(), raft);
     }
 
     pub fn unregister(&self, group: &str) {
-        self.groups.lock().remove(group);
+        self.served.groups.lock().remove(group);
+    }
+
+    /// Serves requests that other nodes forward for `group` (`forward`).
+    pub fn register_forward(&self, group: impl Into<String>, handler: Arc<dyn ForwardHandler>) {
+        self.served.forwarders.lock().insert(group.into(), handler);
     }
 }
 
@@ -85,11 +105,25 @@ impl Drop for RaftServer {
     }
 }
 
-async fn serve(stream: TcpStream, groups: Groups) -> io::Result<()> {
+async fn serve(stream: TcpStream, served: Served) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut stream = BufStream::new(stream);
     while let Some((request, payload)) = read_frame::<_, Request>(&mut stream).await? {
-        let reply = handle(request, payload, &groups).await;
+        if let Request::Forward { group } = &request {
+            let handler = served.forwarders.lock().get(group).cloned();
+            match handler {
+                Some(h) => {
+                    let answer = h.handle(payload).await;
+                    write_frame(&mut stream, &Reply::Forwarded, &[answer]).await?;
+                }
+                None => {
+                    let reply = Reply::Error(format!("nothing serves group {group} on this node"));
+                    write_frame(&mut stream, &reply, &[]).await?;
+                }
+            }
+            continue;
+        }
+        let reply = handle(request, payload, &served.groups).await;
         write_frame(&mut stream, &reply, &[]).await?;
     }
     Ok(())
@@ -99,7 +133,8 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
     let group = match &request {
         Request::Append { group, .. }
         | Request::Vote { group, .. }
-        | Request::Snapshot { group, .. } => group.clone(),
+        | Request::Snapshot { group, .. }
+        | Request::Forward { group } => group.clone(),
     };
     let Some(raft) = groups.lock().get(&group).cloned() else {
         return Reply::Error(format!("no replica of group {group} on this node"));
@@ -132,5 +167,6 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
                 Err(e) => Reply::Error(e.to_string()),
             }
         }
+        Request::Forward { group } => Reply::Error(format!("group {group}: not forwarded")),
     }
 }

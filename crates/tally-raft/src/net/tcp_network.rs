@@ -166,3 +166,34 @@ impl RaftNetworkV2<TallyRaft> for TcpConnection {
         }
     }
 }
+
+/// Sends `request` to whatever serves `group` at `addr` (its `ForwardHandler`) and returns
+/// the answer's bytes. One connection per call: forwarding is for rare requests (a broker's
+/// proposals to the controller's leader), not for the data path.
+pub async fn forward(
+    addr: &str,
+    group: &str,
+    request: Bytes,
+    timeout: Duration,
+) -> io::Result<Bytes> {
+    let call = async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut stream = BufStream::new(stream);
+        let header = Request::Forward {
+            group: group.to_string(),
+        };
+        write_frame(&mut stream, &header, &[request]).await?;
+        match read_frame::<_, Reply>(&mut stream).await? {
+            Some((Reply::Forwarded, answer)) => Ok(answer),
+            Some((other, _)) => Err(io::Error::other(unexpected(other))),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection",
+            )),
+        }
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "forwarded request timed out"))?
+}

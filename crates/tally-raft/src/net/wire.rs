@@ -40,6 +40,9 @@ pub(crate) enum Request {
         vote: Vote,
         meta: SnapshotMeta,
     },
+    /// A request for whatever serves `group` on the node (the controller's leader takes
+    /// proposals from the other nodes); the payload is the request's bytes.
+    Forward { group: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +50,8 @@ pub(crate) enum Reply {
     Append(AppendEntriesResponse<TallyRaft>),
     Vote(VoteResponse<TallyRaft>),
     Snapshot(SnapshotResponse<TallyRaft>),
+    /// The answer to a forwarded request; its bytes are the payload.
+    Forwarded,
     /// The node could not serve the request (no such group, Raft stopped).
     Error(String),
 }

@@ -1,0 +1,260 @@
+//! One node of a cluster: its Raft listener, its replica of the controller group, and the
+//! partition replicas the metadata assigns to it.
+//!
+//! At start the node opens the controller's replica in `<data dir>/__cluster_metadata`; if its
+//! log is empty it initializes the group with the configured voters (KRaft's
+//! `controller.quorum.voters`; every voter does so with the same list, which openraft allows).
+//! It then registers itself, and a reconciling task keeps the hosted replicas equal to what
+//! the metadata assigns: on every applied command, and once a second so a group waiting for
+//! a registration is formed once it arrives.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::impls::BasicNode;
+use parking_lot::Mutex;
+use tally_raft::{RaftServer, ReplicaConfig, TcpNetworkFactory};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::command::ControllerCommand;
+use crate::controller::{Controller, ControllerError};
+use crate::hosted_partition::{assigned_to, HostContext, HostedPartition};
+use crate::outcome::Outcome;
+use crate::submit::{submit, ProposalHandler, CONTROLLER_GROUP};
+
+/// How long a start-up registration keeps trying before it gives up and logs.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `node.id`.
+    pub node_id: u64,
+    /// The controller group's voters and their Raft addresses (`controller.quorum.voters`).
+    /// This node's entry is where its Raft listener binds.
+    pub voters: BTreeMap<u64, String>,
+    pub data_dir: PathBuf,
+    /// Where this node serves Kafka clients, as it registers (`advertised.listeners`).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub replica: ReplicaConfig,
+    pub max_message_bytes: usize,
+}
+
+type Hosted = Arc<Mutex<BTreeMap<(String, u32), Arc<HostedPartition>>>>;
+
+pub struct ClusterNode {
+    controller: Arc<Controller>,
+    server: Arc<RaftServer>,
+    hosted: Hosted,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    context: Arc<HostContext>,
+}
+
+impl ClusterNode {
+    pub async fn start(config: ClusterConfig) -> io::Result<ClusterNode> {
+        let raft_addr = config.voters.get(&config.node_id).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("node {} is not among the voters", config.node_id),
+            )
+        })?;
+        let server = Arc::new(RaftServer::bind(raft_addr).await?);
+        let controller = Arc::new(
+            Controller::open(
+                config.node_id,
+                &config.data_dir.join(CONTROLLER_GROUP),
+                &config.replica,
+                TcpNetworkFactory::new(CONTROLLER_GROUP),
+            )
+            .await?,
+        );
+        server.register(CONTROLLER_GROUP, controller.raft().clone());
+        server.register_forward(
+            CONTROLLER_GROUP,
+            Arc::new(ProposalHandler(Arc::clone(&controller))),
+        );
+        if !controller
+            .raft()
+            .is_initialized()
+            .await
+            .map_err(io::Error::other)?
+        {
+            let voters: BTreeMap<u64, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            match controller.raft().initialize(voters).await {
+                // Another voter's election reached this one first: the group is forming.
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let context = Arc::new(HostContext {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            replica: config.replica.clone(),
+            max_message_bytes: config.max_message_bytes,
+            server: Arc::clone(&server),
+        });
+        let (stop, _) = watch::channel(false);
+        let hosted: Hosted = Arc::default();
+        let registration = ControllerCommand::RegisterBroker {
+            node_id: config.node_id,
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            raft_addr: raft_addr.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(register(
+                Arc::clone(&controller),
+                registration,
+                stop.subscribe(),
+            )),
+            tokio::spawn(reconcile_loop(
+                Arc::clone(&controller),
+                Arc::clone(&context),
+                Arc::clone(&hosted),
+                stop.subscribe(),
+            )),
+        ];
+        Ok(ClusterNode {
+            controller,
+            server,
+            hosted,
+            stop,
+            tasks,
+            context,
+        })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.context.node_id
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The replica of `topic`-`index` on this node, if it hosts one.
+    pub fn partition(&self, topic: &str, index: u32) -> Option<Arc<HostedPartition>> {
+        self.hosted.lock().get(&(topic.to_string(), index)).cloned()
+    }
+
+    /// Every replica this node hosts.
+    pub fn partitions(&self) -> Vec<Arc<HostedPartition>> {
+        self.hosted.lock().values().cloned().collect()
+    }
+
+    /// Proposes `command` through the controller's leader, wherever it is.
+    pub async fn submit(
+        &self,
+        command: &ControllerCommand,
+        timeout: Duration,
+    ) -> Result<Outcome, ControllerError> {
+        submit(&self.controller, command, timeout).await
+    }
+
+    /// Stops the tasks, every partition replica, then the controller's.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        self.stop.send_replace(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        let hosted: Vec<_> = std::mem::take(&mut *self.hosted.lock())
+            .into_values()
+            .collect();
+        for partition in hosted {
+            self.context.close(&partition, false).await?;
+        }
+        self.server.unregister(CONTROLLER_GROUP);
+        match Arc::try_unwrap(self.controller) {
+            Ok(controller) => controller.shutdown().await,
+            Err(controller) => controller.raft().shutdown().await.map_err(io::Error::other),
+        }
+    }
+}
+
+/// Registers the node, trying until it is done or the node stops.
+async fn register(
+    controller: Arc<Controller>,
+    registration: ControllerCommand,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        answer = submit(&controller, &registration, REGISTER_TIMEOUT) => match answer {
+            Ok(outcome) => tracing::info!(?outcome, "registered with the controller"),
+            Err(e) => tracing::error!(error = %e, "could not register with the controller"),
+        },
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+async fn reconcile_loop(
+    controller: Arc<Controller>,
+    context: Arc<HostContext>,
+    hosted: Hosted,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes = controller.changes();
+    loop {
+        reconcile(&controller, &context, &hosted).await;
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Opens what the metadata assigns to this node and is not hosted, closes what is hosted
+/// and no longer assigned (its files removed: its topic is gone or recreated).
+async fn reconcile(controller: &Controller, context: &HostContext, hosted: &Hosted) {
+    let state = controller.cluster();
+    let assigned = assigned_to(&state, context.node_id);
+    let gone: Vec<Arc<HostedPartition>> = {
+        let mut hosted = hosted.lock();
+        let keys: Vec<_> = hosted
+            .iter()
+            .filter(|(key, p)| assigned.get(*key).is_none_or(|(id, _)| *id != p.topic_id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.iter().filter_map(|k| hosted.remove(k)).collect()
+    };
+    for partition in gone {
+        if let Err(e) = context.close(&partition, true).await {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing a replica failed");
+        }
+    }
+    for ((topic, index), (topic_id, replicas)) in assigned {
+        if hosted.lock().contains_key(&(topic.clone(), index)) {
+            continue;
+        }
+        match context.open(&topic, index, topic_id, &replicas).await {
+            Ok(partition) => {
+                hosted.lock().insert((topic, index), partition);
+            }
+            Err(e) => {
+                tracing::error!(%topic, partition = index, error = %e, "opening a replica failed");
+            }
+        }
+    }
+    let hosted: Vec<_> = hosted.lock().values().cloned().collect();
+    for partition in hosted {
+        if let Err(e) = partition.form(context.node_id, &state).await {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "forming a partition group failed");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The partition replicas a node hosts, made to follow the metadata: a replica is opened
+//! for every partition assigned to the node and closed (its files removed) when its topic is
+//! deleted. The partition's directory is `<data dir>/<topic>-<partition>`, as Kafka names
+//! it, with the topic id in `partition.metadata`, so a directory left by a deleted topic of
+//! the same name is recognised and replaced. Its Raft group is named by the topic id, so a
+//! recreated topic never talks to its predecessor's replicas.
+//!
+//! The group is formed by its first replica (the preferred leader) once every replica is a
+//! registered broker: it initializes the group with all of them as voters, and the others
+//! wait for it, as openraft recommends. Moving replicas (membership changes) is not done
+//! yet.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use openraft::impls::BasicNode;
+use tally_raft::{PartitionLeader, RaftServer, Replica, ReplicaConfig, TcpNetworkFactory};
+use uuid::Uuid;
+
+use crate::cluster_state::ClusterState;
+
+const METADATA_FILE: &str = "partition.metadata";
+
+/// A partition replica on this node, with its produce path (used when it leads).
+pub struct HostedPartition {
+    pub topic: String,
+    pub index: u32,
+    pub topic_id: Uuid,
+    /// The replicas the metadata named when this one was opened, preferred leader first.
+    pub replicas: Vec<u64>,
+    pub replica: Replica,
+    pub leader: PartitionLeader,
+    /// The group has a membership (formed here or joined).
+    formed: AtomicBool,
+}
+
+impl HostedPartition {
+    /// The partition's Raft group name on every node's listener.
+    pub fn group_name(topic_id: Uuid, index: u32) -> String {
+        format!("{topic_id}-{index}")
+    }
+
+    /// Forms the group if this node is its first replica, the group is not formed yet and
+    /// every replica is registered (their Raft addresses are known). Tried again by every
+    /// reconciliation until it is done.
+    pub(crate) async fn form(&self, node_id: u64, state: &ClusterState) -> io::Result<()> {
+        if self.formed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self
+            .replica
+            .raft
+            .is_initialized()
+            .await
+            .map_err(io::Error::other)?
+        {
+            self.formed.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.replicas.first() != Some(&node_id) {
+            return Ok(());
+        }
+        let members: Option<BTreeMap<u64, BasicNode>> = self
+            .replicas
+            .iter()
+            .map(|id| {
+                let broker = state.brokers().get(id)?;
+                Some((*id, BasicNode::new(broker.raft_addr.clone())))
+            })
+            .collect();
+        if let Some(members) = members {
+            self.replica
+                .raft
+                .initialize(members)
+                .await
+                .map_err(io::Error::other)?;
+            self.formed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Stops the replica's Raft and closes its log.
+    async fn stop(&self) -> io::Result<()> {
+        self.replica
+            .raft
+            .shutdown()
+            .await
+            .map_err(io::Error::other)?;
+        let store = self.replica.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// What the metadata assigns to a node: (topic, partition) -> (topic id, replicas).
+pub(crate) type Assigned = BTreeMap<(String, u32), (Uuid, Vec<u64>)>;
+
+pub(crate) fn assigned_to(state: &ClusterState, node_id: u64) -> Assigned {
+    let mut out = Assigned::new();
+    for (name, topic) in state.topics() {
+        for (index, replicas) in topic.partitions.iter().enumerate() {
+            if replicas.contains(&node_id) {
+                out.insert(
+                    (name.clone(), index as u32),
+                    (topic.topic_id, replicas.clone()),
+                );
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn partition_dir(data_dir: &Path, topic: &str, index: u32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+/// What a node needs to open and serve partition replicas.
+pub(crate) struct HostContext {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub replica: ReplicaConfig,
+    pub max_message_bytes: usize,
+    pub server: Arc<RaftServer>,
+}
+
+impl HostContext {
+    /// Opens the replica of `topic`-`index` and serves its group.
+    pub(crate) async fn open(
+        &self,
+        topic: &str,
+        index: u32,
+        topic_id: Uuid,
+        replicas: &[u64],
+    ) -> io::Result<Arc<HostedPartition>> {
+        let dir = partition_dir(&self.data_dir, topic, index);
+        let prepared = dir.clone();
+        tokio::task::spawn_blocking(move || prepare_dir(&prepared, topic_id))
+            .await
+            .map_err(io::Error::other)??;
+        let group = HostedPartition::group_name(topic_id, index);
+        let network = TcpNetworkFactory::new(group.clone());
+        let replica = Replica::open(self.node_id, &dir, &self.replica, network).await?;
+        self.server.register(group, replica.raft.clone());
+        let leader = PartitionLeader::new(
+            replica.raft.clone(),
+            replica.store.clone(),
+            replica.state_machine.clone(),
+            self.max_message_bytes,
+        );
+        Ok(Arc::new(HostedPartition {
+            topic: topic.to_string(),
+            index,
+            topic_id,
+            replicas: replicas.to_vec(),
+            replica,
+            leader,
+            formed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Stops serving `partition`; with `delete`, removes its files (its topic is gone).
+    pub(crate) async fn close(&self, partition: &HostedPartition, delete: bool) -> io::Result<()> {
+        self.server.unregister(&HostedPartition::group_name(
+            partition.topic_id,
+            partition.index,
+        ));
+        partition.stop().await?;
+        if delete {
+            let dir = partition.replica.dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+                .await
+                .map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `dir` the directory of topic `topic_id`'s partition: a directory of another topic
+/// of the same name (deleted while this node was away) is removed first.
+fn prepare_dir(dir: &Path, topic_id: Uuid) -> io::Result<()> {
+    let file = dir.join(METADATA_FILE);
+    let expected = format!("version: 0\ntopic_id: {topic_id}\n");
+    match std::fs::read_to_string(&file) {
+        Ok(found) if found == expected => return Ok(()),
+        Ok(_) => std::fs::remove_dir_all(dir)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+    std::fs::write(&tmp, expected)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &file)?;
+    std::fs::File::open(dir)?.sync_all()
+}

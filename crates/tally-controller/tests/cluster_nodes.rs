@@ -1,0 +1,230 @@
+//! Three cluster nodes in one process over real TCP and real files: they register with the
+//! controller, a topic created through any node is hosted by the replicas the metadata
+//! assigns, each partition group elects a leader that takes produce, a deleted topic's
+//! replicas close and their files go, and a restarted node hosts its partitions again from
+//! its metadata log and catches up.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use tally_controller::{ClusterConfig, ClusterNode, ControllerCommand, Outcome};
+use tally_log::LogConfig;
+use tally_raft::{RaftTimeouts, ReplicaConfig};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Free loopback ports for the voters (bound, then released).
+fn voters(n: u64) -> BTreeMap<u64, String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+        .collect()
+}
+
+fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig {
+    ClusterConfig {
+        node_id: id,
+        voters: voters.clone(),
+        data_dir: dir.join(format!("node-{id}")),
+        advertised_host: "127.0.0.1".into(),
+        advertised_port: 19092 + id as u16,
+        replica: ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap(),
+        max_message_bytes: 1 << 20,
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Produces one batch to `topic`-`index` through whichever node leads it.
+async fn produce(nodes: &BTreeMap<u64, ClusterNode>, topic: &str, index: u32, seq: i32) -> i64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        for node in nodes.values() {
+            let Some(p) = node.partition(topic, index) else {
+                continue;
+            };
+            let batch = tally_testkit_batch(seq);
+            match p.leader.produce(batch).await {
+                Ok(produced) => return produced.base_offset,
+                Err(e) => tracing::debug!(node = node.node_id(), "produce: {e}"),
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader took produce"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tally_testkit_batch(seq: i32) -> bytes::Bytes {
+    tally_testkit::BatchSpec::new(42, 0, seq * 2, 2).encode()
+}
+
+fn high_watermark(node: &ClusterNode, topic: &str, index: u32) -> i64 {
+    node.partition(topic, index)
+        .map_or(-1, |p| *p.replica.state_machine.high_watermark().borrow())
+}
+
+fn create(name: &str, partitions: u32) -> ControllerCommand {
+    ControllerCommand::CreateTopic {
+        name: name.into(),
+        topic_id: Uuid::new_v4(),
+        partitions,
+        replication_factor: 3,
+        configs: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_through_any_node_is_hosted_replicated_and_removed_with_its_files() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let voters = voters(3);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(
+            id,
+            ClusterNode::start(config(id, &voters, dir.path()))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_until("every node sees three registered brokers", || {
+        nodes
+            .values()
+            .all(|n| n.controller().cluster().brokers().len() == 3)
+    })
+    .await;
+
+    // Through every node in turn: at least two of them forward to the leader.
+    for (i, node) in nodes.values().enumerate() {
+        let name = format!("orders-{i}");
+        let outcome = node.submit(&create(&name, 2), WAIT).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::TopicCreated { .. }),
+            "{outcome:?}"
+        );
+    }
+    let outcome = nodes[&2]
+        .submit(&create("orders-0", 1), WAIT)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Refused(_)), "{outcome:?}");
+    wait_until("every node hosts its six replicas", || {
+        nodes.values().all(|n| n.partitions().len() == 6)
+    })
+    .await;
+
+    for index in 0..2 {
+        let first = produce(&nodes, "orders-1", index, 0).await;
+        let second = produce(&nodes, "orders-1", index, 1).await;
+        assert_eq!(second, first + 2);
+        wait_until("the replicas commit both batches", || {
+            nodes
+                .values()
+                .all(|n| high_watermark(n, "orders-1", index) == second + 2)
+        })
+        .await;
+        // A retry of the first batch is answered with its offset and not stored again.
+        assert_eq!(produce(&nodes, "orders-1", index, 0).await, first);
+        assert!(nodes
+            .values()
+            .all(|n| high_watermark(n, "orders-1", index) == second + 2));
+    }
+
+    let dirs: Vec<_> = nodes
+        .values()
+        .filter_map(|n| n.partition("orders-1", 0))
+        .map(|p| p.replica.dir.clone())
+        .collect();
+    assert_eq!(dirs.len(), 3);
+    assert!(dirs.iter().all(|d| d.exists()));
+    let deleted = nodes[&3]
+        .submit(
+            &ControllerCommand::DeleteTopic {
+                name: "orders-1".into(),
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, Outcome::TopicDeleted);
+    wait_until("every node closes the deleted topic's replicas", || {
+        nodes.values().all(|n| n.partitions().len() == 4)
+    })
+    .await;
+    wait_until("their files are gone", || dirs.iter().all(|d| !d.exists())).await;
+    for (_, node) in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_hosts_its_partitions_again_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let voters = voters(3);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(
+            id,
+            ClusterNode::start(config(id, &voters, dir.path()))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_until("three registered brokers", || {
+        nodes[&1].controller().cluster().brokers().len() == 3
+    })
+    .await;
+    nodes[&1].submit(&create("events", 1), WAIT).await.unwrap();
+    wait_until("every node hosts the replica", || {
+        nodes.values().all(|n| n.partition("events", 0).is_some())
+    })
+    .await;
+    let first = produce(&nodes, "events", 0, 0).await;
+
+    // Stop a node that does not lead the partition, write while it is away, restart it.
+    let leader = nodes
+        .values()
+        .find_map(|n| {
+            let p = n.partition("events", 0)?;
+            let m = p.replica.raft.metrics().borrow_watched().clone();
+            m.current_leader
+        })
+        .unwrap();
+    let away = *nodes.keys().find(|&&id| id != leader).unwrap();
+    nodes.remove(&away).unwrap().shutdown().await.unwrap();
+    produce(&nodes, "events", 0, 1).await;
+    produce(&nodes, "events", 0, 2).await;
+    nodes.insert(
+        away,
+        ClusterNode::start(config(away, &voters, dir.path()))
+            .await
+            .unwrap(),
+    );
+    wait_until("the restarted node hosts and catches up", || {
+        high_watermark(&nodes[&away], "events", 0) == first + 6
+    })
+    .await;
+    for (_, node) in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
