@@ -10,6 +10,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::broker_config::{BrokerConfig, ConfigError, Endpoint};
+use crate::cluster::cluster_config::quorum_voters;
+use crate::cluster::ClusterMode;
+use tally_controller::{ClusterConfig, ClusterNode};
+use tally_raft::{RaftTimeouts, ReplicaConfig};
 use crate::clock::Clock;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::group::store::OFFSETS_TOPIC;
@@ -46,6 +50,8 @@ pub enum StartError {
     Transactions(String),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot start the cluster node: {0}")]
+    Cluster(std::io::Error),
 }
 
 /// How a broker is run besides its config: what a simulation changes.
@@ -77,6 +83,8 @@ pub struct Broker {
     pub txns: Arc<TxnCoordinator>,
     /// Request and connection metrics (the partitions keep their own).
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
+    /// Cluster mode (`controller.quorum.voters` set): topics are served by Raft groups.
+    pub cluster: Option<Arc<ClusterMode>>,
     /// Bumped after every append; long-polling fetches wait on it.
     data_version: watch::Sender<u64>,
     shutting_down: AtomicBool,
@@ -85,6 +93,15 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The cluster's id: in cluster mode the one the controller recorded (the first node's to
+    /// propose it), else this data directory's.
+    pub fn cluster_id(&self) -> String {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.node.controller().read(|s| s.cluster_id().map(str::to_string)))
+            .unwrap_or_else(|| self.cluster_id.clone())
+    }
+
     pub fn notify_append(&self) {
         self.data_version.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -177,6 +194,14 @@ impl Broker {
         };
         let topics = Arc::new(topics);
         let producer_ids = Arc::new(producer_ids);
+        let cluster = match quorum_voters(&config)? {
+            Some(voters) => Some(Arc::new(
+                start_cluster(&config, &data_dir.cluster_id, voters, &advertised)
+                    .await
+                    .map_err(StartError::Cluster)?,
+            )),
+            None => None,
+        };
         let txns = open_txns(
             &config,
             &topics,
@@ -190,6 +215,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             groups,
             txns,
+            cluster,
             metrics: Arc::default(),
             node_id: config.node_id(),
             cluster_id: data_dir.cluster_id.clone(),
@@ -215,8 +241,39 @@ impl Broker {
 
     /// Flushes and snapshots every partition (the end of a clean shutdown).
     pub async fn close(&self) {
+        if let Some(cluster) = &self.cluster {
+            if let Err(e) = cluster.node.shutdown().await {
+                warn!(error = %e, "closing the cluster node's replicas failed");
+            }
+        }
         self.topics.close_all().await;
     }
+}
+
+/// The cluster node of a broker in cluster mode: its Raft listener on its voter address, its
+/// replicas under `<data dir>/cluster/`.
+async fn start_cluster(
+    config: &BrokerConfig,
+    cluster_id: &str,
+    voters: std::collections::BTreeMap<u64, String>,
+    advertised: &Endpoint,
+) -> std::io::Result<ClusterMode> {
+    let partition = config.partition_config(&Default::default());
+    let replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
+        .map_err(std::io::Error::other)?;
+    let node = ClusterNode::start(ClusterConfig {
+        node_id: config.node_id() as u64,
+        voters,
+        data_dir: config.log_dir().join("cluster"),
+        cluster_id: cluster_id.to_string(),
+        advertised_host: advertised.host.clone(),
+        advertised_port: advertised.port,
+        replica,
+        max_message_bytes: partition.max_message_bytes,
+    })
+    .await?;
+    info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");
+    Ok(ClusterMode::new(node))
 }
 
 /// Retention and producer expiry, each on its own interval.

@@ -208,6 +208,9 @@ impl BrokerConfig {
     pub fn num_partitions(&self) -> i32 {
         self.long("num.partitions") as i32
     }
+    pub fn default_replication_factor(&self) -> u16 {
+        self.long("default.replication.factor").clamp(1, i64::from(u16::MAX)) as u16
+    }
     pub fn auto_create_topics(&self) -> bool {
         self.bool("auto.create.topics.enable")
     }
@@ -280,10 +283,19 @@ impl BrokerConfig {
                 });
             }
         }
-        if self.long("default.replication.factor") != 1 {
-            return Err(ConfigError::InvalidValue(
-                "default.replication.factor: a single broker supports only 1".into(),
-            ));
+        match crate::cluster::cluster_config::quorum_voters(self)? {
+            None if self.long("default.replication.factor") != 1 => {
+                return Err(ConfigError::InvalidValue(
+                    "default.replication.factor: a single broker supports only 1".into(),
+                ));
+            }
+            Some(voters) if self.long("default.replication.factor") > voters.len() as i64 => {
+                return Err(ConfigError::InvalidValue(format!(
+                    "default.replication.factor: larger than the {} voters",
+                    voters.len()
+                )));
+            }
+            _ => {}
         }
         if self.get("log.dirs").0.contains(',') {
             return Err(ConfigError::InvalidValue(

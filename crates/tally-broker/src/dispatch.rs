@@ -111,9 +111,13 @@ pub async fn submit_produce(
     ctx: RequestContext,
     request: ProduceRequest,
 ) -> impl std::future::Future<Output = Outcome> + Send + 'static {
-    let pending = handlers::produce::submit(broker, &ctx, request).await;
+    let answer: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+        match &broker.cluster {
+            Some(cluster) => crate::cluster::produce::submit(broker, cluster, &ctx, request).await,
+            None => Box::pin(handlers::produce::submit(broker, &ctx, request).await.finish()),
+        };
     async move {
-        match pending.finish().await {
+        match answer.await {
             handlers::produce::ProduceOutcome::Respond(r) => encode(
                 ApiKey::Produce,
                 ctx.api_version,
@@ -126,6 +130,35 @@ pub async fn submit_produce(
     }
 }
 
+/// The APIs cluster mode answers itself (`cluster/`); any other request is given back.
+async fn cluster_mode(
+    broker: &Broker,
+    cluster: &crate::cluster::ClusterMode,
+    ctx: &RequestContext,
+    request: RequestKind,
+) -> Result<ResponseKind, RequestKind> {
+    use crate::cluster;
+    Ok(match request {
+        RequestKind::Fetch(r) => ResponseKind::Fetch(cluster::fetch::handle(broker, cluster, ctx, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(cluster::list_offsets::handle(broker, cluster, ctx, r).await)
+        }
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(cluster::metadata::handle(broker, cluster, ctx, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(cluster::admin::create_topics(broker, cluster, ctx, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(cluster::admin::delete_topics(cluster, ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(cluster::admin::init_producer_id(cluster, ctx, r).await)
+        }
+        other => return Err(other),
+    })
+}
+
 /// Handles a decoded request other than Produce, start to finish.
 pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
     let Decoded {
@@ -135,6 +168,13 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
     } = decoded;
     let (version, correlation_id) = (ctx.api_version, ctx.correlation_id);
 
+    let request = match &broker.cluster {
+        Some(cluster) => match cluster_mode(broker, cluster, &ctx, request).await {
+            Ok(response) => return encode(api_key, version, correlation_id, &response),
+            Err(request) => request,
+        },
+        None => request,
+    };
     let response = match request {
         RequestKind::Produce(r) => return submit_produce(broker, ctx, r).await.await,
         RequestKind::Fetch(r) => {

@@ -2,11 +2,14 @@
 //! names), the data directory, the topic registry and its durable record, producer-id
 //! allocation, the TCP listener with its limits, request framing and dispatch, and one handler
 //! per API under `handlers/`, the group coordinator (`group/`) and the transaction coordinator
-//! (`txn/`), TLS for an SSL listener (`tls.rs`), and the HTTP listener with metrics, health and the web console (`console/`). Handlers translate between the wire and the partitions; the
+//! (`txn/`), TLS for an SSL listener (`tls.rs`), the HTTP listener with metrics, health and
+//! the web console (`console/`), and cluster mode (`cluster/`: partitions served through their
+//! Raft groups, metadata from the controller group). Handlers translate between the wire and the partitions; the
 //! decision whether a batch is appended belongs to `tally-partition`, not here.
 
 mod broker;
 pub mod broker_config;
+pub mod cluster;
 pub mod clock;
 pub mod config_def;
 mod connection;

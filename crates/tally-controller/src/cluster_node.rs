@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
+use openraft::ServerState;
 use parking_lot::Mutex;
 use tally_raft::{RaftServer, ReplicaConfig, TcpNetworkFactory};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster_state::ClusterState;
 use crate::command::ControllerCommand;
 use crate::controller::{Controller, ControllerError};
 use crate::hosted_partition::{assigned_to, HostContext, HostedPartition};
@@ -31,6 +34,8 @@ use crate::submit::{submit, ProposalHandler, CONTROLLER_GROUP};
 /// How long a start-up registration keeps trying before it gives up and logs.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// A leadership report that cannot reach the controller is tried again on the next round.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -40,6 +45,8 @@ pub struct ClusterConfig {
     /// This node's entry is where its Raft listener binds.
     pub voters: BTreeMap<u64, String>,
     pub data_dir: PathBuf,
+    /// The cluster id this node proposes (its data directory's); the first proposed wins.
+    pub cluster_id: String,
     /// Where this node serves Kafka clients, as it registers (`advertised.listeners`).
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -54,7 +61,7 @@ pub struct ClusterNode {
     server: Arc<RaftServer>,
     hosted: Hosted,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     context: Arc<HostContext>,
 }
 
@@ -113,10 +120,13 @@ impl ClusterNode {
             port: config.advertised_port,
             raft_addr: raft_addr.clone(),
         };
+        let init = ControllerCommand::InitCluster {
+            cluster_id: config.cluster_id.clone(),
+        };
         let tasks = vec![
             tokio::spawn(register(
                 Arc::clone(&controller),
-                registration,
+                [init, registration],
                 stop.subscribe(),
             )),
             tokio::spawn(reconcile_loop(
@@ -131,7 +141,7 @@ impl ClusterNode {
             server,
             hosted,
             stop,
-            tasks,
+            tasks: Mutex::new(tasks),
             context,
         })
     }
@@ -167,10 +177,12 @@ impl ClusterNode {
         submit(&self.controller, command, timeout).await
     }
 
-    /// Stops the tasks, every partition replica, then the controller's.
-    pub async fn shutdown(mut self) -> io::Result<()> {
+    /// Stops the tasks, every partition replica, then the controller's, and flushes their
+    /// logs.
+    pub async fn shutdown(&self) -> io::Result<()> {
         self.stop.send_replace(true);
-        for task in self.tasks.drain(..) {
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for task in tasks {
             let _ = task.await;
         }
         let hosted: Vec<_> = std::mem::take(&mut *self.hosted.lock())
@@ -180,25 +192,25 @@ impl ClusterNode {
             self.context.close(&partition, false).await?;
         }
         self.server.unregister(CONTROLLER_GROUP);
-        match Arc::try_unwrap(self.controller) {
-            Ok(controller) => controller.shutdown().await,
-            Err(controller) => controller.raft().shutdown().await.map_err(io::Error::other),
-        }
+        self.controller.close().await
     }
 }
 
-/// Registers the node, trying until it is done or the node stops.
+/// Names the cluster (if no node has yet) and registers the node, each tried until it is
+/// done or the node stops.
 async fn register(
     controller: Arc<Controller>,
-    registration: ControllerCommand,
+    commands: [ControllerCommand; 2],
     mut stop: watch::Receiver<bool>,
 ) {
-    tokio::select! {
-        answer = submit(&controller, &registration, REGISTER_TIMEOUT) => match answer {
-            Ok(outcome) => tracing::info!(?outcome, "registered with the controller"),
-            Err(e) => tracing::error!(error = %e, "could not register with the controller"),
-        },
-        _ = stop.wait_for(|s| *s) => {}
+    for command in commands {
+        tokio::select! {
+            answer = submit(&controller, &command, REGISTER_TIMEOUT) => match answer {
+                Ok(outcome) => tracing::info!(?outcome, "joined the cluster"),
+                Err(e) => tracing::error!(error = %e, ?command, "could not reach the controller"),
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -256,5 +268,36 @@ async fn reconcile(controller: &Controller, context: &HostContext, hosted: &Host
         if let Err(e) = partition.form(context.node_id, &state).await {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "forming a partition group failed");
         }
+        report_leadership(controller, &state, context.node_id, &partition).await;
+    }
+}
+
+/// Tells the controller that this node leads `partition`, when its term is newer than the
+/// recorded one, so every node can name the leader.
+async fn report_leadership(
+    controller: &Controller,
+    state: &ClusterState,
+    node_id: u64,
+    partition: &HostedPartition,
+) {
+    let m = partition.replica.raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        return;
+    }
+    let recorded = state
+        .topic(&partition.topic)
+        .and_then(|t| t.leaders.get(partition.index as usize).copied().flatten());
+    if recorded.is_some_and(|(_, epoch)| epoch >= m.current_term) {
+        return;
+    }
+    let command = ControllerCommand::RecordLeader {
+        topic: partition.topic.clone(),
+        topic_id: partition.topic_id,
+        partition: partition.index,
+        leader: node_id,
+        epoch: m.current_term,
+    };
+    if let Err(e) = submit(controller, &command, REPORT_TIMEOUT).await {
+        tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "reporting leadership failed; trying again");
     }
 }

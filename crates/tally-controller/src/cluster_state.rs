@@ -35,10 +35,14 @@ pub struct TopicRecord {
     /// Each partition's replicas, preferred leader first.
     pub partitions: Vec<Vec<u64>>,
     pub configs: BTreeMap<String, String>,
+    /// Each partition's last reported leader and its epoch (Raft term), if any.
+    #[serde(default)]
+    pub leaders: Vec<Option<(u64, u64)>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
+    cluster_id: Option<String>,
     brokers: BTreeMap<u64, BrokerRegistration>,
     topics: BTreeMap<String, TopicRecord>,
     /// The first producer id of the next block.
@@ -53,6 +57,11 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// The cluster's id, once a node has named it.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
     pub fn brokers(&self) -> &BTreeMap<u64, BrokerRegistration> {
         &self.brokers
     }
@@ -91,6 +100,12 @@ impl ClusterState {
 
     fn apply_command(&mut self, offset: i64, command: &ControllerCommand) -> Outcome {
         match command {
+            ControllerCommand::InitCluster { cluster_id } => {
+                let cluster_id = self.cluster_id.get_or_insert_with(|| cluster_id.clone());
+                Outcome::ClusterId {
+                    cluster_id: cluster_id.clone(),
+                }
+            }
             ControllerCommand::RegisterBroker {
                 node_id,
                 host,
@@ -126,6 +141,13 @@ impl ClusterState {
                 partition,
                 replicas,
             } => self.reassign(topic, *partition, replicas),
+            ControllerCommand::RecordLeader {
+                topic,
+                topic_id,
+                partition,
+                leader,
+                epoch,
+            } => self.record_leader(topic, *topic_id, *partition, *leader, *epoch),
             ControllerCommand::AllocateProducerIds { node_id } => {
                 if !self.brokers.contains_key(node_id) {
                     return Outcome::Refused(Refusal::UnknownBroker(*node_id));
@@ -189,6 +211,7 @@ impl ClusterState {
             name.to_string(),
             TopicRecord {
                 topic_id,
+                leaders: vec![None; assignment.len()],
                 partitions: assignment.clone(),
                 configs: configs.clone(),
             },
@@ -214,10 +237,38 @@ impl ClusterState {
             Ok(new) => {
                 let topic = self.topics.get_mut(name).expect("checked above");
                 topic.partitions.extend(new.iter().cloned());
+                topic.leaders.resize(topic.partitions.len(), None);
                 Outcome::PartitionsCreated { partitions: new }
             }
             Err(refusal) => Outcome::Refused(refusal),
         }
+    }
+
+    fn record_leader(
+        &mut self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: u32,
+        leader: u64,
+        epoch: u64,
+    ) -> Outcome {
+        let recorded = self
+            .topics
+            .get_mut(topic)
+            .filter(|t| t.topic_id == topic_id)
+            .and_then(|t| {
+                t.leaders.resize(t.partitions.len(), None);
+                t.leaders.get_mut(partition as usize)
+            });
+        let Some(recorded) = recorded else {
+            return Outcome::Refused(Refusal::UnknownTopic(format!("{topic}-{partition}")));
+        };
+        // Terms only grow: a report from an older term arrived late.
+        let changed = recorded.is_none_or(|(_, e)| epoch > e);
+        if changed {
+            *recorded = Some((leader, epoch));
+        }
+        Outcome::LeaderRecorded { changed }
     }
 
     fn reassign(&mut self, name: &str, partition: u32, replicas: &[u64]) -> Outcome {

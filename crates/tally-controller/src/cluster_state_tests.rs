@@ -232,3 +232,54 @@ fn only_recent_outcomes_are_kept() {
     assert!(state.outcome_at(0).is_none());
     assert!(state.outcome_at(state.applied_end() - 1).is_some());
 }
+
+#[test]
+fn a_leader_report_is_recorded_only_when_its_term_is_newer() {
+    let mut state = three_brokers();
+    run(&mut state, &[create("orders", 2, 3)]);
+    let topic_id = state.topic("orders").unwrap().topic_id;
+    let report = |leader: u64, epoch: u64, partition: u32| ControllerCommand::RecordLeader {
+        topic: "orders".into(),
+        topic_id,
+        partition,
+        leader,
+        epoch,
+    };
+    let outcomes = run(
+        &mut state,
+        &[report(2, 3, 1), report(1, 2, 1), report(3, 4, 1), report(3, 4, 1)],
+    );
+    let changed: Vec<bool> = outcomes
+        .iter()
+        .map(|o| matches!(o, Outcome::LeaderRecorded { changed: true }))
+        .collect();
+    assert_eq!(changed, vec![true, false, true, false]);
+    assert_eq!(state.topic("orders").unwrap().leaders, vec![None, Some((3, 4))]);
+    let stale_topic = ControllerCommand::RecordLeader {
+        topic: "orders".into(),
+        topic_id: Uuid::from_u128(12345),
+        partition: 0,
+        leader: 1,
+        epoch: 9,
+    };
+    let unknown_partition = report(1, 9, 7);
+    for command in [stale_topic, unknown_partition] {
+        let outcome = run(&mut state, &[command]).remove(0);
+        assert!(matches!(outcome, Outcome::Refused(Refusal::UnknownTopic(_))), "{outcome:?}");
+    }
+    assert_eq!(state.topic("orders").unwrap().leaders[0], None);
+}
+
+#[test]
+fn the_first_cluster_id_applied_wins() {
+    let mut state = ClusterState::default();
+    assert_eq!(state.cluster_id(), None);
+    let init = |id: &str| ControllerCommand::InitCluster {
+        cluster_id: id.into(),
+    };
+    let outcomes = run(&mut state, &[init("a"), init("b")]);
+    for o in outcomes {
+        assert_eq!(o, Outcome::ClusterId { cluster_id: "a".into() });
+    }
+    assert_eq!(state.cluster_id(), Some("a"));
+}

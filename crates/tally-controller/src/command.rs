@@ -17,6 +17,11 @@ use uuid::Uuid;
 /// applied to, so every replica of the controller computes the same (`ClusterState::apply`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerCommand {
+    /// Names the cluster: the first of these to be applied wins, and every node reports its
+    /// id from then on (each node proposes the id of its own data directory at start).
+    InitCluster {
+        cluster_id: String,
+    },
     /// A node announces where it serves Kafka clients and Raft peers (KRaft's
     /// BrokerRegistration). A node registers again on every start.
     RegisterBroker {
@@ -51,6 +56,15 @@ pub enum ControllerCommand {
     /// A block of producer ids for `node_id` to hand out (KIP-730's AllocateProducerIds).
     AllocateProducerIds {
         node_id: u64,
+    },
+    /// `leader` leads `topic`-`partition` in Raft term `epoch` (KRaft's PartitionChangeRecord),
+    /// so nodes that host no replica of it can name its leader in Metadata.
+    RecordLeader {
+        topic: String,
+        topic_id: Uuid,
+        partition: u32,
+        leader: u64,
+        epoch: u64,
     },
 }
 

@@ -34,6 +34,7 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
         node_id: id,
         voters: voters.clone(),
         data_dir: dir.join(format!("node-{id}")),
+        cluster_id: format!("node-{id}-cluster"),
         advertised_host: "127.0.0.1".into(),
         advertised_port: 19092 + id as u16,
         replica: ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap(),
@@ -113,6 +114,13 @@ async fn a_topic_created_through_any_node_is_hosted_replicated_and_removed_with_
             .all(|n| n.controller().cluster().brokers().len() == 3)
     })
     .await;
+    // One cluster id, whichever node proposed it first.
+    let ids: std::collections::BTreeSet<Option<String>> = nodes
+        .values()
+        .map(|n| n.controller().cluster().cluster_id().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids.iter().all(Option::is_some));
 
     // Through every node in turn: at least two of them forward to the leader.
     for (i, node) in nodes.values().enumerate() {

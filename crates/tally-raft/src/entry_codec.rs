@@ -92,6 +92,43 @@ fn control(control_type: i16, value: &[u8]) -> Vec<u8> {
 }
 
 /// The entry at raft `index` from the whole batch the log holds for it.
+/// Whether a stored batch is one of Raft's own entries (blank, membership), which Fetch
+/// must not return.
+pub fn is_raft_entry(header: &BatchHeader, batch: &[u8]) -> bool {
+    header.is_control()
+        && matches!(
+            parse_control(header, batch),
+            Ok((CONTROL_TYPE_BLANK | CONTROL_TYPE_MEMBERSHIP, _))
+        )
+}
+
+/// `records` (whole batches, as a log read returns them) without Raft's own entries. Copies
+/// only when there is one to leave out, which is rare: one per term and membership change.
+pub fn without_raft_entries(records: Bytes) -> Bytes {
+    let mut kept: Option<Vec<u8>> = None;
+    let mut at = 0;
+    while at < records.len() {
+        let Ok(header) = BatchHeader::parse(&records[at..]) else {
+            break;
+        };
+        let end = (at + header.size_in_bytes()).min(records.len());
+        let raft = is_raft_entry(&header, &records[at..end]);
+        match (&mut kept, raft) {
+            (None, true) => kept = Some(records[..at].to_vec()),
+            (Some(out), false) => out.extend_from_slice(&records[at..end]),
+            _ => {}
+        }
+        at = end;
+    }
+    match kept {
+        Some(mut out) => {
+            out.extend_from_slice(&records[at..]);
+            Bytes::from(out)
+        }
+        None => records,
+    }
+}
+
 pub fn decode_entry(index: u64, batch: Bytes) -> Result<Entry, CodecError> {
     let bad = |reason: String| CodecError::BadBatch { index, reason };
     let header = BatchHeader::parse_whole(&batch).map_err(|e| bad(e.to_string()))?;
@@ -189,6 +226,38 @@ mod tests {
 
     /// A batch of no records is its 61-byte header alone (Kafka keeps such batches for
     /// their producer state): it is a whole batch.
+    #[test]
+    fn a_read_without_rafts_entries_keeps_every_other_batch_in_order() {
+        let blank = whole(&encode_entry(&Entry::new_blank(LogId::new_term_index(1, 0)), 0).unwrap());
+        let data = |offset: i64| {
+            let mut b = BatchSpec::new(3, 0, offset as i32, 1).encode().to_vec();
+            tally_protocol::record_batch::set_base_offset(&mut b, offset);
+            b
+        };
+        let marker = tally_protocol::encode_marker(
+            &tally_protocol::EndTxnMarker {
+                producer_id: 3,
+                producer_epoch: 0,
+                result: tally_protocol::TxnResult::Commit,
+                coordinator_epoch: 0,
+            },
+            0,
+        );
+        let mut records = Vec::new();
+        records.extend_from_slice(&data(0));
+        records.extend_from_slice(&blank);
+        records.extend_from_slice(&marker);
+        records.extend_from_slice(&data(3));
+        records.extend_from_slice(&blank);
+        let kept = without_raft_entries(Bytes::from(records));
+        let mut expected = data(0);
+        expected.extend_from_slice(&marker);
+        expected.extend_from_slice(&data(3));
+        assert_eq!(&kept[..], &expected[..]);
+        let only_data = Bytes::from(data(0));
+        assert_eq!(without_raft_entries(only_data.clone()), only_data);
+    }
+
     #[test]
     fn a_header_only_batch_is_an_entry() {
         let mut head = BatchSpec::new(42, 3, 10, 1).encode()[..RECORD_BATCH_OVERHEAD].to_vec();

@@ -27,11 +27,14 @@ mod replica;
 mod state_machine;
 mod type_config;
 
-pub use entry_codec::{decode_entry, encode_entry, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP};
+pub use entry_codec::{
+    decode_entry, encode_entry, is_raft_entry, without_raft_entries, CONTROL_TYPE_BLANK,
+    CONTROL_TYPE_MEMBERSHIP,
+};
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
 pub use net::{forward, ForwardHandler, RaftServer, TcpNetworkFactory};
-pub use partition_leader::{PartitionLeader, ProduceError, Produced};
+pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produced};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
 pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};
 pub use type_config::{AppliedBatch, Entry, LogId, RaftBatch, StoredMembership, TallyRaft, Vote};

@@ -12,6 +12,8 @@
 //! once it is committed. Safety does not depend on the leader's table: every replica's state
 //! machine checks each committed batch again (see `state_machine.rs`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,9 @@ pub struct Produced {
     /// A retry of a batch already in the log: nothing was written.
     pub duplicate: bool,
 }
+
+/// The answer to a submitted batch.
+pub type ProduceAnswer = Pin<Box<dyn Future<Output = Result<Produced, ProduceError>> + Send>>;
 
 /// The leader's producer table for one term.
 struct LeaderTerm {
@@ -104,6 +109,13 @@ impl PartitionLeader {
 
     /// Produces one client batch: answered once it is committed and applied.
     pub async fn produce(&self, batch: Bytes) -> Result<Produced, ProduceError> {
+        self.submit(batch).await?.await
+    }
+
+    /// Checks, decides and proposes one client batch, and returns once it is handed to Raft
+    /// (so batches submitted one after another are proposed in that order, as a connection's
+    /// pipelined requests must be), with the future of its answer.
+    pub async fn submit(&self, batch: Bytes) -> Result<ProduceAnswer, ProduceError> {
         let header = validate_client_batch(&batch, self.max_message_bytes)?;
         let mut guard = self.term.lock().await;
         let term = self.sync_term(&mut guard).await?;
@@ -115,9 +127,11 @@ impl PartitionLeader {
         };
         if let AppendDecision::Duplicate(original) = decision {
             drop(guard);
-            return self
-                .answer_retry(header.producer_id, header.producer_epoch, original.last_seq)
-                .await;
+            let sm = self.state_machine.clone();
+            let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
+            return Ok(Box::pin(async move {
+                answer_retry(&sm, producer_id, epoch, original.last_seq).await
+            }));
         }
         let mut proposed = header;
         proposed.base_offset = leader_term.next_offset;
@@ -165,8 +179,10 @@ impl PartitionLeader {
             };
             let _ = tx.send(outcome);
         });
-        rx.await
-            .map_err(|e| ProduceError::TimedOut(e.to_string()))?
+        Ok(Box::pin(async move {
+            rx.await
+                .map_err(|e| ProduceError::TimedOut(e.to_string()))?
+        }))
     }
 
     /// Makes `guard` this replica's table for its current term, if it leads. A new table is
@@ -210,33 +226,30 @@ impl PartitionLeader {
         });
         Ok(term)
     }
+}
 
-    /// The answer to a retry: the committed batch's offsets, once it is committed.
-    async fn answer_retry(
-        &self,
-        producer_id: i64,
-        epoch: i16,
-        last_seq: i32,
-    ) -> Result<Produced, ProduceError> {
-        let mut high_watermark = self.state_machine.high_watermark();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
-        loop {
-            if let Some(b) = self
-                .state_machine
-                .committed_batch(producer_id, epoch, last_seq)
-            {
-                return Ok(Produced {
-                    base_offset: b.first_offset(),
-                    last_offset: b.last_offset,
-                    duplicate: true,
-                });
-            }
-            let changed = tokio::time::timeout_at(deadline, high_watermark.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
-                return Err(ProduceError::TimedOut(format!(
-                    "the original of producer {producer_id}'s batch ending at sequence {last_seq} did not commit"
-                )));
-            }
+/// The answer to a retry: the committed batch's offsets, once it is committed.
+async fn answer_retry(
+    state_machine: &PartitionStateMachine,
+    producer_id: i64,
+    epoch: i16,
+    last_seq: i32,
+) -> Result<Produced, ProduceError> {
+    let mut high_watermark = state_machine.high_watermark();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
+    loop {
+        if let Some(b) = state_machine.committed_batch(producer_id, epoch, last_seq) {
+            return Ok(Produced {
+                base_offset: b.first_offset(),
+                last_offset: b.last_offset,
+                duplicate: true,
+            });
+        }
+        let changed = tokio::time::timeout_at(deadline, high_watermark.changed()).await;
+        if !matches!(changed, Ok(Ok(()))) {
+            return Err(ProduceError::TimedOut(format!(
+                "the original of producer {producer_id}'s batch ending at sequence {last_seq} did not commit"
+            )));
         }
     }
 }

@@ -21,6 +21,14 @@ pub struct ServeArgs {
     /// HOST:PORT, or "off"; default 127.0.0.1:9644.
     #[arg(long, env = "TALLY_HTTP", value_name = "HOST:PORT")]
     http: Option<String>,
+    /// This node's id (node.id); in a cluster, its entry in --voters.
+    #[arg(long, env = "TALLY_NODE_ID", value_name = "N")]
+    node_id: Option<u32>,
+    /// Cluster mode: the controller group's voters (controller.quorum.voters), e.g.
+    /// 1@127.0.0.1:9193,2@127.0.0.1:9194,3@127.0.0.1:9195; this node's entry is the address
+    /// its Raft listener binds.
+    #[arg(long, env = "TALLY_VOTERS", value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
     /// TOML file of config keys with Kafka's names.
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -48,6 +56,12 @@ fn broker_config(args: &ServeArgs) -> Result<BrokerConfig> {
         let value = if http == "off" { "" } else { http.as_str() };
         config.set("http.listeners", value)?;
     }
+    if let Some(node_id) = args.node_id {
+        config.set("node.id", &node_id.to_string())?;
+    }
+    if let Some(voters) = &args.voters {
+        config.set("controller.quorum.voters", voters)?;
+    }
     if let Some(advertise) = &args.advertise {
         config.set("advertised.listeners", advertise)?;
     }
@@ -60,7 +74,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -12,7 +12,7 @@ pub fn handle(
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id()))
         .with_controller_id(BrokerId(broker.node_id));
     if ctx.api_version >= 1 {
         response.endpoint_type = 1;

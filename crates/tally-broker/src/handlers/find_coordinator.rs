@@ -1,4 +1,6 @@
-//! FindCoordinator: this broker coordinates every group and every transactional id.
+//! FindCoordinator: this broker coordinates every group and every transactional id; in
+//! cluster mode the lowest registered node coordinates every group, and transactions are
+//! not offered yet.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -16,10 +18,19 @@ pub fn handle(
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let host = StrBytes::from_string(broker.advertised.host.clone());
-    let port = i32::from(broker.advertised.port);
+    let (node_id, host, port) = coordinator(broker);
     let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
-        if key_type == GROUP || key_type == TRANSACTION {
+        if broker.cluster.is_some() && key_type == TRANSACTION {
+            (
+                ResponseError::CoordinatorNotAvailable.code(),
+                super::message("transactions are not supported in cluster mode yet"),
+            )
+        } else if node_id.0 < 0 {
+            (
+                ResponseError::CoordinatorNotAvailable.code(),
+                super::message("no broker has registered with the controller yet"),
+            )
+        } else if key_type == GROUP || key_type == TRANSACTION {
             (0, None)
         } else {
             (
@@ -39,7 +50,7 @@ pub fn handle(
                     .with_error_code(error)
                     .with_error_message(message);
                 if error == 0 {
-                    c.with_node_id(BrokerId(broker.node_id))
+                    c.with_node_id(node_id)
                         .with_host(host.clone())
                         .with_port(port)
                 } else {
@@ -62,7 +73,7 @@ pub fn handle(
     }
     if error == 0 {
         response
-            .with_node_id(BrokerId(broker.node_id))
+            .with_node_id(node_id)
             .with_host(host)
             .with_port(port)
     } else {
@@ -70,5 +81,26 @@ pub fn handle(
             .with_node_id(BrokerId(-1))
             .with_host(StrBytes::default())
             .with_port(-1)
+    }
+}
+
+/// This broker, or in cluster mode the lowest registered node (every broker answers alike,
+/// so a group's members meet at one coordinator).
+fn coordinator(broker: &Broker) -> (BrokerId, StrBytes, i32) {
+    let Some(cluster) = &broker.cluster else {
+        return (
+            BrokerId(broker.node_id),
+            StrBytes::from_string(broker.advertised.host.clone()),
+            i32::from(broker.advertised.port),
+        );
+    };
+    let registered = cluster.node.controller().read(|s| s.brokers().values().next().cloned());
+    match registered {
+        Some(b) => (
+            crate::cluster::broker_id(b.node_id),
+            StrBytes::from_string(b.host),
+            i32::from(b.port),
+        ),
+        None => (BrokerId(-1), StrBytes::default(), -1),
     }
 }

@@ -36,13 +36,13 @@ enum Slot {
 }
 
 /// Compression codec of a batch, read from its attributes without parsing the rest.
-fn compression_of(records: &[u8]) -> Option<i16> {
+pub(crate) fn compression_of(records: &[u8]) -> Option<i16> {
     records
         .get(21..23)
         .map(|a| i16::from_be_bytes([a[0], a[1]]) & 0x07)
 }
 
-fn rejected(
+pub(crate) fn rejected(
     version: i16,
     first_error: &mut Option<String>,
     topic: &str,

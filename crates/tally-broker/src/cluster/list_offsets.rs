@@ -1,0 +1,121 @@
+//! ListOffsets in cluster mode, answered by the partition's leader: the log start, the high
+//! watermark (latest, and the last stable offset: no transactions yet in cluster mode), or
+//! the first record at or after a timestamp below the high watermark.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use tally_log::LogReader;
+use tally_protocol::ResponseError;
+
+use super::{check_leader_epoch, ClusterMode};
+use crate::broker::Broker;
+use crate::handlers::list_offsets::first_record_at_or_after;
+use crate::handlers::RequestContext;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(
+    broker: &Broker,
+    cluster: &ClusterMode,
+    ctx: &RequestContext,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let version = ctx.api_version;
+    let state = cluster.node.controller().cluster();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let answer = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            let topic = state.topic(&t.name.0).filter(|topic| {
+                usize::try_from(p.partition_index).is_ok_and(|i| i < topic.partitions.len())
+            });
+            let Some(topic) = topic else {
+                partitions
+                    .push(answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let view = cluster.view(&t.name.0, p.partition_index as u32, topic);
+            let hosted = match (view.hosted, view.is_leader) {
+                (Some(h), true) => h,
+                _ => {
+                    partitions
+                        .push(answer.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                    continue;
+                }
+            };
+            if version >= 4 {
+                if let Some(e) = check_leader_epoch(p.current_leader_epoch, view.leader_epoch) {
+                    partitions.push(answer.with_error_code(e.code()));
+                    continue;
+                }
+            }
+            let reader = Arc::clone(hosted.replica.store.log_reader());
+            let high_watermark = *hosted.replica.state_machine.high_watermark().borrow();
+            let found = match p.timestamp {
+                EARLIEST => Ok(Some((-1, reader.log_start_offset()))),
+                LATEST => Ok(Some((-1, high_watermark))),
+                MAX_TIMESTAMP if version >= 7 => {
+                    broker
+                        .off_runtime(move || by_time(&reader, None, high_watermark))
+                        .await
+                }
+                ts if ts >= 0 => {
+                    broker
+                        .off_runtime(move || by_time(&reader, Some(ts), high_watermark))
+                        .await
+                }
+                _ => {
+                    partitions.push(answer.with_error_code(ResponseError::InvalidRequest.code()));
+                    continue;
+                }
+            };
+            partitions.push(match found {
+                Ok(Some((timestamp, offset))) => {
+                    let mut a = answer.with_timestamp(timestamp).with_offset(offset);
+                    if version >= 4 {
+                        a.leader_epoch = view.leader_epoch;
+                    }
+                    a
+                }
+                Ok(None) => answer,
+                Err(e) => answer.with_error_code(e.code()),
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The first record at or after `target` (the largest timestamp when `None`), if it is
+/// committed.
+fn by_time(
+    reader: &LogReader,
+    target: Option<i64>,
+    high_watermark: i64,
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    let found = match target {
+        Some(ts) => reader.read_batch_by_time(ts),
+        None => reader.read_batch_with_max_timestamp(),
+    }
+    .map_err(|_| ResponseError::KafkaStorageError)?;
+    Ok(found
+        .filter(|(header, _)| header.base_offset < high_watermark)
+        .map(|(header, bytes)| {
+            let target = target.unwrap_or(header.max_timestamp);
+            first_record_at_or_after(&header, bytes, target)
+        }))
+}

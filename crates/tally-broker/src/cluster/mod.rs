@@ -1,0 +1,177 @@
+//! Cluster mode: the broker serves topics whose partitions are Raft groups (tally-raft),
+//! with the cluster's metadata in the controller group (tally-controller). It is on when
+//! `controller.quorum.voters` is set; the handlers of Produce, Fetch, ListOffsets, Metadata,
+//! CreateTopics, DeleteTopics and InitProducerId then answer from here (see `dispatch`).
+//!
+//! Not yet in cluster mode (issue 12): transactions, topic configs other than the partition
+//! count and replication factor, and replicated consumer groups (groups are coordinated by
+//! the lowest registered node, with their offsets in that node's local `__consumer_offsets`).
+
+pub mod admin;
+pub mod cluster_config;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::BrokerId;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{Instant as _, ServerState};
+use parking_lot::Mutex;
+use tally_controller::{ClusterNode, ControllerCommand, HostedPartition, Outcome, TopicRecord};
+use tally_protocol::ResponseError;
+
+/// A follower is in sync while its log is within this many entries of the leader's and it
+/// has acknowledged the leader within `REPLICA_LAG_TIME_MAX_MS` (Kafka's
+/// `replica.lag.time.max.ms`, whose default this is).
+const ISR_MAX_LAG_ENTRIES: u64 = 1000;
+const REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
+/// How long a request waits for the controller (a topic created, an id block allocated).
+pub const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ClusterMode {
+    pub node: Arc<ClusterNode>,
+    /// The producer-id block this node hands out from: (next, end).
+    producer_ids: Mutex<(i64, i64)>,
+    /// One block request at a time.
+    allocating: tokio::sync::Mutex<()>,
+}
+
+/// What this node knows of a partition's leadership.
+pub struct PartitionView {
+    pub hosted: Option<Arc<HostedPartition>>,
+    pub leader: Option<u64>,
+    /// The Raft term: Kafka's leader epoch.
+    pub leader_epoch: i32,
+    pub is_leader: bool,
+    pub isr: Vec<u64>,
+}
+
+impl ClusterMode {
+    pub fn new(node: ClusterNode) -> ClusterMode {
+        ClusterMode {
+            node: Arc::new(node),
+            producer_ids: Mutex::new((0, 0)),
+            allocating: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node.node_id()
+    }
+
+    /// Leadership of partition `index` of `topic` (`record` in the metadata), as this node
+    /// sees it: from its own replica when it hosts one that knows the leader, else as the
+    /// leader last reported to the controller.
+    pub fn view(&self, topic: &str, index: u32, record: &TopicRecord) -> PartitionView {
+        let replicas = record
+            .partitions
+            .get(index as usize)
+            .map_or(&[][..], Vec::as_slice);
+        let recorded = record.leaders.get(index as usize).copied().flatten();
+        let hosted = self.node.partition(topic, index);
+        let local_leader = hosted.as_ref().and_then(|h| {
+            h.replica.raft.metrics().borrow_watched().current_leader
+        });
+        let (Some(hosted), Some(_)) = (hosted.clone(), local_leader) else {
+            return PartitionView {
+                hosted,
+                leader: recorded.map(|(leader, _)| leader),
+                leader_epoch: recorded.map_or(-1, |(_, epoch)| i32::try_from(epoch).unwrap_or(i32::MAX)),
+                is_leader: false,
+                isr: replicas.to_vec(),
+            };
+        };
+        let m = hosted.replica.raft.metrics().borrow_watched().clone();
+        let is_leader = m.state == ServerState::Leader;
+        let isr = match (&m.replication, &m.heartbeat, is_leader) {
+            (Some(replication), Some(heartbeat), true) => {
+                let last = m.last_log_index.unwrap_or(0);
+                let lag_time = Duration::from_millis(REPLICA_LAG_TIME_MAX_MS);
+                replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| {
+                        let caught_up = replication.get(r).is_some_and(|matched| {
+                            matched.map_or(0, |l| l.index) + ISR_MAX_LAG_ENTRIES >= last
+                        });
+                        let heard = heartbeat
+                            .get(r)
+                            .and_then(|t| t.as_ref().map(|t| t.elapsed() < lag_time))
+                            .unwrap_or(false);
+                        *r == self.node_id() || (caught_up && heard)
+                    })
+                    .collect()
+            }
+            _ => replicas.to_vec(),
+        };
+        PartitionView {
+            hosted: Some(hosted),
+            leader: m.current_leader,
+            leader_epoch: i32::try_from(m.current_term).unwrap_or(i32::MAX),
+            is_leader,
+            isr,
+        }
+    }
+
+    /// The node that coordinates consumer groups: the lowest registered one, so every
+    /// broker answers FindCoordinator alike.
+    pub fn group_coordinator(&self) -> Option<u64> {
+        self.node
+            .controller()
+            .read(|s| s.brokers().keys().next().copied())
+    }
+
+    /// A producer id from this node's block, asking the controller for a new block when it
+    /// is used up. Ids are never handed out twice in the cluster (KIP-730).
+    pub async fn next_producer_id(&self) -> Result<i64, ResponseError> {
+        loop {
+            {
+                let mut ids = self.producer_ids.lock();
+                if ids.0 < ids.1 {
+                    ids.0 += 1;
+                    return Ok(ids.0 - 1);
+                }
+            }
+            let _one = self.allocating.lock().await;
+            let (next, end) = *self.producer_ids.lock();
+            if next < end {
+                continue;
+            }
+            let command = ControllerCommand::AllocateProducerIds {
+                node_id: self.node_id(),
+            };
+            match self.node.submit(&command, CONTROLLER_TIMEOUT).await {
+                Ok(Outcome::ProducerIds { first, count }) => {
+                    *self.producer_ids.lock() = (first, first + count);
+                }
+                Ok(other) => {
+                    tracing::warn!(?other, "the controller gave no producer ids");
+                    return Err(ResponseError::CoordinatorLoadInProgress);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the controller for producer ids");
+                    return Err(ResponseError::CoordinatorLoadInProgress);
+                }
+            }
+        }
+    }
+}
+
+pub fn broker_id(node: u64) -> BrokerId {
+    BrokerId(i32::try_from(node).unwrap_or(-1))
+}
+
+/// FENCED_LEADER_EPOCH for an epoch older than the leader's, UNKNOWN_LEADER_EPOCH for a newer
+/// one; -1 means the client does not know it.
+pub fn check_leader_epoch(requested: i32, current: i32) -> Option<ResponseError> {
+    match requested {
+        -1 => None,
+        e if e < current => Some(ResponseError::FencedLeaderEpoch),
+        e if e > current => Some(ResponseError::UnknownLeaderEpoch),
+        _ => None,
+    }
+}
