@@ -10,11 +10,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::broker_config::{BrokerConfig, ConfigError, Endpoint};
+use crate::clock::Clock;
 use crate::cluster::cluster_config::quorum_voters;
 use crate::cluster::ClusterMode;
-use tally_controller::{ClusterConfig, ClusterNode};
-use tally_raft::{RaftTimeouts, ReplicaConfig};
-use crate::clock::Clock;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::group::store::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
@@ -23,6 +21,8 @@ use crate::producer_id_manager::ProducerIdManager;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
 use crate::txn::{OffsetsMarkerHook, TxnCoordinator, TRANSACTION_STATE_TOPIC};
+use tally_controller::{ClusterConfig, ClusterNode};
+use tally_raft::{RaftTimeouts, ReplicaConfig};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -98,7 +98,11 @@ impl Broker {
     pub fn cluster_id(&self) -> String {
         self.cluster
             .as_ref()
-            .and_then(|c| c.node.controller().read(|s| s.cluster_id().map(str::to_string)))
+            .and_then(|c| {
+                c.node
+                    .controller()
+                    .read(|s| s.cluster_id().map(str::to_string))
+            })
             .unwrap_or_else(|| self.cluster_id.clone())
     }
 

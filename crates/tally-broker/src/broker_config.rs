@@ -209,7 +209,8 @@ impl BrokerConfig {
         self.long("num.partitions") as i32
     }
     pub fn default_replication_factor(&self) -> u16 {
-        self.long("default.replication.factor").clamp(1, i64::from(u16::MAX)) as u16
+        self.long("default.replication.factor")
+            .clamp(1, i64::from(u16::MAX)) as u16
     }
     pub fn auto_create_topics(&self) -> bool {
         self.bool("auto.create.topics.enable")

@@ -114,7 +114,11 @@ pub async fn submit_produce(
     let answer: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
         match &broker.cluster {
             Some(cluster) => crate::cluster::produce::submit(broker, cluster, &ctx, request).await,
-            None => Box::pin(handlers::produce::submit(broker, &ctx, request).await.finish()),
+            None => Box::pin(
+                handlers::produce::submit(broker, &ctx, request)
+                    .await
+                    .finish(),
+            ),
         };
     async move {
         match answer.await {
@@ -139,7 +143,9 @@ async fn cluster_mode(
 ) -> Result<ResponseKind, RequestKind> {
     use crate::cluster;
     Ok(match request {
-        RequestKind::Fetch(r) => ResponseKind::Fetch(cluster::fetch::handle(broker, cluster, ctx, r).await),
+        RequestKind::Fetch(r) => {
+            ResponseKind::Fetch(cluster::fetch::handle(broker, cluster, ctx, r).await)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(cluster::list_offsets::handle(broker, cluster, ctx, r).await)
         }

@@ -9,8 +9,8 @@
 
 mod broker;
 pub mod broker_config;
-pub mod cluster;
 pub mod clock;
+pub mod cluster;
 pub mod config_def;
 mod connection;
 pub mod console;

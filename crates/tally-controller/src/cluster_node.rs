@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InitializeError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{InitializeError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::ServerState;
 use parking_lot::Mutex;

@@ -247,14 +247,22 @@ fn a_leader_report_is_recorded_only_when_its_term_is_newer() {
     };
     let outcomes = run(
         &mut state,
-        &[report(2, 3, 1), report(1, 2, 1), report(3, 4, 1), report(3, 4, 1)],
+        &[
+            report(2, 3, 1),
+            report(1, 2, 1),
+            report(3, 4, 1),
+            report(3, 4, 1),
+        ],
     );
     let changed: Vec<bool> = outcomes
         .iter()
         .map(|o| matches!(o, Outcome::LeaderRecorded { changed: true }))
         .collect();
     assert_eq!(changed, vec![true, false, true, false]);
-    assert_eq!(state.topic("orders").unwrap().leaders, vec![None, Some((3, 4))]);
+    assert_eq!(
+        state.topic("orders").unwrap().leaders,
+        vec![None, Some((3, 4))]
+    );
     let stale_topic = ControllerCommand::RecordLeader {
         topic: "orders".into(),
         topic_id: Uuid::from_u128(12345),
@@ -265,7 +273,10 @@ fn a_leader_report_is_recorded_only_when_its_term_is_newer() {
     let unknown_partition = report(1, 9, 7);
     for command in [stale_topic, unknown_partition] {
         let outcome = run(&mut state, &[command]).remove(0);
-        assert!(matches!(outcome, Outcome::Refused(Refusal::UnknownTopic(_))), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Refused(Refusal::UnknownTopic(_))),
+            "{outcome:?}"
+        );
     }
     assert_eq!(state.topic("orders").unwrap().leaders[0], None);
 }
@@ -279,7 +290,12 @@ fn the_first_cluster_id_applied_wins() {
     };
     let outcomes = run(&mut state, &[init("a"), init("b")]);
     for o in outcomes {
-        assert_eq!(o, Outcome::ClusterId { cluster_id: "a".into() });
+        assert_eq!(
+            o,
+            Outcome::ClusterId {
+                cluster_id: "a".into()
+            }
+        );
     }
     assert_eq!(state.cluster_id(), Some("a"));
 }

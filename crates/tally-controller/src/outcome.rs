@@ -9,7 +9,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The cluster's id, whoever proposed it.
-    ClusterId { cluster_id: String },
+    ClusterId {
+        cluster_id: String,
+    },
     /// The node's broker epoch: the offset of this registration.
     BrokerRegistered {
         epoch: i64,
@@ -26,7 +28,9 @@ pub enum Outcome {
     },
     PartitionReassigned,
     /// Whether the report was newer than what was recorded (a stale one changes nothing).
-    LeaderRecorded { changed: bool },
+    LeaderRecorded {
+        changed: bool,
+    },
     /// Ids `first .. first + count` are the node's alone.
     ProducerIds {
         first: i64,

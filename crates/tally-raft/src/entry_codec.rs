@@ -228,7 +228,8 @@ mod tests {
     /// their producer state): it is a whole batch.
     #[test]
     fn a_read_without_rafts_entries_keeps_every_other_batch_in_order() {
-        let blank = whole(&encode_entry(&Entry::new_blank(LogId::new_term_index(1, 0)), 0).unwrap());
+        let blank =
+            whole(&encode_entry(&Entry::new_blank(LogId::new_term_index(1, 0)), 0).unwrap());
         let data = |offset: i64| {
             let mut b = BatchSpec::new(3, 0, offset as i32, 1).encode().to_vec();
             tally_protocol::record_batch::set_base_offset(&mut b, offset);

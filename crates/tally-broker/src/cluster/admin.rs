@@ -20,7 +20,9 @@ use crate::handlers::{message, RequestContext};
 use crate::topic_registry::TopicRegistry;
 
 /// What a refused or failed command is answered with.
-fn outcome_error(outcome: Result<Outcome, tally_controller::ControllerError>) -> Result<Outcome, (ResponseError, String)> {
+fn outcome_error(
+    outcome: Result<Outcome, tally_controller::ControllerError>,
+) -> Result<Outcome, (ResponseError, String)> {
     match outcome {
         Ok(Outcome::Refused(r)) => Err((r.error_code(), r.to_string())),
         Ok(o) => Ok(o),
@@ -101,7 +103,10 @@ fn check_new_topic(
     }
     crate::topic_error::validate_topic_name(name).map_err(|e| (e.error_code(), e.to_string()))?;
     if crate::topic_registry::is_internal(name) {
-        return Err((ResponseError::InvalidTopicException, "an internal topic's name".into()));
+        return Err((
+            ResponseError::InvalidTopicException,
+            "an internal topic's name".into(),
+        ));
     }
     if !t.assignments.is_empty() {
         return Err((
@@ -159,9 +164,17 @@ pub async fn delete_topics(
 ) -> DeleteTopicsResponse {
     let version = ctx.api_version;
     let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
@@ -185,7 +198,11 @@ pub async fn delete_topics(
                     n.clone()
                 }
                 None => {
-                    responses.push(fail(result, ResponseError::UnknownTopicId, format!("no topic has id {id}")));
+                    responses.push(fail(
+                        result,
+                        ResponseError::UnknownTopicId,
+                        format!("no topic has id {id}"),
+                    ));
                     continue;
                 }
             },

@@ -11,7 +11,10 @@ pub fn quorum_voters(config: &BrokerConfig) -> Result<Option<BTreeMap<u64, Strin
     parse_voters(&config.get("controller.quorum.voters").0, config.node_id())
 }
 
-pub fn parse_voters(value: &str, node_id: i32) -> Result<Option<BTreeMap<u64, String>>, ConfigError> {
+pub fn parse_voters(
+    value: &str,
+    node_id: i32,
+) -> Result<Option<BTreeMap<u64, String>>, ConfigError> {
     if value.trim().is_empty() {
         return Ok(None);
     }
@@ -46,11 +49,21 @@ mod tests {
 
     #[test]
     fn voters_parse_and_must_include_this_node() {
-        let v = parse_voters("1@127.0.0.1:9193, 2@127.0.0.1:9194", 2).unwrap().unwrap();
+        let v = parse_voters("1@127.0.0.1:9193, 2@127.0.0.1:9194", 2)
+            .unwrap()
+            .unwrap();
         assert_eq!(v[&1], "127.0.0.1:9193");
         assert_eq!(v.len(), 2);
         assert!(parse_voters("", 1).unwrap().is_none());
-        for bad in ["1@127.0.0.1:9193", "x@h:1", "2@h", "2@:9", "2@h:0", "2@h:1,2@h:2", "2"] {
+        for bad in [
+            "1@127.0.0.1:9193",
+            "x@h:1",
+            "2@h",
+            "2@:9",
+            "2@h:0",
+            "2@h:1,2@h:2",
+            "2",
+        ] {
             assert!(parse_voters(bad, 2).is_err(), "{bad}");
         }
     }

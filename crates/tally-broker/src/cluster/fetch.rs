@@ -47,14 +47,16 @@ pub async fn handle(
                         let topic = state
                             .topic(&t.topic.0)
                             .filter(|topic| {
-                                usize::try_from(p.partition).is_ok_and(|i| i < topic.partitions.len())
+                                usize::try_from(p.partition)
+                                    .is_ok_and(|i| i < topic.partitions.len())
                             })
                             .ok_or((ResponseError::UnknownTopicOrPartition, None))?;
                         let view = cluster.view(&t.topic.0, p.partition as u32, topic);
                         let hint = view.leader.map(|l| (l, view.leader_epoch));
                         match view.hosted {
                             Some(hosted) if view.is_leader => {
-                                match check_leader_epoch(p.current_leader_epoch, view.leader_epoch) {
+                                match check_leader_epoch(p.current_leader_epoch, view.leader_epoch)
+                                {
                                     Some(e) => Err((e, hint)),
                                     None => Ok(hosted),
                                 }
@@ -88,14 +90,16 @@ pub async fn handle(
             tokio::time::sleep_until(deadline).await;
             false
         } else {
-            let changed = futures_util::future::select_all(
-                watches.iter_mut().map(|w| Box::pin(w.changed())),
-            );
+            let changed =
+                futures_util::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::time::timeout_at(deadline, changed).await.is_ok()
         };
         if !woken {
             let (t, r) = (Arc::clone(&targets), Arc::clone(&request));
-            return broker.off_runtime(move || read(&t, &r, cap, version)).await.0;
+            return broker
+                .off_runtime(move || read(&t, &r, cap, version))
+                .await
+                .0;
         }
     }
 }

@@ -62,7 +62,9 @@ pub async fn handle(
                 Some(name) if requested.topic_id == Uuid::nil() && may_create => {
                     auto_create(broker, cluster, &name).await
                 }
-                Some(_) if requested.topic_id == Uuid::nil() => ResponseError::UnknownTopicOrPartition,
+                Some(_) if requested.topic_id == Uuid::nil() => {
+                    ResponseError::UnknownTopicOrPartition
+                }
                 _ => ResponseError::UnknownTopicId,
             };
             topics.push(t.with_error_code(error.code()));
@@ -70,7 +72,9 @@ pub async fn handle(
     }
     let mut response = MetadataResponse::default()
         .with_brokers(brokers(&state))
-        .with_controller_id(broker_id(cluster.node.controller().leader_id().unwrap_or(u64::MAX)))
+        .with_controller_id(broker_id(
+            cluster.node.controller().leader_id().unwrap_or(u64::MAX),
+        ))
         .with_topics(topics);
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(broker.cluster_id()));

@@ -73,14 +73,15 @@ impl ClusterMode {
             .map_or(&[][..], Vec::as_slice);
         let recorded = record.leaders.get(index as usize).copied().flatten();
         let hosted = self.node.partition(topic, index);
-        let local_leader = hosted.as_ref().and_then(|h| {
-            h.replica.raft.metrics().borrow_watched().current_leader
-        });
+        let local_leader = hosted
+            .as_ref()
+            .and_then(|h| h.replica.raft.metrics().borrow_watched().current_leader);
         let (Some(hosted), Some(_)) = (hosted.clone(), local_leader) else {
             return PartitionView {
                 hosted,
                 leader: recorded.map(|(leader, _)| leader),
-                leader_epoch: recorded.map_or(-1, |(_, epoch)| i32::try_from(epoch).unwrap_or(i32::MAX)),
+                leader_epoch: recorded
+                    .map_or(-1, |(_, epoch)| i32::try_from(epoch).unwrap_or(i32::MAX)),
                 is_leader: false,
                 isr: replicas.to_vec(),
             };

@@ -140,7 +140,8 @@ pub async fn submit(
                     continue;
                 }
             }
-            let log_start = (version >= 5).then(|| hosted.replica.store.log_reader().log_start_offset());
+            let log_start =
+                (version >= 5).then(|| hosted.replica.store.log_reader().log_start_offset());
             match hosted.leader.submit(records).await {
                 Ok(waiting) => slots.push(Slot::Waiting(answer, waiting, log_start)),
                 Err(e) => slots.push(fail(answer, error_code(&e), e.to_string())),
@@ -153,7 +154,10 @@ pub async fn submit(
 }
 
 /// KIP-951: the host and port of every leader a NOT_LEADER_OR_FOLLOWER answer names.
-fn node_endpoints(state: &tally_controller::ClusterState, mut leaders: Vec<u64>) -> Vec<NodeEndpoint> {
+fn node_endpoints(
+    state: &tally_controller::ClusterState,
+    mut leaders: Vec<u64>,
+) -> Vec<NodeEndpoint> {
     leaders.sort_unstable();
     leaders.dedup();
     leaders

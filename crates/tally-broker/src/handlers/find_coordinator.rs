@@ -94,7 +94,10 @@ fn coordinator(broker: &Broker) -> (BrokerId, StrBytes, i32) {
             i32::from(broker.advertised.port),
         );
     };
-    let registered = cluster.node.controller().read(|s| s.brokers().values().next().cloned());
+    let registered = cluster
+        .node
+        .controller()
+        .read(|s| s.brokers().values().next().cloned());
     match registered {
         Some(b) => (
             crate::cluster::broker_id(b.node_id),

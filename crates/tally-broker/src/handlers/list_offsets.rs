@@ -113,7 +113,11 @@ fn by_max_timestamp(partition: &PartitionReader) -> Result<Option<(i64, i64)>, R
 
 /// Walks the batch's records (decompressing as a bounded stream) to find the exact record.
 /// With LogAppendTime every record carries the batch's time, so the first offset is the answer.
-pub(crate) fn first_record_at_or_after(header: &BatchHeader, bytes: Bytes, target: i64) -> (i64, i64) {
+pub(crate) fn first_record_at_or_after(
+    header: &BatchHeader,
+    bytes: Bytes,
+    target: i64,
+) -> (i64, i64) {
     if header.is_log_append_time() {
         return (header.max_timestamp, header.base_offset);
     }

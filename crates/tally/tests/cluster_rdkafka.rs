@@ -1,0 +1,387 @@
+//! A three-node cluster of real `tally serve` processes (replication factor 3, three
+//! partitions) and an unchanged librdkafka idempotent producer (acks=all, five requests in
+//! flight), each broker behind a fault proxy that loses produce acknowledgements, while the
+//! leader of each partition in turn is SIGKILLed and restarted on its data directory. Every
+//! acknowledged message is read back exactly once, at the offset it was acknowledged with, in
+//! per-partition order, and no delivery fails. The control run, idempotence off, stores
+//! duplicates: the retries of batches whose acknowledgement was lost.
+//!
+//! `TALLY_CLUSTER_KILLS=N` sets the number of leader kills (default 3; the must-show of issue
+//! 12 is 10 per partition, run outside CI).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
+use tally_testkit::{free_port, BrokerProcess};
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 3;
+/// The producer stops at this many messages whatever happens (a bound on the run).
+const MAX_MESSAGES: usize = 40_000;
+
+#[derive(Default)]
+struct Outcomes {
+    acked: HashMap<String, (i32, i64)>,
+    failed: Vec<String>,
+}
+
+struct Recorder(Arc<Mutex<Outcomes>>);
+
+impl ClientContext for Recorder {}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut outcomes = self.0.lock().unwrap();
+        match result {
+            Ok(m) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap()).into_owned();
+                outcomes.acked.insert(value, (m.partition(), m.offset()));
+            }
+            Err((e, _)) => outcomes.failed.push(e.to_string()),
+        }
+    }
+}
+
+struct Cluster {
+    nodes: Vec<BrokerProcess>,
+    proxies: Vec<FaultProxy>,
+    bootstrap: String,
+}
+
+fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
+    let voters: Vec<String> = (1..=3)
+        .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
+        .collect();
+    let voters = voters.join(",");
+    let mut nodes = Vec::new();
+    let mut proxies = Vec::new();
+    for id in 1..=3u64 {
+        let proxy = runtime
+            .block_on(FaultProxy::start({
+                let mut c = ProxyConfig::new("127.0.0.1:9".parse().unwrap());
+                c.seed = seed + id;
+                c.drop_produce_responses = DropPolicy::Probability(0.05);
+                c
+            }))
+            .unwrap();
+        proxy.set_faults_enabled(false);
+        let advertise = proxy.local_addr().to_string();
+        let node_id = id.to_string();
+        let node = BrokerProcess::start(
+            Path::new(TALLY),
+            &[
+                "--node-id",
+                &node_id,
+                "--voters",
+                &voters,
+                "--advertise",
+                &advertise,
+            ],
+        );
+        proxy.set_upstream(node.addr);
+        nodes.push(node);
+        proxies.push(proxy);
+    }
+    let bootstrap = proxies
+        .iter()
+        .map(|p| p.local_addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    Cluster {
+        nodes,
+        proxies,
+        bootstrap,
+    }
+}
+
+/// Creates the topic through the CLI, again while the controller is being elected.
+fn create_topic(bootstrap: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(TALLY)
+            .args(["--bootstrap", bootstrap.split(',').next().unwrap()])
+            .args([
+                "topic",
+                "create",
+                TOPIC,
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "3",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Each partition's leader (node id), once every partition has one.
+fn leaders(bootstrap: &str) -> Vec<i32> {
+    let client: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(m) = client.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) {
+            let leaders: Vec<i32> = m
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.leader()))
+                .collect();
+            if leaders.len() == PARTITIONS as usize && leaders.iter().all(|l| *l > 0) {
+                return leaders;
+            }
+        }
+        assert!(Instant::now() < deadline, "partitions without a leader");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn producer(
+    bootstrap: &str,
+    idempotent: bool,
+    outcomes: &Arc<Mutex<Outcomes>>,
+) -> BaseProducer<Recorder> {
+    RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("batch.num.messages", "10")
+        .set("linger.ms", "1")
+        .set("retry.backoff.ms", "20")
+        .set("retry.backoff.max.ms", "200")
+        .set("reconnect.backoff.ms", "20")
+        .set("reconnect.backoff.max.ms", "200")
+        .set("message.timeout.ms", "300000")
+        .create_with_context(Recorder(Arc::clone(outcomes)))
+        .unwrap()
+}
+
+/// Produces keyed messages, paced, until `stop` (at least `min` of them): the value carries
+/// the partition and a counter that grows in send order.
+fn produce(producer: &BaseProducer<Recorder>, stop: &AtomicBool, min: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut sent = 0;
+    while sent < MAX_MESSAGES && (sent < min || !stop.load(Ordering::Relaxed)) {
+        let partition = (sent % PARTITIONS as usize) as i32;
+        let value = format!("p{partition}-{sent}");
+        let mut record: BaseRecord<(), String> =
+            BaseRecord::to(TOPIC).partition(partition).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(_), r)) => {
+                    assert!(Instant::now() < deadline, "producer stuck");
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+        }
+        sent += 1;
+        if sent % 10 == 0 {
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+    sent
+}
+
+/// Every message in the topic, as (partition, offset, value).
+fn read_all(bootstrap: &str, expected: usize) -> Vec<(i32, i64, String)> {
+    let consumer: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                out.push((m.partition(), m.offset(), value));
+                quiet_since = Instant::now();
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None if out.len() >= expected && quiet_since.elapsed() > Duration::from_secs(3) => {
+                break
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+struct Run {
+    acked: HashMap<String, (i32, i64)>,
+    failed: Vec<String>,
+    fatal: Option<String>,
+    stored: Vec<(i32, i64, String)>,
+    faults: u64,
+}
+
+fn run(idempotent: bool, kills: usize, seed: u64) -> Run {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = start_cluster(&runtime, seed);
+    create_topic(&cluster.bootstrap);
+    leaders(&cluster.bootstrap);
+    for p in &cluster.proxies {
+        p.set_faults_enabled(true);
+    }
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = {
+        let (bootstrap, outcomes, stop) = (
+            cluster.bootstrap.clone(),
+            Arc::clone(&outcomes),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            let producer = producer(&bootstrap, idempotent, &outcomes);
+            let sent = produce(&producer, &stop, 2_000);
+            let flushed = producer.flush(Duration::from_secs(240));
+            let fatal = producer
+                .client()
+                .fatal_error()
+                .map(|(code, reason)| format!("{code:?}: {reason}"));
+            assert!(
+                flushed.is_ok() || fatal.is_some(),
+                "flush timed out: {flushed:?}"
+            );
+            (sent, fatal)
+        })
+    };
+    for round in 0..kills {
+        std::thread::sleep(Duration::from_millis(700));
+        let partition = round % PARTITIONS as usize;
+        let leader = leaders(&cluster.bootstrap)[partition];
+        let node = &mut cluster.nodes[leader as usize - 1];
+        eprintln!("kill {round}: SIGKILL node {leader}, the leader of partition {partition}");
+        node.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        node.restart();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, fatal) = producing.join().unwrap();
+    let faults: u64 = cluster.proxies.iter().map(|p| p.counters().faults()).sum();
+    for p in &cluster.proxies {
+        p.set_faults_enabled(false);
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    eprintln!(
+        "sent {sent}, acked {}, failed {}, faults {faults}",
+        outcomes.acked.len(),
+        outcomes.failed.len()
+    );
+    let stored = read_all(&cluster.bootstrap, outcomes.acked.len());
+    Run {
+        acked: outcomes.acked,
+        failed: outcomes.failed,
+        fatal,
+        stored,
+        faults,
+    }
+}
+
+fn kills() -> usize {
+    std::env::var("TALLY_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+#[test]
+fn librdkafka_idempotent_producer_is_exactly_once_across_leader_kills() {
+    let run = run(true, kills(), 11);
+    assert_eq!(run.fatal, None, "fatal producer error");
+    assert!(
+        run.failed.is_empty(),
+        "{} deliveries failed, first: {:?}",
+        run.failed.len(),
+        run.failed.first()
+    );
+    assert!(
+        run.faults >= 20,
+        "too few lost acknowledgements to mean anything: {}",
+        run.faults
+    );
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut last: HashMap<i32, i64> = HashMap::new();
+    for (partition, offset, value) in &run.stored {
+        *seen.entry(value).or_default() += 1;
+        let counter: i64 = value.split_once('-').unwrap().1.parse().unwrap();
+        let previous = last.insert(*partition, counter).unwrap_or(-1);
+        assert!(
+            counter > previous,
+            "partition {partition}: {counter} after {previous} at offset {offset}"
+        );
+        if let Some(acked) = run.acked.get(value) {
+            assert_eq!(
+                *acked,
+                (*partition, *offset),
+                "{value} acknowledged elsewhere"
+            );
+        }
+    }
+    let duplicates = seen.values().filter(|n| **n > 1).count();
+    assert_eq!(duplicates, 0, "values stored more than once");
+    for value in run.acked.keys() {
+        assert!(
+            seen.contains_key(value.as_str()),
+            "acknowledged {value} is not in the log"
+        );
+    }
+}
+
+#[test]
+fn without_idempotence_the_same_faults_store_duplicates() {
+    let run = run(false, 1, 11);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (_, _, value) in &run.stored {
+        *seen.entry(value).or_default() += 1;
+    }
+    let duplicates = seen.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "control run: {duplicates} values stored twice, {} faults",
+        run.faults
+    );
+    assert!(
+        duplicates > 0,
+        "the control run stored no duplicate: the test could not fail"
+    );
+}
