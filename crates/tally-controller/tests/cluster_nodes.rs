@@ -5,7 +5,6 @@
 //! its metadata log and catches up.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,15 +16,15 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Free loopback ports for the voters (bound, then released).
+/// Free loopback ports for the voters, outside the ephemeral range.
 fn voters(n: u64) -> BTreeMap<u64, String> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+    (1..=n)
+        .map(|id| {
+            (
+                id,
+                format!("127.0.0.1:{}", tally_testkit::free_fixed_port()),
+            )
+        })
         .collect()
 }
 

@@ -31,6 +31,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port that was free a moment ago, outside the kernel's ephemeral range
+/// (32768-60999), so a port another test or connection gets from the kernel cannot take it
+/// before the caller binds it: for addresses that must be known before the process that binds
+/// them starts (a cluster's Raft voters).
+pub fn free_fixed_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut z = seed.wrapping_add(n.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+        z ^= z >> 31;
+        let port = 20_000 + (z % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl BrokerProcess {
     /// Starts `bin serve` on a fresh temporary data directory and a free loopback port.
     pub fn start(bin: &Path, extra_args: &[&str]) -> BrokerProcess {

@@ -11,6 +11,6 @@ pub mod requests;
 pub mod wire_client;
 
 pub use batch::{batch, BatchSpec};
-pub use broker_process::{free_port, BrokerProcess};
+pub use broker_process::{free_fixed_port, free_port, BrokerProcess};
 pub use http_get::http_get;
 pub use wire_client::WireClient;

@@ -22,7 +22,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
-use tally_testkit::{free_port, BrokerProcess};
+use tally_testkit::{free_fixed_port, BrokerProcess};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const TOPIC: &str = "orders";
@@ -63,7 +63,7 @@ struct Cluster {
 
 fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
     let voters: Vec<String> = (1..=3)
-        .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
+        .map(|i| format!("{i}@127.0.0.1:{}", free_fixed_port()))
         .collect();
     let voters = voters.join(",");
     let mut nodes = Vec::new();
