@@ -8,6 +8,7 @@ mod chaos_cmd;
 mod consume_cmd;
 mod demo;
 mod demo_transactions;
+mod dev_cluster_cmd;
 mod group_cmd;
 mod produce_cmd;
 mod producers_cmd;
@@ -57,6 +58,11 @@ log.segment.bytes, log.retention.ms, message.max.bytes, producer.id.expiration.m
 Later sources win: defaults, --config FILE, TALLY_* environment variables
 (TALLY_LOG_RETENTION_MS=...), --set KEY=VALUE, then --data-dir/--listen/--advertise.")]
     Serve(serve::ServeArgs),
+    /// Run a local cluster of several brokers in the foreground (Ctrl-C stops them all).
+    #[command(after_help = "Examples:
+  tally dev-cluster
+  tally dev-cluster --nodes 3 --base-port 9092 --data-dir ./tally-dev-cluster")]
+    DevCluster(dev_cluster_cmd::DevClusterArgs),
     /// Create, delete, list and describe topics.
     Topic(topic_cmd::TopicArgs),
     /// Write messages, one per line, from standard input or a file.
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::DevCluster(args) => dev_cluster_cmd::run(args),
         other => client_command(other, cli.bootstrap),
     };
     match result {
@@ -147,7 +154,9 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
     client.connect_timeout_ms = 5_000;
     runtime.block_on(async move {
         match command {
-            Command::Serve(_) => unreachable!("serve runs its own runtime"),
+            Command::Serve(_) | Command::DevCluster(_) => {
+                unreachable!("serve and dev-cluster run their own runtime")
+            }
             Command::Topic(args) => topic_cmd::run(args, client).await,
             Command::Produce(args) => produce_cmd::run(args, client).await,
             Command::Consume(args) => consume_cmd::run(args, client).await,

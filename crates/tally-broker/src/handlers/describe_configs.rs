@@ -39,19 +39,19 @@ pub fn handle(
                 .with_resource_name(resource.resource_name.clone());
             let name = resource.resource_name.to_string();
             let entries: Vec<Entry> = match resource.resource_type {
-                TOPIC => match broker.topics.get(&name) {
+                TOPIC => match topic_configs(broker, &name) {
                     None => {
                         result.error_code = ResponseError::UnknownTopicOrPartition.code();
                         result.error_message =
                             super::message(format!("topic '{name}' does not exist"));
                         return result;
                     }
-                    Some(topic) => TOPIC_CONFIGS
+                    Some(configs) => TOPIC_CONFIGS
                         .iter()
                         .map(|(def, broker_key)| {
                             let (value, source) = broker
                                 .config
-                                .topic_value(def.name, &topic.configs)
+                                .topic_value(def.name, &configs)
                                 .expect("topic key");
                             let mut synonyms = Vec::new();
                             if source == ConfigSource::DynamicTopic {
@@ -144,4 +144,19 @@ pub fn handle(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// A topic's own config overrides: from the registry, or in cluster mode from the
+/// controller's metadata.
+fn topic_configs(
+    broker: &Broker,
+    name: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    match &broker.cluster {
+        Some(cluster) => cluster
+            .node
+            .controller()
+            .read(|s| s.topic(name).map(|t| t.configs.clone())),
+        None => broker.topics.get(name).map(|t| t.configs.clone()),
+    }
 }
