@@ -136,6 +136,19 @@ fn create_topic(bootstrap: &str) {
     }
 }
 
+/// Each partition's leader as the nodes other than `paused` see it.
+fn leaders_from(cluster: &Cluster, paused: i32) -> Vec<i32> {
+    let others = cluster
+        .proxies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as i32 + 1 != paused)
+        .map(|(_, p)| p.local_addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    leaders(&others)
+}
+
 /// Each partition's leader (node id), once every partition has one.
 fn leaders(bootstrap: &str) -> Vec<i32> {
     let client: BaseConsumer = RdConfig::new()
@@ -255,7 +268,7 @@ struct Run {
     faults: u64,
 }
 
-fn run(idempotent: bool, kills: usize, seed: u64) -> Run {
+fn run(idempotent: bool, kills: usize, pause: bool, seed: u64) -> Run {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = start_cluster(&runtime, seed);
     create_topic(&cluster.bootstrap);
@@ -296,6 +309,20 @@ fn run(idempotent: bool, kills: usize, seed: u64) -> Run {
         std::thread::sleep(Duration::from_millis(500));
         node.restart();
     }
+    if pause {
+        // A leader paused long enough for the others to elect a new one, then resumed: it
+        // must step down, and nothing it accepted alone may count.
+        std::thread::sleep(Duration::from_millis(700));
+        let leader = leaders(&cluster.bootstrap)[0];
+        let pid = cluster.nodes[leader as usize - 1].pid() as i32;
+        eprintln!("SIGSTOP node {leader}, the leader of partition 0, for 3 s");
+        // SAFETY: kill(2) on a child process of this test.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_secs(3));
+        let during = leaders_from(&cluster, leader)[0];
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        assert_ne!(during, leader, "the paused node still led partition 0");
+    }
     stop.store(true, Ordering::Relaxed);
     let (sent, fatal) = producing.join().unwrap();
     let faults: u64 = cluster.proxies.iter().map(|p| p.counters().faults()).sum();
@@ -327,7 +354,7 @@ fn kills() -> usize {
 
 #[test]
 fn librdkafka_idempotent_producer_is_exactly_once_across_leader_kills() {
-    let run = run(true, kills(), 11);
+    let run = run(true, kills(), true, 11);
     assert_eq!(run.fatal, None, "fatal producer error");
     assert!(
         run.failed.is_empty(),
@@ -370,7 +397,7 @@ fn librdkafka_idempotent_producer_is_exactly_once_across_leader_kills() {
 
 #[test]
 fn without_idempotence_the_same_faults_store_duplicates() {
-    let run = run(false, 1, 11);
+    let run = run(false, 1, false, 11);
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (_, _, value) in &run.stored {
         *seen.entry(value).or_default() += 1;
