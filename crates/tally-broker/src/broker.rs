@@ -106,6 +106,18 @@ impl Broker {
             .unwrap_or_else(|| self.cluster_id.clone())
     }
 
+    /// Whether `topic` has partition `index`: in the registry, or in cluster mode in the
+    /// controller's metadata.
+    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.node.controller().read(|s| {
+                s.topic(topic)
+                    .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
+            }),
+            None => self.topics.partition(topic, index).is_some(),
+        }
+    }
+
     pub fn notify_append(&self) {
         self.data_version.send_modify(|v| *v = v.wrapping_add(1));
     }

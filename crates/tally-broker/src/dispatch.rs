@@ -161,6 +161,9 @@ async fn cluster_mode(
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(cluster::admin::init_producer_id(cluster, ctx, r).await)
         }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            cluster::list_offsets::offset_for_leader_epoch(cluster, r),
+        ),
         other => return Err(other),
     })
 }

@@ -103,6 +103,12 @@ impl SegmentLogStore {
     }
 
     /// The Kafka offsets of the batch that holds the entry at raft `index`.
+    /// The largest term at most `term` with an entry in the log, and the offset after its
+    /// last entry: what a leader answers to OffsetForLeaderEpoch (the leader epoch is the term).
+    pub fn end_offset_for_term(&self, term: u64) -> Option<(u64, i64)> {
+        self.inner.index.read().end_offset_for_term(term)
+    }
+
     pub fn offsets_of(&self, index: u64) -> Option<(i64, i64)> {
         let loc = self.inner.index.read().get(index)?;
         Some((loc.base_offset, loc.end_offset))

@@ -57,6 +57,14 @@ impl RaftIndex {
         }
     }
 
+    /// Kafka's OffsetForLeaderEpoch over the entries: the largest term at most `term` and the
+    /// offset after its last entry (the start of the next term, or the log end), if an entry
+    /// of such a term is still here.
+    pub fn end_offset_for_term(&self, term: u64) -> Option<(u64, i64)> {
+        let last = self.entries.iter().rev().find(|l| l.term <= term)?;
+        Some((last.term, last.end_offset))
+    }
+
     pub fn get(&self, index: u64) -> Option<EntryLoc> {
         let i = index.checked_sub(self.first_index)?;
         self.entries.get(usize::try_from(i).ok()?).copied()
@@ -118,6 +126,30 @@ mod tests {
             base_offset: base,
             end_offset: base + n,
         }
+    }
+
+    #[test]
+    fn the_end_offset_of_a_term_is_where_the_next_term_starts() {
+        let mut idx = RaftIndex::new(None);
+        // Terms 1 (offsets 0-1), 3 (2-6), 4 (7-9); no entry of term 2.
+        for (i, l) in [
+            loc(1, 0, 1),
+            loc(1, 1, 1),
+            loc(3, 2, 4),
+            loc(3, 6, 1),
+            loc(4, 7, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            idx.push(i as u64 + 1, l);
+        }
+        assert_eq!(idx.end_offset_for_term(1), Some((1, 2)));
+        assert_eq!(idx.end_offset_for_term(2), Some((1, 2)));
+        assert_eq!(idx.end_offset_for_term(3), Some((3, 7)));
+        assert_eq!(idx.end_offset_for_term(4), Some((4, 10)));
+        assert_eq!(idx.end_offset_for_term(9), Some((4, 10)));
+        assert_eq!(idx.end_offset_for_term(0), None);
     }
 
     #[test]

@@ -412,3 +412,100 @@ fn without_idempotence_the_same_faults_store_duplicates() {
         "the control run stored no duplicate: the test could not fail"
     );
 }
+
+/// Reads `count` messages through a group consumer, committing as it goes.
+fn consume_in_group(
+    bootstrap: &str,
+    group: &str,
+    count: usize,
+    kill: Option<&mut BrokerProcess>,
+) -> Vec<String> {
+    let consumer: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut out = Vec::new();
+    let mut kill = kill;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while out.len() < count {
+        assert!(Instant::now() < deadline, "read {} of {count}", out.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            match m {
+                Ok(m) => {
+                    out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+                    consumer
+                        .commit_message(&m, rdkafka::consumer::CommitMode::Sync)
+                        .unwrap();
+                }
+                Err(e) => eprintln!("group consumer: {e}"),
+            }
+        }
+        if out.len() >= count / 2 {
+            if let Some(node) = kill.take() {
+                eprintln!("SIGKILL a partition leader while the group consumes");
+                node.kill9();
+                std::thread::sleep(Duration::from_millis(500));
+                node.restart();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_group_consumer_reads_a_replicated_topic_through_a_leader_kill_and_resumes_from_its_commits() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = start_cluster(&runtime, 5);
+    create_topic(&cluster.bootstrap);
+    let produce_values = |from: usize, to: usize| {
+        let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+        let p = producer(&cluster.bootstrap, true, &outcomes);
+        for i in from..to {
+            let value = format!("g-{i}");
+            p.send(
+                BaseRecord::<(), String>::to(TOPIC)
+                    .partition((i % 3) as i32)
+                    .payload(&value),
+            )
+            .unwrap();
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+        assert!(outcomes.lock().unwrap().failed.is_empty());
+    };
+    produce_values(0, 600);
+    // The coordinator is the lowest registered node (1); kill the leader of a partition that
+    // another node leads, so the group itself stays up.
+    let leaders = leaders(&cluster.bootstrap);
+    let victim = leaders
+        .iter()
+        .copied()
+        .find(|l| *l != 1)
+        .unwrap_or(leaders[0]);
+    let first = consume_in_group(
+        &cluster.bootstrap,
+        "readers",
+        600,
+        Some(&mut cluster.nodes[victim as usize - 1]),
+    );
+    let mut sorted = first.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 600, "every message once");
+    produce_values(600, 610);
+    // A new member of the same group starts from the group's commits: only the 10 new ones.
+    let second = consume_in_group(&cluster.bootstrap, "readers", 10, None);
+    let mut second_sorted = second.clone();
+    second_sorted.sort();
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (600..610).map(|i| format!("g-{i}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(second_sorted, expected);
+}

@@ -119,3 +119,61 @@ fn by_time(
             first_record_at_or_after(&header, bytes, target)
         }))
 }
+
+/// OffsetForLeaderEpoch in cluster mode, answered by the leader from its log: for the
+/// requested epoch (a Raft term), the largest epoch at most it that has entries, and the offset
+/// where the next epoch starts (the log end for the current one). Consumers use it to detect
+/// that the log they read was cut after a leader change (KIP-320).
+pub fn offset_for_leader_epoch(
+    cluster: &ClusterMode,
+    request: kafka_protocol::messages::OffsetForLeaderEpochRequest,
+) -> kafka_protocol::messages::OffsetForLeaderEpochResponse {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    let state = cluster.node.controller().cluster();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let answer = EpochEndOffset::default().with_partition(p.partition);
+                    let topic = state.topic(&t.topic).filter(|topic| {
+                        usize::try_from(p.partition).is_ok_and(|i| i < topic.partitions.len())
+                    });
+                    let Some(topic) = topic else {
+                        return answer
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let view = cluster.view(&t.topic, p.partition as u32, topic);
+                    let hosted = match (view.hosted, view.is_leader) {
+                        (Some(h), true) => h,
+                        _ => {
+                            return answer
+                                .with_error_code(ResponseError::NotLeaderOrFollower.code())
+                        }
+                    };
+                    if let Some(e) = check_leader_epoch(p.current_leader_epoch, view.leader_epoch) {
+                        return answer.with_error_code(e.code());
+                    }
+                    let found = u64::try_from(p.leader_epoch)
+                        .ok()
+                        .and_then(|epoch| hosted.replica.store.end_offset_for_term(epoch));
+                    match found {
+                        Some((epoch, end)) => answer
+                            .with_leader_epoch(i32::try_from(epoch).unwrap_or(i32::MAX))
+                            .with_end_offset(end),
+                        None => answer.with_leader_epoch(-1).with_end_offset(-1),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    kafka_protocol::messages::OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

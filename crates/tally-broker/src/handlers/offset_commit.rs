@@ -42,7 +42,7 @@ pub async fn handle(
                 group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
                 offsets,
             },
-            |topic, partition| broker.topics.partition(topic, partition).is_some(),
+            |topic, partition| broker.partition_exists(topic, partition),
         )
         .await;
     let mut codes = codes.into_iter();
