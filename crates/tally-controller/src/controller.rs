@@ -189,14 +189,6 @@ impl Controller {
 
     /// `shutdown` for a controller that is shared: later proposals fail.
     pub async fn close(&self) -> io::Result<()> {
-        self.replica
-            .raft
-            .shutdown()
-            .await
-            .map_err(io::Error::other)?;
-        let store = self.replica.store.clone();
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .map_err(io::Error::other)?
+        self.replica.close().await
     }
 }

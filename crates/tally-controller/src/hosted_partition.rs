@@ -84,15 +84,7 @@ impl HostedPartition {
 
     /// Stops the replica's Raft and closes its log.
     async fn stop(&self) -> io::Result<()> {
-        self.replica
-            .raft
-            .shutdown()
-            .await
-            .map_err(io::Error::other)?;
-        let store = self.replica.store.clone();
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .map_err(io::Error::other)?
+        self.replica.close().await
     }
 }
 

@@ -142,6 +142,11 @@ impl Replica {
 
     /// Stops the Raft, then flushes the log and records a clean shutdown.
     pub async fn shutdown(self) -> io::Result<()> {
+        self.close().await
+    }
+
+    /// `shutdown` for a replica that is shared: later calls into its Raft fail.
+    pub async fn close(&self) -> io::Result<()> {
         self.raft.shutdown().await.map_err(io::Error::other)?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.close())

@@ -20,7 +20,7 @@ use tally_raft::{ProduceAnswer, ProduceError};
 
 use super::{broker_id, ClusterMode};
 use crate::broker::Broker;
-use crate::handlers::produce::{compression_of, rejected, ProduceOutcome};
+use crate::handlers::produce::{check_acks, check_records, rejected, ProduceOutcome};
 use crate::handlers::RequestContext;
 
 enum Slot {
@@ -60,12 +60,8 @@ pub async fn submit(
             let mut fail = |answer, e, text| {
                 Slot::Done(rejected(version, &mut first_error, &name, answer, e, text))
             };
-            if !matches!(acks, -1..=1) {
-                slots.push(fail(
-                    answer,
-                    ResponseError::InvalidRequiredAcks,
-                    format!("acks must be -1, 0 or 1, not {acks}"),
-                ));
+            if let Err((e, text)) = check_acks(acks) {
+                slots.push(fail(answer, e, text));
                 continue;
             }
             let replicas = topic.and_then(|t| {
@@ -81,22 +77,13 @@ pub async fn submit(
                 ));
                 continue;
             };
-            let Some(records) = data.records else {
-                slots.push(fail(
-                    answer,
-                    ResponseError::InvalidRecord,
-                    "the partition carries no records".into(),
-                ));
-                continue;
+            let records = match check_records(version, data.records) {
+                Ok(records) => records,
+                Err((e, text)) => {
+                    slots.push(fail(answer, e, text));
+                    continue;
+                }
             };
-            if version < 7 && compression_of(&records) == Some(4) {
-                slots.push(fail(
-                    answer,
-                    ResponseError::UnsupportedCompressionType,
-                    "zstd needs Produce v7 or later".into(),
-                ));
-                continue;
-            }
             if BatchHeader::parse(&records).is_ok_and(|h| h.is_transactional()) {
                 slots.push(fail(
                     answer,

@@ -36,10 +36,41 @@ enum Slot {
 }
 
 /// Compression codec of a batch, read from its attributes without parsing the rest.
-pub(crate) fn compression_of(records: &[u8]) -> Option<i16> {
+fn compression_of(records: &[u8]) -> Option<i16> {
     records
         .get(21..23)
         .map(|a| i16::from_be_bytes([a[0], a[1]]) & 0x07)
+}
+
+/// The request's `acks`: -1, 0 or 1.
+pub(crate) fn check_acks(acks: i16) -> Result<(), (ResponseError, String)> {
+    if matches!(acks, -1..=1) {
+        return Ok(());
+    }
+    Err((
+        ResponseError::InvalidRequiredAcks,
+        format!("acks must be -1, 0 or 1, not {acks}"),
+    ))
+}
+
+/// A partition's records, present and in a codec its Produce version allows.
+pub(crate) fn check_records(
+    version: i16,
+    records: Option<bytes::Bytes>,
+) -> Result<bytes::Bytes, (ResponseError, String)> {
+    let Some(records) = records else {
+        return Err((
+            ResponseError::InvalidRecord,
+            "the partition carries no records".into(),
+        ));
+    };
+    if version < 7 && compression_of(&records) == Some(4) {
+        return Err((
+            ResponseError::UnsupportedCompressionType,
+            "zstd needs Produce v7 or later".into(),
+        ));
+    }
+    Ok(records)
 }
 
 pub(crate) fn rejected(
@@ -83,12 +114,8 @@ pub async fn submit(
             let mut fail = |answer, e, text| {
                 Slot::Done(rejected(version, &mut first_error, &name, answer, e, text))
             };
-            if !matches!(acks, -1..=1) {
-                slots.push(fail(
-                    answer,
-                    ResponseError::InvalidRequiredAcks,
-                    format!("acks must be -1, 0 or 1, not {acks}"),
-                ));
+            if let Err((e, text)) = check_acks(acks) {
+                slots.push(fail(answer, e, text));
                 continue;
             }
             let handle = topic.as_ref().and_then(|t| {
@@ -112,22 +139,13 @@ pub async fn submit(
                 ));
                 continue;
             }
-            let Some(records) = data.records else {
-                slots.push(fail(
-                    answer,
-                    ResponseError::InvalidRecord,
-                    "the partition carries no records".into(),
-                ));
-                continue;
+            let records = match check_records(version, data.records) {
+                Ok(records) => records,
+                Err((e, text)) => {
+                    slots.push(fail(answer, e, text));
+                    continue;
+                }
             };
-            if version < 7 && compression_of(&records) == Some(4) {
-                slots.push(fail(
-                    answer,
-                    ResponseError::UnsupportedCompressionType,
-                    "zstd needs Produce v7 or later".into(),
-                ));
-                continue;
-            }
             if acks == -1 {
                 let min_isr = topic.min_insync_replicas;
                 if min_isr > 1 {
