@@ -74,20 +74,21 @@ fn main() {
         .map(|n| n.bootstrap())
         .collect::<Vec<_>>()
         .join(",");
-    let created = std::process::Command::new(TALLY)
-        .args(["--bootstrap", &nodes[0].bootstrap()])
-        .args([
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "1",
-            "--replication-factor",
-            "3",
-        ])
-        .status()
-        .unwrap();
-    assert!(created.success());
+    // Again while the controller is elected and the nodes register.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new(TALLY)
+            .args(["--bootstrap", &nodes[0].bootstrap()])
+            .args(["topic", "create", TOPIC, "--partitions", "1"])
+            .args(["--replication-factor", "3"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "topic create: {out:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     while leader(&bootstrap).is_none() {
         std::thread::sleep(Duration::from_millis(100));
     }
