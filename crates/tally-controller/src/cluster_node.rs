@@ -20,7 +20,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::ServerState;
 use parking_lot::Mutex;
-use tally_raft::{RaftServer, ReplicaConfig, TcpNetworkFactory};
+use tally_raft::{PeerAddresses, RaftServer, ReplicaConfig, TcpNetworkFactory};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -74,14 +74,16 @@ impl ClusterNode {
             )
         })?;
         let server = Arc::new(RaftServer::bind(raft_addr).await?);
+        let peers: PeerAddresses = Arc::new(config.voters.clone());
         let controller = Arc::new(
             Controller::open(
                 config.node_id,
                 &config.data_dir.join(CONTROLLER_GROUP),
                 &config.replica,
-                TcpNetworkFactory::new(CONTROLLER_GROUP),
+                TcpNetworkFactory::with_peers(CONTROLLER_GROUP, Arc::clone(&peers)),
             )
-            .await?,
+            .await?
+            .with_peers(Arc::clone(&peers)),
         );
         server.register(CONTROLLER_GROUP, controller.raft().clone());
         server.register_forward(
@@ -111,6 +113,7 @@ impl ClusterNode {
             replica: config.replica.clone(),
             max_message_bytes: config.max_message_bytes,
             server: Arc::clone(&server),
+            peers,
         });
         let (stop, _) = watch::channel(false);
         let hosted: Hosted = Arc::default();

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tally_protocol::BatchHeader;
 use tally_raft::{
-    ApplyListener, PartitionLeader, PartitionRaft, ProduceError, Replica, ReplicaConfig,
-    SnapshotData, TallyRaft,
+    ApplyListener, PartitionLeader, PartitionRaft, PeerAddresses, ProduceError, Replica,
+    ReplicaConfig, SnapshotData, TallyRaft,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -92,6 +92,8 @@ pub struct Controller {
     leader: PartitionLeader,
     state: Arc<Mutex<ClusterState>>,
     changes: watch::Receiver<i64>,
+    /// Where this node reaches the other voters (its voters list), for forwarded proposals.
+    peers: PeerAddresses,
 }
 
 impl Controller {
@@ -126,7 +128,28 @@ impl Controller {
             leader,
             state,
             changes,
+            peers: PeerAddresses::default(),
         })
+    }
+
+    /// Forwards proposals to the voters at `peers` rather than at their membership addresses.
+    pub fn with_peers(mut self, peers: PeerAddresses) -> Controller {
+        self.peers = peers;
+        self
+    }
+
+    /// Where this node reaches node `id`: its own address for it, else the membership's.
+    pub fn peer_addr(&self, id: u64) -> Option<String> {
+        if let Some(addr) = self.peers.get(&id) {
+            return Some(addr.clone());
+        }
+        let metrics = self.replica.raft.metrics().borrow_watched().clone();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned();
+        node.map(|n| n.addr)
     }
 
     pub fn node_id(&self) -> u64 {

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::impls::BasicNode;
-use tally_raft::{PartitionLeader, RaftServer, Replica, ReplicaConfig, TcpNetworkFactory};
+use tally_raft::{
+    PartitionLeader, PeerAddresses, RaftServer, Replica, ReplicaConfig, TcpNetworkFactory,
+};
 use uuid::Uuid;
 
 use crate::cluster_state::ClusterState;
@@ -117,6 +119,8 @@ pub(crate) struct HostContext {
     pub replica: ReplicaConfig,
     pub max_message_bytes: usize,
     pub server: Arc<RaftServer>,
+    /// Where this node reaches its peers (its voters list).
+    pub peers: PeerAddresses,
 }
 
 impl HostContext {
@@ -134,7 +138,7 @@ impl HostContext {
             .await
             .map_err(io::Error::other)??;
         let group = HostedPartition::group_name(topic_id, index);
-        let network = TcpNetworkFactory::new(group.clone());
+        let network = TcpNetworkFactory::with_peers(group.clone(), Arc::clone(&self.peers));
         let replica = Replica::open(self.node_id, &dir, &self.replica, network).await?;
         self.server.register(group, replica.raft.clone());
         let leader = PartitionLeader::new(

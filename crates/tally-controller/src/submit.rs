@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::async_runtime::watch::WatchReceiver;
 use tally_raft::ForwardHandler;
 
 use crate::command::ControllerCommand;
@@ -76,15 +75,7 @@ async fn forward_to(
     command: &ControllerCommand,
     timeout: Duration,
 ) -> Answer {
-    let addr = {
-        let metrics = controller.raft().metrics().borrow_watched().clone();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
-    };
-    let Some(addr) = addr else {
+    let Some(addr) = controller.peer_addr(leader) else {
         return Err(ControllerError::NotController { leader: None });
     };
     let request = Bytes::from(serde_json::to_vec(command).expect("a command serializes"));

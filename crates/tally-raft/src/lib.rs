@@ -33,7 +33,7 @@ pub use entry_codec::{
 };
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
-pub use net::{forward, ForwardHandler, RaftServer, TcpNetworkFactory};
+pub use net::{forward, ForwardHandler, PeerAddresses, RaftServer, TcpNetworkFactory};
 pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produced};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
 pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};

@@ -213,6 +213,11 @@ impl BrokerProcess {
             .join("\n")
     }
 
+    /// Where this broker keeps its data (its `--data-dir`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

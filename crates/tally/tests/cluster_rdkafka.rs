@@ -3,8 +3,11 @@
 //! flight), each broker behind a fault proxy that loses produce acknowledgements, while the
 //! leader of each partition in turn is SIGKILLed and restarted on its data directory. Every
 //! acknowledged message is read back exactly once, at the offset it was acknowledged with, in
-//! per-partition order, and no delivery fails. The control run, idempotence off, stores
-//! duplicates: the retries of batches whose acknowledgement was lost.
+//! per-partition order, and no delivery fails; then a leader is paused with SIGSTOP (and, with
+//! `TALLY_CLUSTER_CUT=1`, another is cut off from the other nodes while clients still reach
+//! it: the nodes' Raft links run through `LinkProxy`s, one per pair and direction). The
+//! control run, idempotence off, stores duplicates: the retries of batches whose
+//! acknowledgement was lost.
 //!
 //! `TALLY_CLUSTER_KILLS=N` sets the number of leader kills (default 3; the must-show of issue
 //! 12 is 10 per partition, run outside CI).
@@ -22,7 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
-use tally_testkit::{free_fixed_port, BrokerProcess};
+use tally_testkit::{free_fixed_port, BrokerProcess, LinkProxy};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const TOPIC: &str = "orders";
@@ -58,14 +61,40 @@ impl ProducerContext for Recorder {
 struct Cluster {
     nodes: Vec<BrokerProcess>,
     proxies: Vec<FaultProxy>,
+    /// `links[&(from, to)]` carries node `from`'s Raft traffic to node `to`.
+    links: HashMap<(i32, i32), LinkProxy>,
     bootstrap: String,
 }
 
+/// Each node's voters list: its own Raft address, and each peer through the link that only
+/// this node's traffic to that peer crosses.
+fn voters_lists(links: &HashMap<(i32, i32), LinkProxy>, raft_ports: &[u16]) -> Vec<String> {
+    (1..=3)
+        .map(|from| {
+            (1..=3)
+                .map(|to: i32| match links.get(&(from, to)) {
+                    Some(link) => format!("{to}@{}", link.addr()),
+                    None => format!("{to}@127.0.0.1:{}", raft_ports[to as usize - 1]),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
 fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
-    let voters: Vec<String> = (1..=3)
-        .map(|i| format!("{i}@127.0.0.1:{}", free_fixed_port()))
-        .collect();
-    let voters = voters.join(",");
+    let raft_ports: Vec<u16> = (0..3).map(|_| free_fixed_port()).collect();
+    let mut links = HashMap::new();
+    for from in 1..=3 {
+        for to in (1..=3).filter(|to| *to != from) {
+            let upstream = format!("127.0.0.1:{}", raft_ports[to as usize - 1]);
+            links.insert(
+                (from, to),
+                LinkProxy::start(upstream.parse().unwrap()).unwrap(),
+            );
+        }
+    }
+    let voters = voters_lists(&links, &raft_ports);
     let mut nodes = Vec::new();
     let mut proxies = Vec::new();
     for id in 1..=3u64 {
@@ -86,7 +115,7 @@ fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
                 "--node-id",
                 &node_id,
                 "--voters",
-                &voters,
+                &voters[id as usize - 1],
                 "--advertise",
                 &advertise,
             ],
@@ -103,7 +132,21 @@ fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
     Cluster {
         nodes,
         proxies,
+        links,
         bootstrap,
+    }
+}
+
+/// Cuts (or heals) every link between `node` and the other two, both ways.
+fn isolate(cluster: &Cluster, node: i32, cut: bool) {
+    for ((from, to), link) in &cluster.links {
+        if *from == node || *to == node {
+            if cut {
+                link.cut();
+            } else {
+                link.heal();
+            }
+        }
     }
 }
 
@@ -136,7 +179,7 @@ fn create_topic(bootstrap: &str) {
     }
 }
 
-/// Each partition's leader as the nodes other than `paused` see it.
+/// Each partition's leader as the nodes other than `paused` (or cut off) see it.
 fn leaders_from(cluster: &Cluster, paused: i32) -> Vec<i32> {
     let others = cluster
         .proxies
@@ -268,7 +311,7 @@ struct Run {
     faults: u64,
 }
 
-fn run(idempotent: bool, kills: usize, pause: bool, seed: u64) -> Run {
+fn run(idempotent: bool, kills: usize, pause: bool, cut: bool, seed: u64) -> Run {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = start_cluster(&runtime, seed);
     create_topic(&cluster.bootstrap);
@@ -323,6 +366,23 @@ fn run(idempotent: bool, kills: usize, pause: bool, seed: u64) -> Run {
         unsafe { libc::kill(pid, libc::SIGCONT) };
         assert_ne!(during, leader, "the paused node still led partition 0");
     }
+    if cut {
+        // A leader cut off from the other two nodes while clients still reach it: it cannot
+        // commit what it is sent, the others elect a new leader, and when the links heal its
+        // uncommitted entries give way to the new leader's log.
+        std::thread::sleep(Duration::from_millis(700));
+        let leader = leaders(&cluster.bootstrap)[1];
+        eprintln!("cut node {leader}, the leader of partition 1, off from the other nodes");
+        isolate(&cluster, leader, true);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while leaders_from(&cluster, leader)[1] == leader {
+            assert!(Instant::now() < deadline, "no new leader behind the cut");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        eprintln!("heal node {leader}'s links");
+        isolate(&cluster, leader, false);
+    }
     stop.store(true, Ordering::Relaxed);
     let (sent, fatal) = producing.join().unwrap();
     let faults: u64 = cluster.proxies.iter().map(|p| p.counters().faults()).sum();
@@ -345,6 +405,13 @@ fn run(idempotent: bool, kills: usize, pause: bool, seed: u64) -> Run {
     }
 }
 
+/// `TALLY_CLUSTER_CUT=1` adds the cut-off leader. Off by default: about one run in four
+/// then fails (a batch stored twice, the second copy under a bumped producer epoch, after
+/// librdkafka was told a gap it took as its first batch not persisted); see issue 12's note.
+fn cut() -> bool {
+    std::env::var("TALLY_CLUSTER_CUT").is_ok_and(|v| v == "1")
+}
+
 fn kills() -> usize {
     std::env::var("TALLY_CLUSTER_KILLS")
         .ok()
@@ -353,8 +420,8 @@ fn kills() -> usize {
 }
 
 #[test]
-fn librdkafka_idempotent_producer_is_exactly_once_across_leader_kills() {
-    let run = run(true, kills(), true, 11);
+fn librdkafka_idempotent_producer_is_exactly_once_across_leader_kills_and_a_pause() {
+    let run = run(true, kills(), true, cut(), 11);
     assert_eq!(run.fatal, None, "fatal producer error");
     assert!(
         run.failed.is_empty(),
@@ -397,7 +464,7 @@ fn librdkafka_idempotent_producer_is_exactly_once_across_leader_kills() {
 
 #[test]
 fn without_idempotence_the_same_faults_store_duplicates() {
-    let run = run(false, 1, false, 11);
+    let run = run(false, 1, false, false, 11);
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (_, _, value) in &run.stored {
         *seen.entry(value).or_default() += 1;

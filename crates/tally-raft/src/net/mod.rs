@@ -7,4 +7,4 @@ mod tcp_network;
 mod wire;
 
 pub use raft_server::{ForwardHandler, RaftServer};
-pub use tcp_network::{forward, TcpNetworkFactory};
+pub use tcp_network::{forward, PeerAddresses, TcpNetworkFactory};

@@ -1,8 +1,16 @@
 //! A replica's links to its peers: one TCP connection per peer and Raft stream, opened when
 //! first needed and again after any error. A request waits at most the RPC's deadline.
+//!
+//! A peer is reached at the address this node's configuration gives for it (its voters list,
+//! as each Kafka node has its own `controller.quorum.voters`), and only when it gives none at
+//! the address in the group's membership. So a node can reach its peers through addresses of
+//! its own (a NAT, or the proxies of a network-partition test) while the membership, which
+//! every replica shares, names where each node listens.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,15 +29,25 @@ use crate::type_config::{CommittedLeaderId, Node, TallyRaft, Vote};
 
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
-/// The network of one replica of group `group`: peers are reached at their node's `addr`.
+/// Where this node reaches its peers, by node id.
+pub type PeerAddresses = Arc<BTreeMap<u64, String>>;
+
+/// The network of one replica of group `group`: a peer is reached at its address in `peers`,
+/// else at its node's `addr` in the membership.
 pub struct TcpNetworkFactory {
     group: String,
+    peers: PeerAddresses,
 }
 
 impl TcpNetworkFactory {
     pub fn new(group: impl Into<String>) -> TcpNetworkFactory {
+        TcpNetworkFactory::with_peers(group, PeerAddresses::default())
+    }
+
+    pub fn with_peers(group: impl Into<String>, peers: PeerAddresses) -> TcpNetworkFactory {
         TcpNetworkFactory {
             group: group.into(),
+            peers,
         }
     }
 }
@@ -37,10 +55,10 @@ impl TcpNetworkFactory {
 impl RaftNetworkFactory<TallyRaft> for TcpNetworkFactory {
     type Network = TcpConnection;
 
-    async fn new_client(&mut self, _target: u64, node: &Node) -> TcpConnection {
+    async fn new_client(&mut self, target: u64, node: &Node) -> TcpConnection {
         TcpConnection {
             group: self.group.clone(),
-            addr: node.addr.clone(),
+            addr: self.peers.get(&target).unwrap_or(&node.addr).clone(),
             stream: None,
         }
     }
