@@ -121,7 +121,21 @@ impl PartitionLeader {
         let term = self.sync_term(&mut guard).await?;
         let leader_term = guard.as_mut().expect("synced");
         let decision = if self.idempotence {
-            leader_term.table.check(&header, false)?
+            leader_term.table.check(&header, false).inspect_err(|e| {
+                // Rare and worth seeing: a gap or a stale epoch makes librdkafka bump its
+                // epoch or fail, so each one is logged with what the table held.
+                let entry = leader_term.table.get(header.producer_id);
+                tracing::info!(
+                    term,
+                    producer_id = header.producer_id,
+                    epoch = header.producer_epoch,
+                    base_sequence = header.base_sequence,
+                    table_epoch = entry.map(|e| e.producer_epoch),
+                    table_last_seq = entry.map(|e| e.last_seq()),
+                    error = %e,
+                    "refused a batch"
+                );
+            })?
         } else {
             AppendDecision::Append
         };
