@@ -51,6 +51,8 @@ impl From<ProduceError> for ControllerError {
     fn from(e: ProduceError) -> ControllerError {
         match e {
             ProduceError::NotLeader { leader } => ControllerError::NotController { leader },
+            // Not stored; commands carry no producer id, so this does not happen.
+            ProduceError::Superseded => ControllerError::TimedOut(e.to_string()),
             ProduceError::TimedOut(why) => ControllerError::TimedOut(why),
             ProduceError::Refused(e) => ControllerError::Refused(e.to_string()),
         }

@@ -23,6 +23,10 @@ use crate::type_config::{Entry, LogId, Membership, RaftBatch};
 pub const CONTROL_TYPE_BLANK: i16 = 0x7a00;
 /// The control type of a membership entry; its value is the membership as JSON.
 pub const CONTROL_TYPE_MEMBERSHIP: i16 = 0x7a01;
+/// The control type written in place of a client batch the leader's log refused as it wrote
+/// it (see `leader_log.rs`); its value is the reason, in UTF-8. It stays a normal entry to
+/// openraft, so its proposal is answered, as refused.
+pub const CONTROL_TYPE_REFUSED: i16 = 0x7a02;
 
 #[derive(Debug, Error)]
 pub enum CodecError {
@@ -91,14 +95,26 @@ fn control(control_type: i16, value: &[u8]) -> Vec<u8> {
     encode_control(&record, -1)
 }
 
-/// The entry at raft `index` from the whole batch the log holds for it.
-/// Whether a stored batch is one of Raft's own entries (blank, membership), which Fetch
-/// must not return.
+/// The control batch that stands for a refused client batch.
+pub fn refused_batch(reason: &str) -> Bytes {
+    Bytes::from(control(CONTROL_TYPE_REFUSED, reason.as_bytes()))
+}
+
+/// Whether a stored batch stands for a refused client batch.
+pub fn is_refused(header: &BatchHeader, batch: &[u8]) -> bool {
+    header.is_control() && matches!(parse_control(header, batch), Ok((CONTROL_TYPE_REFUSED, _)))
+}
+
+/// Whether a stored batch is one of Raft's own entries (blank, membership) or a refused
+/// batch's stand-in, which Fetch must not return.
 pub fn is_raft_entry(header: &BatchHeader, batch: &[u8]) -> bool {
     header.is_control()
         && matches!(
             parse_control(header, batch),
-            Ok((CONTROL_TYPE_BLANK | CONTROL_TYPE_MEMBERSHIP, _))
+            Ok((
+                CONTROL_TYPE_BLANK | CONTROL_TYPE_MEMBERSHIP | CONTROL_TYPE_REFUSED,
+                _
+            ))
         )
 }
 
@@ -129,6 +145,8 @@ pub fn without_raft_entries(records: Bytes) -> Bytes {
     }
 }
 
+/// The entry at raft `index` from the whole batch the log holds for it. A refused batch's
+/// stand-in is a normal entry, so it reaches followers byte for byte.
 pub fn decode_entry(index: u64, batch: Bytes) -> Result<Entry, CodecError> {
     let bad = |reason: String| CodecError::BadBatch { index, reason };
     let header = BatchHeader::parse_whole(&batch).map_err(|e| bad(e.to_string()))?;

@@ -1,7 +1,8 @@
 //! The replicas of partition groups in one process, wired to each other directly: what the
 //! in-process cluster tests and the simulation use before the broker's TCP transport exists.
-//! A link can be cut both ways (`isolate`), as a network partition would, and requests and
-//! replies can be lost on a seeded schedule (`set_loss`).
+//! A link can be cut both ways (`isolate`), as a network partition would, a node's replies
+//! can be lost while its requests arrive (`mute_replies_to`), and requests and replies can be
+//! lost on a seeded schedule (`set_loss`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -24,6 +25,9 @@ pub type PartitionRaft = Raft<TallyRaft, PartitionStateMachine>;
 struct Routes {
     nodes: BTreeMap<u64, PartitionRaft>,
     isolated: BTreeSet<u64>,
+    /// Nodes whose requests arrive but whose replies are lost: their followers hear them, but
+    /// they hear no follower.
+    muted: BTreeSet<u64>,
     /// Chance in a million that a request is lost, and (separately) that its reply is.
     loss_ppm: u64,
     /// splitmix64 state: a seeded schedule of losses.
@@ -68,6 +72,17 @@ impl LocalRouter {
         self.routes.lock().isolated.remove(&id);
     }
 
+    /// Every reply to `id`'s requests is lost, while its requests still arrive: a leader
+    /// whose followers hear its heartbeats (and elect no one) but who hears nothing back, so
+    /// its lease lapses in its own term.
+    pub fn mute_replies_to(&self, id: u64) {
+        self.routes.lock().muted.insert(id);
+    }
+
+    pub fn unmute(&self, id: u64) {
+        self.routes.lock().muted.remove(&id);
+    }
+
     /// Loses each request, and each reply, with probability `loss` (0 to 1), on a schedule
     /// seeded by `seed`: a lost reply means the peer acted on a request its sender thinks
     /// failed.
@@ -77,8 +92,9 @@ impl LocalRouter {
         routes.rng = seed;
     }
 
-    fn reply_lost(&self) -> bool {
-        self.routes.lock().lose()
+    fn reply_lost(&self, to: u64) -> bool {
+        let mut routes = self.routes.lock();
+        routes.muted.contains(&to) || routes.lose()
     }
 
     /// The network a replica `from` gives its Raft.
@@ -149,7 +165,7 @@ impl RaftNetworkV2<TallyRaft> for LocalConnection {
             .route(self.from, self.to)
             .map_err(RPCError::Unreachable)?;
         let reply = raft.append_entries(rpc).await.map_err(unreachable)?;
-        if self.router.reply_lost() {
+        if self.router.reply_lost(self.from) {
             return Err(unreachable("reply lost"));
         }
         Ok(reply)
@@ -165,7 +181,7 @@ impl RaftNetworkV2<TallyRaft> for LocalConnection {
             .route(self.from, self.to)
             .map_err(RPCError::Unreachable)?;
         let reply = raft.vote(rpc).await.map_err(unreachable)?;
-        if self.router.reply_lost() {
+        if self.router.reply_lost(self.from) {
             return Err(unreachable("reply lost"));
         }
         Ok(reply)

@@ -8,6 +8,10 @@
 //! Every append is fsynced before openraft hears it is done, which Raft needs for its votes and
 //! its commit rule. openraft hands over many entries at once under load, so one fsync covers
 //! them all.
+//!
+//! While this replica leads a term, its client batches of that term are checked again as they
+//! are written (`leader_log.rs`): one refused by openraft's core must not leave a gap that the
+//! next batch of the same producer is stored behind.
 
 use std::fmt::Debug;
 use std::io;
@@ -20,12 +24,14 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use parking_lot::{Mutex, RwLock};
 use tally_log::{Log, LogConfig, LogReader};
+use tally_partition::ProducerTable;
 use tally_protocol::BatchHeader;
 
-use crate::entry_codec::{decode_entry, encode_entry};
+use crate::entry_codec::{decode_entry, encode_entry, refused_batch};
+use crate::leader_log::{Admission, LeaderLog};
 use crate::raft_index::{EntryLoc, RaftIndex};
 use crate::raft_meta::{self, FirstEntry, RaftMeta};
-use crate::type_config::{Entry, LogId, TallyRaft, Vote};
+use crate::type_config::{Entry, LogId, RaftBatch, TallyRaft, Vote};
 
 /// Bytes read from the segments at a time when openraft asks for a range of entries.
 const READ_CHUNK_BYTES: usize = 8 << 20;
@@ -45,6 +51,8 @@ struct Inner {
     /// The saved `raft-meta.json`, as last written.
     meta: Mutex<RaftMeta>,
     committed: Mutex<Option<LogId>>,
+    /// Set while this replica leads a term with the duplicate check on.
+    leader: Mutex<Option<LeaderLog>>,
 }
 
 fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -93,6 +101,7 @@ impl SegmentLogStore {
                 index: RwLock::new(index),
                 committed: Mutex::new(raft_meta::load_committed(dir)),
                 meta: Mutex::new(meta),
+                leader: Mutex::new(None),
             }),
         })
     }
@@ -112,6 +121,18 @@ impl SegmentLogStore {
     pub fn offsets_of(&self, index: u64) -> Option<(i64, i64)> {
         let loc = self.inner.index.read().get(index)?;
         Some((loc.base_offset, loc.end_offset))
+    }
+
+    /// This replica leads `term`: from now on each client batch of that term is checked
+    /// against `table`, the producer table of the whole log as it stands, as it is written.
+    /// Called once the state machine has applied the log and before the term's first client
+    /// batch is proposed; a later call for the same term keeps the table it has, which has
+    /// moved on with the log since.
+    pub fn lead_term(&self, term: u64, table: ProducerTable) {
+        let mut leader = self.inner.leader.lock();
+        if leader.as_ref().is_none_or(|l| l.term < term) {
+            *leader = Some(LeaderLog::new(term, table));
+        }
     }
 
     /// How many handles share this store, writes still running on the blocking pool
@@ -180,7 +201,21 @@ impl Inner {
                 let first = FirstEntry { index, base_offset };
                 self.save_meta(|m| m.first_entry = Some(first))?;
             }
-            let encoded = encode_entry(&entry, base_offset).map_err(io_err)?;
+            let mut encoded = encode_entry(&entry, base_offset).map_err(io_err)?;
+            if let Some(reason) = self.refuses(&entry, &encoded.header) {
+                tracing::info!(
+                    log_id = %entry.log_id,
+                    producer_id = encoded.header.producer_id,
+                    base_sequence = encoded.header.base_sequence,
+                    %reason,
+                    "the leader's log refused a client batch"
+                );
+                let stand_in = <Entry as openraft::entry::RaftEntry>::new_normal(
+                    entry.log_id,
+                    RaftBatch(refused_batch(&reason)),
+                );
+                encoded = encode_entry(&stand_in, base_offset).map_err(io_err)?;
+            }
             let now = now_ms();
             let size = encoded.header.size_in_bytes();
             if log.should_roll(size, encoded.header.last_offset(), now) {
@@ -192,6 +227,21 @@ impl Inner {
             self.index.write().push(index, loc);
         }
         log.flush().map_err(io_err)
+    }
+
+    /// Why a client batch of the term this replica leads may not be written as proposed.
+    fn refuses(&self, entry: &Entry, header: &tally_protocol::BatchHeader) -> Option<String> {
+        if !matches!(entry.payload, openraft::EntryPayload::Normal(_)) {
+            return None;
+        }
+        let mut leader = self.leader.lock();
+        let leader = leader
+            .as_mut()
+            .filter(|l| l.term == entry.log_id.leader_id.term)?;
+        match leader.admit(header) {
+            Admission::Write => None,
+            Admission::Refuse(reason) => Some(reason),
+        }
     }
 
     fn truncate_after(&self, last: Option<LogId>) -> io::Result<()> {
@@ -310,6 +360,16 @@ impl RaftLogStorage<TallyRaft> for SegmentLogStore {
         let vote = *vote;
         self.blocking(move |inner| {
             let _writer = inner.log.lock();
+            // A vote in a later term ends any term this replica led: entries of that term
+            // that reach it later come from another leader and are stored as they are.
+            let mut leader = inner.leader.lock();
+            if leader
+                .as_ref()
+                .is_some_and(|l| l.term < vote.leader_id.term)
+            {
+                *leader = None;
+            }
+            drop(leader);
             inner.save_meta(|m| m.vote = Some(vote))
         })
         .await

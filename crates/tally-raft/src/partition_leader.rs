@@ -40,6 +40,13 @@ pub enum ProduceError {
     /// NOT_LEADER_OR_FOLLOWER: the client refreshes metadata and retries.
     #[error("not the leader of this partition (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
+    /// NOT_LEADER_OR_FOLLOWER as well: the leader's log refused the batch as it wrote it,
+    /// because an earlier batch of its producer never reached the log. Nothing is stored;
+    /// the client refreshes its metadata and sends both again with their sequences, which
+    /// librdkafka does without bumping its epoch (an OUT_OF_ORDER_SEQUENCE_NUMBER would make
+    /// it bump, and resend under the new epoch batches whose outcome it does not know).
+    #[error("an earlier batch of this producer did not reach the log: send both again")]
+    Superseded,
     /// REQUEST_TIMED_OUT: the outcome is unknown; the client retries the same batch.
     #[error("timed out: {0}")]
     TimedOut(String),
@@ -170,6 +177,13 @@ impl PartitionLeader {
         let shared = Arc::clone(&self.term);
         tokio::spawn(async move {
             let outcome = match done.await {
+                Ok(Ok(resp)) if resp.data.base_offset < 0 => {
+                    // The leader's log wrote a refused-batch entry in its place (see
+                    // `leader_log.rs`): a batch before it never reached the log, and this
+                    // term's table still counts it.
+                    forget_term(&shared, term).await;
+                    Err(ProduceError::Superseded)
+                }
                 Ok(Ok(resp)) => Ok(Produced {
                     base_offset: resp.data.base_offset,
                     last_offset: resp.data.last_offset,
@@ -178,11 +192,13 @@ impl PartitionLeader {
                 Ok(Err(e)) => {
                     forget_term(&shared, term).await;
                     Err(match e {
+                        // The core refused the entry before appending it (not the leader, a
+                        // lapsed lease, a leadership transfer): it is in no log.
                         ClientWriteError::ForwardToLeader(f) => ProduceError::NotLeader {
                             leader: f.leader_id,
                         },
-                        // Discarded on a leader change: it may still commit through the next
-                        // leader, whose table will know it when the client retries.
+                        // Discarded from this replica's log (truncated by a new leader): the
+                        // outcome is unknown until the client retries.
                         other => ProduceError::TimedOut(other.to_string()),
                     })
                 }
@@ -233,9 +249,13 @@ impl PartitionLeader {
                 leader: synced.current_leader,
             });
         }
+        let table = self.state_machine.producers();
+        if self.idempotence {
+            self.store.lead_term(term, table.clone());
+        }
         *guard = Some(LeaderTerm {
             term,
-            table: self.state_machine.producers(),
+            table,
             next_offset: self.store.log_reader().log_end_offset(),
         });
         Ok(term)

@@ -32,6 +32,7 @@ use tally_partition::{
 use tally_protocol::{parse_marker, BatchHeader};
 use tokio::sync::watch;
 
+use crate::entry_codec::is_refused;
 use crate::log_store::SegmentLogStore;
 use crate::type_config::{
     AppliedBatch, CommittedLeaderId, LogId, Node, RaftBatch, SnapshotMeta, StoredMembership,
@@ -296,14 +297,16 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             let applied = self.applied_batch(&entry.log_id, &entry.payload);
+            let mut refused = false;
             if let (EntryPayload::Normal(RaftBatch(bytes)), Some(a)) = (&entry.payload, applied) {
                 if let Ok(mut header) = BatchHeader::parse(bytes) {
+                    refused = is_refused(&header, bytes);
                     // The leader's entry may still carry the client's offsets: the log's are
                     // the ones that count.
                     header.base_offset = a.base_offset;
                     header.partition_leader_epoch = entry.log_id.leader_id.term as i32;
                     self.apply_to_producers(&header, bytes);
-                    if let Some(listener) = &self.listener {
+                    if let (Some(listener), false) = (&self.listener, refused) {
                         listener.applied(&header, bytes);
                     }
                 }
@@ -322,10 +325,12 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
                 }
             }
             if let Some(responder) = responder {
-                responder.send(applied.unwrap_or(AppliedBatch {
+                // No offsets: the proposal is answered as refused (see `PartitionLeader`).
+                let nowhere = AppliedBatch {
                     base_offset: -1,
                     last_offset: -1,
-                }));
+                };
+                responder.send(applied.filter(|_| !refused).unwrap_or(nowhere));
             }
         }
         Ok(())

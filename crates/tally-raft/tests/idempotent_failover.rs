@@ -163,7 +163,12 @@ async fn run(idempotence: bool) -> Run {
                     }
                     acks.insert(*seq, p);
                 }
-                Ok(Err(ProduceError::NotLeader { .. } | ProduceError::TimedOut(_))) | Err(_) => {}
+                Ok(Err(
+                    ProduceError::NotLeader { .. }
+                    | ProduceError::Superseded
+                    | ProduceError::TimedOut(_),
+                ))
+                | Err(_) => {}
                 // A batch after one that failed in the same window: retried in order.
                 Ok(Err(ProduceError::Refused(AppendError::OutOfOrderSequence { .. }))) => {}
                 Ok(Err(e)) => panic!("fatal producer error for sequence {seq}: {e}"),

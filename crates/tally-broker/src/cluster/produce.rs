@@ -30,7 +30,9 @@ enum Slot {
 
 pub fn error_code(e: &ProduceError) -> ResponseError {
     match e {
-        ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        ProduceError::NotLeader { .. } | ProduceError::Superseded => {
+            ResponseError::NotLeaderOrFollower
+        }
         ProduceError::TimedOut(_) => ResponseError::RequestTimedOut,
         ProduceError::Refused(e) => e.error_code(),
     }
