@@ -15,6 +15,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use tally_partition::AppendError;
 use tally_protocol::{BatchHeader, ResponseError};
 use tally_raft::{ProduceAnswer, ProduceError};
 
@@ -34,6 +35,19 @@ pub fn error_code(e: &ProduceError) -> ResponseError {
             ResponseError::NotLeaderOrFollower
         }
         ProduceError::TimedOut(_) => ResponseError::RequestTimedOut,
+        // A batch ahead of the producer's next sequence: the ones before it are still on
+        // their way (in flight to a leader that lost its office, or refused and about to be
+        // retried). Kafka answers OUT_OF_ORDER_SEQUENCE_NUMBER, and librdkafka (2.12) then
+        // bumps its epoch and resends under the new epoch every batch it has not seen
+        // acknowledged, including ones in other partitions whose answer was lost and which
+        // are stored: duplicates (librdkafka#4953). NOT_LEADER_OR_FOLLOWER means "not
+        // stored, retry": the client retries in order with the same sequences, no bump. A
+        // batch behind the next sequence is still OUT_OF_ORDER_SEQUENCE_NUMBER.
+        ProduceError::Refused(AppendError::OutOfOrderSequence {
+            first_seq,
+            expected_seq,
+            ..
+        }) if first_seq > expected_seq => ResponseError::NotLeaderOrFollower,
         ProduceError::Refused(e) => e.error_code(),
     }
 }
