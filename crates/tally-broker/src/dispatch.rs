@@ -164,6 +164,9 @@ async fn cluster_mode(
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             cluster::list_offsets::offset_for_leader_epoch(cluster, r),
         ),
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(cluster::describe_quorum::handle(cluster, ctx, r))
+        }
         other => return Err(other),
     })
 }
@@ -282,6 +285,9 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(handlers::offset_delete::handle(broker, &ctx, r).await)
+        }
+        RequestKind::DescribeQuorum(_) => {
+            ResponseKind::DescribeQuorum(crate::cluster::describe_quorum::not_a_cluster(&ctx))
         }
         RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(
             handlers::describe_producers::handle(broker, &ctx, r).await,

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod admin;
+pub mod admin_cluster;
 pub mod admin_groups;
 pub mod admin_txns;
 pub mod assignor;
@@ -50,6 +51,7 @@ pub mod record;
 pub mod transport;
 
 pub use admin::{Admin, NewTopic, ProducerDescription};
+pub use admin_cluster::{QuorumDescription, QuorumMember, METADATA_TOPIC};
 pub use admin_groups::{GroupDescription, GroupListing, GroupMember};
 pub use admin_txns::TransactionDescription;
 pub use assignor::Assignor;

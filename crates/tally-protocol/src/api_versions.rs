@@ -41,6 +41,9 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::CreatePartitions, 0, 3),
     ApiRange::new(ApiKey::DescribeCluster, 0, 1),
     ApiRange::new(ApiKey::DescribeProducers, 0, 0),
+    // Served in cluster mode for any partition's Raft group and the controller's
+    // (`__cluster_metadata`-0); a broker that runs alone answers INVALID_REQUEST.
+    ApiRange::new(ApiKey::DescribeQuorum, 0, 2),
     // Kafka 4 serves v1 only (v0 was removed, KIP-896), as the kafka-protocol crate does.
     ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
     // v4+ is the batched form brokers send (verify-only included); clients send v0-v3.
@@ -146,6 +149,7 @@ mod tests {
             ApiKey::DescribeProducers => {
                 RequestKind::DescribeProducers(DescribeProducersRequest::default())
             }
+            ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
             ApiKey::FindCoordinator => {
                 RequestKind::FindCoordinator(FindCoordinatorRequest::default())
             }

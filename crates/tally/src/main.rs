@@ -5,6 +5,7 @@
 mod audit_cmd;
 mod bench_cmd;
 mod chaos_cmd;
+mod cluster_cmd;
 mod consume_cmd;
 mod demo;
 mod demo_transactions;
@@ -66,6 +67,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     DevCluster(dev_cluster_cmd::DevClusterArgs),
     /// Create, delete, list and describe topics.
     Topic(topic_cmd::TopicArgs),
+    /// A cluster's nodes, leaders and replica lag.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Write messages, one per line, from standard input or a file.
     Produce(produce_cmd::ProduceArgs),
     /// Read messages.
@@ -175,6 +178,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Produce(args) => produce_cmd::run(args, client).await,
             Command::Consume(args) => consume_cmd::run(args, client).await,
             Command::Producers(args) => producers_cmd::run(args, client).await,
+            Command::Cluster(args) => cluster_cmd::run(args, client).await,
             Command::Transactions(args) => transactions_cmd::run(args, client).await,
             Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,

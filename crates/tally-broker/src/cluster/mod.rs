@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod cluster_config;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
