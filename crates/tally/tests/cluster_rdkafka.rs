@@ -10,8 +10,10 @@
 //! control run, idempotence off, stores duplicates: the retries of batches whose
 //! acknowledgement was lost.
 //!
-//! `CLUSTER_TEST_KILLS=N` sets the number of leader kills (default 3; the must-show of issue
-//! 12 is 10 per partition, run outside CI). These knobs are not `TALLY_` variables: the
+//! `CLUSTER_TEST_KILLS=N` sets the number of leader kills (default 3) and
+//! `CLUSTER_TEST_PARTITIONS=N` the partitions (default 3); the must-show of issue 12, 10 kills
+//! of each of 6 partitions' leaders, runs outside CI: `CLUSTER_TEST_PARTITIONS=6
+//! CLUSTER_TEST_KILLS=60 cargo test -p tally --test cluster_rdkafka librdkafka_idempotent`. These knobs are not `TALLY_` variables: the
 //! brokers this test starts would read those as their own config and refuse to start.
 
 use std::collections::HashMap;
@@ -31,7 +33,14 @@ use tally_testkit::{free_fixed_port, BrokerProcess, LinkProxy};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const TOPIC: &str = "orders";
-const PARTITIONS: i32 = 3;
+/// The topic's partitions: 3, or `CLUSTER_TEST_PARTITIONS` (the must-show of issue 12 is 6,
+/// run outside CI).
+fn partitions() -> i32 {
+    std::env::var("CLUSTER_TEST_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
 /// The producer stops at this many messages whatever happens (a bound on the run).
 const MAX_MESSAGES: usize = 40_000;
 
@@ -163,7 +172,7 @@ fn create_topic(bootstrap: &str) {
                 "create",
                 TOPIC,
                 "--partitions",
-                "3",
+                &partitions().to_string(),
                 "--replication-factor",
                 "3",
             ])
@@ -208,7 +217,7 @@ fn leaders(bootstrap: &str) -> Vec<i32> {
                 .iter()
                 .flat_map(|t| t.partitions().iter().map(|p| p.leader()))
                 .collect();
-            if leaders.len() == PARTITIONS as usize && leaders.iter().all(|l| *l > 0) {
+            if leaders.len() == partitions() as usize && leaders.iter().all(|l| *l > 0) {
                 return leaders;
             }
         }
@@ -247,7 +256,7 @@ fn produce(producer: &BaseProducer<Recorder>, stop: &AtomicBool, min: usize) -> 
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut sent = 0;
     while sent < MAX_MESSAGES && (sent < min || !stop.load(Ordering::Relaxed)) {
-        let partition = (sent % PARTITIONS as usize) as i32;
+        let partition = (sent % partitions() as usize) as i32;
         let value = format!("p{partition}-{sent}");
         let mut record: BaseRecord<(), String> =
             BaseRecord::to(TOPIC).partition(partition).payload(&value);
@@ -279,7 +288,7 @@ fn read_all(bootstrap: &str, expected: usize) -> Vec<(i32, i64, String)> {
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions() {
         assignment
             .add_partition_offset(TOPIC, p, Offset::Beginning)
             .unwrap();
@@ -398,7 +407,7 @@ fn run(
     };
     for round in 0..kills {
         std::thread::sleep(Duration::from_millis(700));
-        let partition = round % PARTITIONS as usize;
+        let partition = round % partitions() as usize;
         let leader = leaders(&cluster.bootstrap)[partition];
         let node = &mut cluster.nodes[leader as usize - 1];
         eprintln!("kill {round}: SIGKILL node {leader}, the leader of partition {partition}");
