@@ -167,6 +167,9 @@ async fn cluster_mode(
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster::describe_quorum::handle(cluster, ctx, r))
         }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            cluster::reassign::handle(cluster, ctx, r).await,
+        ),
         other => return Err(other),
     })
 }
@@ -285,6 +288,9 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(handlers::offset_delete::handle(broker, &ctx, r).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(crate::cluster::reassign::not_a_cluster(r))
         }
         RequestKind::DescribeQuorum(_) => {
             ResponseKind::DescribeQuorum(crate::cluster::describe_quorum::not_a_cluster(&ctx))

@@ -1,12 +1,17 @@
 //! A cluster's Raft groups: DescribeQuorum (API 55) for the controller's group
 //! (`__cluster_metadata`-0, as in KRaft) and for each partition's, asked of each group's
-//! leader.
+//! leader; AlterPartitionReassignments (API 45) to move a partition's replicas.
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
-use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, TopicName};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, ApiKey, BrokerId, DescribeQuorumRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::admin::Admin;
@@ -66,6 +71,51 @@ fn members(states: Vec<ReplicaState>) -> Vec<QuorumMember> {
 }
 
 impl Admin {
+    /// Asks for `topic`-`partition`'s replicas to become `replicas`, preferred leader first
+    /// (AlterPartitionReassignments). Answered once the controller has recorded it; the move
+    /// itself follows (see `describe_quorum`).
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        replicas: &[i32],
+    ) -> Result<(), ClientError> {
+        let cluster = self.cluster();
+        let connection = cluster.any_connection().await?;
+        let version = connection.version(ApiKey::AlterPartitionReassignments, 0, 1)?;
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(cluster.config().request_timeout().as_millis() as i32)
+            .with_allow_replication_factor_change(true)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![ReassignablePartition::default()
+                    .with_partition_index(partition)
+                    .with_replicas(Some(
+                        replicas.iter().map(|r| BrokerId(*r)).collect(),
+                    ))])]);
+        let response = connection
+            .send(&request, version, cluster.config().request_timeout())
+            .await?;
+        if response.error_code != 0 {
+            return Err(ClientError::broker(
+                response.error_code,
+                response.error_message.as_deref(),
+            ));
+        }
+        let failed = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.error_code != 0);
+        match failed {
+            Some(p) => Err(ClientError::broker(
+                p.error_code,
+                p.error_message.as_deref(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Describes the Raft group of each `(topic, partition)`, asking each group's leader.
     pub async fn describe_quorum(
         &self,

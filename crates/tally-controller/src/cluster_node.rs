@@ -29,6 +29,7 @@ use crate::command::ControllerCommand;
 use crate::controller::{Controller, ControllerError};
 use crate::hosted_partition::{assigned_to, HostContext, HostedPartition};
 use crate::outcome::Outcome;
+use crate::replica_move::follow_assignment;
 use crate::submit::{submit, ProposalHandler, CONTROLLER_GROUP};
 
 /// How long a start-up registration keeps trying before it gives up and logs.
@@ -243,7 +244,10 @@ async fn reconcile(controller: &Controller, context: &HostContext, hosted: &Host
         let mut hosted = hosted.lock();
         let keys: Vec<_> = hosted
             .iter()
-            .filter(|(key, p)| assigned.get(*key).is_none_or(|(id, _)| *id != p.topic_id))
+            .filter(|(key, p)| {
+                assigned.get(*key).is_none_or(|(id, _)| *id != p.topic_id)
+                    && !still_a_voter(&state, context.node_id, p)
+            })
             .map(|(key, _)| key.clone())
             .collect();
         keys.iter().filter_map(|k| hosted.remove(k)).collect()
@@ -272,7 +276,26 @@ async fn reconcile(controller: &Controller, context: &HostContext, hosted: &Host
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "forming a partition group failed");
         }
         report_leadership(controller, &state, context.node_id, &partition).await;
+        follow_assignment(controller, &state, &partition).await;
     }
+}
+
+/// Whether a replica no longer assigned to this node must stay: its topic is still there
+/// and its group's leader has not yet reported voters that leave this node out (a
+/// reassignment in progress: the group may still need this replica's vote).
+fn still_a_voter(state: &ClusterState, node_id: u64, partition: &HostedPartition) -> bool {
+    let Some(topic) = state
+        .topic(&partition.topic)
+        .filter(|t| t.topic_id == partition.topic_id)
+    else {
+        return false;
+    };
+    topic
+        .voters
+        .get(partition.index as usize)
+        .cloned()
+        .flatten()
+        .is_none_or(|voters| voters.contains(&node_id))
 }
 
 /// Tells the controller that this node leads `partition`, when its term is newer than the

@@ -38,6 +38,9 @@ pub struct TopicRecord {
     /// Each partition's last reported leader and its epoch (Raft term), if any.
     #[serde(default)]
     pub leaders: Vec<Option<(u64, u64)>>,
+    /// Each partition's voters as its leader last reported them, if it has.
+    #[serde(default)]
+    pub voters: Vec<Option<Vec<u64>>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +151,12 @@ impl ClusterState {
                 leader,
                 epoch,
             } => self.record_leader(topic, *topic_id, *partition, *leader, *epoch),
+            ControllerCommand::RecordVoters {
+                topic,
+                topic_id,
+                partition,
+                voters,
+            } => self.record_voters(topic, *topic_id, *partition, voters),
             ControllerCommand::AllocateProducerIds { node_id } => {
                 if !self.brokers.contains_key(node_id) {
                     return Outcome::Refused(Refusal::UnknownBroker(*node_id));
@@ -212,6 +221,7 @@ impl ClusterState {
             TopicRecord {
                 topic_id,
                 leaders: vec![None; assignment.len()],
+                voters: vec![None; assignment.len()],
                 partitions: assignment.clone(),
                 configs: configs.clone(),
             },
@@ -238,6 +248,7 @@ impl ClusterState {
                 let topic = self.topics.get_mut(name).expect("checked above");
                 topic.partitions.extend(new.iter().cloned());
                 topic.leaders.resize(topic.partitions.len(), None);
+                topic.voters.resize(topic.partitions.len(), None);
                 Outcome::PartitionsCreated { partitions: new }
             }
             Err(refusal) => Outcome::Refused(refusal),
@@ -271,6 +282,31 @@ impl ClusterState {
         Outcome::LeaderRecorded { changed }
     }
 
+    fn record_voters(
+        &mut self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: u32,
+        voters: &[u64],
+    ) -> Outcome {
+        let recorded = self
+            .topics
+            .get_mut(topic)
+            .filter(|t| t.topic_id == topic_id && (partition as usize) < t.partitions.len())
+            .map(|t| {
+                t.voters.resize(t.partitions.len(), None);
+                &mut t.voters[partition as usize]
+            });
+        let Some(recorded) = recorded else {
+            return Outcome::Refused(Refusal::UnknownTopic(format!("{topic}-{partition}")));
+        };
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        let changed = recorded.as_ref() != Some(&voters);
+        *recorded = Some(voters);
+        Outcome::VotersRecorded { changed }
+    }
+
     fn reassign(&mut self, name: &str, partition: u32, replicas: &[u64]) -> Outcome {
         let distinct: BTreeSet<_> = replicas.iter().collect();
         let refusal = if replicas.is_empty() {
@@ -286,14 +322,27 @@ impl ClusterState {
         if let Some(why) = refusal {
             return Outcome::Refused(Refusal::InvalidReplicaAssignment(why));
         }
-        let Some(current) = self
+        let Some(topic) = self
             .topics
             .get_mut(name)
-            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .filter(|t| (partition as usize) < t.partitions.len())
         else {
             return Outcome::Refused(Refusal::UnknownTopic(format!("{name}-{partition}")));
         };
-        *current = replicas.to_vec();
+        // Only a formed group can change its members: before its first leader is reported,
+        // its first replica may still be initializing it with the old replicas.
+        if topic
+            .leaders
+            .get(partition as usize)
+            .copied()
+            .flatten()
+            .is_none()
+        {
+            return Outcome::Refused(Refusal::NotReady(format!(
+                "{name}-{partition} has no leader yet"
+            )));
+        }
+        topic.partitions[partition as usize] = replicas.to_vec();
         Outcome::PartitionReassigned
     }
 }

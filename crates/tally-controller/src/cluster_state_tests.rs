@@ -159,23 +159,57 @@ fn partitions_grow_with_the_topics_replication_factor() {
 fn a_reassignment_replaces_the_replicas_and_a_deleted_topic_can_come_back_with_a_new_id() {
     let mut state = three_brokers();
     run(&mut state, &[create("orders", 1, 1)]);
+    let topic_id = state.topic("orders").unwrap().topic_id;
+    let reassign = ControllerCommand::ReassignPartition {
+        topic: "orders".into(),
+        partition: 0,
+        replicas: vec![3, 1],
+    };
+    // Not before the group has a leader: its first replica may still be forming it.
+    let early = run(&mut state, std::slice::from_ref(&reassign));
+    assert!(
+        matches!(&early[..], [Outcome::Refused(Refusal::NotReady(_))]),
+        "{early:?}"
+    );
+    let replicas = state.topic("orders").unwrap().partitions[0].clone();
+    let voters = |voters: Vec<u64>| ControllerCommand::RecordVoters {
+        topic: "orders".into(),
+        topic_id,
+        partition: 0,
+        voters,
+    };
     let outcomes = run(
         &mut state,
         &[
-            ControllerCommand::ReassignPartition {
+            ControllerCommand::RecordLeader {
                 topic: "orders".into(),
+                topic_id,
                 partition: 0,
-                replicas: vec![3, 1],
+                leader: replicas[0],
+                epoch: 1,
             },
-            ControllerCommand::DeleteTopic {
-                name: "orders".into(),
-            },
+            reassign,
+            voters(vec![3, 1]),
+            voters(vec![1, 3]),
         ],
     );
     assert_eq!(
-        outcomes,
-        vec![Outcome::PartitionReassigned, Outcome::TopicDeleted]
+        outcomes[1..],
+        [
+            Outcome::PartitionReassigned,
+            Outcome::VotersRecorded { changed: true },
+            Outcome::VotersRecorded { changed: false },
+        ]
     );
+    assert_eq!(state.topic("orders").unwrap().partitions[0], vec![3, 1]);
+    assert_eq!(state.topic("orders").unwrap().voters[0], Some(vec![1, 3]));
+    let outcomes = run(
+        &mut state,
+        &[ControllerCommand::DeleteTopic {
+            name: "orders".into(),
+        }],
+    );
+    assert_eq!(outcomes, vec![Outcome::TopicDeleted]);
     assert!(state.topic("orders").is_none());
     let again = ControllerCommand::CreateTopic {
         name: "orders".into(),

@@ -47,7 +47,10 @@ pub enum ControllerCommand {
         name: String,
         count: u32,
     },
-    /// The replicas `partition` of `topic` should have, preferred leader first.
+    /// The replicas `partition` of `topic` should have, preferred leader first. The group's
+    /// leader then adds the new ones as learners, and once they have caught up makes the set
+    /// its voters (a joint-consensus membership change); a replica left out is removed from
+    /// its node once the leader has reported the new voters (`RecordVoters`).
     ReassignPartition {
         topic: String,
         partition: u32,
@@ -65,6 +68,14 @@ pub enum ControllerCommand {
         partition: u32,
         leader: u64,
         epoch: u64,
+    },
+    /// The voters of `topic`-`partition`'s group, as its leader's committed membership names
+    /// them, reported when they differ from the recorded ones.
+    RecordVoters {
+        topic: String,
+        topic_id: Uuid,
+        partition: u32,
+        voters: Vec<u64>,
     },
 }
 

@@ -7,8 +7,8 @@
 //!
 //! The group is formed by its first replica (the preferred leader) once every replica is a
 //! registered broker: it initializes the group with all of them as voters, and the others
-//! wait for it, as openraft recommends. Moving replicas (membership changes) is not done
-//! yet.
+//! wait for it, as openraft recommends. Replicas move by membership changes
+//! (`replica_move.rs`).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -37,6 +37,8 @@ pub struct HostedPartition {
     pub leader: PartitionLeader,
     /// The group has a membership (formed here or joined).
     formed: AtomicBool,
+    /// This node, leading the group, is moving its replicas (`replica_move.rs`).
+    pub(crate) moving: AtomicBool,
 }
 
 impl HostedPartition {
@@ -63,6 +65,16 @@ impl HostedPartition {
             return Ok(());
         }
         if self.replicas.first() != Some(&node_id) {
+            return Ok(());
+        }
+        // A group that has had a leader exists on other nodes: a replica opened here since
+        // (a reassignment) joins it as a learner and must not start another.
+        let led = state
+            .topic(&self.topic)
+            .filter(|t| t.topic_id == self.topic_id)
+            .and_then(|t| t.leaders.get(self.index as usize).copied().flatten())
+            .is_some();
+        if led {
             return Ok(());
         }
         let members: Option<BTreeMap<u64, BasicNode>> = self
@@ -155,6 +167,7 @@ impl HostContext {
             replica,
             leader,
             formed: AtomicBool::new(false),
+            moving: AtomicBool::new(false),
         }))
     }
 

@@ -7,8 +7,9 @@
 //! The metadata log is a partition log like any other (tally-raft's `Replica`, its segment
 //! files, its `PartitionLeader`): one command per record batch. The `ClusterState` is a pure
 //! function of that log (`ClusterState::apply`), kept on every replica by a listener on the
-//! state machine's apply. It does not create or move partition replicas: the broker watches
-//! the state and does that (issue 12).
+//! state machine's apply. Each node's `ClusterNode` follows the state: it opens and closes the
+//! partition replicas assigned to it, and the leader of a group whose assignment changed
+//! moves its replicas (`replica_move.rs`).
 
 mod assignment;
 mod cluster_node;
@@ -19,6 +20,7 @@ mod command;
 mod controller;
 mod hosted_partition;
 mod outcome;
+mod replica_move;
 mod submit;
 
 pub use assignment::assign_replicas;

@@ -31,6 +31,10 @@ pub enum Outcome {
     LeaderRecorded {
         changed: bool,
     },
+    /// Whether the reported voters differ from the recorded ones.
+    VotersRecorded {
+        changed: bool,
+    },
     /// Ids `first .. first + count` are the node's alone.
     ProducerIds {
         first: i64,
@@ -53,6 +57,9 @@ pub enum Refusal {
     InvalidReplicaAssignment(String),
     #[error("node {0} is not a registered broker")]
     UnknownBroker(u64),
+    /// Retriable: the partition is not ready for the change yet.
+    #[error("{0}")]
+    NotReady(String),
     /// A record in the metadata log that this version cannot read; skipped by every replica.
     #[error("unreadable command: {0}")]
     Unreadable(String),
@@ -68,6 +75,7 @@ impl Refusal {
             Refusal::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             Refusal::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             Refusal::UnknownBroker(_) => ResponseError::BrokerNotAvailable,
+            Refusal::NotReady(_) => ResponseError::LeaderNotAvailable,
             Refusal::Unreadable(_) => ResponseError::UnknownServerError,
         }
     }

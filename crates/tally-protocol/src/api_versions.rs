@@ -44,6 +44,8 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     // Served in cluster mode for any partition's Raft group and the controller's
     // (`__cluster_metadata`-0); a broker that runs alone answers INVALID_REQUEST.
     ApiRange::new(ApiKey::DescribeQuorum, 0, 2),
+    // Cluster mode: a partition's replicas move by Raft membership changes.
+    ApiRange::new(ApiKey::AlterPartitionReassignments, 0, 1),
     // Kafka 4 serves v1 only (v0 was removed, KIP-896), as the kafka-protocol crate does.
     ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
     // v4+ is the batched form brokers send (verify-only included); clients send v0-v3.
@@ -150,6 +152,9 @@ mod tests {
                 RequestKind::DescribeProducers(DescribeProducersRequest::default())
             }
             ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
+            ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+                AlterPartitionReassignmentsRequest::default(),
+            ),
             ApiKey::FindCoordinator => {
                 RequestKind::FindCoordinator(FindCoordinatorRequest::default())
             }

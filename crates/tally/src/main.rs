@@ -11,6 +11,7 @@ mod demo;
 mod demo_transactions;
 mod dev_cluster_cmd;
 mod group_cmd;
+mod partition_cmd;
 mod produce_cmd;
 mod producers_cmd;
 mod serve;
@@ -69,6 +70,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Topic(topic_cmd::TopicArgs),
     /// A cluster's nodes, leaders and replica lag.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Move a partition's replicas between a cluster's nodes.
+    Partition(partition_cmd::PartitionArgs),
     /// Write messages, one per line, from standard input or a file.
     Produce(produce_cmd::ProduceArgs),
     /// Read messages.
@@ -179,6 +182,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Consume(args) => consume_cmd::run(args, client).await,
             Command::Producers(args) => producers_cmd::run(args, client).await,
             Command::Cluster(args) => cluster_cmd::run(args, client).await,
+            Command::Partition(args) => partition_cmd::run(args, client).await,
             Command::Transactions(args) => transactions_cmd::run(args, client).await,
             Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,

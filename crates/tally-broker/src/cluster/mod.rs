@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod reassign;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,128 @@
+//! Moving a partition's replicas to the set the metadata assigns (`tally partition reassign`),
+//! driven by the group's leader, while the partition keeps serving:
+//!
+//! 1. The nodes that gain a replica open it empty (reconciliation) and wait: a group that has
+//!    had a leader is never formed again.
+//! 2. The leader adds each of them as a learner and waits until it has caught up (openraft's
+//!    blocking `add_learner`: the whole log, entry by entry, as a lagging follower gets it).
+//! 3. It makes the assigned set the voters (`change_membership`: a joint configuration, then
+//!    the new one; a replica left out is removed from the group, and a leader left out steps
+//!    down once the new configuration is committed).
+//! 4. Each leader reports its group's committed voters to the controller (`RecordVoters`); a
+//!    node whose replica is no longer assigned removes it only once the recorded voters leave
+//!    it out, so a group never loses a voter before the new ones have joined.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::impls::BasicNode;
+use openraft::ServerState;
+
+use crate::cluster_state::ClusterState;
+use crate::command::ControllerCommand;
+use crate::controller::Controller;
+use crate::hosted_partition::HostedPartition;
+use crate::submit::submit;
+
+/// How long a new replica may take to catch up before the move is given up (and tried again
+/// by a later reconciliation).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The group's voters when its membership is uniform and committed here, sorted.
+fn committed_voters(partition: &HostedPartition) -> Option<Vec<u64>> {
+    let m = partition.replica.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let committed = m.last_applied.as_ref() >= m.membership_config.log_id().as_ref();
+    (membership.get_joint_config().len() == 1 && committed).then(|| {
+        let mut voters: Vec<u64> = membership.voter_ids().collect();
+        voters.sort_unstable();
+        voters
+    })
+}
+
+/// The replicas the metadata assigns to `partition`, sorted.
+fn assigned(partition: &HostedPartition, state: &ClusterState) -> Option<Vec<u64>> {
+    let topic = state
+        .topic(&partition.topic)
+        .filter(|t| t.topic_id == partition.topic_id)?;
+    let mut replicas = topic.partitions.get(partition.index as usize)?.clone();
+    replicas.sort_unstable();
+    Some(replicas)
+}
+
+/// On the leader of `partition`'s group: reports its voters when the controller's record
+/// differs, and starts moving replicas when the assignment differs from the voters.
+pub(crate) async fn follow_assignment(
+    controller: &Controller,
+    state: &ClusterState,
+    partition: &Arc<HostedPartition>,
+) {
+    let m = partition.replica.raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        return;
+    }
+    let (Some(voters), Some(target)) = (committed_voters(partition), assigned(partition, state))
+    else {
+        return;
+    };
+    let recorded = state
+        .topic(&partition.topic)
+        .and_then(|t| t.voters.get(partition.index as usize).cloned().flatten());
+    if recorded.as_ref() != Some(&voters) {
+        let command = ControllerCommand::RecordVoters {
+            topic: partition.topic.clone(),
+            topic_id: partition.topic_id,
+            partition: partition.index,
+            voters: voters.clone(),
+        };
+        if let Err(e) = submit(controller, &command, REPORT_TIMEOUT).await {
+            tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "reporting voters failed; trying again");
+        }
+    }
+    if voters == target || partition.moving.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let addresses: Option<Vec<(u64, String)>> = target
+        .iter()
+        .map(|id| Some((*id, state.brokers().get(id)?.raft_addr.clone())))
+        .collect();
+    let Some(addresses) = addresses else {
+        partition.moving.store(false, Ordering::Release);
+        return;
+    };
+    let partition = Arc::clone(partition);
+    tokio::spawn(async move {
+        if let Err(e) = move_replicas(&partition, &voters, &addresses).await {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "moving replicas failed; trying again");
+        }
+        partition.moving.store(false, Ordering::Release);
+    });
+}
+
+async fn move_replicas(
+    partition: &HostedPartition,
+    voters: &[u64],
+    target: &[(u64, String)],
+) -> Result<(), String> {
+    let raft = &partition.replica.raft;
+    for (id, addr) in target.iter().filter(|(id, _)| !voters.contains(id)) {
+        tracing::info!(topic = %partition.topic, partition = partition.index, node = id, "adding a replica as a learner");
+        tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            raft.add_learner(*id, BasicNode::new(addr.clone()), true),
+        )
+        .await
+        .map_err(|_| format!("node {id} did not catch up in {CATCH_UP_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    }
+    let new_voters: BTreeSet<u64> = target.iter().map(|(id, _)| *id).collect();
+    tracing::info!(topic = %partition.topic, partition = partition.index, ?new_voters, "changing the voters");
+    raft.change_membership(new_voters, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
