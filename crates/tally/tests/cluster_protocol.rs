@@ -96,21 +96,25 @@ fn a_leader_change_moves_the_epoch_and_every_answer_follows_it() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new(TALLY)
-        .args(["--bootstrap", &nodes[1].bootstrap()])
-        .args([
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "1",
-            "--replication-factor",
-            "3",
-        ])
-        .status()
-        .unwrap()
-        .success()
-    {
+    // An earlier try that timed out under load may have created it.
+    let created = |out: std::process::Output| {
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists")
+    };
+    while !created(
+        Command::new(TALLY)
+            .args(["--bootstrap", &nodes[1].bootstrap()])
+            .args([
+                "topic",
+                "create",
+                TOPIC,
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "3",
+            ])
+            .output()
+            .unwrap(),
+    ) {
         assert!(Instant::now() < deadline, "topic create");
         std::thread::sleep(Duration::from_millis(300));
     }
