@@ -266,8 +266,9 @@ impl Broker {
     }
 }
 
-/// The cluster node of a broker in cluster mode: its Raft listener on its voter address, its
-/// replicas under `<data dir>/cluster/`.
+/// The cluster node of a broker in cluster mode: its Raft listener on its voter address (or
+/// `raft.listener` for a node that joins as a broker), its replicas under
+/// `<data dir>/cluster/`.
 async fn start_cluster(
     config: &BrokerConfig,
     cluster_id: &str,
@@ -284,6 +285,7 @@ async fn start_cluster(
         cluster_id: cluster_id.to_string(),
         advertised_host: advertised.host.clone(),
         advertised_port: advertised.port,
+        raft_listener: crate::cluster::cluster_config::raft_listener(config),
         replica,
         max_message_bytes: partition.max_message_bytes,
     })

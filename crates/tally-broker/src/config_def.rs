@@ -76,6 +76,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     choice("ssl.client.auth", "none", &["none", "requested", "required"], "Whether an SSL listener asks clients for a certificate, and whether it must be valid."),
     def("ssl.keystore.check.interval.ms", Long, "10000", 100, "Tally only: how often the keystore file is checked for changes; a changed file is loaded for new connections."),
     def("controller.quorum.voters", STRING, "", 0, "Cluster mode: the controller group's voters, ID@HOST:PORT,... (their Raft addresses; this node's is where it listens for Raft). Empty: a single broker."),
+    def("raft.listener", STRING, "", 0, "Tally only, cluster mode: HOST:PORT where a node that is not among the voters listens for Raft (its partition replicas replicate there); it joins the cluster as a broker. A voter listens at its entry in controller.quorum.voters."),
     def("num.partitions", Int, "1", 1, "Partitions of an auto-created topic, or of CreateTopics with -1."),
     def("default.replication.factor", Short, "1", 1, "Replication factor of auto-created topics and of CreateTopics with -1; a single broker supports 1."),
     def("auto.create.topics.enable", Boolean, "true", 0, "Create a topic when Metadata asks for one that does not exist."),

@@ -51,6 +51,10 @@ pub struct ClusterConfig {
     /// Where this node serves Kafka clients, as it registers (`advertised.listeners`).
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Where a node that is not among the voters listens for Raft (`raft.listener`): it
+    /// joins as a broker, and the controller's leader adds it to the controller group as a
+    /// learner, so it follows the metadata.
+    pub raft_listener: Option<String>,
     pub replica: ReplicaConfig,
     pub max_message_bytes: usize,
 }
@@ -68,12 +72,20 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     pub async fn start(config: ClusterConfig) -> io::Result<ClusterNode> {
-        let raft_addr = config.voters.get(&config.node_id).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("node {} is not among the voters", config.node_id),
-            )
-        })?;
+        let voter = config.voters.contains_key(&config.node_id);
+        let raft_addr = config
+            .voters
+            .get(&config.node_id)
+            .or(config.raft_listener.as_ref())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "node {} is not among the voters and has no Raft listener",
+                        config.node_id
+                    ),
+                )
+            })?;
         let server = Arc::new(RaftServer::bind(raft_addr).await?);
         let peers: PeerAddresses = Arc::new(config.voters.clone());
         let controller = Arc::new(
@@ -91,11 +103,13 @@ impl ClusterNode {
             CONTROLLER_GROUP,
             Arc::new(ProposalHandler(Arc::clone(&controller))),
         );
-        if !controller
-            .raft()
-            .is_initialized()
-            .await
-            .map_err(io::Error::other)?
+        // Only voters form the controller group; a broker that joins is sent its log.
+        if voter
+            && !controller
+                .raft()
+                .is_initialized()
+                .await
+                .map_err(io::Error::other)?
         {
             let voters: BTreeMap<u64, BasicNode> = config
                 .voters
@@ -226,6 +240,7 @@ async fn reconcile_loop(
 ) {
     let mut changes = controller.changes();
     loop {
+        add_brokers_to_controller_group(&controller).await;
         reconcile(&controller, &context, &hosted).await;
         tokio::select! {
             _ = changes.changed() => {}
@@ -277,6 +292,35 @@ async fn reconcile(controller: &Controller, context: &HostContext, hosted: &Host
         }
         report_leadership(controller, &state, context.node_id, &partition).await;
         follow_assignment(controller, &state, &partition).await;
+    }
+}
+
+/// On the controller's leader: every registered broker that is not a member of the controller
+/// group becomes a learner of it, so it receives the metadata log (a node added with
+/// `raft.listener`, `tally cluster add-node`).
+async fn add_brokers_to_controller_group(controller: &Controller) {
+    let m = controller.raft().metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        return;
+    }
+    let membership = m.membership_config.membership();
+    let missing: Vec<(u64, String)> = controller.read(|state| {
+        state
+            .brokers()
+            .values()
+            .filter(|b| membership.get_node(&b.node_id).is_none())
+            .map(|b| (b.node_id, b.raft_addr.clone()))
+            .collect()
+    });
+    for (id, addr) in missing {
+        tracing::info!(node = id, %addr, "adding a broker to the controller group as a learner");
+        if let Err(e) = controller
+            .raft()
+            .add_learner(id, BasicNode::new(addr), false)
+            .await
+        {
+            tracing::warn!(node = id, error = %e, "adding a learner to the controller group failed");
+        }
     }
 }
 

@@ -140,6 +140,16 @@ impl Controller {
         self
     }
 
+    /// The voters this node was configured with (`controller.quorum.voters`), other than
+    /// itself: whom to ask while it knows no leader.
+    pub fn other_voters(&self) -> Vec<u64> {
+        self.peers
+            .keys()
+            .copied()
+            .filter(|id| *id != self.node_id())
+            .collect()
+    }
+
     /// Where this node reaches node `id`: its own address for it, else the membership's.
     pub fn peer_addr(&self, id: u64) -> Option<String> {
         if let Some(addr) = self.peers.get(&id) {

@@ -50,13 +50,30 @@ pub async fn submit(
     timeout: Duration,
 ) -> Answer {
     let deadline = tokio::time::Instant::now() + timeout;
+    // While this node knows no leader (a broker that joined and has not been sent the
+    // metadata log yet, or an election), it asks the voters in turn, and then the leader
+    // one of them names.
+    let voters = controller.other_voters();
+    let mut tries = 0usize;
+    let mut named = None;
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let answer = match controller.leader_id() {
+        let answer = match controller.leader_id().or(named.take()) {
             Some(leader) if leader == controller.node_id() => controller.propose(command).await,
             Some(leader) => forward_to(controller, leader, command, remaining).await,
-            None => Err(ControllerError::NotController { leader: None }),
+            None if voters.is_empty() => Err(ControllerError::NotController { leader: None }),
+            None => {
+                tries += 1;
+                let voter = voters[tries % voters.len()];
+                forward_to(controller, voter, command, remaining).await
+            }
         };
+        if let Err(ControllerError::NotController {
+            leader: Some(leader),
+        }) = &answer
+        {
+            named = Some(*leader);
+        }
         match answer {
             Ok(outcome) => return Ok(recognise_own_topic(controller, command, outcome)),
             Err(ControllerError::NotController { .. } | ControllerError::TimedOut(_))

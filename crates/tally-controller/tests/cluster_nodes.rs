@@ -36,6 +36,7 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
         cluster_id: format!("node-{id}-cluster"),
         advertised_host: "127.0.0.1".into(),
         advertised_port: 19092 + id as u16,
+        raft_listener: None,
         replica: ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap(),
         max_message_bytes: 1 << 20,
     }

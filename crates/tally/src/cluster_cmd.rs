@@ -16,15 +16,42 @@ pub struct ClusterArgs {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
+    /// Run a node that joins a running cluster as a broker (not a controller voter), in the
+    /// foreground: the controller's leader sends it the metadata, and partitions come to it
+    /// by `tally partition reassign` or new topics. Takes `tally serve`'s options.
+    #[command(after_help = "Example:
+  tally cluster add-node --node-id 4 --data-dir n4 --listen 127.0.0.1:9095 \\
+      --raft-listen 127.0.0.1:9195 --voters 1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194")]
+    AddNode(crate::serve::ServeArgs),
     /// Nodes, the controller's leader, and each partition's leader, epoch, high watermark,
     /// replicas, in-sync replicas and each replica's lag in records.
     #[command(after_help = "Example:\n  tally --bootstrap 127.0.0.1:9092 cluster status")]
     Status,
 }
 
+impl ClusterArgs {
+    /// `add-node` runs a broker (with its own runtime); everything else is a client command.
+    pub fn take_add_node(&mut self) -> Option<crate::serve::ServeArgs> {
+        if !matches!(self.command, ClusterCommand::AddNode(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.command, ClusterCommand::Status) {
+            ClusterCommand::AddNode(args) => Some(args),
+            _ => None,
+        }
+    }
+}
+
+/// `tally cluster add-node`: `tally serve` for a node that joins as a broker.
+pub fn add_node(args: crate::serve::ServeArgs) -> Result<()> {
+    args.check_joins_as_broker()?;
+    crate::serve::run(args)
+}
+
 pub async fn run(args: ClusterArgs, client: ClientConfig) -> Result<()> {
     match args.command {
         ClusterCommand::Status => status(client).await,
+        ClusterCommand::AddNode(_) => unreachable!("add-node runs its own runtime"),
     }
 }
 
@@ -46,6 +73,7 @@ async fn status(client: ClientConfig) -> Result<()> {
         let role = match controller {
             Some(c) if c.leader_id == id => format!("leader (epoch {})", c.leader_epoch),
             Some(c) if c.voters.iter().any(|v| v.node_id == id) => "voter".to_string(),
+            Some(c) if c.observers.iter().any(|v| v.node_id == id) => "learner".to_string(),
             _ => "-".to_string(),
         };
         nodes.row([id.to_string(), address, role]);

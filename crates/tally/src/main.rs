@@ -68,7 +68,7 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     DevCluster(dev_cluster_cmd::DevClusterArgs),
     /// Create, delete, list and describe topics.
     Topic(topic_cmd::TopicArgs),
-    /// A cluster's nodes, leaders and replica lag.
+    /// A cluster's nodes, leaders and replica lag; add a node.
     Cluster(cluster_cmd::ClusterArgs),
     /// Move a partition's replicas between a cluster's nodes.
     Partition(partition_cmd::PartitionArgs),
@@ -149,6 +149,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::DevCluster(args) => dev_cluster_cmd::run(args),
+        Command::Cluster(mut args) => match args.take_add_node() {
+            Some(serve_args) => cluster_cmd::add_node(serve_args),
+            None => client_command(Command::Cluster(args), cli.bootstrap),
+        },
         other => client_command(other, cli.bootstrap),
     };
     match result {

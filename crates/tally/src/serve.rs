@@ -29,12 +29,30 @@ pub struct ServeArgs {
     /// its Raft listener binds.
     #[arg(long, env = "TALLY_VOTERS", value_name = "ID@HOST:PORT,...")]
     voters: Option<String>,
+    /// Cluster mode, a node that is not among the voters: where it listens for Raft
+    /// (raft.listener). It joins the cluster as a broker (`tally cluster add-node`).
+    #[arg(long, value_name = "HOST:PORT")]
+    raft_listen: Option<String>,
     /// TOML file of config keys with Kafka's names.
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Any config key, e.g. --set log.segment.bytes=1048576 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+impl ServeArgs {
+    /// What `tally cluster add-node` needs: a node id, the cluster's voters and a Raft address
+    /// of its own.
+    pub fn check_joins_as_broker(&self) -> Result<()> {
+        if self.node_id.is_none() || self.voters.is_none() || self.raft_listen.is_none() {
+            anyhow::bail!(
+                "a node that joins a cluster needs --node-id, --voters (the cluster's) and \
+                 --raft-listen (its own Raft address)"
+            );
+        }
+        Ok(())
+    }
 }
 
 fn broker_config(args: &ServeArgs) -> Result<BrokerConfig> {
@@ -61,6 +79,9 @@ fn broker_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(voters) = &args.voters {
         config.set("controller.quorum.voters", voters)?;
+    }
+    if let Some(raft) = &args.raft_listen {
+        config.set("raft.listener", raft)?;
     }
     if let Some(advertise) = &args.advertise {
         config.set("advertised.listeners", advertise)?;
