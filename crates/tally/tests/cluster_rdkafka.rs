@@ -8,7 +8,9 @@
 //! off from the other nodes while clients still reach it (the nodes' Raft links run through
 //! `LinkProxy`s, one per pair and direction; `CLUSTER_TEST_CUT=0` leaves this out). The
 //! control run, idempotence off, stores duplicates: the retries of batches whose
-//! acknowledgement was lost.
+//! acknowledgement was lost. A group consumer reads and commits all along; afterwards the group
+//! holds every partition's last acknowledged commit and a new member reads on from there with
+//! no gap (`failover_group`).
 //!
 //! `CLUSTER_TEST_KILLS=N` sets the number of leader kills (default 3) and
 //! `CLUSTER_TEST_PARTITIONS=N` the partitions (default 3); the must-show of issue 12, 10 kills
@@ -31,7 +33,10 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tally_chaos::{DropPolicy, FaultProxy, ProxyConfig};
 use tally_testkit::{free_fixed_port, BrokerProcess, LinkProxy};
 
+mod failover_group;
+
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+const GROUP: &str = "failover-readers";
 const TOPIC: &str = "orders";
 /// The topic's partitions: 3, or `CLUSTER_TEST_PARTITIONS` (the must-show of issue 12 is 6,
 /// run outside CI).
@@ -323,6 +328,8 @@ struct Run {
     faults: u64,
     /// Every broker's log, every start.
     logs: String,
+    /// The group consumer that read and committed all along (the idempotent run).
+    group: Option<failover_group::GroupRun>,
     data_dirs: Vec<std::path::PathBuf>,
 }
 
@@ -383,6 +390,7 @@ fn run(
     for p in &cluster.proxies {
         p.set_faults_enabled(true);
     }
+    let reader = idempotent.then(|| failover_group::start(&cluster.bootstrap, TOPIC, GROUP));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let producing = {
@@ -460,6 +468,23 @@ fn run(
         outcomes.failed.len()
     );
     let stored = read_all(&cluster.bootstrap, outcomes.acked.len());
+    let group = reader.map(|r| {
+        // The group's coordinator (the lowest node) crashes right after the last commits: what
+        // it acknowledged must still be there when it is back.
+        let committed = r.stop();
+        let coordinator = &mut cluster.nodes[0];
+        coordinator.kill9();
+        std::thread::sleep(Duration::from_millis(300));
+        coordinator.restart();
+        failover_group::finish(
+            committed,
+            &cluster.bootstrap,
+            TOPIC,
+            GROUP,
+            partitions(),
+            &stored,
+        )
+    });
     let logs = cluster.nodes.iter().map(|n| n.logs()).collect();
     let data_dirs = cluster
         .nodes
@@ -473,6 +498,7 @@ fn run(
         stored,
         faults,
         logs,
+        group,
         data_dirs,
     });
 }
@@ -551,6 +577,13 @@ fn exactly_once(run: &Run) {
     }
     let duplicates = seen.values().filter(|n| **n > 1).count();
     assert_eq!(duplicates, 0, "values stored more than once");
+    if let Some(group) = &run.group {
+        eprintln!(
+            "group: {} commits acknowledged, {} failed, held {:?}",
+            group.commits, group.commit_errors, group.held
+        );
+        failover_group::check(group, &run.stored);
+    }
     for (value, at) in &run.acked {
         assert!(
             seen.contains_key(value.as_str()),
