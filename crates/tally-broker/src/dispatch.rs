@@ -167,6 +167,12 @@ async fn cluster_mode(
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster::describe_quorum::handle(cluster, ctx, r))
         }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(cluster::describe_producers::handle(cluster, ctx, r))
+        }
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            cluster::create_partitions::handle(cluster, ctx, r).await,
+        ),
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
             cluster::reassign::handle(cluster, ctx, r).await,
         ),

@@ -2,15 +2,18 @@
 //! node listed, one controller leader, each replica's lag at 0 once it has caught up; a
 //! follower SIGKILLed while records arrive shows at least that many records of lag, and 0
 //! again after its restart. A follower asked DescribeQuorum names the leader; a broker that
-//! runs alone answers that there is no quorum, and the command says so.
+//! runs alone answers that there is no quorum, and the command says so. `tally producers`
+//! (DescribeProducers) reads the leader's producer table, and CreatePartitions adds a
+//! partition that gets a leader.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
-use kafka_protocol::messages::DescribeQuorumRequest;
+use kafka_protocol::messages::{CreatePartitionsRequest, DescribeQuorumRequest};
 use tally_testkit::requests::topic_name;
 use tally_testkit::{free_fixed_port, BrokerProcess, WireClient};
 
@@ -18,6 +21,7 @@ const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const TOPIC: &str = "status";
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const INVALID_REQUEST: i16 = 42;
+const INVALID_PARTITIONS: i16 = 37;
 
 fn tally(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(TALLY)
@@ -182,6 +186,57 @@ fn cluster_status_shows_a_killed_follower_lagging_and_catching_up_after_its_rest
     status_until(&bootstrap, "the restarted follower caught up", |r| {
         lag_of(r, follower) == Some(0)
     });
+
+    // DescribeProducers reads the leader's table: the two producers of `tally produce`, the
+    // second with its last sequence 29.
+    let out = tally(&bootstrap, &["producers", TOPIC], None);
+    let producers = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{producers}");
+    let last_sequences: Vec<&str> = producers
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert!(
+        last_sequences.contains(&"19") && last_sequences.contains(&"29"),
+        "{producers}"
+    );
+
+    // CreatePartitions through any node: the new partition gets its replicas and a leader.
+    let mut c = WireClient::connect(nodes[leader as usize - 1].addr).unwrap();
+    let request = CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(topic_name(TOPIC))
+            .with_count(2)]);
+    let r = c.send(&request, 3).unwrap();
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "{:?}",
+        r.results[0].error_message
+    );
+    let r = c.send(&request, 3).unwrap();
+    assert_eq!(
+        r.results[0].error_code, INVALID_PARTITIONS,
+        "not fewer than 2"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = tally(&bootstrap, &["cluster", "status"], None);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let new = text
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq([TOPIC, "1"]));
+        if new.is_some_and(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|leader| leader != "-1")
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partition 1 never led:\n{text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]

@@ -6,9 +6,13 @@
 //! Not yet in cluster mode (issue 12): transactions, topic configs other than the partition
 //! count and replication factor, and replicated consumer groups (groups are coordinated by
 //! the lowest registered node, with their offsets in that node's local `__consumer_offsets`).
+//! Also served here: CreatePartitions, DescribeProducers, DescribeQuorum and
+//! AlterPartitionReassignments.
 
 pub mod admin;
 pub mod cluster_config;
+pub mod create_partitions;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod fetch;
 pub mod list_offsets;

@@ -45,8 +45,12 @@ pub async fn handle(
 }
 
 fn active_producers(partition: &mut tally_partition::Partition) -> Vec<ProducerState> {
-    partition
-        .producers()
+    producer_states(partition.producers())
+}
+
+/// A producer table as DescribeProducers reports it (cluster mode reads a replica's).
+pub(crate) fn producer_states(table: &tally_partition::ProducerTable) -> Vec<ProducerState> {
+    table
         .entries()
         .into_iter()
         .map(|e| {
