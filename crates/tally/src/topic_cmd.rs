@@ -1,4 +1,4 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tally_client::{Admin, ClientConfig, NewTopic};
 
@@ -32,6 +32,14 @@ pub enum TopicCommand {
     /// Show a topic's partitions, offsets and configs.
     #[command(after_help = "Example:\n  tally topic describe orders")]
     Describe { topic: String },
+    /// Add partitions to a topic (kafka-topics.sh --alter --partitions).
+    #[command(after_help = "Example:\n  tally topic alter orders --partitions 6")]
+    Alter {
+        topic: String,
+        /// The topic's new partition count (larger than the current one).
+        #[arg(long)]
+        partitions: i32,
+    },
 }
 
 #[derive(Args)]
@@ -78,6 +86,13 @@ pub async fn run(args: TopicArgs, client: ClientConfig) -> Result<()> {
                 ]);
             }
             println!("{}", table.render());
+        }
+        TopicCommand::Alter { topic, partitions } => {
+            admin
+                .create_partitions(&topic, partitions)
+                .await
+                .with_context(|| format!("adding partitions to {topic}"))?;
+            println!("Topic {topic} now has {partitions} partitions");
         }
         TopicCommand::Describe { topic } => {
             let info = admin.describe_topic(&topic).await?;

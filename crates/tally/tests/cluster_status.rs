@@ -202,19 +202,24 @@ fn cluster_status_shows_a_killed_follower_lagging_and_catching_up_after_its_rest
         "{producers}"
     );
 
-    // CreatePartitions through any node: the new partition gets its replicas and a leader.
+    // CreatePartitions (`tally topic alter`): the new partition gets its replicas and a
+    // leader; asking for the same count again is INVALID_PARTITIONS.
+    let out = tally(
+        &bootstrap,
+        &["topic", "alter", TOPIC, "--partitions", "2"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut c = WireClient::connect(nodes[leader as usize - 1].addr).unwrap();
     let request = CreatePartitionsRequest::default()
         .with_timeout_ms(10_000)
         .with_topics(vec![CreatePartitionsTopic::default()
             .with_name(topic_name(TOPIC))
             .with_count(2)]);
-    let r = c.send(&request, 3).unwrap();
-    assert_eq!(
-        r.results[0].error_code, 0,
-        "{:?}",
-        r.results[0].error_message
-    );
     let r = c.send(&request, 3).unwrap();
     assert_eq!(
         r.results[0].error_code, INVALID_PARTITIONS,
