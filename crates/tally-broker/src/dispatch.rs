@@ -176,6 +176,9 @@ async fn cluster_mode(
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
             cluster::reassign::handle(cluster, ctx, r).await,
         ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(cluster::reassign::list(cluster, r))
+        }
         other => return Err(other),
     })
 }
@@ -297,6 +300,10 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         }
         RequestKind::AlterPartitionReassignments(r) => {
             ResponseKind::AlterPartitionReassignments(crate::cluster::reassign::not_a_cluster(r))
+        }
+        // A broker alone moves nothing: no reassignment is ever in progress.
+        RequestKind::ListPartitionReassignments(_) => {
+            ResponseKind::ListPartitionReassignments(Default::default())
         }
         RequestKind::DescribeQuorum(_) => {
             ResponseKind::DescribeQuorum(crate::cluster::describe_quorum::not_a_cluster(&ctx))

@@ -10,7 +10,8 @@ use kafka_protocol::messages::alter_partition_reassignments_request::{
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, ApiKey, BrokerId, DescribeQuorumRequest, TopicName,
+    AlterPartitionReassignmentsRequest, ApiKey, BrokerId, DescribeQuorumRequest,
+    ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -80,6 +81,16 @@ impl Admin {
         partition: i32,
         replicas: &[i32],
     ) -> Result<(), ClientError> {
+        self.alter_reassignment(topic, partition, Some(replicas))
+            .await
+    }
+
+    async fn alter_reassignment(
+        &self,
+        topic: &str,
+        partition: i32,
+        replicas: Option<&[i32]>,
+    ) -> Result<(), ClientError> {
         let cluster = self.cluster();
         let connection = cluster.any_connection().await?;
         let version = connection.version(ApiKey::AlterPartitionReassignments, 0, 1)?;
@@ -90,9 +101,9 @@ impl Admin {
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partitions(vec![ReassignablePartition::default()
                     .with_partition_index(partition)
-                    .with_replicas(Some(
-                        replicas.iter().map(|r| BrokerId(*r)).collect(),
-                    ))])]);
+                    .with_replicas(
+                        replicas.map(|r| r.iter().map(|b| BrokerId(*b)).collect()),
+                    )])]);
         let response = connection
             .send(&request, version, cluster.config().request_timeout())
             .await?;
@@ -114,6 +125,52 @@ impl Admin {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Cancels `topic`-`partition`'s reassignment in progress: its current voters are
+    /// assigned again (AlterPartitionReassignments with no replicas).
+    pub async fn cancel_reassignment(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ClientError> {
+        self.alter_reassignment(topic, partition, None).await
+    }
+
+    /// The reassignments in progress: (topic, partition, replicas, adding, removing), from
+    /// ListPartitionReassignments.
+    #[allow(clippy::type_complexity)]
+    pub async fn list_reassignments(
+        &self,
+    ) -> Result<Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)>, ClientError> {
+        let cluster = self.cluster();
+        let connection = cluster.any_connection().await?;
+        let version = connection.version(ApiKey::ListPartitionReassignments, 0, 0)?;
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(cluster.config().request_timeout().as_millis() as i32);
+        let response = connection
+            .send(&request, version, cluster.config().request_timeout())
+            .await?;
+        if response.error_code != 0 {
+            return Err(ClientError::broker(
+                response.error_code,
+                response.error_message.as_deref(),
+            ));
+        }
+        let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        for t in response.topics {
+            for p in t.partitions {
+                out.push((
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Describes the Raft group of each `(topic, partition)`, asking each group's leader.

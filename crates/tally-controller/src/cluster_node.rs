@@ -252,7 +252,7 @@ async fn reconcile_loop(
 
 /// Opens what the metadata assigns to this node and is not hosted, closes what is hosted
 /// and no longer assigned (its files removed: its topic is gone or recreated).
-async fn reconcile(controller: &Controller, context: &HostContext, hosted: &Hosted) {
+async fn reconcile(controller: &Arc<Controller>, context: &HostContext, hosted: &Hosted) {
     let state = controller.cluster();
     let assigned = assigned_to(&state, context.node_id);
     let gone: Vec<Arc<HostedPartition>> = {

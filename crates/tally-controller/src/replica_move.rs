@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use openraft::ServerState;
+use openraft::{ChangeMembers, ServerState};
 
 use crate::cluster_state::ClusterState;
 use crate::command::ControllerCommand;
@@ -57,7 +57,7 @@ fn assigned(partition: &HostedPartition, state: &ClusterState) -> Option<Vec<u64
 /// On the leader of `partition`'s group: reports its voters when the controller's record
 /// differs, and starts moving replicas when the assignment differs from the voters.
 pub(crate) async fn follow_assignment(
-    controller: &Controller,
+    controller: &Arc<Controller>,
     state: &ClusterState,
     partition: &Arc<HostedPartition>,
 ) {
@@ -83,7 +83,11 @@ pub(crate) async fn follow_assignment(
             tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "reporting voters failed; trying again");
         }
     }
-    if voters == target || partition.moving.swap(true, Ordering::AcqRel) {
+    if voters == target {
+        remove_stray_learners(partition, &target).await;
+        return;
+    }
+    if partition.moving.swap(true, Ordering::AcqRel) {
         return;
     }
     let addresses: Option<Vec<(u64, String)>> = target
@@ -95,15 +99,44 @@ pub(crate) async fn follow_assignment(
         return;
     };
     let partition = Arc::clone(partition);
+    let controller = Arc::clone(controller);
     tokio::spawn(async move {
-        if let Err(e) = move_replicas(&partition, &voters, &addresses).await {
+        if let Err(e) = move_replicas(&controller, &partition, &voters, &addresses).await {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "moving replicas failed; trying again");
         }
         partition.moving.store(false, Ordering::Release);
     });
 }
 
+/// Learners the assignment does not name (a reassignment cancelled while they caught up):
+/// removed from the membership, or the leader would go on sending them the log.
+async fn remove_stray_learners(partition: &HostedPartition, target: &[u64]) {
+    if partition.moving.load(Ordering::Acquire) {
+        return;
+    }
+    let m = partition.replica.raft.metrics().borrow_watched().clone();
+    let stray: BTreeSet<u64> = m
+        .membership_config
+        .membership()
+        .learner_ids()
+        .filter(|id| !target.contains(id))
+        .collect();
+    if stray.is_empty() {
+        return;
+    }
+    tracing::info!(topic = %partition.topic, partition = partition.index, ?stray, "removing learners the assignment does not name");
+    if let Err(e) = partition
+        .replica
+        .raft
+        .change_membership(ChangeMembers::RemoveNodes(stray), false)
+        .await
+    {
+        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "removing learners failed; trying again");
+    }
+}
+
 async fn move_replicas(
+    controller: &Controller,
     partition: &HostedPartition,
     voters: &[u64],
     target: &[(u64, String)],
@@ -119,7 +152,16 @@ async fn move_replicas(
         .map_err(|_| format!("node {id} did not catch up in {CATCH_UP_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
     }
+    // The learners may have taken long to catch up: a reassignment cancelled or replaced
+    // meanwhile must not be carried out.
     let new_voters: BTreeSet<u64> = target.iter().map(|(id, _)| *id).collect();
+    let now: Option<BTreeSet<u64>> =
+        assigned(partition, &controller.cluster()).map(|a| a.into_iter().collect());
+    if now.as_ref() != Some(&new_voters) {
+        return Err(format!(
+            "the assignment changed to {now:?} while the new replicas caught up"
+        ));
+    }
     tracing::info!(topic = %partition.topic, partition = partition.index, ?new_voters, "changing the voters");
     raft.change_membership(new_voters, false)
         .await

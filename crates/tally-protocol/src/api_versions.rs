@@ -46,6 +46,7 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::DescribeQuorum, 0, 2),
     // Cluster mode: a partition's replicas move by Raft membership changes.
     ApiRange::new(ApiKey::AlterPartitionReassignments, 0, 1),
+    ApiRange::new(ApiKey::ListPartitionReassignments, 0, 0),
     // Kafka 4 serves v1 only (v0 was removed, KIP-896), as the kafka-protocol crate does.
     ApiRange::new(ApiKey::WriteTxnMarkers, 1, 1),
     // v4+ is the batched form brokers send (verify-only included); clients send v0-v3.
@@ -155,6 +156,9 @@ mod tests {
             ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
                 AlterPartitionReassignmentsRequest::default(),
             ),
+            ApiKey::ListPartitionReassignments => {
+                RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+            }
             ApiKey::FindCoordinator => {
                 RequestKind::FindCoordinator(FindCoordinatorRequest::default())
             }

@@ -19,8 +19,12 @@ pub struct PartitionArgs {
 enum PartitionCommand {
     /// Move a partition's replicas to the given nodes (preferred leader first) without
     /// stopping produce or consume, and wait until they are its voters.
-    #[command(after_help = "Example:\n  tally partition reassign orders 0 --replicas 2,3")]
+    #[command(
+        after_help = "Examples:\n  tally partition reassign orders 0 --replicas 2,3\n  tally partition reassign orders 0 --cancel"
+    )]
     Reassign(ReassignArgs),
+    /// List the reassignments in progress: replicas being added and removed.
+    Reassignments,
 }
 
 #[derive(Args)]
@@ -28,8 +32,11 @@ struct ReassignArgs {
     topic: String,
     partition: i32,
     /// The new replicas' node ids, comma-separated, preferred leader first.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
     replicas: Vec<i32>,
+    /// Cancel the reassignment in progress: the partition's current voters stay its replicas.
+    #[arg(long, conflicts_with = "replicas")]
+    cancel: bool,
     /// Return once the reassignment is recorded, without waiting for the move.
     #[arg(long)]
     no_wait: bool,
@@ -40,8 +47,41 @@ struct ReassignArgs {
 
 pub async fn run(args: PartitionArgs, client: ClientConfig) -> Result<()> {
     match args.command {
+        PartitionCommand::Reassign(args) if args.cancel => {
+            let admin = Admin::new(client).await?;
+            admin
+                .cancel_reassignment(&args.topic, args.partition)
+                .await
+                .with_context(|| format!("cancelling {}-{}", args.topic, args.partition))?;
+            println!("{}-{}: reassignment cancelled", args.topic, args.partition);
+            Ok(())
+        }
         PartitionCommand::Reassign(args) => reassign(args, client).await,
+        PartitionCommand::Reassignments => list(client).await,
     }
+}
+
+async fn list(client: ClientConfig) -> Result<()> {
+    let admin = Admin::new(client).await?;
+    let ongoing = admin.list_reassignments().await?;
+    if ongoing.is_empty() {
+        println!("No reassignment in progress");
+        return Ok(());
+    }
+    let join = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let mut table =
+        crate::table::Table::new(["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"]);
+    for (topic, partition, replicas, adding, removing) in ongoing {
+        table.row([
+            topic,
+            partition.to_string(),
+            join(&replicas),
+            join(&adding),
+            join(&removing),
+        ]);
+    }
+    println!("{}", table.render());
+    Ok(())
 }
 
 async fn reassign(args: ReassignArgs, client: ClientConfig) -> Result<()> {

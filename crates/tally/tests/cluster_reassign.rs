@@ -242,3 +242,114 @@ fn a_replica_moves_to_another_node_while_librdkafka_produces() {
     assert_eq!(seen.len(), sent, "messages read");
     assert!(seen.values().all(|n| *n == 1), "a message stored twice");
 }
+
+#[test]
+fn a_reassignment_waiting_for_a_down_node_is_listed_and_can_be_cancelled() {
+    let voters = (1..=3)
+        .map(|i| format!("{i}@127.0.0.1:{}", free_fixed_port()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<BrokerProcess> = (1..=3)
+        .map(|i: u32| {
+            let id = i.to_string();
+            BrokerProcess::start(Path::new(TALLY), &["--node-id", &id, "--voters", &voters])
+        })
+        .collect();
+    let bootstrap = nodes
+        .iter()
+        .map(|n| n.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let create = [
+        "topic",
+        "create",
+        TOPIC,
+        "--partitions",
+        "1",
+        "--replication-factor",
+        "2",
+    ];
+    let created = |out: std::process::Output| {
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !created(tally(&nodes[0].bootstrap(), &create)) {
+        assert!(Instant::now() < deadline, "topic create");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (leader, before) = replicas(&bootstrap);
+    let down = (1..=3).find(|n| !before.contains(n)).unwrap();
+    let leaving = *before.iter().find(|n| **n != leader).unwrap();
+    nodes[down as usize - 1].kill9();
+    let alive = nodes[leader as usize - 1].bootstrap();
+
+    // The move cannot finish while the new replica's node is down: it is listed.
+    let target = format!("{down},{leader}");
+    let out = tally(
+        &alive,
+        &[
+            "partition",
+            "reassign",
+            TOPIC,
+            "0",
+            "--replicas",
+            &target,
+            "--no-wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&tally(&alive, &["partition", "reassignments"]).stdout)
+        .into_owned();
+    let row: Vec<String> = listed
+        .lines()
+        .find(|l| l.starts_with(TOPIC))
+        .unwrap_or_else(|| panic!("not listed:\n{listed}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        row[2..],
+        [target.clone(), down.to_string(), leaving.to_string()],
+        "{listed}"
+    );
+
+    // Cancelled: the voters stay the replicas, nothing is listed, and a second cancel says
+    // there is nothing to cancel.
+    let out = tally(&alive, &["partition", "reassign", TOPIC, "0", "--cancel"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut replicas_now = replicas(&alive).1;
+    replicas_now.sort_unstable();
+    let mut expected = before.clone();
+    expected.sort_unstable();
+    assert_eq!(replicas_now, expected);
+    let listed = String::from_utf8_lossy(&tally(&alive, &["partition", "reassignments"]).stdout)
+        .into_owned();
+    assert!(listed.contains("No reassignment in progress"), "{listed}");
+    let again = tally(&alive, &["partition", "reassign", TOPIC, "0", "--cancel"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("NoReassignmentInProgress"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The node comes back and is not given the partition.
+    nodes[down as usize - 1].restart();
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = nodes[down as usize - 1]
+        .data_dir()
+        .join("cluster")
+        .join(format!("{TOPIC}-0"));
+    assert!(
+        !dir.exists(),
+        "node {down} hosts a replica after the cancel"
+    );
+}

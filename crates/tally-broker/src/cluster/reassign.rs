@@ -4,17 +4,23 @@
 //! answer comes once the new assignment is recorded, as in Kafka; the move itself is
 //! followed with Metadata or `tally cluster status`.
 //!
-//! Cancelling a reassignment (null replicas) is not offered: moving back is another
-//! reassignment.
+//! A reassignment is in progress while the assignment differs from the voters the group's
+//! leader last reported (ListPartitionReassignments, API 46, lists them). Cancelling one (null
+//! replicas) assigns the reported voters again; a leader whose new replicas are still catching
+//! up then does not change its voters.
 
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use tally_controller::{ControllerCommand, Outcome};
+use tally_controller::{ControllerCommand, Outcome, TopicRecord};
 use tally_protocol::ResponseError;
 
 use super::{ClusterMode, CONTROLLER_TIMEOUT};
@@ -66,10 +72,7 @@ async fn reassign(
     allow_rf_change: bool,
 ) -> Result<(), (ResponseError, String)> {
     let Some(replicas) = replicas else {
-        return Err((
-            ResponseError::InvalidRequest,
-            "cancelling a reassignment is not supported: reassign the partition back".into(),
-        ));
+        return cancel(cluster, topic, partition).await;
     };
     let replicas: Vec<u64> = replicas
         .iter()
@@ -118,6 +121,117 @@ async fn reassign(
         )),
         Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
     }
+}
+
+/// One partition's reassignment in progress: (assigned replicas, adding, removing).
+type Ongoing = (Vec<u64>, Vec<u64>, Vec<u64>);
+
+fn ongoing(record: &TopicRecord, partition: usize) -> Option<Ongoing> {
+    let assigned = record.partitions.get(partition)?;
+    let voters = record.voters.get(partition).cloned().flatten()?;
+    let adding: Vec<u64> = assigned
+        .iter()
+        .copied()
+        .filter(|r| !voters.contains(r))
+        .collect();
+    let removing: Vec<u64> = voters
+        .iter()
+        .copied()
+        .filter(|v| !assigned.contains(v))
+        .collect();
+    (!adding.is_empty() || !removing.is_empty()).then(|| (assigned.clone(), adding, removing))
+}
+
+/// Cancels `topic`-`partition`'s reassignment: the voters its leader reported are assigned
+/// again, its leader first.
+async fn cancel(
+    cluster: &ClusterMode,
+    topic: &str,
+    partition: i32,
+) -> Result<(), (ResponseError, String)> {
+    let state = cluster.node.controller().cluster();
+    let record = state.topic(topic);
+    let index = usize::try_from(partition).ok();
+    let (Some(record), Some(index)) = (record, index) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown partition {topic}-{partition}"),
+        ));
+    };
+    if ongoing(record, index).is_none() {
+        return Err((
+            ResponseError::NoReassignmentInProgress,
+            format!("no reassignment of {topic}-{partition} is in progress"),
+        ));
+    }
+    let mut voters = record.voters[index].clone().unwrap_or_default();
+    let leader = record.leaders.get(index).copied().flatten().map(|(l, _)| l);
+    voters.sort_by_key(|v| Some(*v) != leader);
+    let command = ControllerCommand::ReassignPartition {
+        topic: topic.to_string(),
+        partition: partition as u32,
+        replicas: voters,
+    };
+    match cluster.node.submit(&command, CONTROLLER_TIMEOUT).await {
+        Ok(Outcome::PartitionReassigned) => Ok(()),
+        Ok(Outcome::Refused(r)) => Err((r.error_code(), r.to_string())),
+        Ok(other) => Err((
+            ResponseError::UnknownServerError,
+            format!("unexpected outcome {other:?}"),
+        )),
+        Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
+    }
+}
+
+/// ListPartitionReassignments (API 46): the reassignments in progress, of the partitions
+/// asked for (all when none are named).
+pub fn list(
+    cluster: &ClusterMode,
+    request: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let state = cluster.node.controller().cluster();
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), Some(t.partition_indexes)))
+            .collect(),
+        None => state.topics().keys().map(|n| (n.clone(), None)).collect(),
+    };
+    let ids = |v: &[u64]| -> Vec<BrokerId> { v.iter().map(|id| BrokerId(*id as i32)).collect() };
+    let mut topics = Vec::new();
+    for (name, indexes) in wanted {
+        let Some(record) = state.topic(&name) else {
+            continue;
+        };
+        let indexes: Vec<usize> = match indexes {
+            Some(list) => list
+                .into_iter()
+                .filter_map(|i| usize::try_from(i).ok())
+                .collect(),
+            None => (0..record.partitions.len()).collect(),
+        };
+        let partitions: Vec<OngoingPartitionReassignment> = indexes
+            .into_iter()
+            .filter_map(|i| {
+                let (replicas, adding, removing) = ongoing(record, i)?;
+                Some(
+                    OngoingPartitionReassignment::default()
+                        .with_partition_index(i as i32)
+                        .with_replicas(ids(&replicas))
+                        .with_adding_replicas(ids(&adding))
+                        .with_removing_replicas(ids(&removing)),
+                )
+            })
+            .collect();
+        if !partitions.is_empty() {
+            topics.push(
+                OngoingTopicReassignment::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
 }
 
 /// AlterPartitionReassignments on a broker that runs alone: there are no other replicas.
