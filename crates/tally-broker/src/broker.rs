@@ -286,6 +286,7 @@ async fn start_cluster(
         advertised_host: advertised.host.clone(),
         advertised_port: advertised.port,
         raft_listener: crate::cluster::cluster_config::raft_listener(config),
+        preferred_leader_check: config.preferred_leader_check(),
         replica,
         max_message_bytes: partition.max_message_bytes,
     })

@@ -212,6 +212,15 @@ impl BrokerConfig {
         self.long("default.replication.factor")
             .clamp(1, i64::from(u16::MAX)) as u16
     }
+    /// How long a node leads a partition whose preferred replica is another before handing
+    /// leadership over; None when `auto.leader.rebalance.enable` is off.
+    pub fn preferred_leader_check(&self) -> Option<std::time::Duration> {
+        self.bool("auto.leader.rebalance.enable").then(|| {
+            std::time::Duration::from_secs(
+                self.long("leader.imbalance.check.interval.seconds").max(1) as u64,
+            )
+        })
+    }
     pub fn auto_create_topics(&self) -> bool {
         self.bool("auto.create.topics.enable")
     }

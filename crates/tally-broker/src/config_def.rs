@@ -79,6 +79,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("raft.listener", STRING, "", 0, "Tally only, cluster mode: HOST:PORT where a node that is not among the voters listens for Raft (its partition replicas replicate there); it joins the cluster as a broker. A voter listens at its entry in controller.quorum.voters."),
     def("num.partitions", Int, "1", 1, "Partitions of an auto-created topic, or of CreateTopics with -1."),
     def("default.replication.factor", Short, "1", 1, "Replication factor of auto-created topics and of CreateTopics with -1; a single broker supports 1."),
+    def("auto.leader.rebalance.enable", Boolean, "true", 0, "Cluster mode: a partition's leader hands leadership to the partition's preferred replica (its first) once that one has caught up."),
+    def("leader.imbalance.check.interval.seconds", Long, "300", 1, "Cluster mode: how long a node leads a partition whose preferred replica is another before it hands leadership over."),
     def("auto.create.topics.enable", Boolean, "true", 0, "Create a topic when Metadata asks for one that does not exist."),
     def("log.segment.bytes", Int, "1073741824", 100, "Roll to a new segment when the active one would grow past this."),
     def("log.roll.ms", Long, "604800000", 1, "Roll to a new segment when the active one is older than this."),

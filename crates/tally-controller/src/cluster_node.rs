@@ -29,7 +29,7 @@ use crate::command::ControllerCommand;
 use crate::controller::{Controller, ControllerError};
 use crate::hosted_partition::{assigned_to, HostContext, HostedPartition};
 use crate::outcome::Outcome;
-use crate::replica_move::follow_assignment;
+use crate::replica_move::{follow_assignment, prefer_leader};
 use crate::submit::{submit, ProposalHandler, CONTROLLER_GROUP};
 
 /// How long a start-up registration keeps trying before it gives up and logs.
@@ -55,6 +55,10 @@ pub struct ClusterConfig {
     /// joins as a broker, and the controller's leader adds it to the controller group as a
     /// learner, so it follows the metadata.
     pub raft_listener: Option<String>,
+    /// How long this node leads a partition whose preferred replica (its first) is another
+    /// before handing leadership over (Kafka's `auto.leader.rebalance.enable`,
+    /// `leader.imbalance.check.interval.seconds`); None: never.
+    pub preferred_leader_check: Option<Duration>,
     pub replica: ReplicaConfig,
     pub max_message_bytes: usize,
 }
@@ -129,6 +133,7 @@ impl ClusterNode {
             max_message_bytes: config.max_message_bytes,
             server: Arc::clone(&server),
             peers,
+            preferred_leader_check: config.preferred_leader_check,
         });
         let (stop, _) = watch::channel(false);
         let hosted: Hosted = Arc::default();
@@ -292,6 +297,7 @@ async fn reconcile(controller: &Arc<Controller>, context: &HostContext, hosted: 
         }
         report_leadership(controller, &state, context.node_id, &partition).await;
         follow_assignment(controller, &state, &partition).await;
+        prefer_leader(context.preferred_leader_check, &state, &partition).await;
     }
 }
 

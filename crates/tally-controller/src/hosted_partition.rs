@@ -39,6 +39,8 @@ pub struct HostedPartition {
     formed: AtomicBool,
     /// This node, leading the group, is moving its replicas (`replica_move.rs`).
     pub(crate) moving: AtomicBool,
+    /// The term this node leads the group in, and since when (`prefer_leader`).
+    pub(crate) led_since: parking_lot::Mutex<Option<(u64, std::time::Instant)>>,
 }
 
 impl HostedPartition {
@@ -133,6 +135,8 @@ pub(crate) struct HostContext {
     pub server: Arc<RaftServer>,
     /// Where this node reaches its peers (its voters list).
     pub peers: PeerAddresses,
+    /// See `ClusterConfig::preferred_leader_check`.
+    pub preferred_leader_check: Option<std::time::Duration>,
 }
 
 impl HostContext {
@@ -168,6 +172,7 @@ impl HostContext {
             leader,
             formed: AtomicBool::new(false),
             moving: AtomicBool::new(false),
+            led_since: parking_lot::Mutex::new(None),
         }))
     }
 

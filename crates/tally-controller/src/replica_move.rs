@@ -108,6 +108,70 @@ pub(crate) async fn follow_assignment(
     });
 }
 
+/// Kafka's preferred leader election: a node that has led `partition` for `check` while its
+/// preferred replica (the assignment's first) is another voter that has caught up hands
+/// leadership over, so leaders spread as the assignment spreads them, after failovers and
+/// reassignments. Writes refused during the transfer are answered NOT_LEADER_OR_FOLLOWER (not
+/// stored) and retried by the client.
+pub(crate) async fn prefer_leader(
+    check: Option<Duration>,
+    state: &ClusterState,
+    partition: &HostedPartition,
+) {
+    let Some(check) = check else {
+        return;
+    };
+    let m = partition.replica.raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        *partition.led_since.lock() = None;
+        return;
+    }
+    {
+        let mut since = partition.led_since.lock();
+        match *since {
+            Some((term, at)) if term == m.current_term && at.elapsed() >= check => {
+                *since = Some((term, std::time::Instant::now()));
+            }
+            Some((term, _)) if term == m.current_term => return,
+            _ => {
+                *since = Some((m.current_term, std::time::Instant::now()));
+                return;
+            }
+        }
+    }
+    let preferred = state
+        .topic(&partition.topic)
+        .filter(|t| t.topic_id == partition.topic_id)
+        .and_then(|t| t.partitions.get(partition.index as usize))
+        .and_then(|r| r.first().copied());
+    let Some(preferred) = preferred.filter(|p| *p != m.id) else {
+        return;
+    };
+    let is_voter = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == preferred);
+    let caught_up = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&preferred).cloned().flatten())
+        .is_some_and(|matched| Some(matched.index) == m.last_log_index);
+    if !(is_voter && caught_up) {
+        return;
+    }
+    tracing::info!(topic = %partition.topic, partition = partition.index, to = preferred, "handing leadership to the preferred replica");
+    if let Err(e) = partition
+        .replica
+        .raft
+        .trigger()
+        .transfer_leader(preferred)
+        .await
+    {
+        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "leadership transfer failed");
+    }
+}
+
 /// Learners the assignment does not name (a reassignment cancelled while they caught up):
 /// removed from the membership, or the leader would go on sending them the log.
 async fn remove_stray_learners(partition: &HostedPartition, target: &[u64]) {

@@ -37,6 +37,7 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
         advertised_host: "127.0.0.1".into(),
         advertised_port: 19092 + id as u16,
         raft_listener: None,
+        preferred_leader_check: None,
         replica: ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap(),
         max_message_bytes: 1 << 20,
     }

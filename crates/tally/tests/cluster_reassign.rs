@@ -3,8 +3,9 @@
 //! replica moves from the partition's leader to the node that had none (the leader adds it as
 //! a learner, lets it catch up, makes it a voter in its own place and steps down), the node
 //! that lost its replica removes its files once the new voters are recorded, Metadata names
-//! the new replicas, and every acknowledged message is read back once, in order, at its
-//! acknowledged offset, from the new replicas alone.
+//! the new replicas, the preferred replica (the first) takes the lead, and every acknowledged
+//! message is read back once, in order, at its acknowledged offset, from the new replicas
+//! alone.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,10 +105,21 @@ fn a_replica_moves_to_another_node_while_librdkafka_produces() {
         .map(|i| format!("{i}@127.0.0.1:{}", free_fixed_port()))
         .collect::<Vec<_>>()
         .join(",");
+    // Preferred leader election after 1 s of leading (Kafka's default is 300 s).
     let nodes: Vec<BrokerProcess> = (1..=3)
         .map(|i: u32| {
             let id = i.to_string();
-            BrokerProcess::start(Path::new(TALLY), &["--node-id", &id, "--voters", &voters])
+            BrokerProcess::start(
+                Path::new(TALLY),
+                &[
+                    "--node-id",
+                    &id,
+                    "--voters",
+                    &voters,
+                    "--set",
+                    "leader.imbalance.check.interval.seconds=1",
+                ],
+            )
         })
         .collect();
     let bootstrap = nodes
@@ -206,6 +218,15 @@ fn a_replica_moves_to_another_node_while_librdkafka_produces() {
     assert_eq!(acks.acked.len(), sent, "every message acknowledged");
 
     assert_eq!(replicas(&bootstrap).1, after, "Metadata's replicas");
+    // The preferred replica (the first) takes the lead once it has caught up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas(&bootstrap).0 != newcomer {
+        assert!(
+            Instant::now() < deadline,
+            "node {newcomer}, the preferred replica, never led"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let leaving_dir = nodes[leaving as usize - 1]
         .data_dir()
         .join("cluster")
