@@ -22,7 +22,7 @@ use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
 use crate::txn::{OffsetsMarkerHook, TxnCoordinator, TRANSACTION_STATE_TOPIC};
 use tally_controller::{ClusterConfig, ClusterNode};
-use tally_raft::{RaftTimeouts, ReplicaConfig};
+use tally_raft::{RaftTimeouts, RaftTransport, ReplicaConfig, TokioTcp};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -59,6 +59,8 @@ pub enum StartError {
 pub struct BrokerOptions {
     pub writer_mode: WriterMode,
     pub clock: Arc<dyn Clock>,
+    /// The network Raft's traffic between nodes travels on (cluster mode).
+    pub raft_transport: Arc<dyn RaftTransport>,
 }
 
 impl Default for BrokerOptions {
@@ -66,6 +68,7 @@ impl Default for BrokerOptions {
         BrokerOptions {
             writer_mode: WriterMode::Thread,
             clock: crate::clock::system(),
+            raft_transport: TokioTcp::shared(),
         }
     }
 }
@@ -165,7 +168,11 @@ impl Broker {
         options: BrokerOptions,
     ) -> Result<Arc<Broker>, StartError> {
         config.validate()?;
-        let BrokerOptions { writer_mode, clock } = options;
+        let BrokerOptions {
+            writer_mode,
+            clock,
+            raft_transport,
+        } = options;
         if let Ok(controls) = std::env::var("TALLY_CONTROL") {
             warn!(%controls, "TALLY_CONTROL is set: test controls turn guarantees off");
         }
@@ -212,7 +219,7 @@ impl Broker {
         let producer_ids = Arc::new(producer_ids);
         let cluster = match quorum_voters(&config)? {
             Some(voters) => Some(Arc::new(
-                start_cluster(&config, &data_dir.cluster_id, voters, &advertised)
+                start_cluster(&config, &data_dir.cluster_id, voters, &advertised, raft_transport)
                     .await
                     .map_err(StartError::Cluster)?,
             )),
@@ -274,6 +281,7 @@ async fn start_cluster(
     cluster_id: &str,
     voters: std::collections::BTreeMap<u64, String>,
     advertised: &Endpoint,
+    transport: Arc<dyn RaftTransport>,
 ) -> std::io::Result<ClusterMode> {
     let partition = config.partition_config(&Default::default());
     let replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
@@ -289,6 +297,7 @@ async fn start_cluster(
         preferred_leader_check: config.preferred_leader_check(),
         replica,
         max_message_bytes: partition.max_message_bytes,
+        transport,
     })
     .await?;
     info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");

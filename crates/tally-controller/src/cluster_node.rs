@@ -20,7 +20,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::ServerState;
 use parking_lot::Mutex;
-use tally_raft::{PeerAddresses, RaftServer, ReplicaConfig, TcpNetworkFactory};
+use tally_raft::{PeerAddresses, RaftServer, RaftTransport, ReplicaConfig, TcpNetworkFactory};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -61,6 +61,8 @@ pub struct ClusterConfig {
     pub preferred_leader_check: Option<Duration>,
     pub replica: ReplicaConfig,
     pub max_message_bytes: usize,
+    /// The network Raft's traffic travels on: TCP (`TokioTcp`), or the simulation's.
+    pub transport: Arc<dyn RaftTransport>,
 }
 
 type Hosted = Arc<Mutex<BTreeMap<(String, u32), Arc<HostedPartition>>>>;
@@ -90,17 +92,19 @@ impl ClusterNode {
                     ),
                 )
             })?;
-        let server = Arc::new(RaftServer::bind(raft_addr).await?);
+        let server = Arc::new(RaftServer::bind_on(&*config.transport, raft_addr).await?);
         let peers: PeerAddresses = Arc::new(config.voters.clone());
         let controller = Arc::new(
             Controller::open(
                 config.node_id,
                 &config.data_dir.join(CONTROLLER_GROUP),
                 &config.replica,
-                TcpNetworkFactory::with_peers(CONTROLLER_GROUP, Arc::clone(&peers)),
+                TcpNetworkFactory::with_peers(CONTROLLER_GROUP, Arc::clone(&peers))
+                    .over(Arc::clone(&config.transport)),
             )
             .await?
-            .with_peers(Arc::clone(&peers)),
+            .with_peers(Arc::clone(&peers))
+            .over(Arc::clone(&config.transport)),
         );
         server.register(CONTROLLER_GROUP, controller.raft().clone());
         server.register_forward(
@@ -133,6 +137,7 @@ impl ClusterNode {
             max_message_bytes: config.max_message_bytes,
             server: Arc::clone(&server),
             peers,
+            transport: Arc::clone(&config.transport),
             preferred_leader_check: config.preferred_leader_check,
         });
         let (stop, _) = watch::channel(false);

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tally_protocol::BatchHeader;
 use tally_raft::{
     ApplyListener, PartitionLeader, PartitionRaft, PeerAddresses, ProduceError, Replica,
-    ReplicaConfig, SnapshotData, TallyRaft,
+    RaftTransport, ReplicaConfig, SnapshotData, TallyRaft, TokioTcp,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -96,6 +96,8 @@ pub struct Controller {
     changes: watch::Receiver<i64>,
     /// Where this node reaches the other voters (its voters list), for forwarded proposals.
     peers: PeerAddresses,
+    /// The network forwarded proposals travel on.
+    transport: Arc<dyn RaftTransport>,
 }
 
 impl Controller {
@@ -131,6 +133,7 @@ impl Controller {
             state,
             changes,
             peers: PeerAddresses::default(),
+            transport: TokioTcp::shared(),
         })
     }
 
@@ -138,6 +141,16 @@ impl Controller {
     pub fn with_peers(mut self, peers: PeerAddresses) -> Controller {
         self.peers = peers;
         self
+    }
+
+    /// Forwards proposals over `transport` (the simulation's network) rather than TCP.
+    pub fn over(mut self, transport: Arc<dyn RaftTransport>) -> Controller {
+        self.transport = transport;
+        self
+    }
+
+    pub(crate) fn transport(&self) -> &dyn RaftTransport {
+        &*self.transport
     }
 
     /// The voters this node was configured with (`controller.quorum.voters`), other than

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use openraft::impls::BasicNode;
 use tally_raft::{
-    PartitionLeader, PeerAddresses, RaftServer, Replica, ReplicaConfig, TcpNetworkFactory,
+    PartitionLeader, PeerAddresses, RaftServer, RaftTransport, Replica, ReplicaConfig,
+    TcpNetworkFactory,
 };
 use uuid::Uuid;
 
@@ -135,6 +136,7 @@ pub(crate) struct HostContext {
     pub server: Arc<RaftServer>,
     /// Where this node reaches its peers (its voters list).
     pub peers: PeerAddresses,
+    pub transport: Arc<dyn RaftTransport>,
     /// See `ClusterConfig::preferred_leader_check`.
     pub preferred_leader_check: Option<std::time::Duration>,
 }
@@ -154,7 +156,8 @@ impl HostContext {
             .await
             .map_err(io::Error::other)??;
         let group = HostedPartition::group_name(topic_id, index);
-        let network = TcpNetworkFactory::with_peers(group.clone(), Arc::clone(&self.peers));
+        let network = TcpNetworkFactory::with_peers(group.clone(), Arc::clone(&self.peers))
+            .over(Arc::clone(&self.transport));
         let replica = Replica::open(self.node_id, &dir, &self.replica, network).await?;
         self.server.register(group, replica.raft.clone());
         let leader = PartitionLeader::new(

@@ -40,6 +40,7 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
         preferred_leader_check: None,
         replica: ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap(),
         max_message_bytes: 1 << 20,
+        transport: tally_raft::TokioTcp::shared(),
     }
 }
 

@@ -35,7 +35,10 @@ pub use entry_codec::{
 };
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
-pub use net::{forward, ForwardHandler, PeerAddresses, RaftServer, TcpNetworkFactory};
+pub use net::{
+    forward, ForwardHandler, NetFuture, PeerAddresses, RaftListener, RaftServer, RaftStream,
+    RaftStreamIo, RaftTransport, TcpNetworkFactory, TokioTcp,
+};
 pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produced};
 pub use quorum_status::{MemberStatus, QuorumStatus};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use openraft::Snapshot;
 use parking_lot::Mutex;
 use tokio::io::BufStream;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
 use crate::local_network::PartitionRaft;
 
@@ -44,9 +44,14 @@ pub struct RaftServer {
 }
 
 impl RaftServer {
-    /// Listens on `addr` and serves the groups registered later.
+    /// Listens on `addr` (TCP) and serves the groups registered later.
     pub async fn bind(addr: &str) -> io::Result<RaftServer> {
-        let listener = TcpListener::bind(addr).await?;
+        RaftServer::bind_on(&*TokioTcp::shared(), addr).await
+    }
+
+    /// `bind` on another transport (the simulation's network).
+    pub async fn bind_on(transport: &dyn RaftTransport, addr: &str) -> io::Result<RaftServer> {
+        let mut listener = transport.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let served = Served::default();
         let shared = served.clone();
@@ -105,8 +110,7 @@ impl Drop for RaftServer {
     }
 }
 
-async fn serve(stream: TcpStream, served: Served) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve(stream: RaftStream, served: Served) -> io::Result<()> {
     let mut stream = BufStream::new(stream);
     while let Some((request, payload)) = read_frame::<_, Request>(&mut stream).await? {
         if let Request::Forward { group } = &request {

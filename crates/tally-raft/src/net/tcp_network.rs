@@ -21,8 +21,8 @@ use openraft::raft::{
 };
 use openraft::{OptionalSend, Snapshot};
 use tokio::io::BufStream;
-use tokio::net::TcpStream;
 
+use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{encode_append, read_frame, write_frame, Reply, Request};
 use crate::state_machine::SnapshotData;
 use crate::type_config::{CommittedLeaderId, Node, TallyRaft, Vote};
@@ -37,6 +37,7 @@ pub type PeerAddresses = Arc<BTreeMap<u64, String>>;
 pub struct TcpNetworkFactory {
     group: String,
     peers: PeerAddresses,
+    transport: Arc<dyn RaftTransport>,
 }
 
 impl TcpNetworkFactory {
@@ -48,7 +49,14 @@ impl TcpNetworkFactory {
         TcpNetworkFactory {
             group: group.into(),
             peers,
+            transport: TokioTcp::shared(),
         }
+    }
+
+    /// The same links over another transport (the simulation's network).
+    pub fn over(mut self, transport: Arc<dyn RaftTransport>) -> TcpNetworkFactory {
+        self.transport = transport;
+        self
     }
 }
 
@@ -59,6 +67,7 @@ impl RaftNetworkFactory<TallyRaft> for TcpNetworkFactory {
         TcpConnection {
             group: self.group.clone(),
             addr: self.peers.get(&target).unwrap_or(&node.addr).clone(),
+            transport: Arc::clone(&self.transport),
             stream: None,
         }
     }
@@ -67,7 +76,8 @@ impl RaftNetworkFactory<TallyRaft> for TcpNetworkFactory {
 pub struct TcpConnection {
     group: String,
     addr: String,
-    stream: Option<BufStream<TcpStream>>,
+    transport: Arc<dyn RaftTransport>,
+    stream: Option<BufStream<RaftStream>>,
 }
 
 impl TcpConnection {
@@ -99,11 +109,10 @@ impl TcpConnection {
 
     async fn call_inner(&mut self, header: &Request, payload: &[Bytes]) -> io::Result<Reply> {
         if self.stream.is_none() {
-            let connect = TcpStream::connect(&self.addr);
+            let connect = self.transport.connect(&self.addr);
             let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-            stream.set_nodelay(true)?;
             self.stream = Some(BufStream::new(stream));
         }
         let stream = self.stream.as_mut().expect("connected");
@@ -189,15 +198,14 @@ impl RaftNetworkV2<TallyRaft> for TcpConnection {
 /// the answer's bytes. One connection per call: forwarding is for rare requests (a broker's
 /// proposals to the controller's leader), not for the data path.
 pub async fn forward(
+    transport: &dyn RaftTransport,
     addr: &str,
     group: &str,
     request: Bytes,
     timeout: Duration,
 ) -> io::Result<Bytes> {
     let call = async {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let mut stream = BufStream::new(stream);
+        let mut stream = BufStream::new(transport.connect(addr).await?);
         let header = Request::Forward {
             group: group.to_string(),
         };
