@@ -219,9 +219,15 @@ impl Broker {
         let producer_ids = Arc::new(producer_ids);
         let cluster = match quorum_voters(&config)? {
             Some(voters) => Some(Arc::new(
-                start_cluster(&config, &data_dir.cluster_id, voters, &advertised, raft_transport)
-                    .await
-                    .map_err(StartError::Cluster)?,
+                start_cluster(
+                    &config,
+                    &data_dir.cluster_id,
+                    voters,
+                    &advertised,
+                    raft_transport,
+                )
+                .await
+                .map_err(StartError::Cluster)?,
             )),
             None => None,
         };

@@ -120,6 +120,8 @@ impl Tracker {
     }
 }
 
+const STALL_WAIT_MS: u64 = 100;
+
 /// Reads every batch of `topic` from the log start to the high watermark and audits it.
 pub async fn audit_topic(config: ClientConfig, topic: &str) -> Result<AuditReport, ClientError> {
     let cluster = Cluster::connect(config).await?;
@@ -133,6 +135,7 @@ pub async fn audit_topic(config: ClientConfig, topic: &str) -> Result<AuditRepor
         let mut trackers: BTreeMap<i64, Tracker> = BTreeMap::new();
         let mut offset = list_offset(&cluster, topic, p.partition, -2, 0).await?;
         let end = list_offset(&cluster, topic, p.partition, -1, 0).await?;
+        let mut stalled = 0;
         while offset < end {
             let leader = cluster
                 .leader(topic, p.partition)
@@ -205,10 +208,22 @@ pub async fn audit_topic(config: ClientConfig, topic: &str) -> Result<AuditRepor
                     .add(&header);
             }
             if offset == before {
-                return Err(ClientError::Protocol(format!(
-                    "no progress reading {topic}-{} at offset {offset}",
-                    p.partition
-                )));
+                // A leader elected since `end` was read may not know its high watermark yet
+                // (in a cluster): ask again, for as long as one request may take.
+                stalled += 1;
+                if stalled * STALL_WAIT_MS > cluster.config().request_timeout_ms {
+                    return Err(ClientError::Protocol(format!(
+                        "no progress reading {topic}-{} at offset {offset} (up to {end}): node \
+                         {leader} answered a high watermark of {} with {} bytes",
+                        p.partition,
+                        data.high_watermark,
+                        records.len()
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(STALL_WAIT_MS)).await;
+                let _ = cluster.refresh(&[topic.to_string()]).await;
+            } else {
+                stalled = 0;
             }
         }
         report

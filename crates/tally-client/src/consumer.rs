@@ -499,6 +499,36 @@ pub(crate) async fn list_offset(
     timestamp: i64,
     isolation_level: i8,
 ) -> Result<i64, ClientError> {
+    // A leader that moved, or a new one whose high watermark has not caught up
+    // (OFFSET_NOT_AVAILABLE, KIP-207), is asked again after a metadata refresh, for as long
+    // as one request may take.
+    let deadline = Instant::now() + cluster.config().request_timeout();
+    loop {
+        match list_offset_once(cluster, topic, partition, timestamp, isolation_level).await {
+            // A broker whose metadata lags (in a cluster) may not know the topic yet.
+            Err(e)
+                if (e.is_retriable()
+                    || matches!(
+                        e,
+                        ClientError::UnknownPartition(..) | ClientError::UnknownTopic(..)
+                    ))
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = cluster.refresh(&[topic.to_string()]).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn list_offset_once(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+    isolation_level: i8,
+) -> Result<i64, ClientError> {
     let leader = match cluster.leader(topic, partition) {
         Some(l) => l,
         None => {

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tally_protocol::BatchHeader;
 use tally_raft::{
-    ApplyListener, PartitionLeader, PartitionRaft, PeerAddresses, ProduceError, Replica,
-    RaftTransport, ReplicaConfig, SnapshotData, TallyRaft, TokioTcp,
+    ApplyListener, PartitionLeader, PartitionRaft, PeerAddresses, ProduceError, RaftTransport,
+    Replica, ReplicaConfig, SnapshotData, TallyRaft, TokioTcp,
 };
 use thiserror::Error;
 use tokio::sync::watch;

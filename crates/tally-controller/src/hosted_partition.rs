@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::impls::BasicNode;
+use tally_log::storage;
 use tally_raft::{
     PartitionLeader, PeerAddresses, RaftServer, RaftTransport, Replica, ReplicaConfig,
     TcpNetworkFactory,
@@ -188,7 +189,7 @@ impl HostContext {
         partition.stop().await?;
         if delete {
             let dir = partition.replica.dir.clone();
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            tokio::task::spawn_blocking(move || storage::remove_dir_all(&dir))
                 .await
                 .map_err(io::Error::other)??;
         }
@@ -203,14 +204,16 @@ fn prepare_dir(dir: &Path, topic_id: Uuid) -> io::Result<()> {
     let expected = format!("version: 0\ntopic_id: {topic_id}\n");
     match std::fs::read_to_string(&file) {
         Ok(found) if found == expected => return Ok(()),
-        Ok(_) => std::fs::remove_dir_all(dir)?,
+        Ok(_) => storage::remove_dir_all(dir)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(dir)?;
+    // Through the storage seam, and durable up to the data directory: the replica's vote and
+    // entries will be fsynced in here, which is worth nothing if the directory can vanish.
+    storage::create_dir_all_durable(dir)?;
     let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
-    std::fs::write(&tmp, expected)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &file)?;
-    std::fs::File::open(dir)?.sync_all()
+    storage::write(&tmp, expected.as_bytes())?;
+    storage::sync_all(&std::fs::File::open(&tmp)?, &tmp)?;
+    storage::rename(&tmp, &file)?;
+    storage::sync_dir(dir)
 }

@@ -96,7 +96,15 @@ async fn forward_to(
         return Err(ControllerError::NotController { leader: None });
     };
     let request = Bytes::from(serde_json::to_vec(command).expect("a command serializes"));
-    match tally_raft::forward(controller.transport(), &addr, CONTROLLER_GROUP, request, timeout).await {
+    match tally_raft::forward(
+        controller.transport(),
+        &addr,
+        CONTROLLER_GROUP,
+        request,
+        timeout,
+    )
+    .await
+    {
         Ok(answer) => serde_json::from_slice::<Answer>(&answer).unwrap_or_else(|e| {
             Err(ControllerError::TimedOut(format!(
                 "unreadable answer from node {leader}: {e}"

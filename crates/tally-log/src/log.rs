@@ -50,7 +50,9 @@ pub struct Log {
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering what a crash may have left behind.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
-        storage::create_dir_all(dir).map_err(LogError::io(dir))?;
+        // Durable: a replica's vote and entries are fsynced inside it, and Raft counts on
+        // them surviving a power cut.
+        storage::create_dir_all_durable(dir).map_err(LogError::io(dir))?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
             let entry = entry.map_err(LogError::io(dir))?;

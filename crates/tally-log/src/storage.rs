@@ -465,6 +465,28 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `create_dir_all`, then the creation made durable: each directory it created is fsynced
+/// into its parent, so a power cut cannot take away a directory whose files were fsynced.
+pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
+    let path = absolute(path);
+    let mut missing = Vec::new();
+    let mut at = path.as_path();
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    create_dir_all(&path)?;
+    for dir in missing.iter().rev() {
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[path = "storage_tests.rs"]
 mod tests;

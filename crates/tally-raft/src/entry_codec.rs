@@ -145,6 +145,20 @@ pub fn without_raft_entries(records: Bytes) -> Bytes {
     }
 }
 
+/// The offset after the last batch in `records` (None when it holds no whole batch header).
+pub fn next_offset(records: &[u8]) -> Option<i64> {
+    let mut at = 0;
+    let mut next = None;
+    while at < records.len() {
+        let Ok(header) = BatchHeader::parse(&records[at..]) else {
+            break;
+        };
+        next = Some(header.last_offset() + 1);
+        at += header.size_in_bytes();
+    }
+    next
+}
+
 /// The entry at raft `index` from the whole batch the log holds for it. A refused batch's
 /// stand-in is a normal entry, so it reaches followers byte for byte.
 pub fn decode_entry(index: u64, batch: Bytes) -> Result<Entry, CodecError> {

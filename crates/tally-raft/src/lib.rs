@@ -30,8 +30,8 @@ mod state_machine;
 mod type_config;
 
 pub use entry_codec::{
-    decode_entry, encode_entry, is_raft_entry, is_refused, refused_batch, without_raft_entries,
-    CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP, CONTROL_TYPE_REFUSED,
+    decode_entry, encode_entry, is_raft_entry, is_refused, next_offset, refused_batch,
+    without_raft_entries, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP, CONTROL_TYPE_REFUSED,
 };
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;

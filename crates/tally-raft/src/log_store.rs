@@ -107,6 +107,11 @@ impl SegmentLogStore {
     }
 
     /// The partition's read side: what Fetch reads (below the high watermark).
+    /// The index of the last entry the log holds now.
+    pub fn last_index(&self) -> Option<u64> {
+        self.inner.index.read().last_log_id().map(|l| l.index)
+    }
+
     pub fn log_reader(&self) -> &Arc<LogReader> {
         &self.inner.reader
     }

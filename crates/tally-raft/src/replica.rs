@@ -89,6 +89,11 @@ impl ReplicaConfig {
 pub struct Replica {
     pub id: u64,
     pub dir: PathBuf,
+    /// The last entry the log held when the replica opened. A leader whose state machine has
+    /// not applied this far is still re-applying what it wrote before a restart (openraft
+    /// resumes a restarted leader in its own term), so what it has applied is not all that is
+    /// committed.
+    pub last_index_at_open: Option<u64>,
     pub raft: PartitionRaft,
     pub store: SegmentLogStore,
     pub state_machine: PartitionStateMachine,
@@ -122,6 +127,7 @@ impl Replica {
         })
         .await
         .map_err(io::Error::other)??;
+        let last_index_at_open = store.last_index();
         let raft = PartitionRaft::new(
             id,
             Arc::clone(&config.raft),
@@ -134,6 +140,7 @@ impl Replica {
         Ok(Replica {
             id,
             dir: dir.to_path_buf(),
+            last_index_at_open,
             raft,
             store,
             state_machine,

@@ -62,6 +62,17 @@ struct State {
     membership: StoredMembership,
     /// The offset after the last applied batch.
     high_watermark: i64,
+    /// The offset after the last applied batch a client can read: Raft's own entries (blank,
+    /// membership, refused) are never fetched, so a consumer could not move past one at the
+    /// end of the log. None in snapshots written before it existed: the high watermark.
+    #[serde(default)]
+    client_end: Option<i64>,
+}
+
+impl State {
+    fn client_end(&self) -> i64 {
+        self.client_end.unwrap_or(self.high_watermark)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +138,14 @@ impl PartitionStateMachine {
     /// The high watermark: every offset below it is committed. Changes wake the receiver.
     pub fn high_watermark(&self) -> watch::Receiver<i64> {
         self.high_watermark.subscribe()
+    }
+
+    /// The high watermark clients see (Fetch, ListOffsets): the end of the last committed
+    /// batch that Fetch returns. Raft's entries after it are committed but never returned, so
+    /// a consumer that has read everything is at the end and has no lag. The next client batch
+    /// moves it past them; a fetch from an offset inside them returns that batch.
+    pub fn client_high_watermark(&self) -> i64 {
+        self.state.lock().client_end()
     }
 
     /// A copy of the committed producer table: what a new leader starts deciding from.
@@ -321,6 +340,12 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
                 }
                 if let Some(a) = applied {
                     state.high_watermark = state.high_watermark.max(a.last_offset + 1);
+                    let fetched = matches!(entry.payload, EntryPayload::Normal(_)) && !refused;
+                    state.client_end = Some(if fetched {
+                        state.client_end().max(a.last_offset + 1)
+                    } else {
+                        state.client_end()
+                    });
                     self.high_watermark.send_replace(state.high_watermark);
                 }
             }

@@ -17,11 +17,16 @@
 //! A failure names its seed and the command that replays it.
 
 mod checker;
+mod cluster;
 mod oracle;
+mod run;
+mod single;
 mod transport;
 mod txn_producer;
 mod world;
 
+pub use cluster::run_cluster_seed;
 pub use oracle::Oracle;
-pub use transport::TurmoilTransport;
-pub use world::{run_seed, SimFailure, SimOptions, SimReport};
+pub use single::run_seed;
+pub use transport::{TurmoilRaftTransport, TurmoilTransport};
+pub use world::{SimFailure, SimOptions, SimReport};

@@ -9,6 +9,13 @@ use tally_sim::{run_seed, SimOptions};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // TALLY_SIM_LOG=info (a tracing filter) prints the brokers' logs.
+    if let Ok(filter) = std::env::var("TALLY_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
@@ -19,11 +26,19 @@ fn main() -> ExitCode {
         (Some(seed), _) => (seed, 1),
         (None, Some(n)) => (value("--start").unwrap_or(0), n),
         _ => {
-            eprintln!("usage: tally-sim --seed N | --seeds COUNT [--start N] [--messages N]");
+            eprintln!(
+                "usage: tally-sim --seed N | --seeds COUNT [--start N] [--messages N] [--brokers N]"
+            );
             return ExitCode::from(2);
         }
     };
-    let mut options = SimOptions::default();
+    let mut options = match value("--brokers") {
+        Some(n) if n > 1 => SimOptions::cluster(n as usize),
+        _ => SimOptions::default(),
+    };
+    if args.iter().any(|a| a == "--no-faults") {
+        options.faults = false;
+    }
     if let Some(n) = value("--messages") {
         options.messages = n as usize;
     }
@@ -38,7 +53,8 @@ fn main() -> ExitCode {
             Ok(r) => {
                 println!(
                     "seed {seed}: ok, {} acked, {} unknown, {} failed, {} faults, {:.1} s simulated; \
-                     transactions: {} committed, {} aborted, {} interrupted; trace {:016x}",
+                     transactions: {} committed, {} aborted, {} interrupted; {} leader terms seen; \
+                     trace {:016x}",
                     r.acked,
                     r.unknown,
                     r.failed,
@@ -47,6 +63,7 @@ fn main() -> ExitCode {
                     r.transactions.0,
                     r.transactions.1,
                     r.transactions.2,
+                    r.leader_terms,
                     r.trace_hash
                 );
                 for (kind, n) in r.fault_kinds() {

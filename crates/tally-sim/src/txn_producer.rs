@@ -26,9 +26,10 @@ pub enum TxnFate {
     Unknown,
 }
 
-async fn new_producer(transactional: bool) -> Producer {
+async fn new_producer(options: &SimOptions) -> Producer {
+    let transactional = options.transactional;
     let mut config = ProducerConfig::new(String::new());
-    config.client = client_config();
+    config.client = client_config(options);
     config.linger_ms = 2;
     config.retry_backoff_ms = 50;
     config.delivery_timeout_ms = 30_000;
@@ -79,7 +80,7 @@ pub async fn txn_producer_software(
     oracle: Arc<Mutex<Oracle>>,
 ) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(7);
-    let mut producer = new_producer(options.transactional).await;
+    let mut producer = new_producer(&options).await;
     let mut id = 0;
     let total = options.transactions + options.liveness_transactions;
     while id < total {
@@ -101,7 +102,7 @@ pub async fn txn_producer_software(
         if fate == TxnFate::Unknown {
             // A new instance fences the old one: its open transaction is aborted (or, if the
             // commit was already decided, completed).
-            producer = new_producer(options.transactional).await;
+            producer = new_producer(&options).await;
         }
         id += 1;
         sleep_ms(10).await;
@@ -117,7 +118,7 @@ pub async fn check_transactions(
     ends: u64,
 ) -> turmoil::Result {
     let mut consumer = Consumer::new(ConsumerConfig {
-        client: client_config(),
+        client: client_config(options),
         isolation_level: 1,
         ..ConsumerConfig::new(String::new())
     })

@@ -2,15 +2,12 @@
 //! a checker, and the fault schedule driven between simulation steps.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tally_broker::{Broker, BrokerConfig, BrokerOptions, Clock, WriterMode};
 use tally_client::{ClientConfig, ProduceError, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::watch;
-use turmoil::Sim;
 
 use crate::oracle::{Fate, Oracle};
 use crate::transport::TurmoilTransport;
@@ -46,6 +43,9 @@ pub struct SimOptions {
     /// Control only: power cuts with the default flush policy, where acknowledged messages
     /// that were never flushed are lost, so the oracle must fail.
     pub power_cuts_without_flush: bool,
+    /// Brokers: 1 runs the single broker; more run a cluster (`crate::cluster`), every
+    /// partition replicated to all of them.
+    pub brokers: usize,
 }
 
 impl Default for SimOptions {
@@ -64,6 +64,20 @@ impl Default for SimOptions {
             transactional: true,
             power_cuts: true,
             power_cuts_without_flush: false,
+            brokers: 1,
+        }
+    }
+}
+
+impl SimOptions {
+    /// A cluster of `brokers` nodes, with every partition on all of them. No transactional
+    /// producer: transactions do not run in cluster mode yet.
+    pub fn cluster(brokers: usize) -> SimOptions {
+        SimOptions {
+            brokers,
+            transactions: 0,
+            liveness_transactions: 0,
+            ..SimOptions::default()
         }
     }
 }
@@ -88,6 +102,8 @@ pub struct SimReport {
     /// Power cuts' losses, summed: files whose unsynced data was dropped, those bytes, and
     /// directory changes undone.
     pub power_cut_losses: (usize, u64, usize),
+    /// Cluster runs: the (group, term) pairs whose leader the oracle saw.
+    pub leader_terms: usize,
 }
 
 impl SimReport {
@@ -125,8 +141,21 @@ pub(crate) fn producer_hosts(options: &SimOptions) -> usize {
     options.producers + usize::from(options.transactions > 0)
 }
 
-pub(crate) fn client_config() -> ClientConfig {
-    let mut config = ClientConfig::new(format!("{BROKER}:9092"));
+/// The name of broker host `k` (of `brokers`): `broker` alone, else `broker1`, `broker2`, ...
+pub(crate) fn broker_host(brokers: usize, k: usize) -> String {
+    if brokers == 1 {
+        BROKER.to_string()
+    } else {
+        format!("{BROKER}{}", k + 1)
+    }
+}
+
+/// A client that knows every simulated broker.
+pub(crate) fn client_config(options: &SimOptions) -> ClientConfig {
+    let bootstrap: Vec<String> = (0..options.brokers)
+        .map(|k| format!("{}:9092", broker_host(options.brokers, k)))
+        .collect();
+    let mut config = ClientConfig::new(bootstrap.join(","));
     config.transport = Arc::new(TurmoilTransport);
     config.request_timeout_ms = 2_000;
     config.connect_timeout_ms = 1_000;
@@ -148,13 +177,43 @@ impl Clock for SimClock {
     }
 }
 
+/// What a simulated broker host runs with.
+#[derive(Clone)]
+pub(crate) struct BrokerSetup {
+    pub dir: PathBuf,
+    pub host: String,
+    pub partitions: i32,
+    pub flush_each: bool,
+    /// Cluster mode: this node's id, the voters (`controller.quorum.voters`), and the
+    /// replication factor of the topics.
+    pub cluster: Option<(usize, String, usize)>,
+    /// Where the broker announces itself once open, by host: the cluster driver reads its
+    /// replicas' Raft state from there.
+    pub registry: Option<Registry>,
+}
+
+pub(crate) type Registry = Arc<Mutex<std::collections::BTreeMap<String, Weak<Broker>>>>;
+
 /// The broker's software: open (recover) the data directory, serve simulated TCP.
-async fn broker_software(dir: PathBuf, partitions: i32, flush_each: bool) -> turmoil::Result {
+pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
+    let BrokerSetup {
+        dir,
+        host,
+        partitions,
+        flush_each,
+        cluster,
+        registry,
+    } = setup;
     let mut config = BrokerConfig::new();
     config.set("log.dirs", &dir.to_string_lossy())?;
     config.set("listeners", "0.0.0.0:9092")?;
-    config.set("advertised.listeners", &format!("{BROKER}:9092"))?;
+    config.set("advertised.listeners", &format!("{host}:9092"))?;
     config.set("num.partitions", &partitions.to_string())?;
+    if let Some((node_id, voters, replication)) = &cluster {
+        config.set("node.id", &node_id.to_string())?;
+        config.set("controller.quorum.voters", voters)?;
+        config.set("default.replication.factor", &replication.to_string())?;
+    }
     // Small segments: rolls and producer snapshots happen during the run.
     config.set("log.segment.bytes", "4096")?;
     if flush_each {
@@ -165,8 +224,15 @@ async fn broker_software(dir: PathBuf, partitions: i32, flush_each: bool) -> tur
     let options = BrokerOptions {
         writer_mode: WriterMode::Task,
         clock: Arc::new(SimClock),
+        raft_transport: Arc::new(crate::transport::TurmoilRaftTransport),
     };
     let broker = Broker::open_with(config, 9092, options).await?;
+    if let Some(registry) = registry {
+        registry
+            .lock()
+            .unwrap()
+            .insert(host, Arc::downgrade(&broker));
+    }
     let (_stop, shutdown) = watch::channel(false);
     let _maintenance = broker.spawn_maintenance(shutdown.clone());
     let listener = turmoil::net::TcpListener::bind("0.0.0.0:9092").await?;
@@ -186,13 +252,13 @@ pub(crate) async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-async fn producer_software(
+pub(crate) async fn producer_software(
     index: usize,
     options: SimOptions,
     oracle: Arc<Mutex<Oracle>>,
 ) -> turmoil::Result {
     let mut config = ProducerConfig::new(String::new());
-    config.client = client_config();
+    config.client = client_config(&options);
     config.linger_ms = 5;
     config.batch_size = 256;
     config.retry_backoff_ms = 50;
@@ -201,7 +267,10 @@ async fn producer_software(
     let producer = loop {
         match Producer::new(config.clone()).await {
             Ok(p) => break p,
-            Err(_) => sleep_ms(100).await,
+            Err(e) => {
+                tracing::debug!(index, error = %e, "producer not created yet");
+                sleep_ms(100).await
+            }
         }
     };
     let send_all = |prefix: &'static str, count: usize| {
@@ -220,7 +289,10 @@ async fn producer_software(
                             break;
                         }
                         // Metadata not reachable yet (broker down at start): try again.
-                        Err(_) => sleep_ms(50).await,
+                        Err(e) => {
+                            tracing::debug!(index, error = %e, "send refused; trying again");
+                            sleep_ms(50).await
+                        }
                     }
                 }
                 sleep_ms(10).await;
@@ -267,238 +339,4 @@ async fn producer_software(
     }
     producer.close().await;
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// Requests reach the broker, answers do not come back: the write happens, the ack is lost.
-    LostAnswers(usize),
-    Hold(usize),
-    Partition(usize),
-    Crash,
-    /// A crash that also loses what was never fsynced.
-    PowerCut,
-}
-
-struct Driver {
-    rng: StdRng,
-    active: Option<(Fault, Duration)>,
-    next_at: Duration,
-    log: Vec<String>,
-    producers: usize,
-    /// The broker's data directory, and whether crashes there are power cuts.
-    dir: PathBuf,
-    power_cuts: bool,
-    power_cut_losses: (usize, u64, usize),
-}
-
-fn producer_host(k: usize) -> String {
-    format!("producer{k}")
-}
-
-impl Driver {
-    fn start(&mut self, sim: &mut Sim<'_>, now: Duration) {
-        let k = self.rng.random_range(0..self.producers);
-        let fault = match self.rng.random_range(0..10) {
-            0..=3 => Fault::LostAnswers(k),
-            4..=5 => Fault::Hold(k),
-            6..=7 => Fault::Partition(k),
-            _ if self.power_cuts => Fault::PowerCut,
-            _ => Fault::Crash,
-        };
-        let length = Duration::from_millis(self.rng.random_range(50..1500));
-        match fault {
-            Fault::LostAnswers(k) => sim.partition_oneway(BROKER, producer_host(k)),
-            Fault::Hold(k) => sim.hold(BROKER, producer_host(k)),
-            Fault::Partition(k) => sim.partition(BROKER, producer_host(k)),
-            Fault::Crash => sim.crash(BROKER),
-            Fault::PowerCut => {
-                // The host's tasks are gone once crash returns, so nothing writes meanwhile.
-                sim.crash(BROKER);
-                match tally_log::storage::power_cut(&self.dir) {
-                    Ok(r) => {
-                        self.power_cut_losses.0 += r.files_reverted;
-                        self.power_cut_losses.1 += r.bytes_lost;
-                        self.power_cut_losses.2 += r.dir_ops_undone;
-                    }
-                    Err(e) => self.log.push(format!("power cut failed: {e}")),
-                }
-            }
-        }
-        self.log.push(format!(
-            "{:>7.3}s {fault:?} for {} ms",
-            now.as_secs_f64(),
-            length.as_millis()
-        ));
-        self.active = Some((fault, now + length));
-    }
-
-    fn end(&mut self, sim: &mut Sim<'_>) {
-        if let Some((fault, _)) = self.active.take() {
-            match fault {
-                Fault::LostAnswers(k) => sim.repair_oneway(BROKER, producer_host(k)),
-                Fault::Hold(k) => sim.release(BROKER, producer_host(k)),
-                Fault::Partition(k) => sim.repair(BROKER, producer_host(k)),
-                Fault::Crash | Fault::PowerCut => sim.bounce(BROKER),
-            }
-        }
-    }
-}
-
-/// The broker's data directory under the storage seam's tracking while it lives.
-struct TrackedDir(Option<PathBuf>);
-
-impl TrackedDir {
-    fn new(dir: &std::path::Path, on: bool) -> TrackedDir {
-        if !on {
-            return TrackedDir(None);
-        }
-        tally_log::storage::track(dir);
-        TrackedDir(Some(dir.to_path_buf()))
-    }
-}
-
-impl Drop for TrackedDir {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            tally_log::storage::untrack(dir);
-        }
-    }
-}
-
-/// Runs one seeded simulation to the end and checks it.
-pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
-    let fail = |reason: String| SimFailure { seed, reason };
-    let mut data = tempfile::Builder::new()
-        .prefix("tally-sim-")
-        .tempdir()
-        .map_err(|e| fail(e.to_string()))?;
-    // TALLY_SIM_KEEP_DATA=1 keeps the broker's data directory for a look afterwards.
-    if std::env::var_os("TALLY_SIM_KEEP_DATA").is_some() {
-        data.disable_cleanup(true);
-        eprintln!("seed {seed}: data directory {}", data.path().display());
-    }
-    let oracle = Arc::new(Mutex::new(Oracle::default()));
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(options.max_sim_secs))
-        .tick_duration(Duration::from_millis(1))
-        .build();
-    let dir = data.path().to_path_buf();
-    let partitions = options.partitions;
-    let power_cuts = options.power_cuts_without_flush || (options.power_cuts && seed % 2 == 1);
-    let flush_each = power_cuts && !options.power_cuts_without_flush;
-    let tracked = TrackedDir::new(&dir, power_cuts);
-    let broker_dir = dir.clone();
-    sim.host(BROKER, move || {
-        broker_software(broker_dir.clone(), partitions, flush_each)
-    });
-    for k in 0..options.producers {
-        sim.client(
-            producer_host(k),
-            producer_software(k, options.clone(), Arc::clone(&oracle)),
-        );
-    }
-    if options.transactions > 0 {
-        sim.client(
-            producer_host(options.producers),
-            crate::txn_producer::txn_producer_software(options.clone(), Arc::clone(&oracle)),
-        );
-    }
-    sim.client(
-        "monitor",
-        crate::checker::monitor_software(partitions, Arc::clone(&oracle)),
-    );
-    sim.client(
-        "checker",
-        crate::checker::checker_software(options.clone(), Arc::clone(&oracle)),
-    );
-
-    let mut driver = Driver {
-        rng: StdRng::seed_from_u64(seed),
-        active: None,
-        next_at: Duration::from_millis(200),
-        log: Vec::new(),
-        producers: producer_hosts(options),
-        dir,
-        power_cuts,
-        power_cut_losses: (0, 0, 0),
-    };
-    loop {
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                return Err(fail(format!("{e} (faults: {})", driver.log.join("; "))));
-            }
-        }
-        let now = sim.elapsed();
-        let o = oracle.lock().unwrap();
-        if o.healed {
-            continue;
-        }
-        if !options.faults || o.producers_done_with_faults == producer_hosts(options) {
-            drop(o);
-            driver.end(&mut sim);
-            oracle.lock().unwrap().healed = true;
-            continue;
-        }
-        drop(o);
-        match driver.active {
-            Some((_, until)) if now >= until => {
-                driver.end(&mut sim);
-                driver.next_at = now + Duration::from_millis(driver.rng.random_range(20..300));
-            }
-            None if now >= driver.next_at => driver.start(&mut sim, now),
-            _ => {}
-        }
-    }
-    let o = oracle.lock().unwrap();
-    if !o.violations.is_empty() {
-        return Err(fail(format!(
-            "{}\nfaults: {}",
-            o.violations.join("\n"),
-            driver.log.join("; ")
-        )));
-    }
-    let count = |f: fn(&Fate) -> bool| o.fates.values().filter(|x| f(x)).count();
-    let trace_hash = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        driver.log.hash(&mut h);
-        let mut fates: Vec<_> = o.fates.iter().map(|(k, f)| (k, format!("{f:?}"))).collect();
-        fates.sort();
-        fates.hash(&mut h);
-        let mut txns: Vec<_> = o
-            .txn_fates
-            .iter()
-            .map(|(k, f)| (*k, format!("{f:?}")))
-            .collect();
-        txns.sort();
-        txns.hash(&mut h);
-        sim.elapsed().as_nanos().hash(&mut h);
-        h.finish()
-    };
-    drop(tracked);
-    Ok(SimReport {
-        power_cut_losses: driver.power_cut_losses,
-        trace_hash,
-        seed,
-        acked: count(|f| matches!(f, Fate::Acked { .. })),
-        failed: count(|f| matches!(f, Fate::Failed)),
-        unknown: count(|f| matches!(f, Fate::Unknown)),
-        unknown_stored: o.unknown_stored,
-        stored: o.high_watermarks.values().sum::<i64>() as usize,
-        faults: driver.log.clone(),
-        sim_secs: sim.elapsed().as_secs_f64(),
-        transactions: {
-            use crate::txn_producer::TxnFate;
-            let n = |f: TxnFate| o.txn_fates.values().filter(|x| **x == f).count();
-            (
-                n(TxnFate::Committed),
-                n(TxnFate::Aborted),
-                n(TxnFate::Unknown),
-            )
-        },
-    })
 }

@@ -144,16 +144,15 @@ fn read(
                         }
                     };
                     let reader = hosted.replica.store.log_reader();
-                    let high_watermark = *hosted.replica.state_machine.high_watermark().borrow();
+                    let high_watermark = hosted.replica.state_machine.client_high_watermark();
                     data.high_watermark = high_watermark;
                     data.last_stable_offset = high_watermark;
                     if version >= 5 {
                         data.log_start_offset = reader.log_start_offset();
                     }
                     let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-                    match reader.read(p.fetch_offset, limit, high_watermark, total == 0) {
-                        Ok(read) => {
-                            let records = tally_raft::without_raft_entries(read.records);
+                    match read_client_batches(reader, p.fetch_offset, limit, high_watermark, total == 0) {
+                        Ok(records) => {
                             total += records.len();
                             remaining = remaining.saturating_sub(records.len());
                             data.records = Some(records);
@@ -181,4 +180,27 @@ fn read(
         total,
         any_error,
     )
+}
+
+/// Reads from `offset` as a Fetch does, without Raft's own entries. A read that held only
+/// Raft entries (one at the end of a segment: a read stays within one segment) goes on
+/// after them, so a consumer is never stuck in front of batches it cannot see.
+fn read_client_batches(
+    reader: &tally_log::LogReader,
+    mut offset: i64,
+    limit: usize,
+    high_watermark: i64,
+    min_one_batch: bool,
+) -> Result<bytes::Bytes, LogError> {
+    loop {
+        let read = reader.read(offset, limit, high_watermark, min_one_batch)?;
+        let next = tally_raft::next_offset(&read.records);
+        let records = tally_raft::without_raft_entries(read.records);
+        match next {
+            Some(next) if records.is_empty() && next > offset && next < high_watermark => {
+                offset = next;
+            }
+            _ => return Ok(records),
+        }
+    }
 }

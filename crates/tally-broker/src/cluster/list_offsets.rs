@@ -3,11 +3,15 @@
 //! the first record at or after a timestamp below the high watermark.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::Instant as _;
+use tally_controller::HostedPartition;
 use tally_log::LogReader;
 use tally_protocol::ResponseError;
 
@@ -59,8 +63,14 @@ pub async fn handle(
                     continue;
                 }
             }
+            // KIP-207: a new leader's high watermark is known once it has applied an entry
+            // of its own term; before that it may be behind what the old leader answered.
+            if !applied_own_term(&hosted) || !lease_holds(&hosted) {
+                partitions.push(answer.with_error_code(ResponseError::OffsetNotAvailable.code()));
+                continue;
+            }
             let reader = Arc::clone(hosted.replica.store.log_reader());
-            let high_watermark = *hosted.replica.state_machine.high_watermark().borrow();
+            let high_watermark = hosted.replica.state_machine.client_high_watermark();
             let found = match p.timestamp {
                 EARLIEST => Ok(Some((-1, reader.log_start_offset()))),
                 LATEST => Ok(Some((-1, high_watermark))),
@@ -98,6 +108,37 @@ pub async fn handle(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Whether this leader heard from a quorum within the shortest election timeout, so no other
+/// leader can have been elected since (openraft stamps an acknowledgement with the time its
+/// request was sent). A leader cut off from the others would otherwise answer with a high
+/// watermark older than one its successor has already given.
+fn lease_holds(hosted: &HostedPartition) -> bool {
+    let metrics = hosted.replica.raft.metrics();
+    let m = metrics.borrow_watched();
+    if m.membership_config.membership().voter_ids().count() <= 1 {
+        return true;
+    }
+    let lease = Duration::from_millis(hosted.replica.raft.config().election_timeout_min);
+    m.last_quorum_acked
+        .as_ref()
+        .is_some_and(|acked| acked.elapsed() < lease)
+}
+
+/// Whether this leader has applied an entry of its current term (its blank entry at least)
+/// and everything its log held when it opened, so everything committed before its election
+/// or its restart is applied.
+fn applied_own_term(hosted: &HostedPartition) -> bool {
+    let metrics = hosted.replica.raft.metrics();
+    let m = metrics.borrow_watched();
+    // A leader restarted in its own term (openraft resumes it from a committed vote for
+    // itself) has applied only what it re-applied so far, which may be less than it applied
+    // before: it must have applied everything its log held at the restart.
+    let applied = m.last_applied.map(|l| l.index);
+    m.last_applied
+        .is_some_and(|l| l.leader_id.term == m.current_term)
+        && applied >= hosted.replica.last_index_at_open
 }
 
 /// The first record at or after `target` (the largest timestamp when `None`), if it is

@@ -142,11 +142,18 @@ async fn auto_create(broker: &Broker, cluster: &ClusterMode, name: &str) -> Resp
     if let Err(e) = crate::topic_error::validate_topic_name(name) {
         return e.error_code();
     }
+    // Refused here, without a proposal, while too few brokers have registered: every client
+    // asks again, and each refused proposal would stay in the metadata log.
+    let replication_factor = broker.config.default_replication_factor();
+    let registered = cluster.node.controller().read(|s| s.brokers().len());
+    if usize::from(replication_factor) > registered {
+        return ResponseError::InvalidReplicationFactor;
+    }
     let command = ControllerCommand::CreateTopic {
         name: name.to_string(),
         topic_id: Uuid::new_v4(),
         partitions: broker.config.num_partitions().max(1) as u32,
-        replication_factor: broker.config.default_replication_factor(),
+        replication_factor,
         configs: BTreeMap::new(),
     };
     match cluster.node.submit(&command, CONTROLLER_TIMEOUT).await {
