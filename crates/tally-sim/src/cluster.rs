@@ -9,7 +9,6 @@
 //! acknowledged offset, no sequence gap, the high watermark never back), and, after every
 //! step, that no group has two leaders in one term.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use tally_raft::PartitionRaft;
 use turmoil::Sim;
 
+use crate::leaders::TermLeaders;
 use crate::oracle::Oracle;
 use crate::run::{
     add_clients, new_sim, power_cut, producer_host, run_world, FaultDriver, TrackedDir,
@@ -64,8 +64,7 @@ struct Driver {
     registry: Registry,
     /// Brokers crashed at the moment: their last Raft state is not looked at.
     down: Vec<bool>,
-    /// The leader seen in each term of each group.
-    leaders: HashMap<String, BTreeMap<u64, u64>>,
+    leaders: TermLeaders,
 }
 
 impl Driver {
@@ -77,9 +76,32 @@ impl Driver {
             .map(|(_, h)| h)
     }
 
+    /// The brokers that lead some partition now.
+    fn partition_leaders(&self) -> Vec<usize> {
+        let registry = self.registry.lock().unwrap();
+        (0..self.hosts.len())
+            .filter(|k| !self.down[*k])
+            .filter(|k| {
+                let broker = registry.get(&self.hosts[*k]).and_then(|b| b.upgrade());
+                let Some(cluster) = broker.and_then(|b| b.cluster.clone()) else {
+                    return false;
+                };
+                cluster.node.partitions().iter().any(|p| {
+                    p.replica.raft.metrics().borrow_watched().state == ServerState::Leader
+                })
+            })
+            .collect()
+    }
+
     fn pick(&mut self) -> Fault {
         let n = self.hosts.len();
-        let k = self.rng.random_range(0..n);
+        // Crashes, power cuts and isolation mostly hit a partition's leader, so leaders move.
+        let leaders = self.partition_leaders();
+        let k = if !leaders.is_empty() && self.rng.random_bool(0.7) {
+            leaders[self.rng.random_range(0..leaders.len())]
+        } else {
+            self.rng.random_range(0..n)
+        };
         let other = (k + self.rng.random_range(1..n)) % n;
         let producer = self.rng.random_range(0..self.producers);
         match self.rng.random_range(0..12) {
@@ -104,12 +126,8 @@ impl Driver {
         if state != ServerState::Leader {
             return;
         }
-        let terms = self.leaders.entry(group.clone()).or_default();
-        match terms.insert(term, id) {
-            Some(other) if other != id => oracle.lock().unwrap().violation(format!(
-                "group {group}: nodes {other} and {id} both led term {term}"
-            )),
-            _ => {}
+        if let Some(violation) = self.leaders.record(&group, term, id) {
+            oracle.lock().unwrap().violation(violation);
         }
     }
 }
@@ -252,7 +270,7 @@ impl FaultDriver for Driver {
 
 /// Runs one seeded simulation of a cluster to the end and checks it.
 pub fn run_cluster_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
-    let data = crate::run::data_dir(seed)?;
+    let data = crate::run::data_dir(seed, options)?;
     let oracle = Arc::new(Mutex::new(Oracle::default()));
     let mut sim = new_sim(seed, options, 10);
     let n = options.brokers;
@@ -292,12 +310,12 @@ pub fn run_cluster_seed(seed: u64, options: &SimOptions) -> Result<SimReport, Si
         power_cut_losses: (0, 0, 0),
         registry,
         down: vec![false; n],
-        leaders: HashMap::new(),
+        leaders: TermLeaders::default(),
     };
     let report = run_world(seed, options, sim, &oracle, &mut driver);
     drop(tracked);
     report.map(|mut r| {
-        r.leader_terms = driver.leaders.values().map(BTreeMap::len).sum();
+        r.leader_terms = driver.leaders.terms_seen();
         r
     })
 }

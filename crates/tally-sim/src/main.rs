@@ -1,5 +1,6 @@
 //! Runs many simulation seeds: `cargo run -p tally-sim --release -- --seeds 1000`, or replays
-//! one: `cargo run -p tally-sim --release -- --seed 42`. Ends with one summary line.
+//! one: `cargo run -p tally-sim --release -- --seed 42`. `--brokers 3` runs a cluster of
+//! three; `--no-faults` runs without faults. Ends with one summary line.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

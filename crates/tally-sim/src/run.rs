@@ -40,13 +40,14 @@ pub(crate) fn producer_host(k: usize) -> String {
 }
 
 /// A run's data directory, kept afterwards with `TALLY_SIM_KEEP_DATA=1`.
-pub(crate) fn data_dir(seed: u64) -> Result<tempfile::TempDir, SimFailure> {
+pub(crate) fn data_dir(seed: u64, options: &SimOptions) -> Result<tempfile::TempDir, SimFailure> {
     let mut data = tempfile::Builder::new()
         .prefix("tally-sim-")
         .tempdir()
         .map_err(|e| SimFailure {
             seed,
             reason: e.to_string(),
+            brokers: options.brokers,
         })?;
     if std::env::var_os("TALLY_SIM_KEEP_DATA").is_some() {
         data.disable_cleanup(true);
@@ -99,7 +100,11 @@ pub(crate) fn run_world(
     oracle: &Arc<Mutex<Oracle>>,
     driver: &mut dyn FaultDriver,
 ) -> Result<SimReport, SimFailure> {
-    let fail = |reason: String| SimFailure { seed, reason };
+    let fail = |reason: String| SimFailure {
+        seed,
+        reason,
+        brokers: options.brokers,
+    };
     let mut active_until: Option<Duration> = None;
     let mut next_at = Duration::from_millis(200);
     loop {

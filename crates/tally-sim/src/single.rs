@@ -101,7 +101,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     if options.brokers > 1 {
         return crate::cluster::run_cluster_seed(seed, options);
     }
-    let data = crate::run::data_dir(seed)?;
+    let data = crate::run::data_dir(seed, options)?;
     let oracle = Arc::new(Mutex::new(Oracle::default()));
     let mut sim = new_sim(seed, options, 100);
     let dir = data.path().to_path_buf();

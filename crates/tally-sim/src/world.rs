@@ -75,6 +75,9 @@ impl SimOptions {
     pub fn cluster(brokers: usize) -> SimOptions {
         SimOptions {
             brokers,
+            // Longer than a single broker's run: elections take their timeouts, and the
+            // faults should move leaders more than once.
+            messages: 300,
             transactions: 0,
             liveness_transactions: 0,
             ..SimOptions::default()
@@ -124,13 +127,20 @@ impl SimReport {
 pub struct SimFailure {
     pub seed: u64,
     pub reason: String,
+    /// The run's brokers: a cluster's replay names them.
+    pub brokers: usize,
 }
 
 impl std::fmt::Display for SimFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let brokers = if self.brokers > 1 {
+            format!(" --brokers {}", self.brokers)
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "simulation seed {} failed: {}\nreplay it with: cargo run -p tally-sim --release -- --seed {}",
+            "simulation seed {} failed: {}\nreplay it with: cargo run -p tally-sim --release -- --seed {}{brokers}",
             self.seed, self.reason, self.seed
         )
     }
