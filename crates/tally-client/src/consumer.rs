@@ -492,6 +492,9 @@ fn decode_batches(
 }
 
 /// ListOffsets for one partition on its leader.
+/// How long ListOffsets asks again about a topic or partition the broker does not know.
+const UNKNOWN_TOPIC_RETRY: Duration = Duration::from_secs(1);
+
 pub(crate) async fn list_offset(
     cluster: &Cluster,
     topic: &str,
@@ -502,17 +505,18 @@ pub(crate) async fn list_offset(
     // A leader that moved, or a new one whose high watermark has not caught up
     // (OFFSET_NOT_AVAILABLE, KIP-207), is asked again after a metadata refresh, for as long
     // as one request may take.
-    let deadline = Instant::now() + cluster.config().request_timeout();
+    let started = Instant::now();
+    let deadline = started + cluster.config().request_timeout();
     loop {
         match list_offset_once(cluster, topic, partition, timestamp, isolation_level).await {
-            // A broker whose metadata lags (in a cluster) may not know the topic yet.
-            Err(e)
-                if (e.is_retriable()
-                    || matches!(
-                        e,
-                        ClientError::UnknownPartition(..) | ClientError::UnknownTopic(..)
-                    ))
-                    && Instant::now() < deadline =>
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = cluster.refresh(&[topic.to_string()]).await;
+            }
+            // A broker whose metadata lags (in a cluster) may not know the topic yet; one
+            // that really does not exist is reported within a second.
+            Err(ClientError::UnknownPartition(..) | ClientError::UnknownTopic(..))
+                if started.elapsed() < UNKNOWN_TOPIC_RETRY =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = cluster.refresh(&[topic.to_string()]).await;

@@ -56,7 +56,18 @@ pub(crate) async fn checker_software(
     let admin = Admin::new(client_config(&options)).await?;
     let mut ends = HashMap::new();
     for p in 0..options.partitions {
-        let end = admin.list_offset(TOPIC, p, -1).await?;
+        // A cluster's broker that was down a moment ago may not know the topic yet.
+        let mut tries = 0;
+        let end = loop {
+            match admin.list_offset(TOPIC, p, -1).await {
+                Ok(end) => break end,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    sleep_ms(100).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         ends.insert(p, end);
     }
     let mut consumer = Consumer::new(ConsumerConfig {

@@ -86,9 +86,11 @@ impl Driver {
                 let Some(cluster) = broker.and_then(|b| b.cluster.clone()) else {
                     return false;
                 };
-                cluster.node.partitions().iter().any(|p| {
-                    p.replica.raft.metrics().borrow_watched().state == ServerState::Leader
-                })
+                cluster
+                    .node
+                    .partitions()
+                    .iter()
+                    .any(|p| p.replica.raft.metrics().borrow_watched().state == ServerState::Leader)
             })
             .collect()
     }

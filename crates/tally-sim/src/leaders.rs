@@ -43,7 +43,9 @@ mod tests {
         assert_eq!(leaders.record("sim-0", 2, 2), None);
         // Another group's term 1 is its own.
         assert_eq!(leaders.record("sim-1", 1, 3), None);
-        let v = leaders.record("sim-0", 2, 3).expect("two leaders in term 2");
+        let v = leaders
+            .record("sim-0", 2, 3)
+            .expect("two leaders in term 2");
         assert!(v.contains("nodes 2 and 3 both led term 2"), "{v}");
         assert_eq!(leaders.terms_seen(), 3);
     }
