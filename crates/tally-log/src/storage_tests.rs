@@ -234,3 +234,56 @@ fn an_unsynced_overwrite_inside_the_file_is_undone_byte_for_byte() {
     root.cut();
     assert_eq!(read(&path).unwrap(), b"0123456789");
 }
+
+/// A directory created for a log and fsynced itself is still undone by a power cut unless its
+/// parent is fsynced too; `create_dir_all_durable` does that, so the fsynced file in it stays.
+#[test]
+fn a_durably_created_directory_keeps_its_synced_files() {
+    for durable in [false, true] {
+        let root = Root::new();
+        let dir = root.path().join("cluster").join("sim-0");
+        if durable {
+            create_dir_all_durable(&dir).unwrap();
+        } else {
+            create_dir_all(&dir).unwrap();
+        }
+        let path = dir.join("a.log");
+        let file = open(OpenOptions::new().write(true).create(true), &path).unwrap();
+        write_all_at(&file, &path, b"acked", 0).unwrap();
+        sync_data(&file, &path).unwrap();
+        sync_dir(&dir).unwrap();
+        root.cut();
+        if durable {
+            assert_eq!(read(&path).unwrap(), b"acked");
+        } else {
+            assert!(!root.path().join("cluster").exists());
+        }
+    }
+}
+
+/// `Log::open` creates its directory durably: a flushed batch survives a power cut that comes
+/// right after the log was created.
+#[test]
+fn a_new_log_and_its_flushed_batch_survive_a_power_cut() {
+    let root = Root::new();
+    let dir = root.path().join("cluster").join("sim-0");
+    let (mut log, _) = crate::Log::open(&dir, crate::LogConfig::default()).unwrap();
+    let mut batch = tally_protocol::encode_control(
+        &tally_protocol::ControlRecord {
+            attributes: tally_protocol::ATTRIBUTES_CONTROL,
+            producer_id: -1,
+            producer_epoch: -1,
+            control_type: 1,
+            value: &[],
+        },
+        0,
+    );
+    batch[..8].copy_from_slice(&0i64.to_be_bytes());
+    let header = tally_protocol::BatchHeader::parse(&batch).unwrap();
+    log.append(&batch, &header, 0).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    root.cut();
+    let (log, _) = crate::Log::open(&dir, crate::LogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), 1, "the flushed batch is gone");
+}

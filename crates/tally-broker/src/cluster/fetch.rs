@@ -204,3 +204,7 @@ fn read_client_batches(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "fetch_tests.rs"]
+mod tests;
