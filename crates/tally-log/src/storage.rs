@@ -447,15 +447,7 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
         return fs::create_dir_all(path);
     }
     let path = absolute(path);
-    let mut missing = Vec::new();
-    let mut at = path.as_path();
-    while !at.exists() {
-        missing.push(at.to_path_buf());
-        match at.parent() {
-            Some(p) => at = p,
-            None => break,
-        }
-    }
+    let missing = missing_dirs(&path);
     fs::create_dir_all(&path)?;
     for dir in missing.into_iter().rev() {
         with_tracker(&dir, |t, p| {
@@ -465,12 +457,10 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `create_dir_all`, then the creation made durable: each directory it created is fsynced
-/// into its parent, so a power cut cannot take away a directory whose files were fsynced.
-pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
-    let path = absolute(path);
+/// `path` and those of its ancestors that do not exist yet, deepest first.
+fn missing_dirs(path: &Path) -> Vec<PathBuf> {
     let mut missing = Vec::new();
-    let mut at = path.as_path();
+    let mut at = path;
     while !at.exists() {
         missing.push(at.to_path_buf());
         match at.parent() {
@@ -478,6 +468,14 @@ pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
             None => break,
         }
     }
+    missing
+}
+
+/// `create_dir_all`, then the creation made durable: each directory it created is fsynced
+/// into its parent, so a power cut cannot take away a directory whose files were fsynced.
+pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
+    let path = absolute(path);
+    let missing = missing_dirs(&path);
     create_dir_all(&path)?;
     for dir in missing.iter().rev() {
         if let Some(parent) = dir.parent() {
