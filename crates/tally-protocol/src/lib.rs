@@ -2,7 +2,8 @@
 //! through the `kafka-protocol` codecs: the 4-byte frame prefix and request-header peek, the table
 //! of API versions the broker advertises, the zero-copy view of a RecordBatch v2 header (read the
 //! producer fields, check the CRC-32C, patch the base offset and partition leader epoch in place),
-//! transaction markers (control batches), a bounded, streaming walk over the records inside a batch (for validation and timestamp
+//! transaction markers (control batches), idempotency keys (which record carries which key, and
+//! a batch rebuilt without some of its records), a bounded, streaming walk over the records inside a batch (for validation and timestamp
 //! lookups, decompressing when needed), and Kafka's sequence-number arithmetic.
 //!
 //! It does no I/O and knows nothing about partitions or producers' state: everything here is a
@@ -13,6 +14,7 @@ pub mod control;
 pub mod frame;
 pub mod legacy_produce;
 pub mod record_batch;
+pub mod record_keys;
 pub mod records;
 pub mod sequence;
 
@@ -25,6 +27,7 @@ pub use control::{
 };
 pub use frame::{FrameError, RequestPeek};
 pub use record_batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD};
+pub use record_keys::{BatchRecords, KeySource, RecordSpan};
 pub use records::{validate_records, walk_records, RecordInfo, RecordsError};
 
 /// Tally's extension to DescribeProducers: a tagged field of each producer state carrying the

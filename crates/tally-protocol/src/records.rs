@@ -43,10 +43,28 @@ pub fn walk_records(
     f: impl FnMut(RecordInfo) -> ControlFlow<()>,
 ) -> Result<u32, RecordsError> {
     let body = &batch[RECORD_BATCH_OVERHEAD.min(batch.len())..];
-    let raw: Box<dyn Read + '_> = match header.compression() {
+    if header.compression() == 0 {
         // Uncompressed (the common case): walk the bytes in place, with no reader, buffer or
         // allocation per batch.
-        0 => return walk(header, &mut Slice { buf: body, at: 0 }, f),
+        return walk(header, &mut Slice { buf: body, at: 0 }, f);
+    }
+    let raw = decompressor(header.compression(), body, max_decompressed_bytes)?;
+    let mut reader = Budget {
+        inner: BufReader::with_capacity(16 * 1024, raw),
+        left: max_decompressed_bytes,
+        cap: max_decompressed_bytes,
+    };
+    walk(header, &mut reader, f)
+}
+
+/// A reader of the records section `body` compressed with `codec` (1-4; 0 is not compressed
+/// and has no reader). Unbounded: callers cap what they read.
+pub(crate) fn decompressor<'a>(
+    codec: i16,
+    body: &'a [u8],
+    max_decompressed_bytes: u64,
+) -> Result<Box<dyn Read + 'a>, RecordsError> {
+    Ok(match codec {
         1 => Box::new(flate2::read::MultiGzDecoder::new(body)),
         2 => Box::new(SnappyReader::new(body, max_decompressed_bytes)),
         3 => Box::new(
@@ -61,13 +79,13 @@ pub fn walk_records(
                 "unknown compression codec {other}"
             )))
         }
-    };
-    let mut reader = Budget {
-        inner: BufReader::with_capacity(16 * 1024, raw),
-        left: max_decompressed_bytes,
-        cap: max_decompressed_bytes,
-    };
-    walk(header, &mut reader, f)
+    })
+}
+
+/// Whether snappy data uses the xerial framing (what Kafka's Java producer writes) rather than
+/// one raw block.
+pub(crate) fn is_xerial_snappy(body: &[u8]) -> bool {
+    body.starts_with(XERIAL_MAGIC)
 }
 
 fn walk<S: Source>(
