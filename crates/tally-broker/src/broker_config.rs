@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tally_log::LogConfig;
-use tally_partition::PartitionConfig;
+use tally_partition::{IdempotencyConfig, PartitionConfig};
+use tally_protocol::KeySource;
 use thiserror::Error;
 
 use crate::config_def::{broker_def, check_value, topic_def, BROKER_CONFIGS};
@@ -299,6 +300,14 @@ impl BrokerConfig {
                     "default.replication.factor: a single broker supports only 1".into(),
                 ));
             }
+            // The filter runs in the single broker's writer; a replicated partition would
+            // index keys without dropping any.
+            Some(_) if self.get("log.idempotency.key").0 != "none" => {
+                return Err(ConfigError::InvalidValue(
+                    "log.idempotency.key: idempotency keys are not supported in cluster mode yet"
+                        .into(),
+                ));
+            }
             Some(voters) if self.long("default.replication.factor") > voters.len() as i64 => {
                 return Err(ConfigError::InvalidValue(format!(
                     "default.replication.factor: larger than the {} voters",
@@ -358,7 +367,27 @@ impl BrokerConfig {
                 .topic_value("message.timestamp.type", overrides)
                 .is_some_and(|(v, _)| v == "LogAppendTime"),
             leader_epoch: 0,
+            idempotency: self.idempotency_config(overrides),
         }
+    }
+
+    /// `idempotency.key` and its window for a topic with `overrides`; `None` for `none`.
+    pub fn idempotency_config(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Option<IdempotencyConfig> {
+        let (value, _) = self.topic_value("idempotency.key", overrides)?;
+        let source = KeySource::parse(&value).expect("validated topic config")?;
+        let num = |key: &str| -> i64 {
+            self.topic_value(key, overrides)
+                .and_then(|(v, _)| v.parse().ok())
+                .expect("validated topic config")
+        };
+        Some(IdempotencyConfig {
+            source,
+            window_ms: num("idempotency.window.ms"),
+            max_keys: num("idempotency.window.max.keys") as usize,
+        })
     }
 
     /// Every broker key with its effective value (for DescribeConfigs on the broker).
@@ -494,6 +523,34 @@ mod tests {
             .merge_env(vec![("TALLY_NOPE".to_string(), "1".to_string())])
             .unwrap_err();
         assert!(e.to_string().contains("TALLY_NOPE"));
+    }
+
+    #[test]
+    fn idempotency_keys_resolve_once_into_the_partition_config() {
+        let c = BrokerConfig::new();
+        assert_eq!(c.partition_config(&BTreeMap::new()).idempotency, None);
+        assert!(check_topic_config("idempotency.key", "value").is_err());
+        assert!(check_topic_config("idempotency.key", "header:").is_err());
+        let mut o = BTreeMap::new();
+        o.insert(
+            "idempotency.key".to_string(),
+            check_topic_config("idempotency.key", "header:order-id").unwrap(),
+        );
+        o.insert("idempotency.window.ms".to_string(), "5000".to_string());
+        let i = c.partition_config(&o).idempotency.unwrap();
+        assert_eq!(i.source, KeySource::Header("order-id".into()));
+        assert_eq!((i.window_ms, i.max_keys), (5000, 1_000_000));
+        let mut cluster = BrokerConfig::new();
+        cluster.set("log.idempotency.key", "key").unwrap();
+        cluster
+            .set("controller.quorum.voters", "1@127.0.0.1:9193")
+            .unwrap();
+        cluster.set("node.id", "1").unwrap();
+        assert!(cluster
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cluster mode"));
     }
 
     #[test]

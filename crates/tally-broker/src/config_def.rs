@@ -93,6 +93,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.index.interval.bytes", Int, "4096", 0, "Bytes between two entries of the sparse offset index."),
     def("log.flush.interval.messages", Long, "9223372036854775807", 1, "fsync after this many messages; 1 = fsync before every acknowledgement. The default leaves flushing to the OS, as Kafka does."),
     choice("log.message.timestamp.type", "CreateTime", &["CreateTime", "LogAppendTime"], "Keep the producer's timestamps, or stamp each batch with the broker's clock."),
+    def("log.idempotency.key", STRING, "none", 0, "Default idempotency.key of topics: none, key (the record key) or header:NAME. A record whose key is already stored in the partition within the window is not stored again (a Tally extension)."),
+    def("log.idempotency.window.ms", Long, "86400000", 1, "Default idempotency.window.ms: how long a stored idempotency key is remembered."),
+    def("log.idempotency.window.max.keys", Long, "1000000", 1, "Default idempotency.window.max.keys: the most idempotency keys remembered per partition; past it the oldest are forgotten first."),
     choice("log.cleanup.policy", "delete", &["delete"], "Only delete is supported (no compaction)."),
     choice("compression.type", "producer", &["producer"], "Batches are stored as the producer compressed them."),
     def("min.insync.replicas", Int, "1", 1, "A single broker has one in-sync replica."),
@@ -187,6 +190,36 @@ pub const TOPIC_CONFIGS: &[(ConfigDef, &str)] = &[
     ),
     (
         def(
+            "idempotency.key",
+            STRING,
+            "none",
+            0,
+            "none, key (the record key) or header:NAME: a record whose key is already stored in the partition within the window is not stored again.",
+        ),
+        "log.idempotency.key",
+    ),
+    (
+        def(
+            "idempotency.window.ms",
+            Long,
+            "86400000",
+            1,
+            "How long a stored idempotency key is remembered.",
+        ),
+        "log.idempotency.window.ms",
+    ),
+    (
+        def(
+            "idempotency.window.max.keys",
+            Long,
+            "1000000",
+            1,
+            "The most idempotency keys remembered per partition; past it the oldest are forgotten first.",
+        ),
+        "log.idempotency.window.max.keys",
+    ),
+    (
+        def(
             "flush.messages",
             Long,
             "9223372036854775807",
@@ -261,6 +294,10 @@ pub fn check_value(def: &ConfigDef, value: &str) -> Result<String, String> {
                 ));
             }
             Ok(n.to_string())
+        }
+        ConfigType::String if def.name.ends_with("idempotency.key") => {
+            tally_protocol::KeySource::parse(value).map_err(|e| format!("{}: {e}", def.name))?;
+            Ok(value.to_string())
         }
         ConfigType::String | ConfigType::List => {
             if !def.choices.is_empty() && !def.choices.contains(&value) {

@@ -284,6 +284,23 @@ impl Writer {
                 if let Decision::Duplicate(outcome) = decision {
                     return Ok(outcome);
                 }
+                // A new batch of a topic with idempotency keys loses the records whose key is
+                // stored, decided here, just before apply, after every batch queued before it.
+                let filtered = self.partition.filter_keys(
+                    &request.header,
+                    &request.batch,
+                    request.append_time_ms,
+                )?;
+                if let Some(filtered) = &filtered {
+                    let (header, bytes) = filtered.batch(&request.header, &request.batch);
+                    return self.partition.apply(Entry {
+                        origin: request.origin,
+                        header,
+                        bytes,
+                        append_time_ms: request.append_time_ms,
+                        keys: Some(filtered),
+                    });
+                }
             }
             EntryOrigin::Coordinator => {
                 let marker = parse_marker(&request.header, &request.batch)
@@ -297,6 +314,7 @@ impl Writer {
             header: &request.header,
             bytes: &request.batch,
             append_time_ms: request.append_time_ms,
+            keys: None,
         })
     }
 

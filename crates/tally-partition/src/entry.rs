@@ -27,6 +27,9 @@ pub struct Entry<'a> {
     /// The broker's time for this append: the producer's last-append time, `segment.ms`,
     /// LogAppendTime. Carried in the entry so that apply reads no clock.
     pub append_time_ms: i64,
+    /// What the idempotency-key filter decided for a client batch (`bytes` and `header` are
+    /// then the filtered batch). `None`: apply reads the keys from the bytes, as replay does.
+    pub keys: Option<&'a crate::FilteredBatch>,
 }
 
 /// What a client's batch turned out to be before anything was written.

@@ -8,6 +8,9 @@
 //! [`ProducerTable::check`]) and *apply* ([`Partition::apply`], the one function through which
 //! every entry enters the partition, whatever its [`EntryOrigin`]). The table is a pure
 //! function of the log, because apply and start-up replay move it through the same transition.
+//! A topic with `idempotency.key` set also keeps a [`KeyIndex`]: decide drops the records whose
+//! key is stored ([`Partition::filter_keys`]), and apply and replay index the keys of what is
+//! written, so that index too is a function of the log.
 //! Readers use the [`PartitionReader`], never the writer. It knows nothing about sockets,
 //! threads or the wire protocol beyond the batch header.
 
@@ -15,6 +18,9 @@ mod append_error;
 mod batch_metadata;
 mod batch_validation;
 mod entry;
+mod key_filter;
+mod key_index;
+mod key_snapshot;
 mod partition;
 mod partition_reader;
 mod producer_state_entry;
@@ -25,6 +31,10 @@ pub use append_error::{AppendError, OpenError};
 pub use batch_metadata::BatchMetadata;
 pub use batch_validation::{validate_client_batch, MAX_DECOMPRESSED_BATCH_BYTES};
 pub use entry::{Decision, Entry, EntryOrigin};
+pub use key_filter::{filter_batch, keys_in_batch, FilteredBatch};
+pub use key_index::{
+    IdempotencyConfig, KeptKey, KeyIndex, KeyList, KeyStats, StagedKeys, StoredKey,
+};
 pub use partition::{AppendOutcome, OpenReport, Partition, PartitionConfig};
 pub use partition_reader::PartitionReader;
 pub use producer_state_entry::{ProducerStateEntry, NUM_BATCHES_TO_RETAIN};

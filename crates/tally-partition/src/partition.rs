@@ -16,6 +16,9 @@ use tracing::{info, warn};
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::validate_client_batch;
 use crate::entry::{Decision, Entry, EntryOrigin};
+use crate::key_filter::{filter_batch, keys_in_batch, open_key_index, replay_keys, FilteredBatch};
+use crate::key_index::{IdempotencyConfig, KeyIndex};
+use crate::key_snapshot::{list_key_snapshots, write_key_snapshot};
 use crate::partition_reader::PartitionReader;
 use crate::producer_table::{AppendDecision, CompletedTxn, ProducerTable};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
@@ -35,6 +38,8 @@ pub struct PartitionConfig {
     /// `message.timestamp.type=LogAppendTime`.
     pub log_append_time: bool,
     pub leader_epoch: i32,
+    /// `idempotency.key` and its window; `None` for `none`.
+    pub idempotency: Option<IdempotencyConfig>,
 }
 
 impl Default for PartitionConfig {
@@ -46,6 +51,7 @@ impl Default for PartitionConfig {
             max_producers: 100_000,
             log_append_time: false,
             leader_epoch: 0,
+            idempotency: None,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Partition {
     reader: Arc<PartitionReader>,
     /// Test seam: make every write fail, as a failing disk would.
     fail_writes: bool,
+    /// The idempotency-key index, when the topic has `idempotency.key`.
+    keys: Option<KeyIndex>,
 }
 
 impl Partition {
@@ -154,6 +162,10 @@ impl Partition {
         producers.remove_expired(now_ms, config.producer_id_expiration_ms);
         report.producers = producers.len();
         producers.on_high_watermark(end);
+        let keys = match &config.idempotency {
+            Some(c) => Some(open_key_index(&log, dir, c, now_ms)?),
+            None => None,
+        };
         let reader = Arc::new(PartitionReader::new(
             Arc::clone(log.reader()),
             log.log_end_offset(),
@@ -166,6 +178,7 @@ impl Partition {
             offline: None,
             reader,
             fail_writes: false,
+            keys,
         };
         partition.publish_high_watermark(end);
         if replayed > 0 {
@@ -185,11 +198,17 @@ impl Partition {
         if let Decision::Duplicate(outcome) = self.decide(&header, false)? {
             return Ok(outcome);
         }
+        let filtered = self.filter_keys(&header, batch, now_ms)?;
+        let (header, bytes) = match &filtered {
+            Some(f) => f.batch(&header, batch),
+            None => (&header, batch),
+        };
         let outcome = self.apply(Entry {
             origin: EntryOrigin::Client,
-            header: &header,
-            bytes: batch,
+            header,
+            bytes,
             append_time_ms: now_ms,
+            keys: filtered.as_ref(),
         })?;
         self.flush_if_due()?;
         Ok(outcome)
@@ -220,6 +239,22 @@ impl Partition {
         })
     }
 
+    /// Decide, second part (pure), for a new client batch of a topic with `idempotency.key`:
+    /// the records whose key is stored are dropped, and the batch rebuilt without them (same
+    /// header, offsets and sequences; see `BatchRecords::rebuild`). `None` when the topic has
+    /// no key index. Apply the returned batch with the result in [`Entry::keys`].
+    pub fn filter_keys(
+        &self,
+        header: &BatchHeader,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<FilteredBatch>, AppendError> {
+        let Some(index) = &self.keys else {
+            return Ok(None);
+        };
+        filter_batch(index, header, bytes, now_ms, self.log.log_start_offset()).map(Some)
+    }
+
     /// Decide for a transaction marker: refused from an older producer epoch or an older
     /// coordinator. Pure.
     pub fn decide_marker(&self, marker: &EndTxnMarker) -> Result<(), AppendError> {
@@ -243,6 +278,7 @@ impl Partition {
             header: &header,
             bytes: &batch,
             append_time_ms: now_ms,
+            keys: None,
         })
     }
 
@@ -303,6 +339,7 @@ impl Partition {
             marker.as_ref(),
             entry.append_time_ms,
         );
+        self.index_keys(&header, &entry, marker.as_ref());
         if let Some(aborted) = aborted_entry(&self.producers, completed) {
             if let Err(e) = self.log.append_aborted_txn(aborted) {
                 // The marker is in the log but its index entry is not: refuse appends until a
@@ -317,6 +354,33 @@ impl Partition {
             log_start_offset: self.log.log_start_offset(),
             duplicate: false,
         })
+    }
+
+    /// The key index's transition for an applied entry: the filter's kept keys, or the keys
+    /// read from the bytes (an entry that did not go through the filter), as replay reads them.
+    fn index_keys(
+        &mut self,
+        header: &BatchHeader,
+        entry: &Entry<'_>,
+        marker: Option<&EndTxnMarker>,
+    ) {
+        let Some(index) = &mut self.keys else {
+            return;
+        };
+        match entry.keys {
+            Some(filtered) => {
+                index.count_dropped(filtered.dropped);
+                index.index_batch(header, &filtered.kept, marker, entry.append_time_ms);
+            }
+            None => {
+                let keys = keys_in_batch(&index.config().source, header, entry.bytes)
+                    .unwrap_or_else(|e| {
+                        warn!(offset = header.base_offset, error = %e, "records without readable keys");
+                        Vec::new()
+                    });
+                index.index_batch(header, &keys, marker, entry.append_time_ms);
+            }
+        }
     }
 
     /// Applies the `flush.messages` policy to everything applied so far: with
@@ -367,6 +431,9 @@ impl Partition {
         );
         self.log.flush()?;
         write_snapshot(&self.dir, offset, &self.producers.entries())?;
+        if let Some(index) = &self.keys {
+            write_key_snapshot(&self.dir, offset, index)?;
+        }
         self.prune_snapshots();
         Ok(())
     }
@@ -375,6 +442,11 @@ impl Partition {
         let snapshots = list_snapshots(&self.dir);
         let keep_from = snapshots.len().saturating_sub(SNAPSHOTS_TO_KEEP);
         for (_, path) in &snapshots[..keep_from] {
+            let _ = storage::remove_file(path);
+        }
+        let keys = list_key_snapshots(&self.dir);
+        let keep_from = keys.len().saturating_sub(SNAPSHOTS_TO_KEEP);
+        for (_, path) in &keys[..keep_from] {
             let _ = storage::remove_file(path);
         }
     }
@@ -403,6 +475,10 @@ impl Partition {
             self.roll()?;
             let again = self.log.apply_retention(now_ms)?;
             outcome.deleted_segments.extend(again.deleted_segments);
+        }
+        if let Some(index) = &mut self.keys {
+            // Keys go with their segments.
+            index.purge(now_ms, self.log.log_start_offset());
         }
         if !outcome.deleted_segments.is_empty() {
             info!(dir = %self.dir.display(), log_start_offset = self.log.log_start_offset(), "log start offset moved");
@@ -484,9 +560,37 @@ impl Partition {
         self.fail_writes = on;
     }
 
-    pub fn set_config(&mut self, config: PartitionConfig) {
+    /// The idempotency-key index, when the topic has one.
+    pub fn key_index(&self) -> Option<&KeyIndex> {
+        self.keys.as_ref()
+    }
+
+    /// A changed `idempotency.key` (or window) rebuilds the key index from the whole log, so it
+    /// says what the log holds under the new setting.
+    pub fn set_config(&mut self, config: PartitionConfig, now_ms: i64) -> Result<(), AppendError> {
         self.log.set_config(config.log.clone());
+        if config.idempotency != self.config.idempotency {
+            self.keys = match &config.idempotency {
+                Some(c) => Some(self.rebuild_key_index(c, now_ms)?),
+                None => None,
+            };
+        }
         self.config = config;
+        Ok(())
+    }
+
+    fn rebuild_key_index(
+        &self,
+        config: &IdempotencyConfig,
+        now_ms: i64,
+    ) -> Result<KeyIndex, AppendError> {
+        let start = self.log.log_start_offset();
+        Ok(replay_keys(
+            &self.log,
+            KeyIndex::new(config.clone()),
+            start,
+            now_ms,
+        )?)
     }
 }
 

@@ -136,7 +136,7 @@ fn retention_keeps_producer_state() {
         send(&mut p, 11, 2, i, 1).unwrap();
     }
     cfg.log.retention_ms = 10;
-    p.set_config(cfg.clone());
+    p.set_config(cfg.clone(), 0).unwrap();
     // Batches carry timestamps around 1.7e12: all expired at now = 2e12.
     p.apply_retention(2_000_000_000_000).unwrap();
     assert_eq!(p.log_start_offset(), p.log_end_offset());
@@ -205,7 +205,7 @@ fn bad_batches_are_rejected_before_touching_state() {
     }
     let mut small = config(1 << 20);
     small.max_message_bytes = 50;
-    p.set_config(small);
+    p.set_config(small, 0).unwrap();
     let big = good.clone();
     assert_eq!(
         p.append_client_batch(&big, 0)

@@ -69,6 +69,7 @@ fn log_append_time_is_stamped_on_client_batches_only() {
             header: &header,
             bytes: &own,
             append_time_ms: 6_000,
+            keys: None,
         })
         .unwrap();
     assert_eq!(outcome.log_append_time_ms, -1);

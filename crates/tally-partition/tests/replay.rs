@@ -98,6 +98,7 @@ fn broker_records(p: &mut Partition, count: usize, now_ms: i64) -> Result<(i64, 
         header: &header,
         bytes: &bytes,
         append_time_ms: now_ms,
+        keys: None,
     });
     let applied = outcome(applied);
     p.flush_if_due().unwrap();
@@ -116,6 +117,7 @@ fn verified_client_batch(p: &mut Partition, bytes: &[u8], now_ms: i64) -> Result
             header: &header,
             bytes,
             append_time_ms: now_ms,
+            keys: None,
         })?;
         p.flush_if_due()?;
         Ok(o)

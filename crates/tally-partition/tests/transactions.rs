@@ -30,6 +30,7 @@ fn produce(p: &mut Partition, bytes: &[u8], verified: bool) -> Result<i64, Appen
         header: &header,
         bytes,
         append_time_ms: NOW,
+        keys: None,
     })?;
     p.flush_if_due()?;
     Ok(o.base_offset)

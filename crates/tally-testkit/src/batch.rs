@@ -15,6 +15,8 @@ pub struct BatchSpec {
     pub base_sequence: i32,
     pub values: Vec<Vec<u8>>,
     pub key: Option<Vec<u8>>,
+    /// One key per record (`None`: a record without a key), instead of `key` for all.
+    pub record_keys: Option<Vec<Option<Vec<u8>>>>,
     pub timestamp_ms: i64,
     pub compression: Compression,
     pub transactional: bool,
@@ -33,6 +35,7 @@ impl BatchSpec {
                 })
                 .collect(),
             key: None,
+            record_keys: None,
             timestamp_ms: 1_700_000_000_000,
             compression: Compression::None,
             transactional: false,
@@ -60,7 +63,10 @@ impl BatchSpec {
                     self.base_sequence.wrapping_add(i as i32) & i32::MAX
                 },
                 timestamp: self.timestamp_ms + i as i64,
-                key: self.key.clone().map(Bytes::from),
+                key: match &self.record_keys {
+                    Some(keys) => keys.get(i).cloned().flatten().map(Bytes::from),
+                    None => self.key.clone().map(Bytes::from),
+                },
                 value: Some(Bytes::from(v.clone())),
                 headers: IndexMap::new(),
             })

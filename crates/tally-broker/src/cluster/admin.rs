@@ -141,6 +141,13 @@ fn check_new_topic(
             .collect::<Vec<_>>(),
     )
     .map_err(|e| (e.error_code(), e.to_string()))?;
+    if configs.get("idempotency.key").is_some_and(|v| v != "none") {
+        // The filter runs in the single broker's writer only (see the README).
+        return Err((
+            ResponseError::InvalidConfig,
+            "idempotency.key is not supported in cluster mode yet".into(),
+        ));
+    }
     Ok((partitions as u32, replication_factor, configs))
 }
 

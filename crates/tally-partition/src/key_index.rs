@@ -1,0 +1,333 @@
+//! The idempotency-key index of one partition (topic config `idempotency.key`): which keys are
+//! stored in the log, at which offset and with which timestamp, so that a later record with a
+//! stored key is dropped before it is written, whoever sends it.
+//!
+//! Like the producer table it is a pure function of the log: apply and start-up replay move it
+//! through the same transition ([`KeyIndex::index_batch`]), from the batches as they are in the
+//! log. A key's time is its batch's max timestamp (CreateTime, or LogAppendTime when the topic
+//! stamps it), as Kafka's producer expiry uses it, so replay finds the same times live apply
+//! did. Keys of a transaction are staged per producer and count as stored only when its commit
+//! marker is applied; an abort forgets them.
+//!
+//! Memory is bounded by `idempotency.window.max.keys`: past it the oldest key (in log order) is
+//! forgotten first and counted. A key older than `idempotency.window.ms`, or below the log start
+//! offset (retention took its segment), is not stored any more, whether or not it has been
+//! purged from memory yet.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tally_protocol::{BatchHeader, BatchRecords, EndTxnMarker, KeySource, TxnResult};
+
+/// The topic's idempotency-key settings, resolved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyConfig {
+    pub source: KeySource,
+    /// `idempotency.window.ms`.
+    pub window_ms: i64,
+    /// `idempotency.window.max.keys`.
+    pub max_keys: usize,
+}
+
+impl IdempotencyConfig {
+    pub const DEFAULT_WINDOW_MS: i64 = 86_400_000;
+    pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+}
+
+/// Keys with what is remembered of each, in log order.
+pub type KeyList = Vec<(Arc<[u8]>, StoredKey)>;
+/// The staged keys of open transactions, per producer id.
+pub type StagedKeys = Vec<(i64, KeyList)>;
+
+/// What the index remembers of a stored key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKey {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// One key of a batch as the filter kept it: the record's offset delta and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptKey {
+    pub offset_delta: i32,
+    pub key: Arc<[u8]>,
+}
+
+/// Counters for `tally keys` and the metrics (not persisted: they count since start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Records not stored because their key was.
+    pub dropped_records: u64,
+    /// Keys forgotten because `idempotency.window.max.keys` was reached.
+    pub evicted_keys: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    stored: StoredKey,
+    /// Which entry of `order` is this key's: an older entry for the same key is stale.
+    generation: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Staged {
+    keys: Vec<(Arc<[u8]>, StoredKey)>,
+    set: HashSet<Arc<[u8]>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyIndex {
+    config: IdempotencyConfig,
+    map: HashMap<Arc<[u8]>, Slot>,
+    /// Keys in the order they were stored (log order), with their generation.
+    order: VecDeque<(Arc<[u8]>, u64)>,
+    next_generation: u64,
+    /// Keys of open transactions, per producer id.
+    staged: HashMap<i64, Staged>,
+    /// The newest key time seen: the time of a batch without timestamps.
+    latest_timestamp_ms: i64,
+    stats: KeyStats,
+}
+
+impl KeyIndex {
+    pub fn new(config: IdempotencyConfig) -> KeyIndex {
+        KeyIndex {
+            config,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next_generation: 0,
+            staged: HashMap::new(),
+            latest_timestamp_ms: -1,
+            stats: KeyStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &IdempotencyConfig {
+        &self.config
+    }
+
+    /// Keys remembered (some may be past the window and not yet purged).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn stats(&self) -> KeyStats {
+        self.stats
+    }
+
+    /// Whether `key` is stored: remembered, within the window at `now_ms`, and at or above
+    /// the log start offset.
+    pub fn is_stored(&self, key: &[u8], now_ms: i64, log_start_offset: i64) -> bool {
+        self.map.get(key).is_some_and(|slot| {
+            slot.stored.offset >= log_start_offset && !self.expired(slot.stored, now_ms)
+        })
+    }
+
+    /// Whether `producer_id`'s open transaction already holds `key`.
+    pub fn is_staged(&self, producer_id: i64, key: &[u8]) -> bool {
+        self.staged
+            .get(&producer_id)
+            .is_some_and(|s| s.set.contains(key))
+    }
+
+    fn expired(&self, stored: StoredKey, now_ms: i64) -> bool {
+        now_ms.saturating_sub(stored.timestamp_ms) > self.config.window_ms
+    }
+
+    /// Decide (pure): which records of a new client batch are kept. A record is dropped when
+    /// its key is stored, is staged by the same producer's open transaction, or was kept
+    /// earlier in this batch; the first stored copy wins. Returns one flag per record and the
+    /// kept keys.
+    pub fn filter(
+        &self,
+        header: &BatchHeader,
+        records: &BatchRecords<'_>,
+        now_ms: i64,
+        log_start_offset: i64,
+    ) -> (Vec<bool>, Vec<KeptKey>) {
+        let mut keep = Vec::with_capacity(records.len());
+        let mut kept = Vec::new();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        for (i, record) in records.records.iter().enumerate() {
+            let Some(key) = records.key(i) else {
+                keep.push(true);
+                continue;
+            };
+            let duplicate = seen.contains(key)
+                || self.is_stored(key, now_ms, log_start_offset)
+                || (header.is_transactional() && self.is_staged(header.producer_id, key));
+            keep.push(!duplicate);
+            if !duplicate {
+                seen.insert(key);
+                kept.push(KeptKey {
+                    offset_delta: record.offset_delta,
+                    key: Arc::from(key),
+                });
+            }
+        }
+        (keep, kept)
+    }
+
+    /// The transition for one batch in the log (apply and replay): a data batch's keys are
+    /// stored (or staged, in a transaction); a marker commits or forgets its producer's staged
+    /// keys. `now_ms` purges what the window has passed.
+    pub fn index_batch(
+        &mut self,
+        header: &BatchHeader,
+        keys: &[KeptKey],
+        marker: Option<&EndTxnMarker>,
+        now_ms: i64,
+    ) {
+        if let Some(marker) = marker {
+            if let Some(staged) = self.staged.remove(&marker.producer_id) {
+                if marker.result == TxnResult::Commit {
+                    for (key, stored) in staged.keys {
+                        self.store(key, stored);
+                    }
+                }
+            }
+        } else if !header.is_control() && !keys.is_empty() {
+            let timestamp_ms = if header.max_timestamp >= 0 {
+                header.max_timestamp
+            } else {
+                self.latest_timestamp_ms
+            };
+            self.latest_timestamp_ms = self.latest_timestamp_ms.max(timestamp_ms);
+            for k in keys {
+                let stored = StoredKey {
+                    offset: header.base_offset + i64::from(k.offset_delta),
+                    timestamp_ms,
+                };
+                if header.is_transactional() {
+                    let staged = self.staged.entry(header.producer_id).or_default();
+                    if staged.set.insert(Arc::clone(&k.key)) {
+                        staged.keys.push((Arc::clone(&k.key), stored));
+                    }
+                } else {
+                    self.store(Arc::clone(&k.key), stored);
+                }
+            }
+        }
+        self.purge(now_ms, i64::MIN);
+    }
+
+    /// Counts records the filter dropped (the writer calls it when it applies the batch).
+    pub fn count_dropped(&mut self, records: u64) {
+        self.stats.dropped_records += records;
+    }
+
+    fn store(&mut self, key: Arc<[u8]>, stored: StoredKey) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.order.push_back((Arc::clone(&key), generation));
+        self.map.insert(key, Slot { stored, generation });
+        while self.map.len() > self.config.max_keys {
+            if self.pop_front().is_some() {
+                self.stats.evicted_keys += 1;
+            }
+        }
+    }
+
+    /// Forgets the oldest live key; stale entries of `order` are skipped on the way.
+    fn pop_front(&mut self) -> Option<StoredKey> {
+        while let Some((key, generation)) = self.order.pop_front() {
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|s| s.generation == generation)
+            {
+                return self.map.remove(&key).map(|s| s.stored);
+            }
+        }
+        None
+    }
+
+    /// Forgets keys from the oldest on while they are past the window or below
+    /// `log_start_offset`. Keys stored out of time order wait for their turn, but
+    /// [`KeyIndex::is_stored`] ignores them meanwhile.
+    pub fn purge(&mut self, now_ms: i64, log_start_offset: i64) {
+        while let Some((key, generation)) = self.order.front() {
+            let front = self.map.get(key).filter(|s| s.generation == *generation);
+            match front {
+                None => {
+                    self.order.pop_front();
+                }
+                Some(slot)
+                    if slot.stored.offset < log_start_offset
+                        || self.expired(slot.stored, now_ms) =>
+                {
+                    self.pop_front();
+                }
+                Some(_) => break,
+            }
+        }
+        if self.order.len() > 2 * self.map.len() + 1024 {
+            // Many keys were stored again: drop the stale entries in one pass.
+            let map = &self.map;
+            self.order
+                .retain(|(k, g)| map.get(k).is_some_and(|s| s.generation == *g));
+        }
+    }
+
+    /// The stored keys in log order, then the staged ones per producer (what a snapshot holds;
+    /// tests compare it).
+    pub fn entries(&self) -> (KeyList, StagedKeys) {
+        let stored = self
+            .order
+            .iter()
+            .filter_map(|(k, g)| {
+                let slot = self.map.get(k).filter(|s| s.generation == *g)?;
+                Some((Arc::clone(k), slot.stored))
+            })
+            .collect();
+        let mut staged: StagedKeys = self
+            .staged
+            .iter()
+            .map(|(pid, s)| (*pid, s.keys.clone()))
+            .collect();
+        staged.sort_by_key(|(pid, _)| *pid);
+        (stored, staged)
+    }
+
+    /// The keys stored at `now_ms` (within the window, at or above `log_start_offset`), in log
+    /// order: what an index means, whatever it has not purged yet.
+    pub fn live_entries(&self, now_ms: i64, log_start_offset: i64) -> Vec<(Arc<[u8]>, StoredKey)> {
+        let (stored, _) = self.entries();
+        stored
+            .into_iter()
+            .filter(|(_, s)| s.offset >= log_start_offset && !self.expired(*s, now_ms))
+            .collect()
+    }
+
+    /// Rebuilds an index from snapshot contents.
+    pub fn from_entries(
+        config: IdempotencyConfig,
+        latest_timestamp_ms: i64,
+        stored: Vec<(Arc<[u8]>, StoredKey)>,
+        staged: StagedKeys,
+    ) -> KeyIndex {
+        let mut index = KeyIndex::new(config);
+        index.latest_timestamp_ms = latest_timestamp_ms;
+        for (key, s) in stored {
+            index.store(key, s);
+        }
+        index.stats.evicted_keys = 0;
+        for (pid, keys) in staged {
+            let entry = index.staged.entry(pid).or_default();
+            for (key, s) in keys {
+                if entry.set.insert(Arc::clone(&key)) {
+                    entry.keys.push((key, s));
+                }
+            }
+        }
+        index
+    }
+
+    pub fn latest_timestamp_ms(&self) -> i64 {
+        self.latest_timestamp_ms
+    }
+}
