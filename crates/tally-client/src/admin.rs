@@ -8,6 +8,7 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::describe_producers_response::PartitionResponse;
 use kafka_protocol::messages::{
     ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, DescribeProducersRequest, TopicName,
@@ -43,6 +44,19 @@ impl NewTopic {
             configs: Vec::new(),
         }
     }
+}
+
+/// A partition's idempotency-key index (topic config `idempotency.key`), from Tally's
+/// DescribeProducers extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIndexDescription {
+    pub partition: i32,
+    /// Keys remembered now.
+    pub keys: u64,
+    /// Records not stored because their key was, since the broker started.
+    pub dropped_records: u64,
+    /// Keys forgotten at `idempotency.window.max.keys`, since the broker started.
+    pub evicted_keys: u64,
 }
 
 /// One producer in a partition's producer table.
@@ -182,12 +196,70 @@ impl Admin {
         }
     }
 
+    /// The idempotency-key index of each partition of `topic` that has one.
+    pub async fn describe_idempotency_keys(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<KeyIndexDescription>, ClientError> {
+        let mut out = Vec::new();
+        for p in self.describe_producer_partitions(topic, None).await? {
+            let Some(b) = p
+                .unknown_tagged_fields
+                .get(&tally_protocol::DESCRIBE_PRODUCERS_KEY_INDEX_TAG)
+            else {
+                continue;
+            };
+            let n = |i: usize| {
+                b.get(i * 8..i * 8 + 8)
+                    .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                    .map_or(0, u64::from_be_bytes)
+            };
+            out.push(KeyIndexDescription {
+                partition: p.partition_index,
+                keys: n(0),
+                dropped_records: n(1),
+                evicted_keys: n(2),
+            });
+        }
+        out.sort_by_key(|d| d.partition);
+        Ok(out)
+    }
+
     /// The producer table of each partition of `topic` (all partitions when `None`).
     pub async fn describe_producers(
         &self,
         topic: &str,
         partitions: Option<Vec<i32>>,
     ) -> Result<Vec<ProducerDescription>, ClientError> {
+        let mut out = Vec::new();
+        for p in self.describe_producer_partitions(topic, partitions).await? {
+            out.extend(p.active_producers.iter().map(|s| {
+                ProducerDescription {
+                    partition: p.partition_index,
+                    producer_id: s.producer_id.0,
+                    producer_epoch: s.producer_epoch,
+                    last_sequence: s.last_sequence,
+                    last_timestamp: s.last_timestamp,
+                    coordinator_epoch: s.coordinator_epoch,
+                    current_txn_start_offset: s.current_txn_start_offset,
+                    last_offset: s
+                        .unknown_tagged_fields
+                        .get(&tally_protocol::DESCRIBE_PRODUCERS_LAST_OFFSET_TAG)
+                        .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+                        .map(i64::from_be_bytes),
+                }
+            }));
+        }
+        out.sort_by_key(|d| (d.partition, d.producer_id));
+        Ok(out)
+    }
+
+    /// DescribeProducers for the partitions of `topic`, each asked of its leader.
+    async fn describe_producer_partitions(
+        &self,
+        topic: &str,
+        partitions: Option<Vec<i32>>,
+    ) -> Result<Vec<PartitionResponse>, ClientError> {
         let info = self.describe_topic(topic).await?;
         let wanted: Vec<&PartitionInfo> = info
             .partitions
@@ -217,26 +289,10 @@ impl Admin {
                             p.error_message.as_deref(),
                         ));
                     }
-                    out.extend(p.active_producers.iter().map(|s| {
-                        ProducerDescription {
-                            partition: p.partition_index,
-                            producer_id: s.producer_id.0,
-                            producer_epoch: s.producer_epoch,
-                            last_sequence: s.last_sequence,
-                            last_timestamp: s.last_timestamp,
-                            coordinator_epoch: s.coordinator_epoch,
-                            current_txn_start_offset: s.current_txn_start_offset,
-                            last_offset: s
-                                .unknown_tagged_fields
-                                .get(&tally_protocol::DESCRIBE_PRODUCERS_LAST_OFFSET_TAG)
-                                .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
-                                .map(i64::from_be_bytes),
-                        }
-                    }));
+                    out.push(p);
                 }
             }
         }
-        out.sort_by_key(|d| (d.partition, d.producer_id));
         Ok(out)
     }
 

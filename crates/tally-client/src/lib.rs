@@ -50,7 +50,7 @@ pub mod producer;
 pub mod record;
 pub mod transport;
 
-pub use admin::{Admin, NewTopic, ProducerDescription};
+pub use admin::{Admin, KeyIndexDescription, NewTopic, ProducerDescription};
 pub use admin_cluster::{QuorumDescription, QuorumMember, METADATA_TOPIC};
 pub use admin_groups::{GroupDescription, GroupListing, GroupMember};
 pub use admin_txns::TransactionDescription;

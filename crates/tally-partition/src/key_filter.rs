@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::MAX_DECOMPRESSED_BATCH_BYTES;
-use crate::key_index::{IdempotencyConfig, KeptKey, KeyIndex};
+use crate::key_index::{IdempotencyConfig, KeptKey, KeyClock, KeyIndex};
 use crate::key_snapshot::{list_key_snapshots, read_key_snapshot};
 
 /// A client batch after the filter: the bytes to apply when records were dropped (`None`: the
@@ -170,7 +170,12 @@ pub fn replay_keys(
             warn!(offset = header.base_offset, error = %e, "records without readable keys");
             Vec::new()
         });
-        index.index_batch(header, &keys, marker.as_ref(), now_ms);
+        index.index_batch(
+            header,
+            &keys,
+            marker.as_ref(),
+            KeyClock::Replayed { now_ms },
+        );
     })?;
     if let Some(e) = failed {
         return Err(e.into());

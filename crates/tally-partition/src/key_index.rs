@@ -2,12 +2,14 @@
 //! stored in the log, at which offset and with which timestamp, so that a later record with a
 //! stored key is dropped before it is written, whoever sends it.
 //!
-//! Like the producer table it is a pure function of the log: apply and start-up replay move it
-//! through the same transition ([`KeyIndex::index_batch`]), from the batches as they are in the
-//! log. A key's time is its batch's max timestamp (CreateTime, or LogAppendTime when the topic
-//! stamps it), as Kafka's producer expiry uses it, so replay finds the same times live apply
-//! did. Keys of a transaction are staged per producer and count as stored only when its commit
-//! marker is applied; an abort forgets them.
+//! Like the producer table it follows the log: apply and start-up replay move it through the
+//! same transition ([`KeyIndex::index_batch`]), from the batches as they are in the log. A
+//! key's time is the broker's clock when its batch was appended (not the producer's timestamp:
+//! an application resending old events with their event time is still deduplicated). Snapshots
+//! keep those times exactly; a batch replayed after a crash, past the last snapshot, takes its
+//! own max timestamp, bounded below by the newest time the index knew and above by the time of
+//! the restart ([`KeyClock::Replayed`]). Keys of a transaction are staged per producer and count
+//! as stored only when its commit marker is applied; an abort forgets them.
 //!
 //! Memory is bounded by `idempotency.window.max.keys`: past it the oldest key (in log order) is
 //! forgotten first and counted. A key older than `idempotency.window.ms`, or below the log start
@@ -32,6 +34,15 @@ pub struct IdempotencyConfig {
 impl IdempotencyConfig {
     pub const DEFAULT_WINDOW_MS: i64 = 86_400_000;
     pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+}
+
+/// The time a batch's keys are stored at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClock {
+    /// Live apply: the broker's clock at the append.
+    Appended(i64),
+    /// Replay of a batch the snapshot does not cover, at broker time `now_ms`.
+    Replayed { now_ms: i64 },
 }
 
 /// Keys with what is remembered of each, in log order.
@@ -84,7 +95,7 @@ pub struct KeyIndex {
     next_generation: u64,
     /// Keys of open transactions, per producer id.
     staged: HashMap<i64, Staged>,
-    /// The newest key time seen: the time of a batch without timestamps.
+    /// The newest key time seen: the lower bound of a replayed batch's time.
     latest_timestamp_ms: i64,
     stats: KeyStats,
 }
@@ -174,14 +185,18 @@ impl KeyIndex {
 
     /// The transition for one batch in the log (apply and replay): a data batch's keys are
     /// stored (or staged, in a transaction); a marker commits or forgets its producer's staged
-    /// keys. `now_ms` purges what the window has passed.
+    /// keys. The clock's time purges what the window has passed.
     pub fn index_batch(
         &mut self,
         header: &BatchHeader,
         keys: &[KeptKey],
         marker: Option<&EndTxnMarker>,
-        now_ms: i64,
+        clock: KeyClock,
     ) {
+        let now_ms = match clock {
+            KeyClock::Appended(t) => t,
+            KeyClock::Replayed { now_ms } => now_ms,
+        };
         if let Some(marker) = marker {
             if let Some(staged) = self.staged.remove(&marker.producer_id) {
                 if marker.result == TxnResult::Commit {
@@ -190,12 +205,14 @@ impl KeyIndex {
                     }
                 }
             }
-        } else if !header.is_control() && !keys.is_empty() {
-            let timestamp_ms = if header.max_timestamp >= 0 {
-                header.max_timestamp
-            } else {
-                self.latest_timestamp_ms
+        } else if !header.is_control() {
+            let timestamp_ms = match clock {
+                KeyClock::Appended(t) => t,
+                KeyClock::Replayed { now_ms } => header
+                    .max_timestamp
+                    .clamp(self.latest_timestamp_ms.min(now_ms), now_ms),
             };
+            // Every data batch moves the lower bound a replayed batch's time cannot go below.
             self.latest_timestamp_ms = self.latest_timestamp_ms.max(timestamp_ms);
             for k in keys {
                 let stored = StoredKey {

@@ -33,7 +33,7 @@ pub use batch_validation::{validate_client_batch, MAX_DECOMPRESSED_BATCH_BYTES};
 pub use entry::{Decision, Entry, EntryOrigin};
 pub use key_filter::{filter_batch, keys_in_batch, FilteredBatch};
 pub use key_index::{
-    IdempotencyConfig, KeptKey, KeyIndex, KeyList, KeyStats, StagedKeys, StoredKey,
+    IdempotencyConfig, KeptKey, KeyClock, KeyIndex, KeyList, KeyStats, StagedKeys, StoredKey,
 };
 pub use partition::{AppendOutcome, OpenReport, Partition, PartitionConfig};
 pub use partition_reader::PartitionReader;

@@ -17,7 +17,7 @@ use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::validate_client_batch;
 use crate::entry::{Decision, Entry, EntryOrigin};
 use crate::key_filter::{filter_batch, keys_in_batch, open_key_index, replay_keys, FilteredBatch};
-use crate::key_index::{IdempotencyConfig, KeyIndex};
+use crate::key_index::{IdempotencyConfig, KeyClock, KeyIndex};
 use crate::key_snapshot::{list_key_snapshots, write_key_snapshot};
 use crate::partition_reader::PartitionReader;
 use crate::producer_table::{AppendDecision, CompletedTxn, ProducerTable};
@@ -370,7 +370,8 @@ impl Partition {
         match entry.keys {
             Some(filtered) => {
                 index.count_dropped(filtered.dropped);
-                index.index_batch(header, &filtered.kept, marker, entry.append_time_ms);
+                let clock = KeyClock::Appended(entry.append_time_ms);
+                index.index_batch(header, &filtered.kept, marker, clock);
             }
             None => {
                 let keys = keys_in_batch(&index.config().source, header, entry.bytes)
@@ -378,7 +379,8 @@ impl Partition {
                         warn!(offset = header.base_offset, error = %e, "records without readable keys");
                         Vec::new()
                     });
-                index.index_batch(header, &keys, marker, entry.append_time_ms);
+                let clock = KeyClock::Appended(entry.append_time_ms);
+                index.index_batch(header, &keys, marker, clock);
             }
         }
     }

@@ -284,7 +284,10 @@ fn the_index_after_a_crash_or_a_clean_restart_is_the_index_before() {
                 .map(|j| format!("k{}", (i * 7 + j * 13) % 70))
                 .collect();
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            p.append_client_batch(&keyed(i, 0, &keys, Compression::Lz4, T0 + i), T0 + i)
+            // Appended at the batch's max timestamp, so that a replayed batch's time (its own
+            // timestamp) is the time live apply gave it.
+            let t = T0 + 10 * i;
+            p.append_client_batch(&keyed(i, 0, &keys, Compression::Lz4, t), t + 2)
                 .unwrap();
         }
         let before = p
@@ -304,4 +307,32 @@ fn the_index_after_a_crash_or_a_clean_restart_is_the_index_before() {
             .live_entries(T0 + 100, p.log_start_offset());
         assert_eq!(before, after, "clean={clean}");
     }
+}
+
+#[test]
+fn an_old_producer_timestamp_does_not_shorten_a_key_s_window() {
+    // An application resending old events keeps their event time; the window counts from
+    // when the broker stored the key, across a clean restart too.
+    let dir = tempfile::tempdir().unwrap();
+    let ten_days_ago = T0 - 10 * 86_400_000;
+    let (mut p, _) = Partition::open(dir.path(), config(86_400_000, 1000), T0).unwrap();
+    p.append_client_batch(
+        &keyed(1, 0, &["old-event"], Compression::None, ten_days_ago),
+        T0,
+    )
+    .unwrap();
+    p.append_client_batch(
+        &keyed(2, 0, &["old-event"], Compression::None, ten_days_ago),
+        T0 + 1,
+    )
+    .unwrap();
+    assert_eq!(keys_of(&p), ["old-event"]);
+    p.close().unwrap();
+    let (mut p, _) = Partition::open(dir.path(), config(86_400_000, 1000), T0 + 2).unwrap();
+    p.append_client_batch(
+        &keyed(3, 0, &["old-event"], Compression::None, ten_days_ago),
+        T0 + 3,
+    )
+    .unwrap();
+    assert_eq!(keys_of(&p), ["old-event"]);
 }

@@ -208,7 +208,9 @@ proptest! {
         let mut producers: Vec<Producer> = vec![Producer::default(); 3];
         let mut model = Model::default();
         for op in ops {
-            now_ms += 1;
+            // Ops 10 ms apart, and each batch appended at its max timestamp (now + records - 1):
+            // a batch replayed after a crash then gets the time live apply gave it.
+            now_ms += 10;
             match op {
                 Op::Send { pid, keys, codec, txn } => {
                     let p = &mut producers[pid as usize];
@@ -217,11 +219,12 @@ proptest! {
                     p.next += keys.len() as i32;
                     p.last = Some(bytes.clone());
                     p.in_txn = txn;
-                    let x = append(&mut a, &bytes, now_ms);
-                    let y = append(b.as_mut().unwrap(), &bytes, now_ms);
+                    let at = now_ms + keys.len() as i64 - 1;
+                    let x = append(&mut a, &bytes, at);
+                    let y = append(b.as_mut().unwrap(), &bytes, at);
                     prop_assert_eq!(x, y);
                     prop_assert_eq!(x, Ok((model.next_offset, false)));
-                    model.send(pid, &keys, txn, now_ms);
+                    model.send(pid, &keys, txn, at);
                 }
                 Op::Retry { pid } => {
                     let Some(bytes) = producers[pid as usize].last.clone() else { continue };
@@ -266,8 +269,9 @@ struct Model {
 }
 
 impl Model {
+    /// A batch appended at broker time `now_ms`.
     fn send(&mut self, pid: i64, keys: &[u8], txn: bool, now_ms: i64) {
-        let time = now_ms + keys.len() as i64 - 1;
+        let time = now_ms;
         let mut seen = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let offset = self.next_offset + i as i64;

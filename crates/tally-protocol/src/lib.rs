@@ -35,5 +35,10 @@ pub use records::{validate_records, walk_records, RecordInfo, RecordsError};
 /// clients that do not know the tag skip it.
 pub const DESCRIBE_PRODUCERS_LAST_OFFSET_TAG: i32 = 10_000;
 
+/// Tally's extension to DescribeProducers: a tagged field of each partition response whose
+/// topic has `idempotency.key`, carrying its key index's counters: keys remembered, records
+/// dropped as duplicates, keys evicted (three u64, big-endian).
+pub const DESCRIBE_PRODUCERS_KEY_INDEX_TAG: i32 = 10_001;
+
 /// Kafka's error codes, re-exported so every crate names them the same way.
 pub use kafka_protocol::ResponseError;

@@ -11,6 +11,7 @@ mod demo;
 mod demo_transactions;
 mod dev_cluster_cmd;
 mod group_cmd;
+mod keys_cmd;
 mod partition_cmd;
 mod produce_cmd;
 mod producers_cmd;
@@ -80,6 +81,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Group(group_cmd::GroupArgs),
     /// Show each partition's producer table: producer id, epoch, last sequence and offset.
     Producers(producers_cmd::ProducersArgs),
+    /// Show each partition's idempotency-key index: keys remembered, duplicates dropped.
+    Keys(keys_cmd::KeysArgs),
     /// List and describe transactions, and abort a hanging one.
     Transactions(transactions_cmd::TransactionsArgs),
     /// Report sequence gaps and ranges stored twice in a topic (exit 1 if any range is).
@@ -185,6 +188,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Produce(args) => produce_cmd::run(args, client).await,
             Command::Consume(args) => consume_cmd::run(args, client).await,
             Command::Producers(args) => producers_cmd::run(args, client).await,
+            Command::Keys(args) => keys_cmd::run(args, client).await,
             Command::Cluster(args) => cluster_cmd::run(args, client).await,
             Command::Partition(args) => partition_cmd::run(args, client).await,
             Command::Transactions(args) => transactions_cmd::run(args, client).await,

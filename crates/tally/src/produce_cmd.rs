@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
   echo hello | tally produce orders
   tally produce orders --file events.txt --key-separator :
   printf 'user-1:signed up\\n' | tally produce orders --key-separator : --header source=cli
+  printf 'order-17:paid\\n' | tally produce payments --key-separator : --idempotency-key-header order-id
   seq 10 | tally produce orders --transactional-id loader-1
   seq 10 | tally produce orders --transactional-id loader-1 --abort")]
 pub struct ProduceArgs {
@@ -22,6 +23,11 @@ pub struct ProduceArgs {
     /// Split each line at the first occurrence into key and value.
     #[arg(long)]
     key_separator: Option<String>,
+    /// Send the part of each line before --key-separator as header NAME instead of as the
+    /// record key: the idempotency key of a topic with idempotency.key=header:NAME. (For a
+    /// topic with idempotency.key=key, --key-separator alone does it.)
+    #[arg(long, value_name = "NAME", requires = "key_separator")]
+    idempotency_key_header: Option<String>,
     /// Header added to every message (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE")]
     headers: Vec<String>,
@@ -105,8 +111,10 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> Result<()> {
             None => (None, line),
         };
         let mut record = ProducerRecord::new(args.topic.clone(), value);
-        if let Some(k) = key {
-            record = record.with_key(k);
+        match (key, &args.idempotency_key_header) {
+            (Some(k), Some(name)) => record = record.with_header(name.clone(), k),
+            (Some(k), None) => record = record.with_key(k),
+            (None, _) => {}
         }
         if let Some(p) = args.partition {
             record = record.with_partition(p);

@@ -5,7 +5,9 @@ use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
-use tally_protocol::{ResponseError, DESCRIBE_PRODUCERS_LAST_OFFSET_TAG};
+use tally_protocol::{
+    ResponseError, DESCRIBE_PRODUCERS_KEY_INDEX_TAG, DESCRIBE_PRODUCERS_LAST_OFFSET_TAG,
+};
 
 use super::RequestContext;
 use crate::broker::Broker;
@@ -29,9 +31,17 @@ pub async fn handle(
             // The producer table belongs to the partition's writer: ask it.
             let active = handle.run(active_producers).await;
             partitions.push(match active {
-                Ok(active) => PartitionResponse::default()
-                    .with_partition_index(index)
-                    .with_active_producers(active),
+                Ok((active, keys)) => {
+                    let mut response = PartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_active_producers(active);
+                    if let Some(keys) = keys {
+                        response
+                            .unknown_tagged_fields
+                            .insert(DESCRIBE_PRODUCERS_KEY_INDEX_TAG, keys);
+                    }
+                    response
+                }
                 Err(_) => unknown,
             });
         }
@@ -44,8 +54,19 @@ pub async fn handle(
     DescribeProducersResponse::default().with_topics(topics)
 }
 
-fn active_producers(partition: &mut tally_partition::Partition) -> Vec<ProducerState> {
-    producer_states(partition.producers())
+/// The producer table, and the key index's counters when the topic has idempotency keys.
+fn active_producers(
+    partition: &mut tally_partition::Partition,
+) -> (Vec<ProducerState>, Option<bytes::Bytes>) {
+    let keys = partition.key_index().map(|index| {
+        let stats = index.stats();
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&(index.len() as u64).to_be_bytes());
+        b.extend_from_slice(&stats.dropped_records.to_be_bytes());
+        b.extend_from_slice(&stats.evicted_keys.to_be_bytes());
+        bytes::Bytes::from(b)
+    });
+    (producer_states(partition.producers()), keys)
 }
 
 /// A producer table as DescribeProducers reports it (cluster mode reads a replica's).

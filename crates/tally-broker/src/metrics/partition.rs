@@ -35,6 +35,12 @@ pub struct PartitionMetrics {
     pub log_end_offset: AtomicI64,
     pub size_bytes: AtomicI64,
     pub segments: AtomicI64,
+    /// Idempotency keys (topic config `idempotency.key`): records not stored because their
+    /// key was, keys forgotten at `idempotency.window.max.keys`, and keys remembered. Copied
+    /// from the partition's key index after each turn of the writer.
+    pub key_duplicates_dropped: AtomicU64,
+    pub keys_evicted: AtomicU64,
+    pub keys_tracked: AtomicI64,
     /// Duplicates absorbed per producer id, for the console (not a metric: per-producer series
     /// would be unbounded). Held in memory only; it starts again at a restart.
     duplicates_by_producer: Mutex<HashMap<i64, u64>>,
@@ -62,6 +68,9 @@ pub struct PartitionCounts {
     pub log_end_offset: i64,
     pub size_bytes: i64,
     pub segments: i64,
+    pub key_duplicates_dropped: u64,
+    pub keys_evicted: u64,
+    pub keys_tracked: i64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -102,6 +111,14 @@ impl PartitionMetrics {
         set(&self.producers_tracked, partition.producers().len() as i64);
         set(&self.log_start_offset, partition.log_start_offset());
         set(&self.log_end_offset, partition.log_end_offset());
+        if let Some(index) = partition.key_index() {
+            let stats = index.stats();
+            self.key_duplicates_dropped
+                .store(stats.dropped_records, Ordering::Relaxed);
+            self.keys_evicted
+                .store(stats.evicted_keys, Ordering::Relaxed);
+            set(&self.keys_tracked, index.len() as i64);
+        }
         if storage {
             set(&self.size_bytes, partition.log().size_in_bytes() as i64);
             set(&self.segments, partition.log().segment_count() as i64);
@@ -160,6 +177,9 @@ impl PartitionMetrics {
             log_end_offset: g(&self.log_end_offset),
             size_bytes: g(&self.size_bytes),
             segments: g(&self.segments),
+            key_duplicates_dropped: c(&self.key_duplicates_dropped),
+            keys_evicted: c(&self.keys_evicted),
+            keys_tracked: g(&self.keys_tracked),
         }
     }
 }

@@ -82,6 +82,16 @@ fn partition_families() -> PartitionFamilies {
                 |p| p.unknown_producers,
             ),
             c(
+                "idempotency_key_duplicates_dropped",
+                "Records not stored because their idempotency key was (topic config idempotency.key)",
+                |p| p.key_duplicates_dropped,
+            ),
+            c(
+                "idempotency_keys_evicted",
+                "Idempotency keys forgotten because idempotency.window.max.keys was reached",
+                |p| p.keys_evicted,
+            ),
+            c(
                 "producers_expired",
                 "Producers forgotten after producer.id.expiration.ms",
                 |p| p.producers_expired,
@@ -113,6 +123,11 @@ fn partition_families() -> PartitionFamilies {
                 p.size_bytes
             }),
             g("log_segments", "Segments of the partition", |p| p.segments),
+            g(
+                "idempotency_keys",
+                "Idempotency keys the partition remembers",
+                |p| p.keys_tracked,
+            ),
         ],
     }
 }
