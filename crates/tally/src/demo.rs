@@ -42,6 +42,18 @@ enum DemoKind {
   tally demo transactions                    (starts its own broker in a temporary directory)
   tally --bootstrap 127.0.0.1:9092 demo transactions")]
     Transactions,
+    /// An order writer is killed before it hears its acknowledgements and a new process sends
+    /// every order again: two copies with Kafka's idempotence, one with idempotency keys.
+    #[command(after_help = "Examples:
+  tally demo idempotency-keys                (starts its own broker in a temporary directory)
+  tally --bootstrap 127.0.0.1:9092 demo idempotency-keys")]
+    IdempotencyKeys,
+    /// The order writer of `demo idempotency-keys` (started by it).
+    #[command(hide = true)]
+    OrderWriter {
+        #[arg(long)]
+        topic: String,
+    },
     /// The writer process of `demo transactions` (started by it).
     #[command(hide = true)]
     TransferWriter {
@@ -59,7 +71,12 @@ pub async fn run(args: DemoArgs, bootstrap: Option<String>) -> Result<()> {
             let bootstrap = bootstrap.ok_or_else(|| anyhow!("the writer needs --bootstrap"))?;
             return crate::demo_transactions::writer(bootstrap, transactional_id).await;
         }
-        DemoKind::Transactions => return transactions(bootstrap).await,
+        DemoKind::Transactions => return on_broker(bootstrap, Demo::Transactions).await,
+        DemoKind::IdempotencyKeys => return on_broker(bootstrap, Demo::Keys).await,
+        DemoKind::OrderWriter { topic } => {
+            let bootstrap = bootstrap.ok_or_else(|| anyhow!("the writer needs --bootstrap"))?;
+            return crate::demo_keys::writer(bootstrap, topic).await;
+        }
     };
     let idempotent = !no_idempotence;
     // The broker: the one given, or our own on a temporary directory.
@@ -228,10 +245,22 @@ pub async fn run(args: DemoArgs, bootstrap: Option<String>) -> Result<()> {
         .map_err(|e| anyhow!("the demo's message was not delivered: {e}"))
 }
 
-/// `demo transactions` on the given broker, or on one of its own in a temporary directory.
-async fn transactions(bootstrap: Option<String>) -> Result<()> {
+enum Demo {
+    Transactions,
+    Keys,
+}
+
+async fn run_demo(which: &Demo, bootstrap: &str) -> Result<()> {
+    match which {
+        Demo::Transactions => crate::demo_transactions::run(bootstrap).await,
+        Demo::Keys => crate::demo_keys::run(bootstrap).await,
+    }
+}
+
+/// A demo on the given broker, or on one of its own in a temporary directory.
+async fn on_broker(bootstrap: Option<String>, which: Demo) -> Result<()> {
     if let Some(addr) = bootstrap {
-        return crate::demo_transactions::run(&addr).await;
+        return run_demo(&which, &addr).await;
     }
     let dir = tempfile::Builder::new().prefix("tally-demo-").tempdir()?;
     let mut config = BrokerConfig::new();
@@ -239,7 +268,7 @@ async fn transactions(bootstrap: Option<String>) -> Result<()> {
     config.set("listeners", "127.0.0.1:0")?;
     config.set("http.listeners", "")?;
     let running = Broker::start(config).await?;
-    let result = crate::demo_transactions::run(&running.local_addr.to_string()).await;
+    let result = run_demo(&which, &running.local_addr.to_string()).await;
     running.shutdown().await;
     result
 }

@@ -8,6 +8,7 @@ mod chaos_cmd;
 mod cluster_cmd;
 mod consume_cmd;
 mod demo;
+mod demo_keys;
 mod demo_transactions;
 mod dev_cluster_cmd;
 mod group_cmd;

@@ -1,0 +1,127 @@
+//! Idempotency keys at the command line: `tally demo idempotency-keys`, `tally produce
+//! --idempotency-key-header`, `tally keys`, and a clear refusal of a bad `idempotency.key`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use tally_testkit::BrokerProcess;
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+fn tally(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(TALLY)
+        .arg("--bootstrap")
+        .arg(bootstrap)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tally");
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn the_demo_stores_every_order_twice_with_idempotence_alone_and_once_with_keys() {
+    let out = Command::new(TALLY)
+        .args(["demo", "idempotency-keys"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    let row = |topic: &str| {
+        text.lines()
+            .find(|l| l.starts_with(topic))
+            .unwrap_or_else(|| panic!("no row for {topic}: {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let plain = row("orders-idempotence ");
+    assert!(plain.contains(" 20 2: every order 2 times"), "{text}");
+    let keyed = row("orders-keys ");
+    assert!(keyed.contains(" 10 1: each order once 10"), "{text}");
+}
+
+#[test]
+fn produce_with_an_idempotency_key_header_and_the_keys_command() {
+    let broker = BrokerProcess::start(Path::new(TALLY), &[]);
+    let b = broker.bootstrap();
+    ok(&tally(
+        &b,
+        &[
+            "topic",
+            "create",
+            "payments",
+            "--config",
+            "idempotency.key=header:order-id",
+        ],
+        None,
+    ));
+    let lines = "o-1:paid 1\no-2:paid 2\n";
+    let args = [
+        "produce",
+        "payments",
+        "--key-separator",
+        ":",
+        "--idempotency-key-header",
+        "order-id",
+    ];
+    ok(&tally(&b, &args, Some(lines)));
+    ok(&tally(&b, &args, Some("o-2:paid 2\no-3:paid 3\n")));
+    let read = ok(&tally(
+        &b,
+        &[
+            "consume",
+            "payments",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+        ],
+        None,
+    ));
+    let values: Vec<&str> = read.lines().filter(|l| l.starts_with("paid")).collect();
+    assert_eq!(values, ["paid 1", "paid 2", "paid 3"], "{read}");
+    let keys = ok(&tally(&b, &["keys", "payments"], None));
+    assert!(keys.contains("idempotency.key=header:order-id"), "{keys}");
+    let row: Vec<&str> = keys
+        .lines()
+        .find(|l| l.trim_start().starts_with('0'))
+        .expect(&keys)
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["0", "3", "1", "0"], "{keys}");
+
+    let bad = tally(
+        &b,
+        &[
+            "topic",
+            "create",
+            "bad",
+            "--config",
+            "idempotency.key=value",
+        ],
+        None,
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("none, key or header:NAME"), "{stderr}");
+    let plain = tally(&b, &["keys", "__consumer_offsets"], None);
+    assert!(!plain.status.success());
+}
