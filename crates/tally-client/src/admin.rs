@@ -311,36 +311,43 @@ impl Admin {
         &self,
         topic: &str,
     ) -> Result<Vec<(String, String, bool)>, ClientError> {
-        let connection = self.cluster.any_connection().await?;
-        let version = connection.version(ApiKey::DescribeConfigs, 1, 4)?;
-        let request = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(StrBytes::from_string(topic.to_string()))
-                .with_configuration_keys(None),
-        ]);
-        let response = connection
-            .send(&request, version, self.cluster.config().request_timeout())
-            .await?;
-        let result = response
-            .results
-            .first()
-            .ok_or_else(|| ClientError::Protocol("empty DescribeConfigs answer".into()))?;
-        match result.error_code {
-            0 => {}
-            3 => return Err(ClientError::UnknownTopic(topic.to_string())),
-            code => return Err(ClientError::broker(code, result.error_message.as_deref())),
-        }
-        Ok(result
-            .configs
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                    c.config_source == 5,
-                )
-            })
-            .collect())
+        describe_topic_configs(&self.cluster, topic).await
     }
+}
+
+/// The topic's configs: (name, value, is_default).
+pub(crate) async fn describe_topic_configs(
+    cluster: &Cluster,
+    topic: &str,
+) -> Result<Vec<(String, String, bool)>, ClientError> {
+    let connection = cluster.any_connection().await?;
+    let version = connection.version(ApiKey::DescribeConfigs, 1, 4)?;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)]);
+    let response = connection
+        .send(&request, version, cluster.config().request_timeout())
+        .await?;
+    let result = response
+        .results
+        .first()
+        .ok_or_else(|| ClientError::Protocol("empty DescribeConfigs answer".into()))?;
+    match result.error_code {
+        0 => {}
+        3 => return Err(ClientError::UnknownTopic(topic.to_string())),
+        code => return Err(ClientError::broker(code, result.error_message.as_deref())),
+    }
+    Ok(result
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                c.config_source == 5,
+            )
+        })
+        .collect())
 }

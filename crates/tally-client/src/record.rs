@@ -18,6 +18,10 @@ pub struct ProducerRecord {
     pub headers: Vec<Header>,
     /// Milliseconds since the epoch; now when `None`.
     pub timestamp_ms: Option<i64>,
+    /// The record's idempotency key (Tally's topic config `idempotency.key`): the producer
+    /// sends it as the record key or as the header the topic names. See
+    /// [`ProducerRecord::with_idempotency_key`].
+    pub idempotency_key: Option<Bytes>,
 }
 
 impl ProducerRecord {
@@ -29,6 +33,7 @@ impl ProducerRecord {
             value: Some(value.into()),
             headers: Vec::new(),
             timestamp_ms: None,
+            idempotency_key: None,
         }
     }
 
@@ -47,6 +52,16 @@ impl ProducerRecord {
             key: key.into(),
             value: Some(value.into()),
         });
+        self
+    }
+
+    /// Sets the record's idempotency key: a Tally broker stores the record only if no record
+    /// with this key is stored in the partition within the topic's window. The producer puts
+    /// it where the topic's `idempotency.key` says (the record key, or header NAME, read once
+    /// per topic with DescribeConfigs); sending to a topic without the config is an error, so
+    /// that a missing config is not mistaken for protection.
+    pub fn with_idempotency_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 

@@ -7,6 +7,7 @@ mod accumulator;
 mod batch;
 mod config;
 mod delivery;
+mod idempotency_key;
 mod sender;
 mod transaction;
 
@@ -45,6 +46,8 @@ pub(crate) struct Inner {
     /// Records whose batch failed for good, ever (a transaction that lost one cannot commit).
     pub failed_records: AtomicU64,
     txn: Option<transaction::Transactions>,
+    /// Each topic's `idempotency.key`, read once when a record first carries such a key.
+    key_sources: idempotency_key::KeySources,
 }
 
 /// A Kafka producer. Cheap to share behind an `Arc`; `send` may be called from many tasks.
@@ -103,6 +106,7 @@ impl Producer {
             producer: Mutex::new((-1, -1)),
             memory,
             failed_records: AtomicU64::new(0),
+            key_sources: idempotency_key::KeySources::default(),
             txn: config
                 .transactional_id
                 .clone()
@@ -166,6 +170,10 @@ impl Producer {
             }
         }
         let mut record = record;
+        self.inner
+            .key_sources
+            .place(&self.inner.cluster, &mut record)
+            .await?;
         if let Some(txn) = &self.inner.txn {
             txn.check_open()
                 .map_err(|e| ClientError::Config(e.to_string()))?;
