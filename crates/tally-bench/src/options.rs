@@ -98,6 +98,14 @@ pub struct BenchOptions {
     /// commits per second = msg/s / this.
     #[arg(long, value_name = "MESSAGES")]
     pub transaction_messages: Option<u64>,
+    /// Give every message its own record key (unique in the run), as an application's
+    /// idempotency key would be.
+    #[arg(long)]
+    pub unique_keys: bool,
+    /// A config of the topic when the bench creates it (repeatable), e.g.
+    /// idempotency.key=key.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    pub topic_configs: Vec<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +147,9 @@ impl BenchOptions {
         }
         if self.transaction_messages.is_some() && !self.idempotent() {
             return bad("transactions need idempotence");
+        }
+        if self.topic_configs.iter().any(|c| !c.contains('=')) {
+            return bad("--topic-config takes KEY=VALUE");
         }
         Ok(())
     }

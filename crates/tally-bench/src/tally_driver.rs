@@ -183,6 +183,10 @@ async fn produce_one(
         (acked, errors, latencies, last)
     });
     let payloads = Payloads::new(options.message_size);
+    // Keys unique across runs on the same topic, too.
+    let run_nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let pacer = Pacer::new(options.rate.map(|r| (r / options.producers as u64).max(1)));
     let limit = if options.duration_secs.is_some() {
         u64::MAX
@@ -209,7 +213,10 @@ async fn produce_one(
         if let Some(wait) = pacer.delay(n) {
             tokio::time::sleep(wait).await;
         }
-        let record = ProducerRecord::new(options.topic.clone(), payloads.value(n));
+        let mut record = ProducerRecord::new(options.topic.clone(), payloads.value(n));
+        if options.unique_keys {
+            record = record.with_key(format!("{run_nonce:016x}-{index}-{n}"));
+        }
         let t0 = Instant::now();
         let delivery = producer.send(record).await?;
         if tx.send((t0, delivery)).is_err() {

@@ -13,9 +13,13 @@ pub async fn prepare_topic(
     let info = match admin.describe_topic(&options.topic).await {
         Ok(info) => info,
         Err(ClientError::UnknownTopic(_)) => {
-            admin
-                .create_topic(NewTopic::new(options.topic.clone(), options.partitions))
-                .await?;
+            let mut topic = NewTopic::new(options.topic.clone(), options.partitions);
+            for pair in &options.topic_configs {
+                if let Some((k, v)) = pair.split_once('=') {
+                    topic.configs.push((k.to_string(), v.to_string()));
+                }
+            }
+            admin.create_topic(topic).await?;
             admin.describe_topic(&options.topic).await?
         }
         Err(e) => return Err(e.into()),

@@ -93,7 +93,8 @@ pub fn keys_in_batch(
         return Ok(Vec::new());
     }
     let records = BatchRecords::read(header, bytes, MAX_DECOMPRESSED_BATCH_BYTES, source)?;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<&[u8], foldhash::fast::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(records.len(), Default::default());
     let mut keys = Vec::new();
     for (i, r) in records.records.iter().enumerate() {
         if let Some(key) = records.key(i) {
