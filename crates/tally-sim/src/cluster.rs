@@ -23,7 +23,7 @@ use turmoil::Sim;
 use crate::leaders::TermLeaders;
 use crate::oracle::Oracle;
 use crate::run::{
-    add_clients, new_sim, power_cut, producer_host, run_world, FaultDriver, TrackedDir,
+    add_clients, fault_line, new_sim, power_cut, producer_host, run_world, FaultDriver, TrackedDir,
 };
 use crate::world::{
     broker_host, broker_software, producer_hosts, BrokerSetup, Registry, SimFailure, SimOptions,
@@ -161,11 +161,7 @@ impl FaultDriver for Driver {
             Fault::LostAnswers(k, p) => sim.partition_oneway(h[k].as_str(), producer_host(p)),
             Fault::ClientCut(k, p) => sim.partition(h[k].as_str(), producer_host(p)),
         }
-        self.log.push(format!(
-            "{:>7.3}s {fault:?} for {} ms",
-            now.as_secs_f64(),
-            length.as_millis()
-        ));
+        self.log.push(fault_line(now, &fault, length));
         self.active = Some(fault);
         length
     }

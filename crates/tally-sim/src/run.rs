@@ -35,6 +35,16 @@ pub(crate) trait FaultDriver {
     }
 }
 
+/// The fault log's line for a fault started at `now` (simulated time) for `length`: one
+/// format for both worlds, so their replays read alike.
+pub(crate) fn fault_line(now: Duration, fault: &impl std::fmt::Debug, length: Duration) -> String {
+    format!(
+        "{:>7.3}s {fault:?} for {} ms",
+        now.as_secs_f64(),
+        length.as_millis()
+    )
+}
+
 pub(crate) fn producer_host(k: usize) -> String {
     format!("producer{k}")
 }

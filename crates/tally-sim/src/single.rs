@@ -10,7 +10,7 @@ use turmoil::Sim;
 
 use crate::oracle::Oracle;
 use crate::run::{
-    add_clients, new_sim, power_cut, producer_host, run_world, FaultDriver, TrackedDir,
+    add_clients, fault_line, new_sim, power_cut, producer_host, run_world, FaultDriver, TrackedDir,
 };
 use crate::world::{
     broker_host, broker_software, producer_hosts, BrokerSetup, SimFailure, SimOptions, SimReport,
@@ -62,11 +62,7 @@ impl FaultDriver for Driver {
                 power_cut(&self.dir, &mut self.power_cut_losses, &mut self.log);
             }
         }
-        self.log.push(format!(
-            "{:>7.3}s {fault:?} for {} ms",
-            now.as_secs_f64(),
-            length.as_millis()
-        ));
+        self.log.push(fault_line(now, &fault, length));
         self.active = Some(fault);
         length
     }
