@@ -174,9 +174,15 @@ impl TopicRegistry {
                 .and_then(|_| tally_log::storage::sync_dir(&dir))
                 .map_err(storage)?;
         }
+        let mut partition_config = self.config.partition_config(configs);
+        if is_internal(topic) {
+            // The broker's own records are keyed by group, partition or transactional id, and
+            // each new one supersedes the last: a broker default `log.idempotency.key` must
+            // never drop them.
+            partition_config.idempotency = None;
+        }
         let (partition, report) =
-            Partition::open(&dir, self.config.partition_config(configs), now_ms)
-                .map_err(storage)?;
+            Partition::open(&dir, partition_config, now_ms).map_err(storage)?;
         Ok((
             Arc::new(PartitionHandle::start(
                 topic.to_string(),

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use tally_testkit::BrokerProcess;
+use tally_testkit::{http_get, BrokerProcess};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
@@ -124,4 +124,85 @@ fn produce_with_an_idempotency_key_header_and_the_keys_command() {
     assert!(stderr.contains("none, key or header:NAME"), "{stderr}");
     let plain = tally(&b, &["keys", "__consumer_offsets"], None);
     assert!(!plain.status.success());
+}
+
+/// With the broker default `log.idempotency.key=key`, user topics take it and the broker's own
+/// topics do not: their records are keyed by group, partition or transactional id, and each
+/// new one supersedes the last. They keep no key index (the metric stays 0), and a group's
+/// second commit survives a SIGKILL.
+#[test]
+fn the_broker_default_spares_the_broker_s_own_records() {
+    let mut broker = BrokerProcess::start(
+        Path::new(TALLY),
+        &[
+            "--set",
+            "log.idempotency.key=key",
+            "--set",
+            "group.initial.rebalance.delay.ms=0",
+        ],
+    );
+    let b = broker.bootstrap();
+    ok(&tally(&b, &["topic", "create", "events"], None));
+    let lines: String = (0..10).map(|i| format!("k{i}:v{i}\n")).collect();
+    ok(&tally(
+        &b,
+        &["produce", "events", "--key-separator", ":"],
+        Some(&lines),
+    ));
+    // The topic took the broker default: resending stores nothing.
+    ok(&tally(
+        &b,
+        &["produce", "events", "--key-separator", ":"],
+        Some(&lines),
+    ));
+    let consume = |n: &str| {
+        ok(&tally(
+            &b,
+            &[
+                "consume",
+                "events",
+                "--group",
+                "g",
+                "--from-beginning",
+                "-n",
+                n,
+            ],
+            None,
+        ))
+    };
+    assert_eq!(consume("4").lines().count(), 4);
+    let second = consume("3");
+    assert_eq!(second.lines().collect::<Vec<_>>(), ["v4", "v5", "v6"]);
+    let metrics = http_get(broker.http_addr().expect("http listener"), "/metrics")
+        .unwrap()
+        .1;
+    let keys = |topic: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tally_idempotency_keys{") && l.contains(topic))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(keys("\"events\""), ["10"], "{metrics}");
+    assert_eq!(keys("__consumer_offsets"), ["0"], "{metrics}");
+    let dropped = ok(&tally(&b, &["keys", "events"], None));
+    assert!(
+        dropped
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", "10", "10", "0"]),
+        "{dropped}"
+    );
+    broker.kill9();
+    broker.restart();
+    let b = broker.bootstrap();
+    let rest = ok(&tally(
+        &b,
+        &["consume", "events", "--group", "g", "-n", "3"],
+        None,
+    ));
+    assert_eq!(
+        rest.lines().collect::<Vec<_>>(),
+        ["v7", "v8", "v9"],
+        "the group resumed after its last commit"
+    );
 }
