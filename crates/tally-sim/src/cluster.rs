@@ -293,6 +293,7 @@ pub fn run_cluster_seed(seed: u64, options: &SimOptions) -> Result<SimReport, Si
             flush_each: false,
             cluster: Some((k + 1, voters.join(","), n)),
             registry: Some(Arc::clone(&registry)),
+            idempotency_keys: false,
         };
         sim.host(host.as_str(), move || broker_software(setup.clone()));
     }

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         (None, Some(n)) => (value("--start").unwrap_or(0), n),
         _ => {
             eprintln!(
-                "usage: tally-sim --seed N | --seeds COUNT [--start N] [--messages N] [--brokers N]"
+                "usage: tally-sim --seed N | --seeds COUNT [--start N] [--messages N] [--brokers N] [--idempotency-keys]"
             );
             return ExitCode::from(2);
         }
@@ -39,6 +39,10 @@ fn main() -> ExitCode {
     };
     if args.iter().any(|a| a == "--no-faults") {
         options.faults = false;
+    }
+    // The single broker with log.idempotency.key=key, each message its own key.
+    if args.iter().any(|a| a == "--idempotency-keys") {
+        options.idempotency_keys = true;
     }
     if let Some(n) = value("--messages") {
         options.messages = n as usize;

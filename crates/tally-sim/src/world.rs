@@ -46,6 +46,10 @@ pub struct SimOptions {
     /// Brokers: 1 runs the single broker; more run a cluster (`crate::cluster`), every
     /// partition replicated to all of them.
     pub brokers: usize,
+    /// The single broker runs with `log.idempotency.key=key` and every message is its own
+    /// record key, so the key index lives through the crashes and power cuts (and any record
+    /// it wrongly dropped would be an acknowledged loss).
+    pub idempotency_keys: bool,
 }
 
 impl Default for SimOptions {
@@ -65,6 +69,7 @@ impl Default for SimOptions {
             power_cuts: true,
             power_cuts_without_flush: false,
             brokers: 1,
+            idempotency_keys: false,
         }
     }
 }
@@ -200,6 +205,8 @@ pub(crate) struct BrokerSetup {
     /// Where the broker announces itself once open, by host: the cluster driver reads its
     /// replicas' Raft state from there.
     pub registry: Option<Registry>,
+    /// `log.idempotency.key=key` (single broker only).
+    pub idempotency_keys: bool,
 }
 
 pub(crate) type Registry = Arc<Mutex<std::collections::BTreeMap<String, Weak<Broker>>>>;
@@ -213,6 +220,7 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
         flush_each,
         cluster,
         registry,
+        idempotency_keys,
     } = setup;
     let mut config = BrokerConfig::new();
     config.set("log.dirs", &dir.to_string_lossy())?;
@@ -228,6 +236,9 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
     config.set("log.segment.bytes", "4096")?;
     if flush_each {
         config.set("log.flush.interval.messages", "1")?;
+    }
+    if idempotency_keys {
+        config.set("log.idempotency.key", "key")?;
     }
     // Writers as tasks of the simulated host and the host's (simulated) time as the wall clock,
     // so a seed replays the same run.
@@ -290,8 +301,11 @@ pub(crate) async fn producer_software(
             let mut pending = Vec::new();
             for i in 0..count {
                 let value = format!("{prefix}{index}-{i}");
-                let record = ProducerRecord::new(TOPIC, value.clone())
+                let mut record = ProducerRecord::new(TOPIC, value.clone())
                     .with_partition((i % options.partitions as usize) as i32);
+                if options.idempotency_keys {
+                    record = record.with_key(value.clone());
+                }
                 loop {
                     match producer.send(record.clone()).await {
                         Ok(d) => {
