@@ -16,8 +16,9 @@
 //! offset (retention took its segment), is not stored any more, whether or not it has been
 //! purged from memory yet.
 
-use std::collections::{hash_map, VecDeque};
 use std::sync::Arc;
+
+use crate::key_table::KeyTable;
 
 // Keys come from clients, so the hasher must resist chosen collisions (randomly seeded), and it
 // runs a few times per record: foldhash, hashbrown's own default, at a fraction of SipHash's
@@ -79,13 +80,6 @@ pub struct KeyStats {
     pub evicted_keys: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    stored: StoredKey,
-    /// Which entry of `order` is this key's: an older entry for the same key is stale.
-    generation: u64,
-}
-
 #[derive(Debug, Clone, Default)]
 struct Staged {
     keys: Vec<(Arc<[u8]>, StoredKey)>,
@@ -95,10 +89,8 @@ struct Staged {
 #[derive(Debug, Clone)]
 pub struct KeyIndex {
     config: IdempotencyConfig,
-    map: HashMap<Arc<[u8]>, Slot>,
-    /// Keys in the order they were stored (log order), with their generation.
-    order: VecDeque<(Arc<[u8]>, u64)>,
-    next_generation: u64,
+    /// The stored keys, and the log order they were stored in.
+    keys: KeyTable,
     /// Keys of open transactions, per producer id.
     staged: HashMap<i64, Staged>,
     /// The newest key time seen: the lower bound of a replayed batch's time.
@@ -110,9 +102,7 @@ impl KeyIndex {
     pub fn new(config: IdempotencyConfig) -> KeyIndex {
         KeyIndex {
             config,
-            map: HashMap::default(),
-            order: VecDeque::new(),
-            next_generation: 0,
+            keys: KeyTable::default(),
             staged: HashMap::default(),
             latest_timestamp_ms: -1,
             stats: KeyStats::default(),
@@ -125,11 +115,11 @@ impl KeyIndex {
 
     /// Keys remembered (some may be past the window and not yet purged).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.keys.len() == 0
     }
 
     pub fn stats(&self) -> KeyStats {
@@ -139,9 +129,9 @@ impl KeyIndex {
     /// Whether `key` is stored: remembered, within the window at `now_ms`, and at or above
     /// the log start offset.
     pub fn is_stored(&self, key: &[u8], now_ms: i64, log_start_offset: i64) -> bool {
-        self.map.get(key).is_some_and(|slot| {
-            slot.stored.offset >= log_start_offset && !self.expired(slot.stored, now_ms)
-        })
+        self.keys
+            .get(key)
+            .is_some_and(|s| s.offset >= log_start_offset && !self.expired(s, now_ms))
     }
 
     /// Whether `producer_id`'s open transaction already holds `key`.
@@ -245,67 +235,31 @@ impl KeyIndex {
     }
 
     fn store(&mut self, key: Arc<[u8]>, stored: StoredKey) {
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        self.order.push_back((Arc::clone(&key), generation));
-        self.map.insert(key, Slot { stored, generation });
-        while self.map.len() > self.config.max_keys {
-            if self.pop_front().is_some() {
+        self.keys.insert(key, stored);
+        while self.keys.len() > self.config.max_keys {
+            if self.keys.pop_front().is_some() {
                 self.stats.evicted_keys += 1;
             }
         }
-    }
-
-    /// Forgets the oldest live key; stale entries of `order` are skipped on the way.
-    fn pop_front(&mut self) -> Option<StoredKey> {
-        while let Some((key, generation)) = self.order.pop_front() {
-            if let hash_map::Entry::Occupied(e) = self.map.entry(key) {
-                if e.get().generation == generation {
-                    return Some(e.remove().stored);
-                }
-            }
-        }
-        None
     }
 
     /// Forgets keys from the oldest on while they are past the window or below
     /// `log_start_offset`. Keys stored out of time order wait for their turn, but
     /// [`KeyIndex::is_stored`] ignores them meanwhile.
     pub fn purge(&mut self, now_ms: i64, log_start_offset: i64) {
-        while let Some((key, generation)) = self.order.front() {
-            let front = self.map.get(key).filter(|s| s.generation == *generation);
-            match front {
-                None => {
-                    self.order.pop_front();
-                }
-                Some(slot)
-                    if slot.stored.offset < log_start_offset
-                        || self.expired(slot.stored, now_ms) =>
-                {
-                    self.pop_front();
-                }
-                Some(_) => break,
+        while let Some(front) = self.keys.front() {
+            if front.offset >= log_start_offset && !self.expired(front, now_ms) {
+                break;
             }
+            self.keys.pop_front();
         }
-        if self.order.len() > 2 * self.map.len() + 1024 {
-            // Many keys were stored again: drop the stale entries in one pass.
-            let map = &self.map;
-            self.order
-                .retain(|(k, g)| map.get(k).is_some_and(|s| s.generation == *g));
-        }
+        self.keys.compact();
     }
 
     /// The stored keys in log order, then the staged ones per producer (what a snapshot holds;
     /// tests compare it).
     pub fn entries(&self) -> (KeyList, StagedKeys) {
-        let stored = self
-            .order
-            .iter()
-            .filter_map(|(k, g)| {
-                let slot = self.map.get(k).filter(|s| s.generation == *g)?;
-                Some((Arc::clone(k), slot.stored))
-            })
-            .collect();
+        let stored = self.keys.in_order().collect();
         let mut staged: StagedKeys = self
             .staged
             .iter()

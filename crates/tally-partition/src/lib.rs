@@ -21,6 +21,7 @@ mod entry;
 mod key_filter;
 mod key_index;
 mod key_snapshot;
+mod key_table;
 mod partition;
 mod partition_reader;
 mod producer_state_entry;
