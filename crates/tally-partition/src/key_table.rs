@@ -45,22 +45,26 @@ impl KeyTable {
     /// Stores `key` as the newest, replacing what was remembered of it.
     pub(crate) fn insert(&mut self, key: Arc<[u8]>, stored: StoredKey) {
         let hash = self.hasher.hash_one(&*key);
-        if let Ok(old) = self.table.find_entry(hash, |s| *s.key == *key) {
-            old.remove();
-        }
         let generation = self.next_generation;
         self.next_generation += 1;
         self.order.push_back((hash, generation));
-        self.table.insert_unique(
-            hash,
-            Slot {
-                hash,
-                generation,
-                key,
-                stored,
-            },
-            |s| s.hash,
-        );
+        // One probe: a key stored again keeps its slot with a new generation (its old queue
+        // entry goes stale).
+        match self.table.entry(hash, |s| *s.key == *key, |s| s.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                slot.generation = generation;
+                slot.stored = stored;
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(Slot {
+                    hash,
+                    generation,
+                    key,
+                    stored,
+                });
+            }
+        }
     }
 
     /// The oldest live key, stale queue entries dropped on the way.
