@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use tally_log::{storage, Log, LogError};
-use tally_protocol::{parse_marker, BatchHeader, BatchRecords, KeySource, RecordsError};
+use tally_protocol::{
+    parse_marker, BatchHeader, BatchRecords, EndTxnMarker, KeySource, RecordsError,
+};
 use tracing::warn;
 
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::MAX_DECOMPRESSED_BATCH_BYTES;
+use crate::entry::Entry;
 use crate::key_index::{IdempotencyConfig, KeptKey, KeyClock, KeyIndex};
 use crate::key_snapshot::{list_key_snapshots, read_key_snapshot};
 
@@ -107,6 +110,32 @@ pub fn keys_in_batch(
         }
     }
     Ok(keys)
+}
+
+/// The key index's transition for an applied entry (at the broker's append time): the
+/// filter's kept keys, or the keys read from the bytes of an entry that did not go through
+/// the filter, as replay reads them.
+pub(crate) fn index_entry(
+    index: &mut KeyIndex,
+    header: &BatchHeader,
+    entry: &Entry<'_>,
+    marker: Option<&EndTxnMarker>,
+) {
+    let clock = KeyClock::Appended(entry.append_time_ms);
+    match entry.keys {
+        Some(filtered) => {
+            index.count_dropped(filtered.dropped);
+            index.index_batch(header, &filtered.kept, marker, clock);
+        }
+        None => {
+            let keys =
+                keys_in_batch(&index.config().source, header, entry.bytes).unwrap_or_else(|e| {
+                    warn!(offset = header.base_offset, error = %e, "records without readable keys");
+                    Vec::new()
+                });
+            index.index_batch(header, &keys, marker, clock);
+        }
+    }
 }
 
 /// Opens the key index: the newest readable key snapshot at or below the log end, then the

@@ -24,18 +24,7 @@ pub(crate) fn key_snapshot_path(dir: &Path, offset: i64) -> PathBuf {
 
 /// Key snapshot files in `dir`, oldest first.
 pub(crate) fn list_key_snapshots(dir: &Path) -> Vec<(i64, PathBuf)> {
-    let mut out: Vec<(i64, PathBuf)> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let offset = name.strip_suffix(".keys")?.parse::<i64>().ok()?;
-            Some((offset, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
+    crate::snapshot::list_by_suffix(dir, ".keys")
 }
 
 fn put_keys(body: &mut Vec<u8>, keys: &[(Arc<[u8]>, StoredKey)]) {

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::validate_client_batch;
 use crate::entry::{Decision, Entry, EntryOrigin};
-use crate::key_filter::{filter_batch, keys_in_batch, open_key_index, replay_keys, FilteredBatch};
-use crate::key_index::{IdempotencyConfig, KeyClock, KeyIndex};
+use crate::key_filter::{filter_batch, index_entry, open_key_index, replay_keys, FilteredBatch};
+use crate::key_index::{IdempotencyConfig, KeyIndex};
 use crate::key_snapshot::{list_key_snapshots, write_key_snapshot};
 use crate::partition_reader::PartitionReader;
 use crate::producer_table::{AppendDecision, CompletedTxn, ProducerTable};
@@ -339,7 +339,9 @@ impl Partition {
             marker.as_ref(),
             entry.append_time_ms,
         );
-        self.index_keys(&header, &entry, marker.as_ref());
+        if let Some(index) = &mut self.keys {
+            index_entry(index, &header, &entry, marker.as_ref());
+        }
         if let Some(aborted) = aborted_entry(&self.producers, completed) {
             if let Err(e) = self.log.append_aborted_txn(aborted) {
                 // The marker is in the log but its index entry is not: refuse appends until a
@@ -354,35 +356,6 @@ impl Partition {
             log_start_offset: self.log.log_start_offset(),
             duplicate: false,
         })
-    }
-
-    /// The key index's transition for an applied entry: the filter's kept keys, or the keys
-    /// read from the bytes (an entry that did not go through the filter), as replay reads them.
-    fn index_keys(
-        &mut self,
-        header: &BatchHeader,
-        entry: &Entry<'_>,
-        marker: Option<&EndTxnMarker>,
-    ) {
-        let Some(index) = &mut self.keys else {
-            return;
-        };
-        match entry.keys {
-            Some(filtered) => {
-                index.count_dropped(filtered.dropped);
-                let clock = KeyClock::Appended(entry.append_time_ms);
-                index.index_batch(header, &filtered.kept, marker, clock);
-            }
-            None => {
-                let keys = keys_in_batch(&index.config().source, header, entry.bytes)
-                    .unwrap_or_else(|e| {
-                        warn!(offset = header.base_offset, error = %e, "records without readable keys");
-                        Vec::new()
-                    });
-                let clock = KeyClock::Appended(entry.append_time_ms);
-                index.index_batch(header, &keys, marker, clock);
-            }
-        }
     }
 
     /// Applies the `flush.messages` policy to everything applied so far: with
@@ -572,27 +545,19 @@ impl Partition {
     pub fn set_config(&mut self, config: PartitionConfig, now_ms: i64) -> Result<(), AppendError> {
         self.log.set_config(config.log.clone());
         if config.idempotency != self.config.idempotency {
+            let start = self.log.log_start_offset();
             self.keys = match &config.idempotency {
-                Some(c) => Some(self.rebuild_key_index(c, now_ms)?),
+                Some(c) => Some(replay_keys(
+                    &self.log,
+                    KeyIndex::new(c.clone()),
+                    start,
+                    now_ms,
+                )?),
                 None => None,
             };
         }
         self.config = config;
         Ok(())
-    }
-
-    fn rebuild_key_index(
-        &self,
-        config: &IdempotencyConfig,
-        now_ms: i64,
-    ) -> Result<KeyIndex, AppendError> {
-        let start = self.log.log_start_offset();
-        Ok(replay_keys(
-            &self.log,
-            KeyIndex::new(config.clone()),
-            start,
-            now_ms,
-        )?)
     }
 }
 

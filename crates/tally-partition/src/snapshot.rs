@@ -43,13 +43,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 
 /// Snapshot files in `dir`, oldest first, with the offset each was taken at.
 pub fn list_snapshots(dir: &Path) -> Vec<(i64, PathBuf)> {
+    list_by_suffix(dir, ".snapshot")
+}
+
+/// Files named `<offset><suffix>` in `dir`, oldest first, with their offset (producer and
+/// idempotency-key snapshots).
+pub(crate) fn list_by_suffix(dir: &Path, suffix: &str) -> Vec<(i64, PathBuf)> {
     let mut out: Vec<(i64, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let offset = name.strip_suffix(".snapshot")?.parse::<i64>().ok()?;
+            let offset = name.strip_suffix(suffix)?.parse::<i64>().ok()?;
             Some((offset, e.path()))
         })
         .collect();
