@@ -154,9 +154,18 @@ fn a_leader_change_moves_the_epoch_and_every_answer_follows_it() {
     // A produce to the remaining follower names the new leader (KIP-951).
     let follower = (1..=3).find(|n| *n != leader && *n != new_leader).unwrap();
     let mut f = WireClient::connect(nodes[follower as usize - 1].addr).unwrap();
-    let answer = f
-        .produce(10, TOPIC, 0, BatchSpec::new(-1, -1, -1, 1).encode())
-        .unwrap();
+    // The follower learns of the new leader from the next heartbeat: until then it has no
+    // hint to give (-1). Ask again for a few seconds; the hint it then gives must be exact.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let answer = loop {
+        let answer = f
+            .produce(10, TOPIC, 0, BatchSpec::new(-1, -1, -1, 1).encode())
+            .unwrap();
+        if answer.current_leader.leader_id.0 != -1 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(answer.error_code, NOT_LEADER_OR_FOLLOWER);
     assert_eq!(answer.current_leader.leader_id.0, new_leader);
     assert_eq!(answer.current_leader.leader_epoch, new_epoch);
