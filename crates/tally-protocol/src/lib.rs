@@ -3,7 +3,8 @@
 //! of API versions the broker advertises, the zero-copy view of a RecordBatch v2 header (read the
 //! producer fields, check the CRC-32C, patch the base offset and partition leader epoch in place),
 //! transaction markers (control batches), idempotency keys (which record carries which key, and
-//! a batch rebuilt without some of its records), a bounded, streaming walk over the records inside a batch (for validation and timestamp
+//! a batch rebuilt without some of its records), SCRAM (RFC 5802/7677: stored credentials and both
+//! sides of the exchange), a bounded, streaming walk over the records inside a batch (for validation and timestamp
 //! lookups, decompressing when needed), and Kafka's sequence-number arithmetic.
 //!
 //! It does no I/O and knows nothing about partitions or producers' state: everything here is a
@@ -16,6 +17,7 @@ pub mod legacy_produce;
 pub mod record_batch;
 pub mod record_keys;
 pub mod records;
+pub mod scram;
 pub mod sequence;
 
 pub use api_versions::{
