@@ -24,6 +24,7 @@ mod internal_log;
 pub mod metrics;
 pub mod partition_handle;
 mod producer_id_manager;
+pub mod security;
 mod server;
 pub mod tls;
 mod topic_error;
