@@ -18,6 +18,7 @@ use crate::group::store::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::partition_handle::WriterMode;
 use crate::producer_id_manager::ProducerIdManager;
+use crate::security::CredentialStore;
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
 use crate::txn::{OffsetsMarkerHook, TxnCoordinator, TRANSACTION_STATE_TOPIC};
@@ -52,6 +53,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot start the cluster node: {0}")]
     Cluster(std::io::Error),
+    #[error("{0}")]
+    Credentials(#[from] crate::security::CredentialError),
 }
 
 /// How a broker is run besides its config: what a simulation changes.
@@ -84,6 +87,8 @@ pub struct Broker {
     pub producer_ids: Arc<ProducerIdManager>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TxnCoordinator>,
+    /// SCRAM credentials, checked by SASL listeners and changed by AlterUserScramCredentials.
+    pub credentials: Arc<CredentialStore>,
     /// Request and connection metrics (the partitions keep their own).
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
     /// Cluster mode (`controller.quorum.voters` set): topics are served by Raft groups.
@@ -186,6 +191,13 @@ impl Broker {
                 path: log_dir.display().to_string(),
                 source,
             })?;
+        let credentials = {
+            let config = Arc::clone(&config);
+            let log_dir = log_dir.clone();
+            tokio::task::spawn_blocking(move || open_credentials(&config, &log_dir))
+                .await
+                .expect("credentials task")?
+        };
         let topics = {
             let config = Arc::clone(&config);
             let log_dir = log_dir.clone();
@@ -242,6 +254,7 @@ impl Broker {
         )
         .await?;
         Ok(Arc::new(Broker {
+            credentials,
             groups,
             txns,
             cluster,
@@ -277,6 +290,35 @@ impl Broker {
         }
         self.topics.close_all().await;
     }
+}
+
+/// The credential store, with `sasl.bootstrap.users` (and its file) created in it when absent.
+fn open_credentials(
+    config: &BrokerConfig,
+    log_dir: &std::path::Path,
+) -> Result<Arc<CredentialStore>, StartError> {
+    use crate::security::credential_store::parse_bootstrap_users;
+    use crate::security::CredentialError;
+    let store = CredentialStore::open(log_dir)?;
+    let (file, _) = config.get("sasl.bootstrap.users.file");
+    let file_text = match file.as_str() {
+        "" => None,
+        path => Some(
+            std::fs::read_to_string(path).map_err(|source| CredentialError::Io {
+                path: format!("sasl.bootstrap.users.file {path}"),
+                source,
+            })?,
+        ),
+    };
+    let users = parse_bootstrap_users(&config.get("sasl.bootstrap.users").0, file_text.as_deref())?;
+    let created = store.bootstrap(&users)?;
+    if created > 0 {
+        info!(
+            users = created,
+            "created SCRAM credentials from sasl.bootstrap.users"
+        );
+    }
+    Ok(Arc::new(store))
 }
 
 /// The cluster node of a broker in cluster mode: its Raft listener on its voter address (or

@@ -245,6 +245,18 @@ impl BrokerConfig {
         self.long("ssl.keystore.check.interval.ms").max(100) as u64
     }
 
+    pub fn failed_authentication_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.long("connection.failed.authentication.delay.ms") as u64
+        )
+    }
+
+    /// `sasl.enabled.mechanisms`, checked when the key was set.
+    pub fn sasl_mechanisms(&self) -> Vec<crate::security::Mechanism> {
+        crate::security::sasl_session::parse_mechanisms(&self.get("sasl.enabled.mechanisms").0)
+            .unwrap_or_default()
+    }
+
     pub fn max_connections(&self) -> usize {
         self.long("max.connections") as usize
     }
@@ -498,10 +510,15 @@ mod tests {
             .to_string()
             .contains("out of range"));
         assert!(c.set("auto.create.topics.enable", "yes").is_err());
+        let err = c
+            .set("sasl.enabled.mechanisms", "PLAIN,GSSAPI")
+            .unwrap_err();
+        assert!(err.to_string().contains("GSSAPI"), "{err}");
+        c.set("sasl.enabled.mechanisms", "SCRAM-SHA-512").unwrap();
         assert!(c.set("log.message.timestamp.type", "Wall").is_err());
         assert!(c.set_pair("num.partitions").is_err());
         assert!(c.merge_toml_str("num.partitions = ").is_err());
-        c.set("listeners", "SASL_SSL://h:1").unwrap();
+        c.set("listeners", "SASL_GSSAPI://h:1").unwrap();
         assert!(c.validate().is_err());
         c.set("listeners", "a:1,b:2").unwrap();
         assert!(c.validate().is_err());

@@ -11,6 +11,8 @@ pub enum ConfigType {
     Short = 4,
     Long = 5,
     List = 7,
+    /// Shown to no one: DescribeConfigs marks it sensitive and leaves its value out.
+    Password = 9,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,13 +69,17 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("broker.id", Int, "0", 0, "Synonym of node.id."),
     def("log.dirs", STRING, "./tally-data", 0, "The directory holding all data (one directory is supported)."),
     def("log.dir", STRING, "./tally-data", 0, "Synonym of log.dirs, used when log.dirs is not set."),
-    def("listeners", STRING, "PLAINTEXT://127.0.0.1:9092", 0, "The address to listen on: HOST:PORT, PLAINTEXT://HOST:PORT or SSL://HOST:PORT."),
+    def("listeners", STRING, "PLAINTEXT://127.0.0.1:9092", 0, "The address to listen on: HOST:PORT or PROTOCOL://HOST:PORT with PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
     def("advertised.listeners", STRING, "", 0, "The address put in Metadata responses; defaults to the listener."),
     def("http.listeners", STRING, "127.0.0.1:9644", 0, "The HTTP address of /metrics, /healthz and /readyz: HOST:PORT, or empty for none."),
     def("ssl.keystore.location", STRING, "", 0, "An SSL listener's certificate chain and private key, in one PEM file."),
     choice("ssl.keystore.type", "PEM", &["PEM"], "Only PEM (Kafka's ssl.keystore.type=PEM)."),
     def("ssl.truststore.location", STRING, "", 0, "PEM certificates of the authorities whose client certificates an SSL listener accepts."),
     choice("ssl.client.auth", "none", &["none", "requested", "required"], "Whether an SSL listener asks clients for a certificate, and whether it must be valid."),
+    def("sasl.enabled.mechanisms", ConfigType::List, "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", 0, "The SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. PLAIN checks the password against the user's stored SCRAM credential."),
+    def("sasl.bootstrap.users", ConfigType::Password, "", 0, "Tally only: NAME:PASSWORD[,...] users given SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start when they have none."),
+    def("sasl.bootstrap.users.file", STRING, "", 0, "Tally only: a file of NAME:PASSWORD lines, read like sasl.bootstrap.users (no password in a command line)."),
+    def("connection.failed.authentication.delay.ms", Int, "100", 0, "How long a failed authentication waits before its answer and the close of its connection."),
     def("ssl.keystore.check.interval.ms", Long, "10000", 100, "Tally only: how often the keystore file is checked for changes; a changed file is loaded for new connections."),
     def("controller.quorum.voters", STRING, "", 0, "Cluster mode: the controller group's voters, ID@HOST:PORT,... (their Raft addresses; this node's is where it listens for Raft). Empty: a single broker."),
     def("raft.listener", STRING, "", 0, "Tally only, cluster mode: HOST:PORT where a node that is not among the voters listens for Raft (its partition replicas replicate there); it joins the cluster as a broker. A voter listens at its entry in controller.quorum.voters."),
@@ -299,7 +305,12 @@ pub fn check_value(def: &ConfigDef, value: &str) -> Result<String, String> {
             tally_protocol::KeySource::parse(value).map_err(|e| format!("{}: {e}", def.name))?;
             Ok(value.to_string())
         }
-        ConfigType::String | ConfigType::List => {
+        ConfigType::List if def.name == "sasl.enabled.mechanisms" => {
+            crate::security::sasl_session::parse_mechanisms(value)
+                .map_err(|e| format!("{}: {e}", def.name))?;
+            Ok(value.to_string())
+        }
+        ConfigType::String | ConfigType::List | ConfigType::Password => {
             if !def.choices.is_empty() && !def.choices.contains(&value) {
                 return Err(format!(
                     "{}: '{value}' is not supported (supported: {})",

@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::RequestKind;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 use tally_protocol::frame::frame_len;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
 use crate::broker::Broker;
-use crate::dispatch::{self, Outcome};
+use crate::dispatch::{self, Decoded, Outcome};
+use crate::handlers::sasl::{self, After};
+use crate::security::SaslSession;
 
 /// Answers a connection may owe at once before the reader stops reading (back-pressure).
 const MAX_PIPELINED: usize = 32;
@@ -35,12 +37,14 @@ enum Pending {
 }
 
 /// Serves one connection given as its two halves (a TCP stream's, or a simulated one's).
+/// `session` says whether it must authenticate first (a SASL listener) and who it is.
 pub async fn run_connection<R, W>(
     broker: Arc<Broker>,
     read_half: R,
     write_half: W,
     peer: String,
     shutdown: watch::Receiver<bool>,
+    session: SaslSession,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -48,7 +52,7 @@ pub async fn run_connection<R, W>(
     let (tx, rx) = mpsc::channel(MAX_PIPELINED);
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let responder = respond(write_half, rx, peer.clone(), closed_tx);
-    let reader = read_requests(&broker, read_half, tx, &peer, shutdown, closed_rx);
+    let reader = read_requests(&broker, read_half, tx, &peer, shutdown, closed_rx, session);
     // Both run on this connection's task: the reader stops when the responder has closed,
     // and the responder finishes every answer the reader queued before it stopped.
     tokio::join!(reader, responder);
@@ -66,7 +70,8 @@ impl Broker {
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
     {
-        run_connection(self, read_half, write_half, peer, shutdown).await;
+        let session = SaslSession::not_sasl(crate::security::ANONYMOUS.to_string());
+        run_connection(self, read_half, write_half, peer, shutdown, session).await;
     }
 }
 
@@ -77,7 +82,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
     peer: &str,
     mut shutdown: watch::Receiver<bool>,
     mut closed: oneshot::Receiver<()>,
+    mut session: SaslSession,
 ) {
+    let mut principal: Arc<str> = Arc::from(session.principal());
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max_bytes = broker.config.socket_request_max_bytes();
     // Frames are read into one reused buffer: each frame is split off it, and its memory comes
@@ -116,7 +123,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
         }
         let frame = buf.split_to(len).freeze();
         let started = Instant::now();
-        let decoded = match dispatch::decode(frame, peer) {
+        let mut decoded = match dispatch::decode(frame, peer) {
             Ok(d) => d,
             Err(outcome) => {
                 if !queue(&tx, Pending::Answer(Box::pin(async { outcome }))).await {
@@ -126,6 +133,31 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
         };
         let (api_key, version) = (decoded.api_key, decoded.ctx.api_version);
+        if sasl::intercepts(&session, api_key) {
+            if produce_in_flight {
+                let (done_tx, done_rx) = oneshot::channel();
+                if !queue(&tx, Pending::Barrier(done_tx)).await || done_rx.await.is_err() {
+                    return;
+                }
+                produce_in_flight = false;
+            }
+            let (next, answer, after) = sasl_exchange(broker, session, decoded).await;
+            session = next;
+            principal = Arc::from(session.principal());
+            let delay = broker.config.failed_authentication_delay();
+            let answer: Answer = match after {
+                After::DelayThenClose => Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    answer
+                }),
+                _ => Box::pin(async { answer }),
+            };
+            if !queue(&tx, Pending::Answer(answer)).await || after != After::GoOn {
+                return;
+            }
+            continue;
+        }
+        decoded.ctx.principal = Arc::clone(&principal);
         if let RequestKind::Produce(request) = decoded.request {
             let answer = dispatch::submit_produce(broker, decoded.ctx, request).await;
             let metrics = Arc::clone(&broker.metrics);
@@ -158,6 +190,39 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return;
         }
     }
+}
+
+/// A SASL request, or any request but ApiVersions before the connection authenticated: the
+/// answer, and what the connection does after it.
+async fn sasl_exchange(
+    broker: &Arc<Broker>,
+    mut session: SaslSession,
+    decoded: Decoded,
+) -> (SaslSession, Outcome, After) {
+    let Decoded {
+        api_key,
+        ctx,
+        request,
+    } = decoded;
+    let (version, correlation_id) = (ctx.api_version, ctx.correlation_id);
+    let (response, after) = match request {
+        RequestKind::SaslHandshake(r) => {
+            let (response, after) = sasl::handshake(&mut session, &r);
+            (ResponseKind::SaslHandshake(response), after)
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let (next, response, after) = sasl::authenticate(broker, session, r).await;
+            session = next;
+            (ResponseKind::SaslAuthenticate(response), after)
+        }
+        _ => {
+            // Kafka closes such a connection without an answer.
+            let reason = format!("{api_key:?} before SASL authentication");
+            return (session, Outcome::Close(reason), After::Close);
+        }
+    };
+    let outcome = dispatch::encode(api_key, version, correlation_id, &response);
+    (session, outcome, after)
 }
 
 /// False when the responder has gone (the connection is closing).

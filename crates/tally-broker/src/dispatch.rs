@@ -96,6 +96,7 @@ pub fn decode(frame: Bytes, peer: &str) -> Result<Decoded, Outcome> {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host)),
+        principal: crate::security::ANONYMOUS.into(),
     };
     Ok(Decoded {
         api_key,
@@ -331,6 +332,12 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         }
         RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(
             handlers::write_txn_markers::handle(broker, &ctx, r).await,
+        ),
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            handlers::scram_credentials::describe(broker, &ctx, r),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            handlers::scram_credentials::alter(broker, &ctx, r).await,
         ),
         _ => return Outcome::Close(format!("{api_key:?} has no handler")),
     };

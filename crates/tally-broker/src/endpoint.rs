@@ -5,13 +5,17 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::broker_config::ConfigError;
 
-/// Kafka's `security.protocol` of a listener. SASL_PLAINTEXT and SASL_SSL are not served yet.
+/// Kafka's `security.protocol` of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
     /// TLS (rustls), configured by `ssl.keystore.location` and friends.
     Ssl,
+    /// SASL authentication (`sasl.enabled.mechanisms`) on a plaintext connection.
+    SaslPlaintext,
+    /// SASL authentication inside TLS.
+    SaslSsl,
 }
 
 impl SecurityProtocol {
@@ -19,7 +23,20 @@ impl SecurityProtocol {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 }
 
@@ -83,9 +100,10 @@ fn parse_protocol(name: &str) -> Result<SecurityProtocol, String> {
     match name.to_ascii_uppercase().as_str() {
         "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
         "SSL" => Ok(SecurityProtocol::Ssl),
-        "SASL_PLAINTEXT" | "SASL_SSL" => Err(format!("{name} listeners are not supported yet")),
+        "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+        "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
         _ => Err(format!(
-            "unknown security protocol {name} (PLAINTEXT or SSL)"
+            "unknown security protocol {name} (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
         )),
     }
 }
@@ -111,8 +129,10 @@ mod tests {
             (e.protocol, e.host.as_str()),
             (SecurityProtocol::Plaintext, "0.0.0.0")
         );
-        let bad = Endpoint::parse("SASL_SSL://h:1").unwrap_err().to_string();
-        assert!(bad.contains("not supported yet"), "{bad}");
+        let e = Endpoint::parse("SASL_SSL://h:1").unwrap();
+        assert!(e.protocol.uses_tls() && e.protocol.uses_sasl());
+        let e = Endpoint::parse("sasl_plaintext://h:1").unwrap();
+        assert!(!e.protocol.uses_tls() && e.protocol.uses_sasl());
         let bad = Endpoint::parse("QUIC://h:1").unwrap_err().to_string();
         assert!(bad.contains("unknown security protocol QUIC"), "{bad}");
         assert!(Endpoint::parse("SSL://h:1,PLAINTEXT://h:2").is_err());

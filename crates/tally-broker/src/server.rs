@@ -18,6 +18,7 @@ use crate::broker_config::BrokerConfig;
 use crate::broker_config::SecurityProtocol;
 use crate::connection::run_connection;
 use crate::http::HttpServer;
+use crate::security::{Mechanism, SaslSession, ANONYMOUS};
 
 /// How long a client has to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,8 +47,8 @@ impl Broker {
         }
         let listen = config.listener()?;
         let listen_addr = listen.socket_addr()?;
-        let tls = match listen.protocol {
-            SecurityProtocol::Ssl => {
+        let tls = match listen.protocol.uses_tls() {
+            true => {
                 // Reads the keystore and truststore files: off the async workers.
                 let c = config.clone();
                 Some(
@@ -56,7 +57,7 @@ impl Broker {
                         .expect("reading the TLS files panicked")?,
                 )
             }
-            SecurityProtocol::Plaintext => None,
+            false => None,
         };
         let listener = TcpListener::bind(listen_addr)
             .await
@@ -76,7 +77,14 @@ impl Broker {
             keystore.watch(interval, shutdown_rx.clone());
             TlsAcceptor::from(server_config)
         });
-        let server = tokio::spawn(serve(Arc::clone(&broker), listener, acceptor, shutdown_rx));
+        let security = ListenerSecurity::new(listen.protocol, &broker.config);
+        let server = tokio::spawn(serve(
+            Arc::clone(&broker),
+            listener,
+            acceptor,
+            security,
+            shutdown_rx,
+        ));
         if let Some(http) = &http {
             http.state.set_ready(Arc::clone(&broker));
         }
@@ -133,10 +141,35 @@ impl RunningBroker {
     }
 }
 
+/// How a listener's connections say who they are.
+#[derive(Clone)]
+pub struct ListenerSecurity {
+    /// The SASL mechanisms offered, on a SASL_PLAINTEXT or SASL_SSL listener.
+    sasl: Option<Arc<[Mechanism]>>,
+}
+
+impl ListenerSecurity {
+    pub fn new(protocol: SecurityProtocol, config: &BrokerConfig) -> ListenerSecurity {
+        ListenerSecurity {
+            sasl: protocol
+                .uses_sasl()
+                .then(|| Arc::from(config.sasl_mechanisms())),
+        }
+    }
+
+    fn session(&self) -> SaslSession {
+        match &self.sasl {
+            Some(mechanisms) => SaslSession::sasl(Arc::clone(mechanisms)),
+            None => SaslSession::not_sasl(ANONYMOUS.to_string()),
+        }
+    }
+}
+
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    security: ListenerSecurity,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections()));
@@ -167,15 +200,16 @@ pub async fn serve(
                 broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                 let tls = tls.clone();
+                let session = security.session();
                 connections.spawn(async move {
                     let metrics = Arc::clone(&broker.metrics);
                     let peer = peer.to_string();
                     match tls {
                         None => {
                             let (read_half, write_half) = stream.into_split();
-                            run_connection(broker, read_half, write_half, peer, shutdown).await;
+                            run_connection(broker, read_half, write_half, peer, shutdown, session).await;
                         }
-                        Some(tls) => serve_tls(broker, tls, stream, peer, shutdown).await,
+                        Some(tls) => serve_tls(broker, tls, stream, peer, shutdown, session).await,
                     }
                     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
@@ -202,11 +236,12 @@ async fn serve_tls(
     stream: tokio::net::TcpStream,
     peer: String,
     shutdown: watch::Receiver<bool>,
+    session: SaslSession,
 ) {
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
             let (read_half, write_half) = tokio::io::split(stream);
-            run_connection(broker, read_half, write_half, peer, shutdown).await;
+            run_connection(broker, read_half, write_half, peer, shutdown, session).await;
         }
         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => debug!(%peer, "TLS handshake timed out"),

@@ -70,6 +70,12 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::DescribeGroups, 0, 5),
     ApiRange::new(ApiKey::DeleteGroups, 0, 2),
     ApiRange::new(ApiKey::OffsetDelete, 0, 0),
+    // SaslHandshake v0 would mean raw SASL tokens without Kafka framing afterwards: only v1
+    // (tokens in SaslAuthenticate) is served, and every client in use picks it.
+    ApiRange::new(ApiKey::SaslHandshake, 1, 1),
+    ApiRange::new(ApiKey::SaslAuthenticate, 0, 2),
+    ApiRange::new(ApiKey::DescribeUserScramCredentials, 0, 0),
+    ApiRange::new(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The feature a client reads to choose transaction version 2 (KIP-1022), and its level: the
@@ -172,6 +178,16 @@ mod tests {
             ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
             ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
+            ApiKey::SaslHandshake => RequestKind::SaslHandshake(SaslHandshakeRequest::default()),
+            ApiKey::SaslAuthenticate => {
+                RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default())
+            }
+            ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsRequest::default(),
+            ),
+            ApiKey::AlterUserScramCredentials => {
+                RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default())
+            }
             ApiKey::AddPartitionsToTxn => {
                 RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
             }

@@ -11,7 +11,7 @@ use tally_protocol::ResponseError;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::broker_config::ConfigSource;
-use crate::config_def::{ConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS};
+use crate::config_def::{ConfigDef, ConfigType, BROKER_CONFIGS, TOPIC_CONFIGS};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -114,9 +114,13 @@ pub fn handle(
                 .into_iter()
                 .filter(|e| wanted(e.def.name))
                 .map(|e| {
+                    // A password is never shown, as in Kafka: sensitive, and no value.
+                    let secret = e.def.ty == ConfigType::Password;
+                    let shown = |v: String| (!secret).then(|| StrBytes::from_string(v));
                     let mut c = DescribeConfigsResourceResult::default()
                         .with_name(StrBytes::from_static_str(e.def.name))
-                        .with_value(Some(StrBytes::from_string(e.value)))
+                        .with_value(shown(e.value))
+                        .with_is_sensitive(secret)
                         .with_read_only(e.read_only)
                         .with_config_source(e.source as i8);
                     if request.include_synonyms {
@@ -126,7 +130,7 @@ pub fn handle(
                             .map(|(n, v, s)| {
                                 DescribeConfigsSynonym::default()
                                     .with_name(StrBytes::from_static_str(n))
-                                    .with_value(Some(StrBytes::from_string(v)))
+                                    .with_value(shown(v))
                                     .with_source(s as i8)
                             })
                             .collect();

@@ -27,6 +27,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -41,6 +43,8 @@ pub struct RequestContext {
     pub client_id: String,
     /// The client's address as Kafka reports it in DescribeGroups ("/127.0.0.1").
     pub client_host: String,
+    /// Who the connection authenticated as ("User:NAME"; "User:ANONYMOUS" without SASL).
+    pub principal: std::sync::Arc<str>,
 }
 
 /// The wire form of an optional error.

@@ -38,6 +38,8 @@ pub struct BrokerMetrics {
     pub connections_accepted: AtomicU64,
     /// Refused at `max.connections`.
     pub connections_refused: AtomicU64,
+    /// SASL authentications refused (wrong password, unknown user, malformed exchange).
+    pub authentication_failures: AtomicU64,
 }
 
 fn latency_histogram() -> Histogram {
@@ -52,6 +54,7 @@ impl Default for BrokerMetrics {
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            authentication_failures: AtomicU64::new(0),
         }
     }
 }

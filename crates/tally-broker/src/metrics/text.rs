@@ -215,6 +215,11 @@ fn register_broker(registry: &mut Registry, broker: &Broker) {
         "Client connections refused at max.connections",
         counter(m.connections_refused.load(Ordering::Relaxed)),
     );
+    registry.register(
+        "authentication_failures",
+        "SASL authentications refused",
+        counter(m.authentication_failures.load(Ordering::Relaxed)),
+    );
     let process = crate::metrics::process::sample();
     registry.register(
         "process_resident_memory_bytes",
