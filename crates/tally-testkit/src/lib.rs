@@ -9,6 +9,7 @@ pub mod broker_process;
 pub mod http_get;
 pub mod link_proxy;
 pub mod requests;
+pub mod sasl;
 pub mod wire_client;
 
 pub use batch::{batch, BatchSpec};
