@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -34,7 +34,14 @@ enum Pending {
     Answer(Answer),
     /// Fired once everything before it has been answered.
     Barrier(oneshot::Sender<()>),
+    /// Everything before it is out: keep the connection open this long, then close. A
+    /// client that reads an answer and the close in one go may drop the answer (kafka-python
+    /// does), so a refused client gets time to read it and close first.
+    Linger(Duration),
 }
+
+/// How long a connection refused at authentication stays open after its answer.
+const REFUSED_LINGER: Duration = Duration::from_millis(500);
 
 /// Serves one connection given as its two halves (a TCP stream's, or a simulated one's).
 /// `session` says whether it must authenticate first (a SASL listener) and who it is.
@@ -152,7 +159,11 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 }),
                 _ => Box::pin(async { answer }),
             };
-            if !queue(&tx, Pending::Answer(answer)).await || after != After::GoOn {
+            if !queue(&tx, Pending::Answer(answer)).await {
+                return;
+            }
+            if after != After::GoOn {
+                queue(&tx, Pending::Linger(REFUSED_LINGER)).await;
                 return;
             }
             continue;
@@ -245,6 +256,11 @@ async fn respond<W: AsyncWrite + Unpin>(
                 }
                 let _ = done.send(());
                 continue;
+            }
+            Pending::Linger(time) => {
+                let _ = writer.flush().await;
+                tokio::time::sleep(time).await;
+                return;
             }
             Pending::Answer(answer) => answer,
         };

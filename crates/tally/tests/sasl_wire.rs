@@ -164,7 +164,10 @@ fn alter(
         .collect()
 }
 
-fn describe(c: &mut WireClient, users: &[&str]) -> Vec<(String, i16, Vec<(i8, i32)>)> {
+/// A described user: name, error code, (mechanism, iterations) of each credential.
+type Described = (String, i16, Vec<(i8, i32)>);
+
+fn describe(c: &mut WireClient, users: &[&str]) -> Vec<Described> {
     let names = users
         .iter()
         .map(|u| UserName::default().with_name(StrBytes::from_string(u.to_string())))

@@ -9,79 +9,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tally_testkit::BrokerProcess;
+
+#[path = "common/pki.rs"]
+mod pki;
+use pki::pki;
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MESSAGES: usize = 100;
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    other_ca: PathBuf,
-    keystore: PathBuf,
-    /// A broker certificate the other authority signed.
-    other_keystore: PathBuf,
-    /// Client certificates and keys: one the authority signed, one the other authority signed.
-    client: (PathBuf, PathBuf),
-    other_client: (PathBuf, PathBuf),
-}
-
-fn authority(name: &str) -> (Certificate, KeyPair) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert, key)
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, ca_key) = authority("Tally test authority");
-    let (other, other_key) = authority("Someone else");
-    let broker_cert = |issuer: &Certificate, issuer_key: &KeyPair| {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "tally broker");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
-        format!("{}{}", cert.pem(), key.serialize_pem())
-    };
-    let client_cert = |issuer: &Certificate, issuer_key: &KeyPair| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "alice");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let (client, client_key) = client_cert(&ca, &ca_key);
-    let (other_client, other_client_key) = client_cert(&other, &other_key);
-    Pki {
-        ca: write("ca.pem", ca.pem()),
-        other_ca: write("other-ca.pem", other.pem()),
-        keystore: write("broker.pem", broker_cert(&ca, &ca_key)),
-        other_keystore: write("other-broker.pem", broker_cert(&other, &other_key)),
-        client: (write("client.pem", client), write("client.key", client_key)),
-        other_client: (
-            write("other-client.pem", other_client),
-            write("other-client.key", other_client_key),
-        ),
-        _dir: dir,
-    }
-}
 
 fn kcat(broker: &BrokerProcess, ca: &Path, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new("kcat")
