@@ -109,15 +109,7 @@ impl Cluster {
                 tokio::time::sleep(at - now).await;
             }
         }
-        match BrokerConnection::connect(
-            &addr,
-            &self.config.client_id,
-            self.config.connect_timeout(),
-            self.config.request_timeout(),
-            &*self.config.transport,
-        )
-        .await
-        {
+        match BrokerConnection::connect(&addr, &self.config).await {
             Ok(c) => {
                 let c = Arc::new(c);
                 entry.connection = Some(Arc::clone(&c));

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::ClientError;
+use crate::security::{SaslConfig, SecurityProtocol, TlsTransport};
 use crate::transport::{TcpTransport, Transport};
 
 /// How to reach the cluster; shared by the producer, consumer and admin.
@@ -14,8 +16,10 @@ pub struct ClientConfig {
     /// Wait before reconnecting to a broker that failed, doubled per failure up to the max.
     pub reconnect_backoff_ms: u64,
     pub reconnect_backoff_max_ms: u64,
-    /// The network: TCP unless a simulation provides another.
+    /// The network: TCP unless a simulation provides another (TLS: see `set_security`).
     pub transport: Arc<dyn Transport>,
+    /// The SASL login each new connection makes, on SASL_PLAINTEXT and SASL_SSL.
+    pub sasl: Option<SaslConfig>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -43,7 +47,38 @@ impl ClientConfig {
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
             transport: Arc::new(TcpTransport),
+            sasl: None,
         }
+    }
+
+    /// `security.protocol` with what it needs: `sasl` for SASL_*, `ssl_ca_location` (the
+    /// authorities to trust, PEM) for SSL and SASL_SSL. Reads the CA file.
+    pub fn set_security(
+        &mut self,
+        protocol: SecurityProtocol,
+        sasl: Option<SaslConfig>,
+        ssl_ca_location: Option<&std::path::Path>,
+    ) -> Result<(), ClientError> {
+        if protocol.uses_tls() {
+            let ca = ssl_ca_location.ok_or_else(|| {
+                ClientError::Config(
+                    "SSL and SASL_SSL need ssl.ca.location: the authorities to trust (PEM)".into(),
+                )
+            })?;
+            self.transport = Arc::new(TlsTransport::new(ca)?);
+        } else {
+            self.transport = Arc::new(TcpTransport);
+        }
+        match (protocol.uses_sasl(), sasl) {
+            (true, None) => {
+                return Err(ClientError::Config(
+                    "SASL_PLAINTEXT and SASL_SSL need sasl.username and sasl.password".into(),
+                ))
+            }
+            (true, Some(sasl)) => self.sasl = Some(sasl),
+            (false, _) => self.sasl = None,
+        }
+        Ok(())
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::transport::Transport;
 
@@ -85,8 +86,27 @@ pub struct BrokerConnection {
 const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 
 impl BrokerConnection {
-    /// Connects and asks the broker which API versions it serves.
+    /// Connects, asks the broker which API versions it serves, and logs in with SASL when
+    /// the config says so.
     pub async fn connect(
+        addr: &str,
+        config: &ClientConfig,
+    ) -> Result<BrokerConnection, ClientError> {
+        let connection = Self::open(
+            addr,
+            &config.client_id,
+            config.connect_timeout(),
+            config.request_timeout(),
+            config.transport.as_ref(),
+        )
+        .await?;
+        if let Some(sasl) = &config.sasl {
+            crate::sasl_login::authenticate(&connection, sasl, config.request_timeout()).await?;
+        }
+        Ok(connection)
+    }
+
+    async fn open(
         addr: &str,
         client_id: &str,
         connect_timeout: Duration,

@@ -108,14 +108,7 @@ pub async fn find_coordinator_of(
         };
         if code == 0 {
             let addr = format!("{host}:{port}");
-            let connection = BrokerConnection::connect(
-                &addr,
-                &config.client_id,
-                config.connect_timeout(),
-                config.request_timeout(),
-                config.transport.as_ref(),
-            )
-            .await?;
+            let connection = BrokerConnection::connect(&addr, config).await?;
             return Ok(Arc::new(connection));
         }
         if !is_coordinator_error(code) || tokio::time::Instant::now() >= deadline {

@@ -21,6 +21,7 @@ mod table;
 mod top_cmd;
 mod topic_cmd;
 mod transactions_cmd;
+mod user_cmd;
 
 use std::process::ExitCode;
 
@@ -46,8 +47,89 @@ struct Cli {
     /// Broker to connect to, HOST:PORT (client commands; default 127.0.0.1:9092).
     #[arg(long, global = true, env = "TALLY_BOOTSTRAP", value_name = "HOST:PORT")]
     bootstrap: Option<String>,
+    #[command(flatten)]
+    security: SecurityArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How client commands reach a secured listener, with librdkafka's names.
+#[derive(clap::Args)]
+struct SecurityArgs {
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (librdkafka's security.protocol).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SECURITY_PROTOCOL",
+        default_value = "PLAINTEXT"
+    )]
+    security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl.mechanism).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512"
+    )]
+    sasl_mechanism: String,
+    #[arg(long, global = true, env = "TALLY_SASL_USERNAME")]
+    sasl_username: Option<String>,
+    /// Prefer TALLY_SASL_PASSWORD or --sasl-password-file: an argument shows in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    sasl_password: Option<String>,
+    /// A file whose first line is the SASL password.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SASL_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    sasl_password_file: Option<std::path::PathBuf>,
+    /// PEM file of the authorities to trust on SSL and SASL_SSL (ssl.ca.location).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SSL_CA_LOCATION",
+        value_name = "FILE"
+    )]
+    ssl_ca_location: Option<std::path::PathBuf>,
+}
+
+impl SecurityArgs {
+    fn apply(&self, client: &mut ClientConfig) -> Result<()> {
+        use tally_client::{SaslConfig, SecurityProtocol};
+        let protocol = SecurityProtocol::parse(&self.security_protocol)?;
+        let sasl = match (protocol.uses_sasl(), &self.sasl_username) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!(
+                "{} needs --sasl-username (and TALLY_SASL_PASSWORD or --sasl-password-file)",
+                self.security_protocol
+            ),
+            (true, Some(user)) => {
+                let password = match (&self.sasl_password, &self.sasl_password_file) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(file)) => std::fs::read_to_string(file)
+                        .with_context(|| format!("--sasl-password-file {}", file.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    (None, None) => anyhow::bail!(
+                        "{} needs a password: TALLY_SASL_PASSWORD, --sasl-password-file or --sasl-password",
+                        self.security_protocol
+                    ),
+                };
+                Some(SaslConfig::new(&self.sasl_mechanism, user, &password)?)
+            }
+        };
+        client.set_security(protocol, sasl, self.ssl_ca_location.as_deref())?;
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -84,6 +166,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Producers(producers_cmd::ProducersArgs),
     /// Show each partition's idempotency-key index: keys remembered, duplicates dropped.
     Keys(keys_cmd::KeysArgs),
+    /// Create, delete and list SCRAM users (SASL).
+    User(user_cmd::UserArgs),
     /// List and describe transactions, and abort a hanging one.
     Transactions(transactions_cmd::TransactionsArgs),
     /// Report sequence gaps and ranges stored twice in a topic (exit 1 if any range is).
@@ -155,9 +239,9 @@ fn main() -> ExitCode {
         Command::DevCluster(args) => dev_cluster_cmd::run(args),
         Command::Cluster(mut args) => match args.take_add_node() {
             Some(serve_args) => cluster_cmd::add_node(serve_args),
-            None => client_command(Command::Cluster(args), cli.bootstrap),
+            None => client_command(Command::Cluster(args), cli.bootstrap, &cli.security),
         },
-        other => client_command(other, cli.bootstrap),
+        other => client_command(other, cli.bootstrap, &cli.security),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,7 +252,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
+fn client_command(
+    command: Command,
+    bootstrap: Option<String>,
+    security: &SecurityArgs,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,6 +268,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
     );
     client.client_id = "tally-cli".into();
     client.connect_timeout_ms = 5_000;
+    security.apply(&mut client)?;
     runtime.block_on(async move {
         match command {
             Command::Serve(_) | Command::DevCluster(_) => {
@@ -193,6 +282,7 @@ fn client_command(command: Command, bootstrap: Option<String>) -> Result<()> {
             Command::Cluster(args) => cluster_cmd::run(args, client).await,
             Command::Partition(args) => partition_cmd::run(args, client).await,
             Command::Transactions(args) => transactions_cmd::run(args, client).await,
+            Command::User(args) => user_cmd::run(args, client).await,
             Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,
             Command::Bench(options) => bench_cmd::run(options, client).await,
