@@ -18,7 +18,7 @@ use crate::group::store::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::partition_handle::WriterMode;
 use crate::producer_id_manager::ProducerIdManager;
-use crate::security::CredentialStore;
+use crate::security::{AclStore, CredentialStore};
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
 use crate::txn::{OffsetsMarkerHook, TxnCoordinator, TRANSACTION_STATE_TOPIC};
@@ -89,6 +89,8 @@ pub struct Broker {
     pub txns: Arc<TxnCoordinator>,
     /// SCRAM credentials, checked by SASL listeners and changed by AlterUserScramCredentials.
     pub credentials: Arc<CredentialStore>,
+    /// ACLs and the authorizer (off unless `authorizer.class.name` is set).
+    pub acls: Arc<AclStore>,
     /// Request and connection metrics (the partitions keep their own).
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
     /// Cluster mode (`controller.quorum.voters` set): topics are served by Raft groups.
@@ -191,12 +193,16 @@ impl Broker {
                 path: log_dir.display().to_string(),
                 source,
             })?;
-        let credentials = {
+        let (credentials, acls) = {
             let config = Arc::clone(&config);
             let log_dir = log_dir.clone();
-            tokio::task::spawn_blocking(move || open_credentials(&config, &log_dir))
-                .await
-                .expect("credentials task")?
+            tokio::task::spawn_blocking(move || {
+                let (enabled, settings) = config.authorizer();
+                let acls = AclStore::open(&log_dir, enabled, settings)?;
+                Ok::<_, StartError>((open_credentials(&config, &log_dir)?, Arc::new(acls)))
+            })
+            .await
+            .expect("credentials task")?
         };
         let topics = {
             let config = Arc::clone(&config);
@@ -255,6 +261,7 @@ impl Broker {
         .await?;
         Ok(Arc::new(Broker {
             credentials,
+            acls,
             groups,
             txns,
             cluster,

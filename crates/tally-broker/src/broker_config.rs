@@ -245,6 +245,25 @@ impl BrokerConfig {
         self.long("ssl.keystore.check.interval.ms").max(100) as u64
     }
 
+    /// Whether the ACL authorizer is on, and its settings.
+    pub fn authorizer(&self) -> (bool, crate::security::acl::AuthorizerSettings) {
+        let super_users = self
+            .get("super.users")
+            .0
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        (
+            !self.get("authorizer.class.name").0.trim().is_empty(),
+            crate::security::acl::AuthorizerSettings {
+                super_users,
+                allow_everyone_if_no_acl_found: self.bool("allow.everyone.if.no.acl.found"),
+            },
+        )
+    }
+
     pub fn failed_authentication_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
             self.long("connection.failed.authentication.delay.ms") as u64

@@ -112,6 +112,12 @@ pub async fn submit_produce(
     ctx: RequestContext,
     request: ProduceRequest,
 ) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+    use handlers::authorize::{check, Fixup, Verdict};
+    // Topics the principal may not write are taken out here and refused in the answer.
+    let (request, fixup) = match check(broker, &ctx, RequestKind::Produce(request)) {
+        Verdict::Serve(RequestKind::Produce(r), fixup) => (r, fixup),
+        _ => (ProduceRequest::default(), Fixup::None),
+    };
     let answer: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
         match &broker.cluster {
             Some(cluster) => crate::cluster::produce::submit(broker, cluster, &ctx, request).await,
@@ -123,12 +129,16 @@ pub async fn submit_produce(
         };
     async move {
         match answer.await {
-            handlers::produce::ProduceOutcome::Respond(r) => encode(
-                ApiKey::Produce,
-                ctx.api_version,
-                ctx.correlation_id,
-                &ResponseKind::Produce(r),
-            ),
+            handlers::produce::ProduceOutcome::Respond(r) => {
+                let mut response = ResponseKind::Produce(r);
+                fixup.apply(&mut response, |_| true);
+                encode(
+                    ApiKey::Produce,
+                    ctx.api_version,
+                    ctx.correlation_id,
+                    &response,
+                )
+            }
             handlers::produce::ProduceOutcome::NoResponse => Outcome::NoResponse,
             handlers::produce::ProduceOutcome::Close(reason) => Outcome::Close(reason),
         }
@@ -192,10 +202,28 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         request,
     } = decoded;
     let (version, correlation_id) = (ctx.api_version, ctx.correlation_id);
+    if matches!(request, RequestKind::Produce(_)) {
+        let RequestKind::Produce(r) = request else {
+            unreachable!("matched")
+        };
+        return submit_produce(broker, ctx, r).await.await;
+    }
+    let (request, fixup) = match handlers::authorize::check(broker, &ctx, request) {
+        handlers::authorize::Verdict::Serve(request, fixup) => (request, fixup),
+        handlers::authorize::Verdict::Refuse(response) => {
+            return encode(api_key, version, correlation_id, &response)
+        }
+        handlers::authorize::Verdict::Close(reason) => return Outcome::Close(reason),
+    };
+    let auth_ctx = ctx.clone();
+    let visible = |topic: &str| handlers::authorize::visible(broker, &auth_ctx, topic);
 
     let request = match &broker.cluster {
         Some(cluster) => match cluster_mode(broker, cluster, &ctx, request).await {
-            Ok(response) => return encode(api_key, version, correlation_id, &response),
+            Ok(mut response) => {
+                fixup.apply(&mut response, visible);
+                return encode(api_key, version, correlation_id, &response);
+            }
             Err(request) => request,
         },
         None => request,
@@ -339,8 +367,19 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
             handlers::scram_credentials::alter(broker, &ctx, r).await,
         ),
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(handlers::acls::create(broker, &ctx, r).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(handlers::acls::describe(broker, &ctx, r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(handlers::acls::delete(broker, &ctx, r).await)
+        }
         _ => return Outcome::Close(format!("{api_key:?} has no handler")),
     };
+    let mut response = response;
+    fixup.apply(&mut response, visible);
     encode(api_key, version, correlation_id, &response)
 }
 

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod admin;
+pub mod admin_acls;
 pub mod admin_cluster;
 pub mod admin_groups;
 pub mod admin_txns;
@@ -54,6 +55,7 @@ pub mod security;
 pub mod transport;
 
 pub use admin::{Admin, KeyIndexDescription, NewTopic, ProducerDescription};
+pub use admin_acls::Acl;
 pub use admin_cluster::{QuorumDescription, QuorumMember, METADATA_TOPIC};
 pub use admin_groups::{GroupDescription, GroupListing, GroupMember};
 pub use admin_txns::TransactionDescription;

@@ -76,6 +76,9 @@ pub const ADVERTISED_APIS: &[ApiRange] = &[
     ApiRange::new(ApiKey::SaslAuthenticate, 0, 2),
     ApiRange::new(ApiKey::DescribeUserScramCredentials, 0, 0),
     ApiRange::new(ApiKey::AlterUserScramCredentials, 0, 0),
+    ApiRange::new(ApiKey::DescribeAcls, 1, 3),
+    ApiRange::new(ApiKey::CreateAcls, 1, 3),
+    ApiRange::new(ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The feature a client reads to choose transaction version 2 (KIP-1022), and its level: the
@@ -188,6 +191,9 @@ mod tests {
             ApiKey::AlterUserScramCredentials => {
                 RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default())
             }
+            ApiKey::DescribeAcls => RequestKind::DescribeAcls(DescribeAclsRequest::default()),
+            ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default()),
+            ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default()),
             ApiKey::AddPartitionsToTxn => {
                 RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
             }

@@ -2,6 +2,7 @@
 //! (data in ./tally-data, listening on 127.0.0.1:9092); the other commands are clients of a
 //! running broker (`--bootstrap`, default 127.0.0.1:9092).
 
+mod acl_cmd;
 mod audit_cmd;
 mod bench_cmd;
 mod chaos_cmd;
@@ -166,6 +167,8 @@ Later sources win: defaults, --config FILE, TALLY_* environment variables
     Producers(producers_cmd::ProducersArgs),
     /// Show each partition's idempotency-key index: keys remembered, duplicates dropped.
     Keys(keys_cmd::KeysArgs),
+    /// Add, remove and list ACLs (with authorizer.class.name set on the broker).
+    Acl(acl_cmd::AclArgs),
     /// Create, delete and list SCRAM users (SASL).
     User(user_cmd::UserArgs),
     /// List and describe transactions, and abort a hanging one.
@@ -283,6 +286,7 @@ fn client_command(
             Command::Partition(args) => partition_cmd::run(args, client).await,
             Command::Transactions(args) => transactions_cmd::run(args, client).await,
             Command::User(args) => user_cmd::run(args, client).await,
+            Command::Acl(args) => acl_cmd::run(args, client).await,
             Command::Group(args) => group_cmd::run(args, client).await,
             Command::Demo(args) => demo::run(args, bootstrap).await,
             Command::Bench(options) => bench_cmd::run(options, client).await,

@@ -1,8 +1,10 @@
 //! One file per Kafka API. Each handler maps outcomes to Kafka error codes in one place (the
 //! `error_code()` of the partition's or registry's error type) and never panics on input.
 
+pub mod acls;
 pub mod add_partitions_to_txn;
 pub mod api_versions;
+pub mod authorize;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -37,6 +39,7 @@ use kafka_protocol::protocol::StrBytes;
 use tally_protocol::ResponseError;
 
 /// What a handler knows about the request besides its body.
+#[derive(Clone)]
 pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
@@ -45,6 +48,13 @@ pub struct RequestContext {
     pub client_host: String,
     /// Who the connection authenticated as ("User:NAME"; "User:ANONYMOUS" without SASL).
     pub principal: std::sync::Arc<str>,
+}
+
+impl RequestContext {
+    /// The client's address without Kafka's leading '/' (what ACL hosts name).
+    pub fn host(&self) -> &str {
+        self.client_host.trim_start_matches('/')
+    }
 }
 
 /// The wire form of an optional error.

@@ -14,7 +14,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tally_log::storage;
 use tally_protocol::scram::{ScramCredential, ScramMechanism, MIN_ITERATIONS};
 use thiserror::Error;
 
@@ -122,9 +121,11 @@ impl CredentialStore {
                 }
             }
         }
-        write_durably(&self.path, &encode(&users)).map_err(|source| CredentialError::Io {
-            path: self.path.display().to_string(),
-            source,
+        super::durable_file::write_durably(&self.path, &encode(&users)).map_err(|source| {
+            CredentialError::Io {
+                path: self.path.display().to_string(),
+                source,
+            }
         })?;
         *self.users.write() = Arc::new(users);
         Ok(())
@@ -198,20 +199,6 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
         .fill(&mut out)
         .expect("the system's random source failed");
     out
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let f = storage::create(&tmp)?;
-        storage::write_all_at(&f, &tmp, bytes, 0)?;
-        storage::sync_all(&f, &tmp)?;
-    }
-    storage::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        storage::sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]

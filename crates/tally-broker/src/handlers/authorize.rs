@@ -1,0 +1,501 @@
+//! Kafka's per-API authorization, applied to a decoded request before its handler when the
+//! authorizer is on. A request is either refused whole (the answer is built here) or passed
+//! on without the topics, groups or ids the principal may not touch, and a [`Fixup`] then
+//! adds their refusals (TOPIC_AUTHORIZATION_FAILED and the like) to the handler's answer, so
+//! nothing refused reaches a partition. Metadata hides the topics the principal may not
+//! describe.
+//!
+//! Rules (Kafka's operations table): Produce needs Write on the topic (and on the
+//! transactional id); Fetch needs Read; ListOffsets, OffsetForLeaderEpoch and Metadata need
+//! Describe; CreateTopics needs Create on the cluster or the topic; DeleteTopics needs
+//! Delete; InitProducerId needs Write on its transactional id, or for an idempotent producer
+//! IdempotentWrite on the cluster or Write on any topic (KIP-679); JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch need Read on the group (OffsetCommit
+//! also Read on each topic); the SCRAM APIs need Describe or Alter on the cluster. Any other
+//! API is served to super users only until its rule is written (the connection closes).
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+
+const TOPIC_DENIED: i16 = 29;
+const GROUP_DENIED: i16 = 30;
+const CLUSTER_DENIED: i16 = 31;
+const TXN_ID_DENIED: i16 = 53;
+
+/// What to add to the handler's answer for what was taken out of the request.
+#[derive(Debug, Default)]
+pub enum Fixup {
+    #[default]
+    None,
+    /// Topics and their partitions refused, in the answer of the request's API.
+    Topics(Vec<(String, Vec<i32>)>, i16),
+    /// Metadata: hide every topic the principal may not describe, and add these refusals.
+    Metadata(Vec<String>),
+    /// OffsetFetch v8: groups refused.
+    Groups(Vec<String>),
+}
+
+/// The request's verdict: served (perhaps reduced), refused with an answer, or refused by
+/// closing the connection (an API without a rule yet, for anyone but a super user).
+pub enum Verdict {
+    Serve(RequestKind, Fixup),
+    Refuse(ResponseKind),
+    Close(String),
+}
+
+struct Who<'a> {
+    broker: &'a Broker,
+    ctx: &'a RequestContext,
+}
+
+impl Who<'_> {
+    fn may(&self, op: Operation, t: ResourceType, name: &str) -> bool {
+        self.broker
+            .acls
+            .allows(&self.ctx.principal, self.ctx.host(), op, t, name)
+    }
+    fn may_topic(&self, op: Operation, name: &str) -> bool {
+        self.may(op, ResourceType::Topic, name)
+    }
+    fn may_cluster(&self, op: Operation) -> bool {
+        self.may(op, ResourceType::Cluster, CLUSTER_NAME)
+    }
+}
+
+/// Splits `items` into the allowed and the refused (name and partitions).
+fn split<T>(
+    items: Vec<T>,
+    allowed: impl Fn(&T) -> bool,
+    refusal: impl Fn(&T) -> (String, Vec<i32>),
+) -> (Vec<T>, Vec<(String, Vec<i32>)>) {
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for item in items {
+        if allowed(&item) {
+            kept.push(item);
+        } else {
+            refused.push(refusal(&item));
+        }
+    }
+    (kept, refused)
+}
+
+pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Verdict {
+    if !broker.acls.enabled() {
+        return Verdict::Serve(request, Fixup::None);
+    }
+    let who = Who { broker, ctx };
+    use Operation::*;
+    let topics = |refused: Vec<(String, Vec<i32>)>, code: i16| Fixup::Topics(refused, code);
+    match request {
+        RequestKind::Produce(mut r) => {
+            if let Some(id) = &r.transactional_id {
+                if !who.may(Write, ResourceType::TransactionalId, id) {
+                    let refused = r
+                        .topic_data
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.name.to_string(),
+                                t.partition_data.iter().map(|p| p.index).collect(),
+                            )
+                        })
+                        .collect();
+                    r.topic_data.clear();
+                    return Verdict::Serve(RequestKind::Produce(r), topics(refused, TXN_ID_DENIED));
+                }
+            }
+            let (kept, refused) = split(
+                std::mem::take(&mut r.topic_data),
+                |t| who.may_topic(Write, &t.name),
+                |t| {
+                    (
+                        t.name.to_string(),
+                        t.partition_data.iter().map(|p| p.index).collect(),
+                    )
+                },
+            );
+            r.topic_data = kept;
+            Verdict::Serve(RequestKind::Produce(r), topics(refused, TOPIC_DENIED))
+        }
+        RequestKind::Fetch(mut r) => {
+            let (kept, refused) = split(
+                std::mem::take(&mut r.topics),
+                |t| who.may_topic(Read, &t.topic),
+                |t| {
+                    (
+                        t.topic.to_string(),
+                        t.partitions.iter().map(|p| p.partition).collect(),
+                    )
+                },
+            );
+            r.topics = kept;
+            Verdict::Serve(RequestKind::Fetch(r), topics(refused, TOPIC_DENIED))
+        }
+        RequestKind::ListOffsets(mut r) => {
+            let (kept, refused) = split(
+                std::mem::take(&mut r.topics),
+                |t| who.may_topic(Describe, &t.name),
+                |t| {
+                    (
+                        t.name.to_string(),
+                        t.partitions.iter().map(|p| p.partition_index).collect(),
+                    )
+                },
+            );
+            r.topics = kept;
+            Verdict::Serve(RequestKind::ListOffsets(r), topics(refused, TOPIC_DENIED))
+        }
+        RequestKind::OffsetForLeaderEpoch(mut r) => {
+            let (kept, refused) = split(
+                std::mem::take(&mut r.topics),
+                |t| who.may_topic(Describe, &t.topic),
+                |t| {
+                    (
+                        t.topic.to_string(),
+                        t.partitions.iter().map(|p| p.partition).collect(),
+                    )
+                },
+            );
+            r.topics = kept;
+            Verdict::Serve(
+                RequestKind::OffsetForLeaderEpoch(r),
+                topics(refused, TOPIC_DENIED),
+            )
+        }
+        RequestKind::Metadata(mut r) => {
+            let mut refused = Vec::new();
+            if let Some(list) = r.topics.take() {
+                let (kept, denied): (Vec<_>, Vec<_>) = list
+                    .into_iter()
+                    .partition(|t| t.name.as_ref().is_some_and(|n| who.may_topic(Describe, n)));
+                refused = denied
+                    .into_iter()
+                    .filter_map(|t| t.name.map(|n| n.to_string()))
+                    .collect();
+                let creatable = who.may_cluster(Create)
+                    || kept
+                        .iter()
+                        .all(|t| t.name.as_ref().is_some_and(|n| who.may_topic(Create, n)));
+                r.allow_auto_topic_creation &= creatable;
+                r.topics = Some(kept);
+            }
+            Verdict::Serve(RequestKind::Metadata(r), Fixup::Metadata(refused))
+        }
+        RequestKind::CreateTopics(mut r) => {
+            let cluster = who.may_cluster(Create);
+            let (kept, refused) = split(
+                std::mem::take(&mut r.topics),
+                |t| cluster || who.may_topic(Create, &t.name),
+                |t| (t.name.to_string(), vec![]),
+            );
+            r.topics = kept;
+            Verdict::Serve(RequestKind::CreateTopics(r), topics(refused, TOPIC_DENIED))
+        }
+        RequestKind::DeleteTopics(mut r) => {
+            let name = |n: &Option<TopicName>| n.as_ref().map_or(String::new(), |n| n.to_string());
+            let (kept, mut refused) = split(
+                std::mem::take(&mut r.topic_names),
+                |n| who.may_topic(Delete, n),
+                |n| (n.to_string(), vec![]),
+            );
+            r.topic_names = kept;
+            let (kept, more) = split(
+                std::mem::take(&mut r.topics),
+                |t| who.may_topic(Delete, &name(&t.name)),
+                |t| (name(&t.name), vec![]),
+            );
+            r.topics = kept;
+            refused.extend(more);
+            Verdict::Serve(RequestKind::DeleteTopics(r), topics(refused, TOPIC_DENIED))
+        }
+        RequestKind::InitProducerId(r) => {
+            let allowed = match &r.transactional_id {
+                Some(id) => who.may(Write, ResourceType::TransactionalId, id),
+                None => {
+                    who.may_cluster(IdempotentWrite)
+                        || broker.acls.allows_any(
+                            &ctx.principal,
+                            ctx.host(),
+                            Write,
+                            ResourceType::Topic,
+                        )
+                }
+            };
+            if allowed {
+                return Verdict::Serve(RequestKind::InitProducerId(r), Fixup::None);
+            }
+            let code = if r.transactional_id.is_some() {
+                TXN_ID_DENIED
+            } else {
+                CLUSTER_DENIED
+            };
+            Verdict::Refuse(ResponseKind::InitProducerId(
+                InitProducerIdResponse::default()
+                    .with_error_code(code)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            ))
+        }
+        RequestKind::JoinGroup(r) if !who.may(Read, ResourceType::Group, &r.group_id) => {
+            Verdict::Refuse(ResponseKind::JoinGroup(
+                JoinGroupResponse::default()
+                    .with_error_code(GROUP_DENIED)
+                    .with_generation_id(-1),
+            ))
+        }
+        RequestKind::SyncGroup(r) if !who.may(Read, ResourceType::Group, &r.group_id) => {
+            Verdict::Refuse(ResponseKind::SyncGroup(
+                SyncGroupResponse::default().with_error_code(GROUP_DENIED),
+            ))
+        }
+        RequestKind::Heartbeat(r) if !who.may(Read, ResourceType::Group, &r.group_id) => {
+            Verdict::Refuse(ResponseKind::Heartbeat(
+                HeartbeatResponse::default().with_error_code(GROUP_DENIED),
+            ))
+        }
+        RequestKind::LeaveGroup(r) if !who.may(Read, ResourceType::Group, &r.group_id) => {
+            Verdict::Refuse(ResponseKind::LeaveGroup(
+                LeaveGroupResponse::default().with_error_code(GROUP_DENIED),
+            ))
+        }
+        RequestKind::OffsetCommit(mut r) => {
+            let group_ok = who.may(Read, ResourceType::Group, &r.group_id);
+            let (kept, refused) = split(
+                std::mem::take(&mut r.topics),
+                |t| group_ok && who.may_topic(Read, &t.name),
+                |t| {
+                    (
+                        t.name.to_string(),
+                        t.partitions.iter().map(|p| p.partition_index).collect(),
+                    )
+                },
+            );
+            r.topics = kept;
+            let code = if group_ok { TOPIC_DENIED } else { GROUP_DENIED };
+            Verdict::Serve(RequestKind::OffsetCommit(r), topics(refused, code))
+        }
+        RequestKind::OffsetFetch(r)
+            if r.groups.is_empty() && !who.may(Read, ResourceType::Group, &r.group_id) =>
+        {
+            Verdict::Refuse(ResponseKind::OffsetFetch(
+                OffsetFetchResponse::default().with_error_code(GROUP_DENIED),
+            ))
+        }
+        RequestKind::OffsetFetch(mut r) => {
+            let (kept, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.groups)
+                .into_iter()
+                .partition(|g| who.may(Read, ResourceType::Group, &g.group_id));
+            r.groups = kept;
+            let denied = denied.into_iter().map(|g| g.group_id.to_string()).collect();
+            Verdict::Serve(RequestKind::OffsetFetch(r), Fixup::Groups(denied))
+        }
+        RequestKind::DescribeUserScramCredentials(_) if !who.may_cluster(Describe) => {
+            Verdict::Refuse(ResponseKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsResponse::default()
+                    .with_error_code(CLUSTER_DENIED)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "Cluster authorization failed",
+                    ))),
+            ))
+        }
+        RequestKind::AlterUserScramCredentials(r) if !who.may_cluster(Alter) => {
+            let users = r
+                .upsertions
+                .iter()
+                .map(|u| u.name.clone())
+                .chain(r.deletions.iter().map(|d| d.name.clone()));
+            Verdict::Refuse(ResponseKind::AlterUserScramCredentials(
+                AlterUserScramCredentialsResponse::default().with_results(
+                    users
+                        .map(|user| {
+                            alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default()
+                                .with_user(user)
+                                .with_error_code(CLUSTER_DENIED)
+                        })
+                        .collect(),
+                ),
+            ))
+        }
+        // Served with their own checks, or harmless to everyone.
+        r @ (RequestKind::JoinGroup(_)
+        | RequestKind::SyncGroup(_)
+        | RequestKind::Heartbeat(_)
+        | RequestKind::LeaveGroup(_)
+        | RequestKind::DescribeUserScramCredentials(_)
+        | RequestKind::AlterUserScramCredentials(_)
+        | RequestKind::ApiVersions(_)
+        | RequestKind::FindCoordinator(_)
+        | RequestKind::CreateAcls(_)
+        | RequestKind::DescribeAcls(_)
+        | RequestKind::DeleteAcls(_)) => Verdict::Serve(r, Fixup::None),
+        other if broker.acls.is_super_user(&ctx.principal) => Verdict::Serve(other, Fixup::None),
+        other => Verdict::Close(format!(
+            "{} is served to super users only while the authorizer is on",
+            api_name(&other)
+        )),
+    }
+}
+
+fn api_name(request: &RequestKind) -> String {
+    let debug = format!("{request:?}");
+    debug.split('(').next().unwrap_or("this API").to_string()
+}
+
+impl Fixup {
+    /// Adds the refusals to the handler's answer, and hides from Metadata the topics
+    /// `visible` says no to.
+    pub fn apply(self, response: &mut ResponseKind, visible: impl Fn(&str) -> bool) {
+        let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+        match (self, response) {
+            (Fixup::None, _) => {}
+            (Fixup::Topics(refused, code), ResponseKind::Produce(r)) => {
+                r.responses.extend(refused.into_iter().map(|(t, ps)| {
+                    TopicProduceResponse::default()
+                        .with_name(name(&t))
+                        .with_partition_responses(
+                            ps.into_iter()
+                                .map(|p| {
+                                    PartitionProduceResponse::default()
+                                        .with_index(p)
+                                        .with_error_code(code)
+                                        .with_base_offset(-1)
+                                        .with_log_append_time_ms(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }))
+            }
+            (Fixup::Topics(refused, code), ResponseKind::Fetch(r)) => {
+                r.responses.extend(refused.into_iter().map(|(t, ps)| {
+                    FetchableTopicResponse::default()
+                        .with_topic(name(&t))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|p| {
+                                    PartitionData::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(code)
+                                        .with_high_watermark(-1)
+                                        .with_last_stable_offset(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }))
+            }
+            (Fixup::Topics(refused, code), ResponseKind::ListOffsets(r)) => {
+                r.topics.extend(refused.into_iter().map(|(t, ps)| {
+                    ListOffsetsTopicResponse::default()
+                        .with_name(name(&t))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|p| {
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(code)
+                                        .with_timestamp(-1)
+                                        .with_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }))
+            }
+            (Fixup::Topics(refused, code), ResponseKind::OffsetForLeaderEpoch(r)) => {
+                r.topics.extend(refused.into_iter().map(|(t, ps)| {
+                    OffsetForLeaderTopicResult::default()
+                        .with_topic(name(&t))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|p| {
+                                    EpochEndOffset::default()
+                                        .with_partition(p)
+                                        .with_error_code(code)
+                                        .with_leader_epoch(-1)
+                                        .with_end_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }))
+            }
+            (Fixup::Topics(refused, code), ResponseKind::OffsetCommit(r)) => {
+                r.topics.extend(refused.into_iter().map(|(t, ps)| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name(&t))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                }))
+            }
+            (Fixup::Topics(refused, code), ResponseKind::CreateTopics(r)) => {
+                r.topics.extend(refused.into_iter().map(|(t, _)| {
+                    CreatableTopicResult::default()
+                        .with_name(name(&t))
+                        .with_error_code(code)
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "Authorization failed.",
+                        )))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                }))
+            }
+            (Fixup::Topics(refused, code), ResponseKind::DeleteTopics(r)) => {
+                r.responses.extend(refused.into_iter().map(|(t, _)| {
+                    DeletableTopicResult::default()
+                        .with_name(Some(name(&t)))
+                        .with_error_code(code)
+                }))
+            }
+            (Fixup::Metadata(refused), ResponseKind::Metadata(r)) => {
+                r.topics
+                    .retain(|t| t.name.as_ref().is_some_and(|n| visible(n)));
+                r.topics.extend(refused.into_iter().map(|t| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name(&t)))
+                        .with_error_code(TOPIC_DENIED)
+                }));
+            }
+            (Fixup::Groups(refused), ResponseKind::OffsetFetch(r)) => {
+                r.groups.extend(refused.into_iter().map(|g| {
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_string(g)))
+                        .with_error_code(GROUP_DENIED)
+                }))
+            }
+            (fixup, _) => {
+                tracing::error!(?fixup, "an authorization fixup does not fit its answer");
+            }
+        }
+    }
+}
+
+/// Whether the principal may describe `topic` (what Metadata shows).
+pub fn visible(broker: &Broker, ctx: &RequestContext, topic: &str) -> bool {
+    Who { broker, ctx }.may_topic(Operation::Describe, topic)
+}
