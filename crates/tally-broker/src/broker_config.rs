@@ -52,6 +52,15 @@ pub const RESERVED_ENV: &[&str] = &[
     "TALLY_CONTROL",
     "TALLY_PAUSE",
     "TALLY_HTTP",
+    // The client commands' settings: exported for them, they must not stop a broker started
+    // from the same shell.
+    "TALLY_SECURITY_PROTOCOL",
+    "TALLY_SASL_MECHANISM",
+    "TALLY_SASL_USERNAME",
+    "TALLY_SASL_PASSWORD",
+    "TALLY_SASL_PASSWORD_FILE",
+    "TALLY_SSL_CA_LOCATION",
+    "TALLY_USER_PASSWORD",
 ];
 
 impl BrokerConfig {
@@ -552,6 +561,13 @@ mod tests {
             ("TALLY_NUM_PARTITIONS".to_string(), "4".to_string()),
             ("TALLY_DATA_DIR".to_string(), "/ignored".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
+            // The client commands' settings, exported in the broker's shell.
+            (
+                "TALLY_SECURITY_PROTOCOL".to_string(),
+                "SASL_SSL".to_string(),
+            ),
+            ("TALLY_SASL_PASSWORD".to_string(), "secret".to_string()),
+            ("TALLY_SSL_CA_LOCATION".to_string(), "ca.pem".to_string()),
         ])
         .unwrap();
         assert_eq!(c.num_partitions(), 4);

@@ -141,31 +141,14 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         let (api_key, version) = (decoded.api_key, decoded.ctx.api_version);
         if sasl::intercepts(&session, api_key) {
-            if produce_in_flight {
-                let (done_tx, done_rx) = oneshot::channel();
-                if !queue(&tx, Pending::Barrier(done_tx)).await || done_rx.await.is_err() {
-                    return;
-                }
-                produce_in_flight = false;
+            if !drain(&tx, &mut produce_in_flight).await {
+                return;
             }
-            let (next, answer, after) = sasl_exchange(broker, session, decoded).await;
-            session = next;
+            match answer_sasl(broker, &tx, session, decoded).await {
+                Some(next) => session = next,
+                None => return,
+            }
             principal = Arc::from(session.principal());
-            let delay = broker.config.failed_authentication_delay();
-            let answer: Answer = match after {
-                After::DelayThenClose => Box::pin(async move {
-                    tokio::time::sleep(delay).await;
-                    answer
-                }),
-                _ => Box::pin(async { answer }),
-            };
-            if !queue(&tx, Pending::Answer(answer)).await {
-                return;
-            }
-            if after != After::GoOn {
-                queue(&tx, Pending::Linger(REFUSED_LINGER)).await;
-                return;
-            }
             continue;
         }
         decoded.ctx.principal = Arc::clone(&principal);
@@ -182,12 +165,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return;
             }
         } else {
-            if produce_in_flight {
-                let (done_tx, done_rx) = oneshot::channel();
-                if !queue(&tx, Pending::Barrier(done_tx)).await || done_rx.await.is_err() {
-                    return;
-                }
-                produce_in_flight = false;
+            if !drain(&tx, &mut produce_in_flight).await {
+                return;
             }
             let outcome = dispatch::handle(broker, decoded).await;
             broker
@@ -201,6 +180,46 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return;
         }
     }
+}
+
+/// Waits until every pipelined Produce before this request has been answered. False when
+/// the connection is closing.
+async fn drain(tx: &mpsc::Sender<Pending>, produce_in_flight: &mut bool) -> bool {
+    if *produce_in_flight {
+        let (done_tx, done_rx) = oneshot::channel();
+        if !queue(tx, Pending::Barrier(done_tx)).await || done_rx.await.is_err() {
+            return false;
+        }
+        *produce_in_flight = false;
+    }
+    true
+}
+
+/// Queues the answer to a request the SASL exchange intercepts (a failed login's after the
+/// failure delay). The session goes on, or `None`: the connection closes after the answer.
+async fn answer_sasl(
+    broker: &Arc<Broker>,
+    tx: &mpsc::Sender<Pending>,
+    session: SaslSession,
+    decoded: Decoded,
+) -> Option<SaslSession> {
+    let (session, answer, after) = sasl_exchange(broker, session, decoded).await;
+    let delay = broker.config.failed_authentication_delay();
+    let answer: Answer = match after {
+        After::DelayThenClose => Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            answer
+        }),
+        _ => Box::pin(async { answer }),
+    };
+    if !queue(tx, Pending::Answer(answer)).await {
+        return None;
+    }
+    if after != After::GoOn {
+        queue(tx, Pending::Linger(REFUSED_LINGER)).await;
+        return None;
+    }
+    Some(session)
 }
 
 /// A SASL request, or any request but ApiVersions before the connection authenticated: the

@@ -131,7 +131,7 @@ pub async fn submit_produce(
         match answer.await {
             handlers::produce::ProduceOutcome::Respond(r) => {
                 let mut response = ResponseKind::Produce(r);
-                fixup.apply(&mut response, |_| true);
+                fixup.apply(&mut response, &|_, _, _| true);
                 encode(
                     ApiKey::Produce,
                     ctx.api_version,
@@ -216,12 +216,14 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         handlers::authorize::Verdict::Close(reason) => return Outcome::Close(reason),
     };
     let auth_ctx = ctx.clone();
-    let visible = |topic: &str| handlers::authorize::visible(broker, &auth_ctx, topic);
+    let may = |op, resource_type, name: &str| {
+        handlers::authorize::may(broker, &auth_ctx, op, resource_type, name)
+    };
 
     let request = match &broker.cluster {
         Some(cluster) => match cluster_mode(broker, cluster, &ctx, request).await {
             Ok(mut response) => {
-                fixup.apply(&mut response, visible);
+                fixup.apply(&mut response, &may);
                 return encode(api_key, version, correlation_id, &response);
             }
             Err(request) => request,
@@ -379,7 +381,7 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
         _ => return Outcome::Close(format!("{api_key:?} has no handler")),
     };
     let mut response = response;
-    fixup.apply(&mut response, visible);
+    fixup.apply(&mut response, &may);
     encode(api_key, version, correlation_id, &response)
 }
 

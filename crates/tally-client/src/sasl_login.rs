@@ -48,11 +48,17 @@ pub async fn authenticate(
                 .take(24)
                 .map(char::from)
                 .collect();
-            let mut scram = ScramClient::new(mechanism, &sasl.username, &sasl.password, &nonce);
+            let scram = ScramClient::new(mechanism, &sasl.username, &sasl.password, &nonce);
             let first = round(connection, scram.first_message(), timeout).await?;
-            let last = scram
-                .final_message(&first)
-                .map_err(|e| ClientError::Protocol(format!("SCRAM: {e}")))?;
+            // PBKDF2 with the broker's iteration count: off the async workers.
+            let (scram, last) = tokio::task::spawn_blocking(move || {
+                let mut scram = scram;
+                let last = scram.final_message(&first);
+                (scram, last)
+            })
+            .await
+            .map_err(|e| ClientError::Protocol(format!("SCRAM: {e}")))?;
+            let last = last.map_err(|e| ClientError::Protocol(format!("SCRAM: {e}")))?;
             let reply = round(connection, last, timeout).await?;
             scram
                 .verify_server_final(&reply)

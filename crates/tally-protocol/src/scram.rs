@@ -161,7 +161,7 @@ pub enum ScramError {
     ServerSignature,
     #[error("the server refused: {0}")]
     ServerError(String),
-    #[error("the server's iteration count {0} is outside 1..=1000000")]
+    #[error("the server's iteration count {0} is outside 1..=16384")]
     Iterations(u32),
 }
 
@@ -387,7 +387,9 @@ impl ScramClient {
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
             return Err(ScramError::Nonce);
         }
-        if !(1..=1_000_000).contains(&iterations) {
+        // Kafka's servers store at most 16384: a bigger count is a broker making the client
+        // spend its CPU.
+        if !(1..=MAX_ITERATIONS).contains(&iterations) {
             return Err(ScramError::Iterations(iterations));
         }
         let m = self.mechanism;

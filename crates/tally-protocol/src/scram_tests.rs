@@ -175,6 +175,12 @@ fn the_client_refuses_a_server_that_does_not_extend_its_nonce() {
         client.final_message(reply.as_bytes()),
         Err(ScramError::Iterations(0))
     );
+    let reply = format!("r={CLIENT_NONCE}x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1000000");
+    assert_eq!(
+        client.final_message(reply.as_bytes()),
+        Err(ScramError::Iterations(1_000_000)),
+        "a broker may not make the client derive a million rounds"
+    );
     assert_eq!(
         client.final_message(b"e=invalid-proof"),
         Err(ScramError::ServerError("invalid-proof".into()))
@@ -188,4 +194,32 @@ fn sasl_names_escape_commas_and_equals() {
     }
     assert_eq!(encode_saslname("a,b=c"), "a=2Cb=3Dc");
     assert!(decode_saslname("a=").is_err());
+}
+
+proptest::proptest! {
+    /// Any bytes, at any step of either side, are an error or a result: never a panic.
+    #[test]
+    fn malformed_scram_messages_are_errors_not_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        text in "[a-z=,0-9+/]{0,80}",
+    ) {
+        for input in [bytes.as_slice(), text.as_bytes()] {
+            let _ = parse_client_first(input);
+            let _ = decode_saslname(&String::from_utf8_lossy(input));
+            let first = parse_client_first(CLIENT_FIRST.as_bytes()).unwrap();
+            let (exchange, _) = ServerExchange::start(
+                ScramMechanism::Sha256,
+                first,
+                rfc_credential("pencil"),
+                SERVER_NONCE,
+            );
+            proptest::prop_assert!(exchange.finish(input).is_err());
+            let mut client = ScramClient::new(ScramMechanism::Sha512, "u", "p", "n");
+            // (A valid server-first with a huge iteration count would only be slow.)
+            if !input.windows(2).any(|w| w == b"i=") {
+                let _ = client.final_message(input);
+            }
+            proptest::prop_assert!(client.verify_server_final(input).is_err());
+        }
+    }
 }

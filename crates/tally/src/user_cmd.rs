@@ -43,7 +43,7 @@ struct CreateArgs {
     #[arg(long)]
     mechanism: Option<String>,
     /// PBKDF2 iterations (Kafka accepts 4096 to 16384).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 4096)]
     iterations: u32,
 }
 

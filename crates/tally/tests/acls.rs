@@ -267,3 +267,73 @@ fn acls_decide_who_writes_reads_and_sees() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("ClusterAuthorizationFailed"));
 }
+
+/// The administrative and transactional APIs' rules: a transactional id needs Write on it,
+/// lists show only what the principal may describe, and an API without a rule for ordinary
+/// principals (DescribeQuorum) closes their connection.
+#[test]
+fn transactional_ids_lists_and_cluster_apis_are_guarded() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let broker = broker();
+    let mut admin = as_user(&broker, "admin");
+    admin.create_topic("orders", 1).unwrap();
+    let txn = |id: &str| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+            .with_transaction_timeout_ms(60_000)
+    };
+    let mut alice = as_user(&broker, "alice");
+    assert_eq!(alice.send(&txn("alice-txn"), 4).unwrap().error_code, 53);
+    acl(
+        &broker,
+        &[
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "Write",
+            "--transactional-id",
+            "alice-txn",
+        ],
+    );
+    let mut alice = as_user(&broker, "alice");
+    let answer = alice.send(&txn("alice-txn"), 4).unwrap();
+    assert_eq!(answer.error_code, 0);
+    let end = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str("alice-txn")))
+        .with_producer_id(answer.producer_id)
+        .with_producer_epoch(answer.producer_epoch)
+        .with_committed(true);
+    let mut bob = as_user(&broker, "bob");
+    assert_eq!(
+        bob.send(&end, 3).unwrap().error_code,
+        53,
+        "bob may not end alice's transaction"
+    );
+
+    // DescribeConfigs: refused per resource.
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("orders")),
+    ]);
+    let answer = bob.send(&describe, 4).unwrap();
+    assert_eq!(answer.results.len(), 1);
+    assert_eq!(answer.results[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(admin.send(&describe, 4).unwrap().results[0].error_code, 0);
+
+    // ListTransactions lists only the ids the principal may describe.
+    let listed = |c: &mut WireClient| {
+        c.send(&ListTransactionsRequest::default(), 1)
+            .unwrap()
+            .transaction_states
+            .len()
+    };
+    assert_eq!(listed(&mut admin), 1);
+    assert_eq!(listed(&mut alice), 1, "Write implies Describe");
+    assert_eq!(listed(&mut bob), 0);
+
+    // An API with no rule for ordinary principals: the connection closes.
+    assert!(bob.send(&DescribeQuorumRequest::default(), 2).is_err());
+    assert!(admin.send(&DescribeQuorumRequest::default(), 2).is_ok());
+}

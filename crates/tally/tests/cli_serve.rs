@@ -46,7 +46,11 @@ fn bad_configuration_is_one_clear_error_line() {
         (vec!["--listen".into(), "nonsense".into()], "HOST:PORT"),
         (
             vec!["--listen".into(), "SASL_SSL://127.0.0.1:1".into()],
-            "not supported yet",
+            "needs ssl.keystore.location",
+        ),
+        (
+            vec!["--listen".into(), "SASL_GSSAPI://127.0.0.1:1".into()],
+            "unknown security protocol SASL_GSSAPI",
         ),
         (
             vec!["--listen".into(), "SSL://127.0.0.1:1".into()],

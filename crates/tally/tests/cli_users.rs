@@ -95,7 +95,7 @@ fn users_made_with_the_command_line_log_in_and_their_changes_survive_sigkill() {
     );
     let listed = ok(tally(&broker, &ca, &ADMIN, &["user", "list"], ""));
     assert!(
-        listed.contains("alice") && listed.contains("iterations=8192"),
+        listed.contains("alice") && listed.contains("iterations=4096"),
         "{listed}"
     );
 

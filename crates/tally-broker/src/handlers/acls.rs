@@ -28,16 +28,24 @@ fn message(text: &str) -> Option<StrBytes> {
     Some(StrBytes::from_string(text.to_string()))
 }
 
-/// Whether the request may touch ACLs at all: the error to answer with, if not.
+/// Whether the request may touch ACLs at all: the error to answer with, if not. `change`:
+/// CreateAcls or DeleteAcls, which cluster mode refuses until ACLs are replicated.
 fn gate(
     broker: &Broker,
     ctx: &RequestContext,
     operation: Operation,
+    change: bool,
 ) -> Option<(ResponseError, &'static str)> {
     if !broker.acls.enabled() {
         return Some((
             ResponseError::SecurityDisabled,
             "No Authorizer is configured (authorizer.class.name)",
+        ));
+    }
+    if change && broker.cluster.is_some() {
+        return Some((
+            ResponseError::InvalidRequest,
+            "ACLs are not replicated yet: in cluster mode each node keeps its own acls.json",
         ));
     }
     let allowed = broker.acls.allows(
@@ -58,7 +66,7 @@ pub async fn create(
     ctx: &RequestContext,
     request: CreateAclsRequest,
 ) -> CreateAclsResponse {
-    if let Some((e, text)) = gate(broker, ctx, Operation::Alter) {
+    if let Some((e, text)) = gate(broker, ctx, Operation::Alter, true) {
         let results = request
             .creations
             .iter()
@@ -114,7 +122,7 @@ pub fn describe(
     ctx: &RequestContext,
     r: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if let Some((e, text)) = gate(broker, ctx, Operation::Describe) {
+    if let Some((e, text)) = gate(broker, ctx, Operation::Describe, false) {
         return DescribeAclsResponse::default()
             .with_error_code(e.code())
             .with_error_message(message(text));
@@ -173,7 +181,7 @@ pub async fn delete(
     ctx: &RequestContext,
     request: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    if let Some((e, text)) = gate(broker, ctx, Operation::Alter) {
+    if let Some((e, text)) = gate(broker, ctx, Operation::Alter, true) {
         let results = request
             .filters
             .iter()

@@ -10,25 +10,10 @@
 //! Describe; CreateTopics needs Create on the cluster or the topic; DeleteTopics needs
 //! Delete; InitProducerId needs Write on its transactional id, or for an idempotent producer
 //! IdempotentWrite on the cluster or Write on any topic (KIP-679); JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch need Read on the group (OffsetCommit
-//! also Read on each topic); the SCRAM APIs need Describe or Alter on the cluster. Any other
-//! API is served to super users only until its rule is written (the connection closes).
+//! Heartbeat, LeaveGroup and OffsetCommit need Read on the group (OffsetCommit also Read on
+//! each topic), OffsetFetch Describe on the group (and shows only topics it may describe); the SCRAM APIs need Describe or Alter on the cluster. The other
+//! APIs' rules are in `authorize_admin.rs`; the answers' refusals in `authorize_fixup.rs`.
 
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
-use kafka_protocol::messages::offset_for_leader_epoch_response::{
-    EpochEndOffset, OffsetForLeaderTopicResult,
-};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
@@ -36,10 +21,10 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
-const TOPIC_DENIED: i16 = 29;
-const GROUP_DENIED: i16 = 30;
-const CLUSTER_DENIED: i16 = 31;
-const TXN_ID_DENIED: i16 = 53;
+pub(super) const TOPIC_DENIED: i16 = 29;
+pub(super) const GROUP_DENIED: i16 = 30;
+pub(super) const CLUSTER_DENIED: i16 = 31;
+pub(super) const TXN_ID_DENIED: i16 = 53;
 
 /// What to add to the handler's answer for what was taken out of the request.
 #[derive(Debug, Default)]
@@ -50,8 +35,15 @@ pub enum Fixup {
     Topics(Vec<(String, Vec<i32>)>, i16),
     /// Metadata: hide every topic the principal may not describe, and add these refusals.
     Metadata(Vec<String>),
-    /// OffsetFetch v8: groups refused.
+    /// Groups (OffsetFetch v8, DescribeGroups, DeleteGroups) or transactional ids
+    /// (DescribeTransactions) refused.
     Groups(Vec<String>),
+    /// DescribeConfigs: (resource type, name, error) of each resource refused.
+    Configs(Vec<(i8, String, i16)>),
+    /// ListGroups, ListTransactions: list only what the principal may describe.
+    Visible,
+    /// DeleteTopics: topics refused by name, and by id only.
+    DeleteTopics(Vec<(String, Vec<i32>)>, Vec<uuid::Uuid>),
 }
 
 /// The request's verdict: served (perhaps reduced), refused with an answer, or refused by
@@ -219,14 +211,34 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                 |n| (n.to_string(), vec![]),
             );
             r.topic_names = kept;
-            let (kept, more) = split(
-                std::mem::take(&mut r.topics),
-                |t| who.may_topic(Delete, &name(&t.name)),
-                |t| (name(&t.name), vec![]),
-            );
+            // v6 may name a topic by id only: authorize the name the id has (an id nobody
+            // can resolve here is for super users only).
+            let resolved = |t: &delete_topics_request::DeleteTopicState| {
+                t.name.as_ref().map(|n| n.to_string()).or_else(|| {
+                    broker
+                        .topics
+                        .get_by_id(t.topic_id)
+                        .map(|topic| topic.name.clone())
+                })
+            };
+            let (kept, denied): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut r.topics).into_iter().partition(|t| {
+                    broker.acls.is_super_user(&ctx.principal)
+                        || resolved(t).is_some_and(|n| who.may_topic(Delete, &n))
+                });
             r.topics = kept;
-            refused.extend(more);
-            Verdict::Serve(RequestKind::DeleteTopics(r), topics(refused, TOPIC_DENIED))
+            let mut by_id = Vec::new();
+            for t in denied {
+                match &t.name {
+                    Some(n) => refused.push((n.to_string(), vec![])),
+                    None => by_id.push(t.topic_id),
+                }
+            }
+            let _ = name;
+            Verdict::Serve(
+                RequestKind::DeleteTopics(r),
+                Fixup::DeleteTopics(refused, by_id),
+            )
         }
         RequestKind::InitProducerId(r) => {
             let allowed = match &r.transactional_id {
@@ -278,11 +290,37 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                 LeaveGroupResponse::default().with_error_code(GROUP_DENIED),
             ))
         }
+        RequestKind::OffsetCommit(r) if !who.may(Read, ResourceType::Group, &r.group_id) => {
+            // Refused before the coordinator sees it: no group is created or touched.
+            use offset_commit_response::{
+                OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+            };
+            let topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(GROUP_DENIED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            Verdict::Refuse(ResponseKind::OffsetCommit(
+                OffsetCommitResponse::default().with_topics(topics),
+            ))
+        }
         RequestKind::OffsetCommit(mut r) => {
-            let group_ok = who.may(Read, ResourceType::Group, &r.group_id);
             let (kept, refused) = split(
                 std::mem::take(&mut r.topics),
-                |t| group_ok && who.may_topic(Read, &t.name),
+                |t| who.may_topic(Read, &t.name),
                 |t| {
                     (
                         t.name.to_string(),
@@ -291,11 +329,10 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                 },
             );
             r.topics = kept;
-            let code = if group_ok { TOPIC_DENIED } else { GROUP_DENIED };
-            Verdict::Serve(RequestKind::OffsetCommit(r), topics(refused, code))
+            Verdict::Serve(RequestKind::OffsetCommit(r), topics(refused, TOPIC_DENIED))
         }
         RequestKind::OffsetFetch(r)
-            if r.groups.is_empty() && !who.may(Read, ResourceType::Group, &r.group_id) =>
+            if r.groups.is_empty() && !who.may(Describe, ResourceType::Group, &r.group_id) =>
         {
             Verdict::Refuse(ResponseKind::OffsetFetch(
                 OffsetFetchResponse::default().with_error_code(GROUP_DENIED),
@@ -304,7 +341,7 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
         RequestKind::OffsetFetch(mut r) => {
             let (kept, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.groups)
                 .into_iter()
-                .partition(|g| who.may(Read, ResourceType::Group, &g.group_id));
+                .partition(|g| who.may(Describe, ResourceType::Group, &g.group_id));
             r.groups = kept;
             let denied = denied.into_iter().map(|g| g.group_id.to_string()).collect();
             Verdict::Serve(RequestKind::OffsetFetch(r), Fixup::Groups(denied))
@@ -348,154 +385,22 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
         | RequestKind::CreateAcls(_)
         | RequestKind::DescribeAcls(_)
         | RequestKind::DeleteAcls(_)) => Verdict::Serve(r, Fixup::None),
-        other if broker.acls.is_super_user(&ctx.principal) => Verdict::Serve(other, Fixup::None),
-        other => Verdict::Close(format!(
-            "{} is served to super users only while the authorizer is on",
-            api_name(&other)
-        )),
+        other => super::authorize_admin::check(broker, ctx, other),
     }
 }
 
-fn api_name(request: &RequestKind) -> String {
+pub(super) fn api_name(request: &RequestKind) -> String {
     let debug = format!("{request:?}");
     debug.split('(').next().unwrap_or("this API").to_string()
 }
 
-impl Fixup {
-    /// Adds the refusals to the handler's answer, and hides from Metadata the topics
-    /// `visible` says no to.
-    pub fn apply(self, response: &mut ResponseKind, visible: impl Fn(&str) -> bool) {
-        let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
-        match (self, response) {
-            (Fixup::None, _) => {}
-            (Fixup::Topics(refused, code), ResponseKind::Produce(r)) => {
-                r.responses.extend(refused.into_iter().map(|(t, ps)| {
-                    TopicProduceResponse::default()
-                        .with_name(name(&t))
-                        .with_partition_responses(
-                            ps.into_iter()
-                                .map(|p| {
-                                    PartitionProduceResponse::default()
-                                        .with_index(p)
-                                        .with_error_code(code)
-                                        .with_base_offset(-1)
-                                        .with_log_append_time_ms(-1)
-                                        .with_log_start_offset(-1)
-                                })
-                                .collect(),
-                        )
-                }))
-            }
-            (Fixup::Topics(refused, code), ResponseKind::Fetch(r)) => {
-                r.responses.extend(refused.into_iter().map(|(t, ps)| {
-                    FetchableTopicResponse::default()
-                        .with_topic(name(&t))
-                        .with_partitions(
-                            ps.into_iter()
-                                .map(|p| {
-                                    PartitionData::default()
-                                        .with_partition_index(p)
-                                        .with_error_code(code)
-                                        .with_high_watermark(-1)
-                                        .with_last_stable_offset(-1)
-                                        .with_log_start_offset(-1)
-                                })
-                                .collect(),
-                        )
-                }))
-            }
-            (Fixup::Topics(refused, code), ResponseKind::ListOffsets(r)) => {
-                r.topics.extend(refused.into_iter().map(|(t, ps)| {
-                    ListOffsetsTopicResponse::default()
-                        .with_name(name(&t))
-                        .with_partitions(
-                            ps.into_iter()
-                                .map(|p| {
-                                    ListOffsetsPartitionResponse::default()
-                                        .with_partition_index(p)
-                                        .with_error_code(code)
-                                        .with_timestamp(-1)
-                                        .with_offset(-1)
-                                })
-                                .collect(),
-                        )
-                }))
-            }
-            (Fixup::Topics(refused, code), ResponseKind::OffsetForLeaderEpoch(r)) => {
-                r.topics.extend(refused.into_iter().map(|(t, ps)| {
-                    OffsetForLeaderTopicResult::default()
-                        .with_topic(name(&t))
-                        .with_partitions(
-                            ps.into_iter()
-                                .map(|p| {
-                                    EpochEndOffset::default()
-                                        .with_partition(p)
-                                        .with_error_code(code)
-                                        .with_leader_epoch(-1)
-                                        .with_end_offset(-1)
-                                })
-                                .collect(),
-                        )
-                }))
-            }
-            (Fixup::Topics(refused, code), ResponseKind::OffsetCommit(r)) => {
-                r.topics.extend(refused.into_iter().map(|(t, ps)| {
-                    OffsetCommitResponseTopic::default()
-                        .with_name(name(&t))
-                        .with_partitions(
-                            ps.into_iter()
-                                .map(|p| {
-                                    OffsetCommitResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_error_code(code)
-                                })
-                                .collect(),
-                        )
-                }))
-            }
-            (Fixup::Topics(refused, code), ResponseKind::CreateTopics(r)) => {
-                r.topics.extend(refused.into_iter().map(|(t, _)| {
-                    CreatableTopicResult::default()
-                        .with_name(name(&t))
-                        .with_error_code(code)
-                        .with_error_message(Some(StrBytes::from_static_str(
-                            "Authorization failed.",
-                        )))
-                        .with_num_partitions(-1)
-                        .with_replication_factor(-1)
-                }))
-            }
-            (Fixup::Topics(refused, code), ResponseKind::DeleteTopics(r)) => {
-                r.responses.extend(refused.into_iter().map(|(t, _)| {
-                    DeletableTopicResult::default()
-                        .with_name(Some(name(&t)))
-                        .with_error_code(code)
-                }))
-            }
-            (Fixup::Metadata(refused), ResponseKind::Metadata(r)) => {
-                r.topics
-                    .retain(|t| t.name.as_ref().is_some_and(|n| visible(n)));
-                r.topics.extend(refused.into_iter().map(|t| {
-                    MetadataResponseTopic::default()
-                        .with_name(Some(name(&t)))
-                        .with_error_code(TOPIC_DENIED)
-                }));
-            }
-            (Fixup::Groups(refused), ResponseKind::OffsetFetch(r)) => {
-                r.groups.extend(refused.into_iter().map(|g| {
-                    OffsetFetchResponseGroup::default()
-                        .with_group_id(GroupId(StrBytes::from_string(g)))
-                        .with_error_code(GROUP_DENIED)
-                }))
-            }
-            (fixup, _) => {
-                tracing::error!(?fixup, "an authorization fixup does not fit its answer");
-            }
-        }
-    }
-}
-
-/// Whether the principal may describe `topic` (what Metadata shows).
-pub fn visible(broker: &Broker, ctx: &RequestContext, topic: &str) -> bool {
-    Who { broker, ctx }.may_topic(Operation::Describe, topic)
+/// May the principal do `operation` on the resource? (What the answers' fixups ask.)
+pub fn may(
+    broker: &Broker,
+    ctx: &RequestContext,
+    operation: Operation,
+    resource_type: ResourceType,
+    name: &str,
+) -> bool {
+    Who { broker, ctx }.may(operation, resource_type, name)
 }

@@ -5,6 +5,8 @@ pub mod acls;
 pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod authorize;
+pub mod authorize_admin;
+pub mod authorize_fixup;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -53,7 +55,10 @@ pub struct RequestContext {
 impl RequestContext {
     /// The client's address without Kafka's leading '/' (what ACL hosts name).
     pub fn host(&self) -> &str {
-        self.client_host.trim_start_matches('/')
+        self.client_host
+            .trim_start_matches('/')
+            .trim_start_matches('[')
+            .trim_end_matches(']')
     }
 }
 

@@ -49,6 +49,11 @@ pub fn handshake(
     let response = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
     match session.handshake(request.mechanism.as_str()) {
         Ok(()) => (response, After::GoOn),
+        // As Kafka: a handshake out of place (on a listener without SASL, or after logging
+        // in) is answered and the connection goes on; an unknown mechanism ends it.
+        Err((code, _)) if session.is_authenticated() => {
+            (response.with_error_code(code), After::GoOn)
+        }
         Err((code, _)) => (response.with_error_code(code), After::Close),
     }
 }

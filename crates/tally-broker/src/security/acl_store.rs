@@ -160,8 +160,8 @@ impl AclStore {
         };
         let mut bytes = serde_json::to_vec_pretty(&form).expect("ACLs serialize");
         bytes.push(b'\n');
-        write_durably(&self.path, &bytes)?;
-        *self.acls.write() = Arc::new(form.acls);
-        Ok(())
+        write_durably(&self.path, &bytes, || {
+            *self.acls.write() = Arc::new(form.acls);
+        })
     }
 }

@@ -57,6 +57,8 @@ pub struct CredentialStore {
     users: RwLock<Arc<Users>>,
     /// Serializes writers: each writes the whole file, from the map the last one left.
     write: Mutex<()>,
+    /// This process's secret for decoy credentials (see `credential_or_decoy`).
+    decoy_secret: Vec<u8>,
 }
 
 impl CredentialStore {
@@ -80,6 +82,7 @@ impl CredentialStore {
             path,
             users: RwLock::new(Arc::new(users)),
             write: Mutex::new(()),
+            decoy_secret: random_bytes(32),
         })
     }
 
@@ -89,6 +92,26 @@ impl CredentialStore {
 
     pub fn get(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
         self.users.read().get(user)?.get(&mechanism).cloned()
+    }
+
+    /// The user's credential, or for a user without one a decoy that no password matches:
+    /// the same salt at every attempt and the usual iteration count, so an exchange with it
+    /// looks like one with a real user, and fails like a wrong password.
+    pub fn credential_or_decoy(&self, user: &str, mechanism: ScramMechanism) -> ScramCredential {
+        if let Some(c) = self.get(user, mechanism) {
+            return c;
+        }
+        let derive = |label: &str, len: usize| {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA512, &self.decoy_secret);
+            let tag = ring::hmac::sign(&key, format!("{label}\0{user}").as_bytes());
+            tag.as_ref()[..len].to_vec()
+        };
+        ScramCredential {
+            salt: derive("salt", 32),
+            stored_key: derive("stored", mechanism.key_len()),
+            server_key: derive("server", mechanism.key_len()),
+            iterations: MIN_ITERATIONS,
+        }
     }
 
     /// Applies `changes` in order, writes the file durably, then makes them visible. On an
@@ -121,14 +144,14 @@ impl CredentialStore {
                 }
             }
         }
-        super::durable_file::write_durably(&self.path, &encode(&users)).map_err(|source| {
-            CredentialError::Io {
-                path: self.path.display().to_string(),
-                source,
-            }
-        })?;
-        *self.users.write() = Arc::new(users);
-        Ok(())
+        let bytes = encode(&users);
+        super::durable_file::write_durably(&self.path, &bytes, || {
+            *self.users.write() = Arc::new(users);
+        })
+        .map_err(|source| CredentialError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
     }
 
     /// Creates SCRAM-SHA-256 and SCRAM-SHA-512 credentials for each `(user, password)` that

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use tally_log::storage;
 
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes`. `visible` runs as soon as the new file is in place, also
+/// when the directory's fsync then fails (the error is still returned): memory then holds
+/// what the file holds, never the old state beside a new file.
+pub fn write_durably(path: &Path, bytes: &[u8], visible: impl FnOnce()) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -16,6 +19,7 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         storage::sync_all(&f, &tmp)?;
     }
     storage::rename(&tmp, path)?;
+    visible();
     if let Some(dir) = path.parent() {
         storage::sync_dir(dir)?;
     }

@@ -5,17 +5,16 @@
 //!
 //! PLAIN checks the password against the user's stored SCRAM credential, so one store serves
 //! both (Kafka keeps PLAIN's passwords in JAAS files instead). A SCRAM exchange for a user
-//! who does not exist runs to the end with a made-up credential and fails like a wrong
-//! password, so the answer does not tell which users exist.
+//! who does not exist runs to the end with a decoy credential (a stable salt, the usual
+//! iteration count) and fails like a wrong password, and PLAIN derives a key for an unknown
+//! user too, so neither the answer nor its time tells which users exist.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tally_protocol::scram::{
-    parse_client_first, ScramCredential, ScramMechanism, ServerExchange, MIN_ITERATIONS,
-};
+use tally_protocol::scram::{parse_client_first, ScramMechanism, ServerExchange};
 
-use super::credential_store::{random_bytes, CredentialStore};
+use super::credential_store::CredentialStore;
 
 /// The principal of a connection that did not authenticate (Kafka's name).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
@@ -203,7 +202,16 @@ impl SaslSession {
         let verified = ScramMechanism::ALL
             .into_iter()
             .find_map(|m| store.get(user, m).map(|c| c.matches_password(m, password)));
-        if verified == Some(true) {
+        // An unknown user costs the same key derivation as a known one: the time of the
+        // answer does not tell which users exist.
+        let verified = verified.unwrap_or_else(|| {
+            let m = ScramMechanism::Sha256;
+            let _ = store
+                .credential_or_decoy(user, m)
+                .matches_password(m, password);
+            false
+        });
+        if verified {
             self.succeed(user);
             Step::Token(Bytes::new())
         } else {
@@ -222,9 +230,7 @@ impl SaslSession {
             Ok(first) => first,
             Err(e) => return failed(format!("{}: {e}", mechanism.name())),
         };
-        let credential = store
-            .get(&first.username, mechanism)
-            .unwrap_or_else(|| made_up_credential(mechanism));
+        let credential = store.credential_or_decoy(&first.username, mechanism);
         let (exchange, reply) = ServerExchange::start(mechanism, first, credential, server_nonce);
         self.state = State::AwaitingScramFinal(Box::new(exchange), mechanism);
         Step::Token(Bytes::from(reply))
@@ -259,17 +265,6 @@ fn failed(message: String) -> Step {
     Step::Refused {
         code: SASL_AUTHENTICATION_FAILED,
         message,
-    }
-}
-
-/// A credential no password matches, for a user who does not exist.
-fn made_up_credential(mechanism: ScramMechanism) -> ScramCredential {
-    let len = mechanism.key_len();
-    ScramCredential {
-        salt: random_bytes(32),
-        stored_key: random_bytes(len),
-        server_key: random_bytes(len),
-        iterations: MIN_ITERATIONS,
     }
 }
 
