@@ -91,14 +91,33 @@ fn split<T>(
     (kept, refused)
 }
 
+/// A group of rules: the request's verdict, or the request for the next group.
+enum Rule {
+    Decided(Verdict),
+    Next(RequestKind),
+}
+
 pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Verdict {
     if !broker.acls.enabled() {
         return Verdict::Serve(request, Fixup::None);
     }
     let who = Who { broker, ctx };
+    let rules = [data_path, topics_and_producers, groups_and_users];
+    let mut request = request;
+    for rule in rules {
+        match rule(&who, request) {
+            Rule::Decided(verdict) => return verdict,
+            Rule::Next(other) => request = other,
+        }
+    }
+    super::authorize_admin::check(broker, ctx, request)
+}
+
+/// Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, Metadata.
+fn data_path(who: &Who<'_>, request: RequestKind) -> Rule {
     use Operation::*;
     let topics = |refused: Vec<(String, Vec<i32>)>, code: i16| Fixup::Topics(refused, code);
-    match request {
+    Rule::Decided(match request {
         RequestKind::Produce(mut r) => {
             if let Some(id) = &r.transactional_id {
                 if !who.may(Write, ResourceType::TransactionalId, id) {
@@ -113,7 +132,10 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                         })
                         .collect();
                     r.topic_data.clear();
-                    return Verdict::Serve(RequestKind::Produce(r), topics(refused, TXN_ID_DENIED));
+                    return Rule::Decided(Verdict::Serve(
+                        RequestKind::Produce(r),
+                        topics(refused, TXN_ID_DENIED),
+                    ));
                 }
             }
             let (kept, refused) = split(
@@ -193,6 +215,15 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
             }
             Verdict::Serve(RequestKind::Metadata(r), Fixup::Metadata(refused))
         }
+        other => return Rule::Next(other),
+    })
+}
+
+/// CreateTopics, DeleteTopics, InitProducerId.
+fn topics_and_producers(who: &Who<'_>, request: RequestKind) -> Rule {
+    use Operation::*;
+    let topics = |refused: Vec<(String, Vec<i32>)>, code: i16| Fixup::Topics(refused, code);
+    Rule::Decided(match request {
         RequestKind::CreateTopics(mut r) => {
             let cluster = who.may_cluster(Create);
             let (kept, refused) = split(
@@ -215,7 +246,7 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
             // can resolve here is for super users only).
             let resolved = |t: &delete_topics_request::DeleteTopicState| {
                 t.name.as_ref().map(|n| n.to_string()).or_else(|| {
-                    broker
+                    who.broker
                         .topics
                         .get_by_id(t.topic_id)
                         .map(|topic| topic.name.clone())
@@ -223,7 +254,7 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
             };
             let (kept, denied): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut r.topics).into_iter().partition(|t| {
-                    broker.acls.is_super_user(&ctx.principal)
+                    who.broker.acls.is_super_user(&who.ctx.principal)
                         || resolved(t).is_some_and(|n| who.may_topic(Delete, &n))
                 });
             r.topics = kept;
@@ -245,16 +276,16 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                 Some(id) => who.may(Write, ResourceType::TransactionalId, id),
                 None => {
                     who.may_cluster(IdempotentWrite)
-                        || broker.acls.allows_any(
-                            &ctx.principal,
-                            ctx.host(),
+                        || who.broker.acls.allows_any(
+                            &who.ctx.principal,
+                            who.ctx.host(),
                             Write,
                             ResourceType::Topic,
                         )
                 }
             };
             if allowed {
-                return Verdict::Serve(RequestKind::InitProducerId(r), Fixup::None);
+                return Rule::Decided(Verdict::Serve(RequestKind::InitProducerId(r), Fixup::None));
             }
             let code = if r.transactional_id.is_some() {
                 TXN_ID_DENIED
@@ -268,6 +299,15 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                     .with_producer_epoch(-1),
             ))
         }
+        other => return Rule::Next(other),
+    })
+}
+
+/// The group APIs, the SCRAM APIs, and what everyone may send.
+fn groups_and_users(who: &Who<'_>, request: RequestKind) -> Rule {
+    use Operation::*;
+    let topics = |refused: Vec<(String, Vec<i32>)>, code: i16| Fixup::Topics(refused, code);
+    Rule::Decided(match request {
         RequestKind::JoinGroup(r) if !who.may(Read, ResourceType::Group, &r.group_id) => {
             Verdict::Refuse(ResponseKind::JoinGroup(
                 JoinGroupResponse::default()
@@ -385,8 +425,8 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
         | RequestKind::CreateAcls(_)
         | RequestKind::DescribeAcls(_)
         | RequestKind::DeleteAcls(_)) => Verdict::Serve(r, Fixup::None),
-        other => super::authorize_admin::check(broker, ctx, other),
-    }
+        other => return Rule::Next(other),
+    })
 }
 
 pub(super) fn api_name(request: &RequestKind) -> String {
