@@ -240,6 +240,17 @@ async fn serve_tls(
 ) {
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
+            // ssl.client.auth: the certificate's subject is the principal (Kafka's default).
+            let principal = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::security::cert_principal::principal_of(cert));
+            let session = match principal {
+                Some(p) => session.with_transport_principal(p),
+                None => session,
+            };
             let (read_half, write_half) = tokio::io::split(stream);
             run_connection(broker, read_half, write_half, peer, shutdown, session).await;
         }

@@ -283,3 +283,64 @@ fn required_client_certificates_are_checked() {
         "another authority's client"
     );
 }
+
+/// With `ssl.client.auth=required`, a connection is the subject of its certificate, as in
+/// Kafka (`User:CN=alice`): with the authorizer on and alice a super user, alice's writes are
+/// stored and bob's (a certificate from the same authority) are refused and not stored.
+#[test]
+fn a_client_certificate_is_the_connections_principal() {
+    let pki = pki();
+    let keystore = format!("ssl.keystore.location={}", pki.keystore.display());
+    let truststore = format!("ssl.truststore.location={}", pki.ca.display());
+    let broker = BrokerProcess::start_with_scheme(
+        Path::new(TALLY),
+        "SSL://",
+        &[
+            "--set",
+            &keystore,
+            "--set",
+            &truststore,
+            "--set",
+            "ssl.client.auth=required",
+            "--set",
+            "authorizer.class.name=tally",
+            "--set",
+            "super.users=User:CN=alice",
+        ],
+        &[],
+    );
+    let as_client = |client: &(PathBuf, PathBuf), args: &[&str], stdin: &str| {
+        let mut all: Vec<String> = vec![
+            "-X".into(),
+            format!("ssl.certificate.location={}", client.0.display()),
+            "-X".into(),
+            format!("ssl.key.location={}", client.1.display()),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        kcat(&broker, &pki.ca, &all, stdin)
+    };
+    let out = as_client(&pki.client, &["-P", "-t", "certs"], "from-alice\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    as_client(
+        &pki.client_bob,
+        &["-X", "message.timeout.ms=3000", "-P", "-t", "certs"],
+        "from-bob\n",
+    );
+    let read = as_client(
+        &pki.client,
+        &["-C", "-t", "certs", "-o", "beginning", "-e", "-q"],
+        "",
+    );
+    let read = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        ["from-alice"],
+        "{}",
+        broker.logs()
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod acl_store;
+pub mod cert_principal;
 pub mod credential_store;
 mod durable_file;
 pub mod sasl_session;

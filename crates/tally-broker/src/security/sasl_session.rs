@@ -107,6 +107,15 @@ impl SaslSession {
         }
     }
 
+    /// Who a connection without SASL is, from its TLS client certificate. A SASL
+    /// connection is who it logs in as, whatever its certificate says (as in Kafka).
+    pub fn with_transport_principal(mut self, principal: String) -> SaslSession {
+        if matches!(self.state, State::NotSasl) {
+            self.principal = principal;
+        }
+        self
+    }
+
     pub fn is_authenticated(&self) -> bool {
         matches!(self.state, State::NotSasl | State::Authenticated)
     }

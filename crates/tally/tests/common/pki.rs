@@ -19,6 +19,8 @@ pub struct Pki {
     pub other_keystore: PathBuf,
     /// Client certificates and keys: one the authority signed, one the other authority signed.
     pub client: (PathBuf, PathBuf),
+    /// Another client the authority signed (CN=bob).
+    pub client_bob: (PathBuf, PathBuf),
     pub other_client: (PathBuf, PathBuf),
 }
 
@@ -46,9 +48,9 @@ pub fn pki() -> Pki {
         let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
         format!("{}{}", cert.pem(), key.serialize_pem())
     };
-    let client_cert = |issuer: &Certificate, issuer_key: &KeyPair| {
+    let client_cert = |issuer: &Certificate, issuer_key: &KeyPair, name: &str| {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "alice");
+        params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
@@ -59,14 +61,16 @@ pub fn pki() -> Pki {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let (client, client_key) = client_cert(&ca, &ca_key);
-    let (other_client, other_client_key) = client_cert(&other, &other_key);
+    let (client, client_key) = client_cert(&ca, &ca_key, "alice");
+    let (bob, bob_key) = client_cert(&ca, &ca_key, "bob");
+    let (other_client, other_client_key) = client_cert(&other, &other_key, "alice");
     Pki {
         ca: write("ca.pem", ca.pem()),
         other_ca: write("other-ca.pem", other.pem()),
         keystore: write("broker.pem", broker_cert(&ca, &ca_key)),
         other_keystore: write("other-broker.pem", broker_cert(&other, &other_key)),
         client: (write("client.pem", client), write("client.key", client_key)),
+        client_bob: (write("bob.pem", bob), write("bob.key", bob_key)),
         other_client: (
             write("other-client.pem", other_client),
             write("other-client.key", other_client_key),
