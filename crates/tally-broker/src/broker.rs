@@ -64,6 +64,9 @@ pub struct BrokerOptions {
     pub clock: Arc<dyn Clock>,
     /// The network Raft's traffic between nodes travels on (cluster mode).
     pub raft_transport: Arc<dyn RaftTransport>,
+    /// Each listener's name and bound port, when there are several (else the first
+    /// listener is on `listen_port`).
+    pub listener_ports: Vec<(String, u16)>,
 }
 
 impl Default for BrokerOptions {
@@ -72,6 +75,7 @@ impl Default for BrokerOptions {
             writer_mode: WriterMode::Thread,
             clock: crate::clock::system(),
             raft_transport: TokioTcp::shared(),
+            listener_ports: Vec::new(),
         }
     }
 }
@@ -81,7 +85,10 @@ pub struct Broker {
     /// The wall clock every timestamp and expiry reads.
     pub clock: Arc<dyn Clock>,
     pub node_id: i32,
+    /// The first listener's advertised endpoint (cluster mode registers it).
     pub advertised: Endpoint,
+    /// Every listener's advertised endpoint: a client is told the one it connected through.
+    pub advertised_listeners: Vec<Endpoint>,
     pub cluster_id: String,
     pub topics: Arc<TopicRegistry>,
     pub producer_ids: Arc<ProducerIdManager>,
@@ -126,6 +133,14 @@ impl Broker {
             }),
             None => self.topics.partition(topic, index).is_some(),
         }
+    }
+
+    /// What a client that connected through `listener` is told this broker's address is.
+    pub fn advertised_for(&self, listener: &str) -> &Endpoint {
+        self.advertised_listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .unwrap_or(&self.advertised)
     }
 
     pub fn notify_append(&self) {
@@ -179,6 +194,7 @@ impl Broker {
             writer_mode,
             clock,
             raft_transport,
+            listener_ports,
         } = options;
         if let Ok(controls) = std::env::var("TALLY_CONTROL") {
             warn!(%controls, "TALLY_CONTROL is set: test controls turn guarantees off");
@@ -187,7 +203,13 @@ impl Broker {
         let config = Arc::new(config);
         let log_dir = config.log_dir();
         let data_dir = DataDir::open(&log_dir, config.node_id())?;
-        let advertised = config.advertised(listen_port)?;
+        let listener_ports = if listener_ports.is_empty() {
+            vec![(config.listener()?.name, listen_port)]
+        } else {
+            listener_ports
+        };
+        let advertised_listeners = config.advertised_listeners(&listener_ports)?;
+        let advertised = advertised_listeners[0].clone();
         let producer_ids =
             ProducerIdManager::open(&log_dir).map_err(|source| StartError::ProducerIds {
                 path: log_dir.display().to_string(),
@@ -270,6 +292,7 @@ impl Broker {
             cluster_id: data_dir.cluster_id.clone(),
             config,
             advertised,
+            advertised_listeners,
             topics,
             producer_ids,
             data_version: watch::channel(0).0,

@@ -196,23 +196,56 @@ impl BrokerConfig {
         PathBuf::from(self.get("log.dirs").0)
     }
 
-    pub fn listener(&self) -> Result<Endpoint, ConfigError> {
-        Endpoint::parse(&self.get("listeners").0)
+    /// Every listener (`listeners`, named through `listener.security.protocol.map`).
+    pub fn listeners(&self) -> Result<Vec<Endpoint>, ConfigError> {
+        Endpoint::parse_list(
+            &self.get("listeners").0,
+            &self.get("listener.security.protocol.map").0,
+        )
     }
 
-    /// The advertised endpoint: `advertised.listeners`, else the listener. `bound_port` is the
-    /// port actually bound (differs from the configured one when it was 0).
-    pub fn advertised(&self, bound_port: u16) -> Result<Endpoint, ConfigError> {
+    /// The first listener: the one cluster mode registers and the ready line names.
+    pub fn listener(&self) -> Result<Endpoint, ConfigError> {
+        Ok(self.listeners()?.remove(0))
+    }
+
+    /// What clients are told for each listener: its `advertised.listeners` entry, else its
+    /// bound address (`bound`: listener name and the port actually bound; a wildcard host
+    /// becomes 127.0.0.1).
+    pub fn advertised_listeners(
+        &self,
+        bound: &[(String, u16)],
+    ) -> Result<Vec<Endpoint>, ConfigError> {
         let (value, _) = self.get("advertised.listeners");
-        if !value.is_empty() {
-            return Endpoint::parse(&value);
-        }
-        let mut listener = self.listener()?;
-        listener.port = bound_port;
-        if listener.host == "0.0.0.0" || listener.host == "::" {
-            listener.host = "127.0.0.1".into();
-        }
-        Ok(listener)
+        let map = self.get("listener.security.protocol.map").0;
+        let given = if value.is_empty() {
+            Vec::new()
+        } else {
+            Endpoint::parse_list(&value, &map)?
+        };
+        self.listeners()?
+            .into_iter()
+            .map(|mut listener| {
+                if let Some(a) = given.iter().find(|a| a.name == listener.name) {
+                    return Ok(a.clone());
+                }
+                if let Some((_, port)) = bound.iter().find(|(n, _)| *n == listener.name) {
+                    listener.port = *port;
+                }
+                if listener.host == "0.0.0.0" || listener.host == "::" {
+                    listener.host = "127.0.0.1".into();
+                }
+                Ok(listener)
+            })
+            .collect()
+    }
+
+    /// The first listener's advertised endpoint (`bound_port`: its bound port).
+    pub fn advertised(&self, bound_port: u16) -> Result<Endpoint, ConfigError> {
+        let first = self.listener()?;
+        Ok(self
+            .advertised_listeners(&[(first.name, bound_port)])?
+            .remove(0))
     }
 
     pub fn num_partitions(&self) -> i32 {
@@ -323,16 +356,28 @@ impl BrokerConfig {
 
     /// Checks what cannot be checked key by key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listener()?;
+        let listeners = self.listeners()?;
+        let named = |name: &str| listeners.iter().any(|l| l.name == name);
         let (adv, _) = self.get("advertised.listeners");
         if !adv.is_empty() {
-            let endpoint = Endpoint::parse(&adv)?;
-            if endpoint.port == 0 {
-                return Err(ConfigError::Listener {
-                    value: adv,
-                    reason: "the advertised port cannot be 0".into(),
-                });
+            let map = self.get("listener.security.protocol.map").0;
+            for endpoint in Endpoint::parse_list(&adv, &map)? {
+                let reason = if endpoint.port == 0 {
+                    "the advertised port cannot be 0".to_string()
+                } else if !named(&endpoint.name) {
+                    format!("{} is not one of the listeners", endpoint.name)
+                } else {
+                    continue;
+                };
+                return Err(ConfigError::Listener { value: adv, reason });
             }
+        }
+        let (inter, _) = self.get("inter.broker.listener.name");
+        if !inter.is_empty() && !named(&inter.to_ascii_uppercase()) {
+            return Err(ConfigError::Listener {
+                value: inter,
+                reason: "inter.broker.listener.name must name one of the listeners".into(),
+            });
         }
         match crate::cluster::cluster_config::quorum_voters(self)? {
             None if self.long("default.replication.factor") != 1 => {
@@ -513,6 +558,7 @@ mod tests {
         assert_eq!(
             c.listener().unwrap(),
             Endpoint {
+                name: "PLAINTEXT".into(),
                 protocol: SecurityProtocol::Plaintext,
                 host: "127.0.0.1".into(),
                 port: 9999

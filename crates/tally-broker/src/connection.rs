@@ -52,6 +52,7 @@ pub async fn run_connection<R, W>(
     peer: String,
     shutdown: watch::Receiver<bool>,
     session: SaslSession,
+    listener: Arc<str>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -59,7 +60,9 @@ pub async fn run_connection<R, W>(
     let (tx, rx) = mpsc::channel(MAX_PIPELINED);
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let responder = respond(write_half, rx, peer.clone(), closed_tx);
-    let reader = read_requests(&broker, read_half, tx, &peer, shutdown, closed_rx, session);
+    let reader = read_requests(
+        &broker, read_half, tx, &peer, shutdown, closed_rx, session, listener,
+    );
     // Both run on this connection's task: the reader stops when the responder has closed,
     // and the responder finishes every answer the reader queued before it stopped.
     tokio::join!(reader, responder);
@@ -78,10 +81,15 @@ impl Broker {
         W: tokio::io::AsyncWrite + Unpin,
     {
         let session = SaslSession::not_sasl(crate::security::ANONYMOUS.to_string());
-        run_connection(self, read_half, write_half, peer, shutdown, session).await;
+        let listener: Arc<str> = Arc::from(self.advertised.name.as_str());
+        run_connection(
+            self, read_half, write_half, peer, shutdown, session, listener,
+        )
+        .await;
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the connection's halves, its channels, and who it is
 async fn read_requests<R: AsyncRead + Unpin>(
     broker: &Arc<Broker>,
     read_half: R,
@@ -90,6 +98,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     mut shutdown: watch::Receiver<bool>,
     mut closed: oneshot::Receiver<()>,
     mut session: SaslSession,
+    listener: Arc<str>,
 ) {
     let mut principal: Arc<str> = Arc::from(session.principal());
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
@@ -152,6 +161,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             continue;
         }
         decoded.ctx.principal = Arc::clone(&principal);
+        decoded.ctx.listener = Arc::clone(&listener);
         if let RequestKind::Produce(request) = decoded.request {
             let answer = dispatch::submit_produce(broker, decoded.ctx, request).await;
             let metrics = Arc::clone(&broker.metrics);

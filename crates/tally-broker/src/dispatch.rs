@@ -97,6 +97,7 @@ pub fn decode(frame: Bytes, peer: &str) -> Result<Decoded, Outcome> {
             .unwrap_or_default(),
         client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host)),
         principal: crate::security::ANONYMOUS.into(),
+        listener: "".into(),
     };
     Ok(Decoded {
         api_key,

@@ -13,10 +13,10 @@ use tokio_rustls::TlsAcceptor;
 
 use tracing::{debug, info, warn};
 
-use crate::broker::{Broker, StartError};
+use crate::broker::{Broker, BrokerOptions, StartError};
 use crate::broker_config::BrokerConfig;
-use crate::broker_config::SecurityProtocol;
 use crate::connection::run_connection;
+use crate::endpoint::Endpoint;
 use crate::http::HttpServer;
 use crate::security::{Mechanism, SaslSession, ANONYMOUS};
 
@@ -45,9 +45,8 @@ impl Broker {
             // Debug: a start that fails after this must still print one error line.
             debug!(http = %http.local_addr, "http listener bound, recovering");
         }
-        let listen = config.listener()?;
-        let listen_addr = listen.socket_addr()?;
-        let tls = match listen.protocol.uses_tls() {
+        let listens = config.listeners()?;
+        let tls = match listens.iter().any(|l| l.protocol.uses_tls()) {
             true => {
                 // Reads the keystore and truststore files: off the async workers.
                 let c = config.clone();
@@ -59,17 +58,30 @@ impl Broker {
             }
             false => None,
         };
-        let listener = TcpListener::bind(listen_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen_addr.to_string(),
+        let mut bound = Vec::new();
+        for listen in listens {
+            let addr = listen.socket_addr()?;
+            let bind_error = |source| StartError::Bind {
+                addr: addr.to_string(),
                 source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: listen_addr.to_string(),
-            source,
-        })?;
-        let broker = Broker::open(config, local_addr.port()).await?;
+            };
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            bound.push((listen, listener, local));
+        }
+        let local_addr = bound[0].2;
+        let options = BrokerOptions {
+            listener_ports: bound
+                .iter()
+                .map(|(l, _, a)| (l.name.clone(), a.port()))
+                .collect(),
+            ..BrokerOptions::default()
+        };
+        let names: Vec<String> = bound
+            .iter()
+            .map(|(l, _, a)| format!("{}://{a}", l.name))
+            .collect();
+        let broker = Broker::open_with(config, local_addr.port(), options).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let maintenance = broker.spawn_maintenance(shutdown_rx.clone());
         let acceptor = tls.map(|(server_config, keystore)| {
@@ -77,21 +89,35 @@ impl Broker {
             keystore.watch(interval, shutdown_rx.clone());
             TlsAcceptor::from(server_config)
         });
-        let security = ListenerSecurity::new(listen.protocol, &broker.config);
-        let server = tokio::spawn(serve(
-            Arc::clone(&broker),
-            listener,
-            acceptor,
-            security,
-            shutdown_rx,
-        ));
+        // One limit for all listeners: max.connections counts the broker's connections.
+        let limit = Arc::new(Semaphore::new(broker.config.max_connections()));
+        let mut servers = Vec::new();
+        let first_protocol = bound[0].0.protocol;
+        for (listen, listener, _) in bound {
+            let security = ListenerSecurity::new(&listen, &broker.config);
+            let acceptor = acceptor.clone().filter(|_| listen.protocol.uses_tls());
+            servers.push(tokio::spawn(serve(
+                Arc::clone(&broker),
+                listener,
+                acceptor,
+                security,
+                Arc::clone(&limit),
+                shutdown_rx.clone(),
+            )));
+        }
+        let server = tokio::spawn(async move {
+            for s in servers {
+                let _ = s.await;
+            }
+        });
         if let Some(http) = &http {
             http.state.set_ready(Arc::clone(&broker));
         }
         let http_addr = http.as_ref().map(|h| h.local_addr);
         info!(
             listen = %local_addr,
-            security_protocol = listen.protocol.name(),
+            security_protocol = first_protocol.name(),
+            listeners = %names.join(","),
             http = %http_addr.map_or("none".to_string(), |a| a.to_string()),
             advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
             data_dir = %broker.config.log_dir().display(),
@@ -141,17 +167,20 @@ impl RunningBroker {
     }
 }
 
-/// How a listener's connections say who they are.
+/// A listener's name, and how its connections say who they are.
 #[derive(Clone)]
 pub struct ListenerSecurity {
+    name: Arc<str>,
     /// The SASL mechanisms offered, on a SASL_PLAINTEXT or SASL_SSL listener.
     sasl: Option<Arc<[Mechanism]>>,
 }
 
 impl ListenerSecurity {
-    pub fn new(protocol: SecurityProtocol, config: &BrokerConfig) -> ListenerSecurity {
+    pub fn new(listener: &Endpoint, config: &BrokerConfig) -> ListenerSecurity {
         ListenerSecurity {
-            sasl: protocol
+            name: Arc::from(listener.name.as_str()),
+            sasl: listener
+                .protocol
                 .uses_sasl()
                 .then(|| Arc::from(config.sasl_mechanisms())),
         }
@@ -170,9 +199,9 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     security: ListenerSecurity,
+    limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(broker.config.max_connections()));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -201,15 +230,16 @@ pub async fn serve(
                 broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                 let tls = tls.clone();
                 let session = security.session();
+                let name = Arc::clone(&security.name);
                 connections.spawn(async move {
                     let metrics = Arc::clone(&broker.metrics);
                     let peer = peer.to_string();
                     match tls {
                         None => {
                             let (read_half, write_half) = stream.into_split();
-                            run_connection(broker, read_half, write_half, peer, shutdown, session).await;
+                            run_connection(broker, read_half, write_half, peer, shutdown, session, name).await;
                         }
-                        Some(tls) => serve_tls(broker, tls, stream, peer, shutdown, session).await,
+                        Some(tls) => serve_tls(broker, tls, stream, peer, shutdown, session, name).await,
                     }
                     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
@@ -237,6 +267,7 @@ async fn serve_tls(
     peer: String,
     shutdown: watch::Receiver<bool>,
     session: SaslSession,
+    listener: Arc<str>,
 ) {
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
@@ -252,7 +283,10 @@ async fn serve_tls(
                 None => session,
             };
             let (read_half, write_half) = tokio::io::split(stream);
-            run_connection(broker, read_half, write_half, peer, shutdown, session).await;
+            run_connection(
+                broker, read_half, write_half, peer, shutdown, session, listener,
+            )
+            .await;
         }
         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => debug!(%peer, "TLS handshake timed out"),

@@ -246,6 +246,7 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
         writer_mode: WriterMode::Task,
         clock: Arc::new(SimClock),
         raft_transport: Arc::new(crate::transport::TurmoilRaftTransport),
+        listener_ports: Vec::new(),
     };
     let broker = Broker::open_with(config, 9092, options).await?;
     if let Some(registry) = registry {

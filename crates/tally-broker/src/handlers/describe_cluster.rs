@@ -25,8 +25,10 @@ pub fn handle(
     }
     response.brokers = vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id))
-        .with_host(StrBytes::from_string(broker.advertised.host.clone()))
-        .with_port(i32::from(broker.advertised.port))];
+        .with_host(StrBytes::from_string(
+            broker.advertised_for(&ctx.listener).host.clone(),
+        ))
+        .with_port(i32::from(broker.advertised_for(&ctx.listener).port))];
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = operations_bitfield(CLUSTER_OPERATIONS);
     }

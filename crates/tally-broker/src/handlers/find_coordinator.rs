@@ -18,7 +18,7 @@ pub fn handle(
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let (node_id, host, port) = coordinator(broker);
+    let (node_id, host, port) = coordinator(broker, &ctx.listener);
     let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
         if broker.cluster.is_some() && key_type == TRANSACTION {
             (
@@ -86,12 +86,13 @@ pub fn handle(
 
 /// This broker, or in cluster mode the lowest registered node (every broker answers alike,
 /// so a group's members meet at one coordinator).
-fn coordinator(broker: &Broker) -> (BrokerId, StrBytes, i32) {
+fn coordinator(broker: &Broker, listener: &str) -> (BrokerId, StrBytes, i32) {
     let Some(cluster) = &broker.cluster else {
+        let advertised = broker.advertised_for(listener);
         return (
             BrokerId(broker.node_id),
-            StrBytes::from_string(broker.advertised.host.clone()),
-            i32::from(broker.advertised.port),
+            StrBytes::from_string(advertised.host.clone()),
+            i32::from(advertised.port),
         );
     };
     let registered = cluster

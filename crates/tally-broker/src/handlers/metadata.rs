@@ -122,8 +122,10 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, request: MetadataRequest) -
     let mut response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(node)
-            .with_host(StrBytes::from_string(broker.advertised.host.clone()))
-            .with_port(i32::from(broker.advertised.port))])
+            .with_host(StrBytes::from_string(
+                broker.advertised_for(&ctx.listener).host.clone(),
+            ))
+            .with_port(i32::from(broker.advertised_for(&ctx.listener).port))])
         .with_controller_id(node)
         .with_topics(topics);
     if version >= 2 {

@@ -50,6 +50,8 @@ pub struct RequestContext {
     pub client_host: String,
     /// Who the connection authenticated as ("User:NAME"; "User:ANONYMOUS" without SASL).
     pub principal: std::sync::Arc<str>,
+    /// The name of the listener the connection came through (what Metadata advertises).
+    pub listener: std::sync::Arc<str>,
 }
 
 impl RequestContext {
