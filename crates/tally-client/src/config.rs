@@ -52,12 +52,14 @@ impl ClientConfig {
     }
 
     /// `security.protocol` with what it needs: `sasl` for SASL_*, `ssl_ca_location` (the
-    /// authorities to trust, PEM) for SSL and SASL_SSL. Reads the CA file.
+    /// authorities to trust, PEM) for SSL and SASL_SSL, and optionally the client's own
+    /// certificate and key (PEM). Reads the files.
     pub fn set_security(
         &mut self,
         protocol: SecurityProtocol,
         sasl: Option<SaslConfig>,
         ssl_ca_location: Option<&std::path::Path>,
+        ssl_certificate: Option<(&std::path::Path, &std::path::Path)>,
     ) -> Result<(), ClientError> {
         if protocol.uses_tls() {
             let ca = ssl_ca_location.ok_or_else(|| {
@@ -65,7 +67,7 @@ impl ClientConfig {
                     "SSL and SASL_SSL need ssl.ca.location: the authorities to trust (PEM)".into(),
                 )
             })?;
-            self.transport = Arc::new(TlsTransport::new(ca)?);
+            self.transport = Arc::new(TlsTransport::new(ca, ssl_certificate)?);
         } else {
             self.transport = Arc::new(TcpTransport);
         }

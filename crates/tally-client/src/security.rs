@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig as TlsConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
@@ -97,8 +97,13 @@ pub struct TlsTransport {
 }
 
 impl TlsTransport {
-    /// Reads `ssl.ca.location` (blocking file I/O: call it before the runtime is busy).
-    pub fn new(ca_location: &Path) -> Result<TlsTransport, ClientError> {
+    /// Reads `ssl.ca.location`, and with `client` (`ssl.certificate.location`,
+    /// `ssl.key.location`: PEM files) the certificate this client presents to brokers that
+    /// ask for one. Blocking file I/O: call it before the runtime is busy.
+    pub fn new(
+        ca_location: &Path,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<TlsTransport, ClientError> {
         let err = |reason: String| {
             ClientError::Config(format!(
                 "ssl.ca.location {}: {reason}",
@@ -115,11 +120,27 @@ impl TlsTransport {
             return Err(err("no CERTIFICATE in the file".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = TlsConfig::builder_with_provider(provider)
+        let builder = TlsConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| err(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let bad = |what: &str, path: &Path, e: String| {
+                    ClientError::Config(format!("{what} {}: {e}", path.display()))
+                };
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| bad("ssl.certificate.location", cert, e.to_string()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad("ssl.certificate.location", cert, e.to_string()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| bad("ssl.key.location", key, e.to_string()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| ClientError::Config(format!("the client certificate: {e}")))?
+            }
+        };
         Ok(TlsTransport {
             connector: TlsConnector::from(Arc::new(config)),
         })

@@ -99,6 +99,23 @@ struct SecurityArgs {
         value_name = "FILE"
     )]
     ssl_ca_location: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for brokers with ssl.client.auth (ssl.certificate.location).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SSL_CERTIFICATE_LOCATION",
+        value_name = "FILE",
+        requires = "ssl_key_location"
+    )]
+    ssl_certificate_location: Option<std::path::PathBuf>,
+    /// Its private key (PEM) (ssl.key.location).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SSL_KEY_LOCATION",
+        value_name = "FILE"
+    )]
+    ssl_key_location: Option<std::path::PathBuf>,
 }
 
 impl SecurityArgs {
@@ -128,7 +145,11 @@ impl SecurityArgs {
                 Some(SaslConfig::new(&self.sasl_mechanism, user, &password)?)
             }
         };
-        client.set_security(protocol, sasl, self.ssl_ca_location.as_deref())?;
+        let certificate = self
+            .ssl_certificate_location
+            .as_deref()
+            .zip(self.ssl_key_location.as_deref());
+        client.set_security(protocol, sasl, self.ssl_ca_location.as_deref(), certificate)?;
         Ok(())
     }
 }

@@ -331,6 +331,36 @@ fn a_client_certificate_is_the_connections_principal() {
         &["-X", "message.timeout.ms=3000", "-P", "-t", "certs"],
         "from-bob\n",
     );
+    // Tally's own command line presents a certificate too.
+    let tally_with = |client: &(PathBuf, PathBuf), line: &str| {
+        let mut child = Command::new(TALLY)
+            .args(["produce", "certs", "--bootstrap", &broker.bootstrap()])
+            .args(["--security-protocol", "SSL", "--ssl-ca-location"])
+            .arg(&pki.ca)
+            .arg("--ssl-certificate-location")
+            .arg(&client.0)
+            .arg("--ssl-key-location")
+            .arg(&client.1)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = tally_with(&pki.client, "cli-alice\n");
+    assert!(out.status.success(), "{out:?}");
+    let out = tally_with(&pki.client_bob, "cli-bob\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // bob may write nowhere, so his idempotent producer is refused its id (KIP-679).
+    assert!(err.contains("ClusterAuthorizationFailed"), "{err}");
     let read = as_client(
         &pki.client,
         &["-C", "-t", "certs", "-o", "beginning", "-e", "-q"],
@@ -339,7 +369,7 @@ fn a_client_certificate_is_the_connections_principal() {
     let read = String::from_utf8_lossy(&read.stdout).into_owned();
     assert_eq!(
         read.lines().collect::<Vec<_>>(),
-        ["from-alice"],
+        ["from-alice", "cli-alice"],
         "{}",
         broker.logs()
     );

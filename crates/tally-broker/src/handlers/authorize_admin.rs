@@ -6,8 +6,9 @@
 //! Describe on the cluster; AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit
 //! Write on the transactional id (and Write on the topics, Read on the group);
 //! DescribeTransactions and ListTransactions Describe on the transactional id;
-//! WriteTxnMarkers ClusterAction. The cluster APIs (DescribeQuorum, reassignments) are for
-//! super users.
+//! WriteTxnMarkers ClusterAction; DescribeQuorum and ListPartitionReassignments Describe,
+//! AlterPartitionReassignments Alter on the cluster. An API without a rule here is for super
+//! users only (fail closed).
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -220,6 +221,22 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                 AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results),
             ))
         }
+        // The cluster's own APIs: Describe or Alter on the cluster, as in Kafka.
+        RequestKind::DescribeQuorum(_) if !may(Describe, Cluster, CLUSTER_NAME) => {
+            Verdict::Refuse(ResponseKind::DescribeQuorum(
+                DescribeQuorumResponse::default().with_error_code(CLUSTER_DENIED),
+            ))
+        }
+        RequestKind::ListPartitionReassignments(_) if !may(Describe, Cluster, CLUSTER_NAME) => {
+            Verdict::Refuse(ResponseKind::ListPartitionReassignments(
+                ListPartitionReassignmentsResponse::default().with_error_code(CLUSTER_DENIED),
+            ))
+        }
+        RequestKind::AlterPartitionReassignments(_) if !may(Alter, Cluster, CLUSTER_NAME) => {
+            Verdict::Refuse(ResponseKind::AlterPartitionReassignments(
+                AlterPartitionReassignmentsResponse::default().with_error_code(CLUSTER_DENIED),
+            ))
+        }
         // The broker-to-broker form (v4+, verify_only) and the markers: brokers only.
         r @ (RequestKind::AddPartitionsToTxn(_) | RequestKind::WriteTxnMarkers(_))
             if !may(ClusterAction, Cluster, CLUSTER_NAME) =>
@@ -229,7 +246,10 @@ pub fn check(broker: &Broker, ctx: &RequestContext, request: RequestKind) -> Ver
                 super::authorize::api_name(&r)
             ))
         }
-        r @ (RequestKind::OffsetDelete(_)
+        r @ (RequestKind::DescribeQuorum(_)
+        | RequestKind::ListPartitionReassignments(_)
+        | RequestKind::AlterPartitionReassignments(_)
+        | RequestKind::OffsetDelete(_)
         | RequestKind::DescribeCluster(_)
         | RequestKind::EndTxn(_)
         | RequestKind::AddPartitionsToTxn(_)
