@@ -21,6 +21,7 @@ pub mod group;
 mod handlers;
 pub mod http;
 mod internal_log;
+mod listener_config;
 pub mod metrics;
 pub mod partition_handle;
 mod producer_id_manager;
