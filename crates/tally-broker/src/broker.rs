@@ -67,6 +67,9 @@ pub struct BrokerOptions {
     /// Each listener's name and bound port, when there are several (else the first
     /// listener is on `listen_port`).
     pub listener_ports: Vec<(String, u16)>,
+    /// The SSL listener's keystore (reloaded when its file changes), which Raft's TLS
+    /// between nodes presents too; read from `ssl.keystore.location` when absent.
+    pub tls_keystore: Option<Arc<crate::tls::ReloadingKeystore>>,
 }
 
 impl Default for BrokerOptions {
@@ -76,6 +79,7 @@ impl Default for BrokerOptions {
             clock: crate::clock::system(),
             raft_transport: TokioTcp::shared(),
             listener_ports: Vec::new(),
+            tls_keystore: None,
         }
     }
 }
@@ -195,6 +199,7 @@ impl Broker {
             clock,
             raft_transport,
             listener_ports,
+            tls_keystore,
         } = options;
         if let Ok(controls) = std::env::var("TALLY_CONTROL") {
             warn!(%controls, "TALLY_CONTROL is set: test controls turn guarantees off");
@@ -264,7 +269,7 @@ impl Broker {
                     &data_dir.cluster_id,
                     voters,
                     &advertised,
-                    raft_transport,
+                    secure_raft(&config, raft_transport, tls_keystore, &acls).await?,
                 )
                 .await
                 .map_err(StartError::Cluster)?,
@@ -349,6 +354,32 @@ fn open_credentials(
         );
     }
     Ok(Arc::new(store))
+}
+
+/// Raft's transport as `inter.broker.listener.name` asks: mutual TLS over `transport` when
+/// it names an SSL listener, else `transport` as it is.
+async fn secure_raft(
+    config: &Arc<BrokerConfig>,
+    transport: Arc<dyn RaftTransport>,
+    keystore: Option<Arc<crate::tls::ReloadingKeystore>>,
+    acls: &Arc<AclStore>,
+) -> Result<Arc<dyn RaftTransport>, StartError> {
+    if !config.inter_broker_protocol()?.uses_tls() {
+        return Ok(transport);
+    }
+    let c = Arc::clone(config);
+    // Reads the keystore and truststore files: off the async workers.
+    let (server, client) =
+        tokio::task::spawn_blocking(move || crate::tls::raft_configs(&c, keystore))
+            .await
+            .expect("reading the TLS files panicked")?;
+    info!("cluster mode: Raft traffic between nodes over mutual TLS");
+    Ok(crate::security::RaftTls::wrap(
+        transport,
+        server,
+        client,
+        Arc::clone(acls),
+    ))
 }
 
 /// The cluster node of a broker in cluster mode: its Raft listener on its voter address (or

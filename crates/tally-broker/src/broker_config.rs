@@ -298,6 +298,15 @@ impl BrokerConfig {
                 reason: "inter.broker.listener.name must name one of the listeners".into(),
             });
         }
+        let cluster_mode = crate::cluster::cluster_config::quorum_voters(self)?.is_some();
+        if cluster_mode && self.inter_broker_protocol()?.uses_sasl() {
+            return Err(ConfigError::Listener {
+                value: inter,
+                reason: "Raft traffic between Tally nodes is authenticated by certificates, \
+                         not SASL: name an SSL listener (or a PLAINTEXT one) for it"
+                    .into(),
+            });
+        }
         match crate::cluster::cluster_config::quorum_voters(self)? {
             None if self.long("default.replication.factor") != 1 => {
                 return Err(ConfigError::InvalidValue(

@@ -71,7 +71,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.dir", STRING, "./tally-data", 0, "Synonym of log.dirs, used when log.dirs is not set."),
     def("listeners", STRING, "PLAINTEXT://127.0.0.1:9092", 0, "Where to listen, comma-separated: NAME://HOST:PORT (NAME a protocol, PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, or a name listener.security.protocol.map gives one) or HOST:PORT."),
     def("listener.security.protocol.map", STRING, "", 0, "NAME:PROTOCOL,... for listeners with names of their own (INTERNAL:SASL_PLAINTEXT)."),
-    def("inter.broker.listener.name", STRING, "", 0, "The listener other brokers would use; checked to name a listener (cluster mode's Raft traffic has its own listener, raft.listener or the voter address)."),
+    def("inter.broker.listener.name", STRING, "", 0, "How nodes reach one another: in cluster mode, naming an SSL listener makes Raft's traffic (on its own port) mutual TLS with ssl.keystore.location and ssl.truststore.location; none or PLAINTEXT leaves it plaintext; a SASL listener is refused."),
     def("advertised.listeners", STRING, "", 0, "What Metadata tells clients of each listener, by name (NAME://HOST:PORT,...); a listener not named here is advertised at its own address."),
     def("http.listeners", STRING, "127.0.0.1:9644", 0, "The HTTP address of /metrics, /healthz and /readyz: HOST:PORT, or empty for none."),
     def("ssl.keystore.location", STRING, "", 0, "An SSL listener's certificate chain and private key, in one PEM file."),

@@ -3,7 +3,7 @@
 //! clients, SASL and the authorizer.
 
 use crate::broker_config::{BrokerConfig, ConfigError};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, SecurityProtocol};
 
 impl BrokerConfig {
     /// Every listener (`listeners`, named through `listener.security.protocol.map`).
@@ -12,6 +12,22 @@ impl BrokerConfig {
             &self.get("listeners").0,
             &self.get("listener.security.protocol.map").0,
         )
+    }
+
+    /// The security of Raft's traffic between nodes: the protocol of the listener
+    /// `inter.broker.listener.name` names (PLAINTEXT when it names none, as today's
+    /// `security.inter.broker.protocol` default).
+    pub fn inter_broker_protocol(&self) -> Result<SecurityProtocol, ConfigError> {
+        let (name, _) = self.get("inter.broker.listener.name");
+        if name.is_empty() {
+            return Ok(SecurityProtocol::Plaintext);
+        }
+        let name = name.to_ascii_uppercase();
+        Ok(self
+            .listeners()?
+            .into_iter()
+            .find(|l| l.name == name)
+            .map_or(SecurityProtocol::Plaintext, |l| l.protocol))
     }
 
     /// The first listener: the one cluster mode registers and the ready line names.

@@ -71,6 +71,7 @@ impl Broker {
         }
         let local_addr = bound[0].2;
         let options = BrokerOptions {
+            tls_keystore: tls.as_ref().map(|(_, keystore)| Arc::clone(keystore)),
             listener_ports: bound
                 .iter()
                 .map(|(l, _, a)| (l.name.clone(), a.port()))

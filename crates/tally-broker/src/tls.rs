@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::RwLock;
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -20,7 +21,7 @@ use tracing::{info, warn};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
 
 use crate::broker_config::BrokerConfig;
@@ -35,6 +36,8 @@ pub enum TlsError {
     Truststore { path: String, reason: String },
     #[error("ssl.client.auth={0} needs ssl.truststore.location: the authorities of the client certificates")]
     NoTruststore(String),
+    #[error("inter-broker TLS (inter.broker.listener.name names an SSL listener) needs ssl.truststore.location: the authority of the nodes' certificates")]
+    NoRaftTruststore,
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -57,6 +60,21 @@ impl fmt::Debug for ReloadingKeystore {
 impl ResolvesServerCert for ReloadingKeystore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.current.read().1))
+    }
+}
+
+/// The same certificate, presented as a client's: a node's Raft connections to its peers.
+impl ResolvesClientCert for ReloadingKeystore {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().1))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -167,6 +185,54 @@ pub fn server_config(
     };
     let resolver: Arc<dyn ResolvesServerCert> = keystore.clone();
     Ok((Arc::new(builder.with_cert_resolver(resolver)), keystore))
+}
+
+/// Both ends of Raft's connections between nodes: each node presents its keystore's
+/// certificate, as a server and as a client, and accepts only a peer whose certificate an
+/// authority in `ssl.truststore.location` signed (client authentication is always required,
+/// whatever `ssl.client.auth` says for clients). `keystore` is the SSL listener's, when it has
+/// one: a reloaded certificate then serves both. Blocking file I/O.
+pub fn raft_configs(
+    config: &BrokerConfig,
+    keystore: Option<Arc<ReloadingKeystore>>,
+) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let keystore = match keystore {
+        Some(k) => k,
+        None => {
+            let (path, _) = config.get("ssl.keystore.location");
+            if path.is_empty() {
+                return Err(TlsError::NoKeystore);
+            }
+            Arc::new(ReloadingKeystore::load(
+                Path::new(&path),
+                Arc::clone(&provider),
+            )?)
+        }
+    };
+    let (truststore, _) = config.get("ssl.truststore.location");
+    if truststore.is_empty() {
+        return Err(TlsError::NoRaftTruststore);
+    }
+    let roots = Arc::new(read_truststore(Path::new(&truststore))?);
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| TlsError::Truststore {
+                path: truststore.clone(),
+                reason: e.to_string(),
+            })?;
+    let server: Arc<dyn ResolvesServerCert> = keystore.clone();
+    let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(server);
+    let client: Arc<dyn ResolvesClientCert> = keystore;
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(client);
+    Ok((Arc::new(server), Arc::new(client)))
 }
 
 fn read_keystore(

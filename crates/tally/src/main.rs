@@ -292,6 +292,9 @@ fn client_command(
     );
     client.client_id = "tally-cli".into();
     client.connect_timeout_ms = 5_000;
+    if !security.security_protocol.eq_ignore_ascii_case("PLAINTEXT") {
+        refuse_security(&command)?;
+    }
     security.apply(&mut client)?;
     runtime.block_on(async move {
         match command {
@@ -316,6 +319,29 @@ fn client_command(
             Command::Top(args) => top_cmd::run(args).await,
         }
     })
+}
+
+/// The commands that do not speak to a Kafka listener with the security settings, refused
+/// instead of ignoring them: the demos and the chaos proxy read and rewrite Kafka frames
+/// between a client and a broker (they cannot inside TLS), and `tally top` reads the HTTP
+/// listener.
+fn refuse_security(command: &Command) -> Result<()> {
+    let why = match command {
+        Command::Demo(_) => {
+            "the demos run against a PLAINTEXT listener (their fault proxy reads Kafka frames); \
+             without --bootstrap a demo runs on a broker of its own"
+        }
+        Command::ChaosProxy(_) => {
+            "the chaos proxy reads and rewrites Kafka frames, so it sits in front of a \
+             PLAINTEXT listener"
+        }
+        Command::Top(_) => {
+            "tally top reads the broker's HTTP listener (--http), which takes no Kafka \
+             security settings"
+        }
+        _ => return Ok(()),
+    };
+    anyhow::bail!("--security-protocol: {why}")
 }
 
 /// The error and its causes on one line, skipping a cause its parent already quotes.

@@ -156,3 +156,27 @@ fn dashboard_metrics_are_exported(scrape: &str) {
         );
     }
 }
+
+/// The commands that cannot speak through the security settings say so instead of ignoring
+/// them: `tally top` reads the HTTP listener, the demos and the chaos proxy read Kafka frames.
+#[test]
+fn commands_without_kafka_security_refuse_its_settings() {
+    for command in [
+        &["top", "--once"][..],
+        &["demo", "idempotence"],
+        &["chaos-proxy", "--upstream", "127.0.0.1:9"],
+    ] {
+        let out = Command::new(TALLY)
+            .args(["--security-protocol", "SSL"])
+            .args(command)
+            .env_remove("TALLY_BOOTSTRAP")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("tally: error: --security-protocol: "),
+            "{command:?}: {err}"
+        );
+    }
+}

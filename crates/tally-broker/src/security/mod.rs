@@ -7,8 +7,10 @@ pub mod acl_store;
 pub mod cert_principal;
 pub mod credential_store;
 mod durable_file;
+mod raft_tls;
 pub mod sasl_session;
 
 pub use acl_store::AclStore;
 pub use credential_store::{CredentialChange, CredentialError, CredentialStore};
+pub use raft_tls::RaftTls;
 pub use sasl_session::{Mechanism, SaslSession, Step, ANONYMOUS};
