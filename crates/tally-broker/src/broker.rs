@@ -220,13 +220,15 @@ impl Broker {
                 path: log_dir.display().to_string(),
                 source,
             })?;
-        let (credentials, acls) = {
+        let cluster_mode = quorum_voters(&config)?.is_some();
+        let ((credentials, bootstrap_users), acls) = {
             let config = Arc::clone(&config);
             let log_dir = log_dir.clone();
             tokio::task::spawn_blocking(move || {
                 let (enabled, settings) = config.authorizer();
                 let acls = AclStore::open(&log_dir, enabled, settings)?;
-                Ok::<_, StartError>((open_credentials(&config, &log_dir)?, Arc::new(acls)))
+                let credentials = open_credentials(&config, &log_dir, cluster_mode)?;
+                Ok::<_, StartError>((credentials, Arc::new(acls)))
             })
             .await
             .expect("credentials task")?
@@ -270,12 +272,16 @@ impl Broker {
                     voters,
                     &advertised,
                     secure_raft(&config, raft_transport, tls_keystore, &acls).await?,
+                    (&credentials, &acls),
                 )
                 .await
                 .map_err(StartError::Cluster)?,
             )),
             None => None,
         };
+        if let Some(cluster) = &cluster {
+            cluster.security.bootstrap(bootstrap_users);
+        }
         let txns = open_txns(
             &config,
             &topics,
@@ -327,12 +333,15 @@ impl Broker {
     }
 }
 
-/// The credential store, with `sasl.bootstrap.users` (and its file) created in it when absent.
+/// The credential store, with `sasl.bootstrap.users` (and its file) created in it when
+/// absent. In cluster mode the store starts empty and follows the controller, and the
+/// bootstrap users are returned, to be proposed to it.
 fn open_credentials(
     config: &BrokerConfig,
     log_dir: &std::path::Path,
-) -> Result<Arc<CredentialStore>, StartError> {
-    use crate::security::credential_store::parse_bootstrap_users;
+    cluster_mode: bool,
+) -> Result<(Arc<CredentialStore>, Vec<crate::security::CredentialChange>), StartError> {
+    use crate::security::credential_store::{bootstrap_changes, parse_bootstrap_users};
     use crate::security::CredentialError;
     let store = CredentialStore::open(log_dir)?;
     let (file, _) = config.get("sasl.bootstrap.users.file");
@@ -346,6 +355,10 @@ fn open_credentials(
         ),
     };
     let users = parse_bootstrap_users(&config.get("sasl.bootstrap.users").0, file_text.as_deref())?;
+    if cluster_mode {
+        store.replace_all(Default::default());
+        return Ok((Arc::new(store), bootstrap_changes(&users)));
+    }
     let created = store.bootstrap(&users)?;
     if created > 0 {
         info!(
@@ -353,7 +366,7 @@ fn open_credentials(
             "created SCRAM credentials from sasl.bootstrap.users"
         );
     }
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), Vec::new()))
 }
 
 /// Raft's transport as `inter.broker.listener.name` asks: mutual TLS over `transport` when
@@ -391,6 +404,7 @@ async fn start_cluster(
     voters: std::collections::BTreeMap<u64, String>,
     advertised: &Endpoint,
     transport: Arc<dyn RaftTransport>,
+    (credentials, acls): (&Arc<CredentialStore>, &Arc<AclStore>),
 ) -> std::io::Result<ClusterMode> {
     let partition = config.partition_config(&Default::default());
     let replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
@@ -410,7 +424,11 @@ async fn start_cluster(
     })
     .await?;
     info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");
-    Ok(ClusterMode::new(node))
+    Ok(ClusterMode::new(
+        node,
+        Arc::clone(credentials),
+        Arc::clone(acls),
+    ))
 }
 
 /// Retention and producer expiry, each on its own interval.

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::assignment::assign_replicas;
 use crate::command::ControllerCommand;
 use crate::outcome::{Outcome, Refusal};
+use crate::security_records::SecurityRecords;
 
 /// Producer ids per block, as Kafka's controller hands them out (KIP-730).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -57,6 +58,9 @@ pub struct ClusterState {
     applied_end: i64,
     /// Recent outcomes by the offset of their command.
     outcomes: BTreeMap<i64, Outcome>,
+    /// SCRAM credentials and ACLs.
+    #[serde(default)]
+    security: SecurityRecords,
 }
 
 impl ClusterState {
@@ -75,6 +79,10 @@ impl ClusterState {
 
     pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
         self.topics.get(name)
+    }
+
+    pub fn security(&self) -> &SecurityRecords {
+        &self.security
     }
 
     /// The offset after the last command applied: how far this state has read the log.
@@ -157,6 +165,24 @@ impl ClusterState {
                 partition,
                 voters,
             } => self.record_voters(topic, *topic_id, *partition, voters),
+            ControllerCommand::AlterScramCredentials {
+                upsertions,
+                deletions,
+                only_new_users,
+            } => Outcome::SecurityChanged {
+                offset,
+                count: self
+                    .security
+                    .alter_scram(upsertions, deletions, *only_new_users),
+            },
+            ControllerCommand::CreateAcls { acls } => Outcome::SecurityChanged {
+                offset,
+                count: self.security.create_acls(acls),
+            },
+            ControllerCommand::DeleteAcls { acls } => Outcome::SecurityChanged {
+                offset,
+                count: self.security.delete_acls(acls),
+            },
             ControllerCommand::AllocateProducerIds { node_id } => {
                 if !self.brokers.contains_key(node_id) {
                     return Outcome::Refused(Refusal::UnknownBroker(*node_id));

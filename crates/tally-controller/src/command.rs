@@ -13,6 +13,8 @@ use kafka_protocol::records::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::security_records::ScramRecord;
+
 /// A change to the cluster's metadata. The outcome is a pure function of the state it is
 /// applied to, so every replica of the controller computes the same (`ClusterState::apply`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,22 @@ pub enum ControllerCommand {
         partition: u32,
         leader: u64,
         epoch: u64,
+    },
+    /// SCRAM credentials set and removed (AlterUserScramCredentials), as one change:
+    /// `deletions` are (user, mechanism). With `only_new_users`, users who already have a
+    /// credential keep it (a node's `sasl.bootstrap.users`, proposed at every start).
+    AlterScramCredentials {
+        upsertions: Vec<(String, ScramRecord)>,
+        deletions: Vec<(String, String)>,
+        only_new_users: bool,
+    },
+    /// ACLs added (CreateAcls), each its binding as the broker's JSON.
+    CreateAcls {
+        acls: Vec<String>,
+    },
+    /// ACLs removed (DeleteAcls): the bindings the request's filters matched.
+    DeleteAcls {
+        acls: Vec<String>,
     },
     /// The voters of `topic`-`partition`'s group, as its leader's committed membership names
     /// them, reported when they differ from the recorded ones.

@@ -21,6 +21,7 @@ mod controller;
 mod hosted_partition;
 mod outcome;
 mod replica_move;
+mod security_records;
 mod submit;
 
 pub use assignment::assign_replicas;
@@ -30,4 +31,5 @@ pub use command::{decode_commands, encode_command, ControllerCommand};
 pub use controller::{Controller, ControllerError};
 pub use hosted_partition::HostedPartition;
 pub use outcome::{Outcome, Refusal};
+pub use security_records::{ScramRecord, SecurityRecords, UserScram};
 pub use submit::{submit, ProposalHandler, CONTROLLER_GROUP};

@@ -40,6 +40,13 @@ pub enum Outcome {
         first: i64,
         count: i64,
     },
+    /// A change to credentials or ACLs was applied at `offset` of the metadata log (a node
+    /// waits until its own replica has applied it before answering), touching `count` users
+    /// or ACLs.
+    SecurityChanged {
+        offset: i64,
+        count: usize,
+    },
     Refused(Refusal),
 }
 

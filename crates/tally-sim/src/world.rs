@@ -247,6 +247,7 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
         clock: Arc::new(SimClock),
         raft_transport: Arc::new(crate::transport::TurmoilRaftTransport),
         listener_ports: Vec::new(),
+        tls_keystore: None,
     };
     let broker = Broker::open_with(config, 9092, options).await?;
     if let Some(registry) = registry {

@@ -7,7 +7,8 @@
 //! count and replication factor, and replicated consumer groups (groups are coordinated by
 //! the lowest registered node, with their offsets in that node's local `__consumer_offsets`).
 //! Also served here: CreatePartitions, DescribeProducers, DescribeQuorum and
-//! AlterPartitionReassignments.
+//! AlterPartitionReassignments; SCRAM credentials and ACLs are the controller's
+//! (`security_sync`).
 
 pub mod admin;
 pub mod cluster_config;
@@ -19,6 +20,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod reassign;
+pub mod security_sync;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,8 @@ use parking_lot::Mutex;
 use tally_controller::{ClusterNode, ControllerCommand, HostedPartition, Outcome, TopicRecord};
 use tally_protocol::ResponseError;
 
+use security_sync::SecuritySync;
+
 /// A follower is in sync while its log is within this many entries of the leader's and it
 /// has acknowledged the leader within `REPLICA_LAG_TIME_MAX_MS` (Kafka's
 /// `replica.lag.time.max.ms`, whose default this is).
@@ -40,6 +44,8 @@ pub const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ClusterMode {
     pub node: Arc<ClusterNode>,
+    /// Credentials and ACLs, kept by the controller.
+    pub security: Arc<SecuritySync>,
     /// The producer-id block this node hands out from: (next, end).
     producer_ids: Mutex<(i64, i64)>,
     /// One block request at a time.
@@ -57,9 +63,18 @@ pub struct PartitionView {
 }
 
 impl ClusterMode {
-    pub fn new(node: ClusterNode) -> ClusterMode {
+    /// Starts following the controller's credentials and ACLs into `credentials` and `acls`.
+    pub fn new(
+        node: ClusterNode,
+        credentials: Arc<crate::security::CredentialStore>,
+        acls: Arc<crate::security::AclStore>,
+    ) -> ClusterMode {
+        let node = Arc::new(node);
+        let security = SecuritySync::new(Arc::clone(&node), credentials, acls);
+        security.follow();
         ClusterMode {
-            node: Arc::new(node),
+            node,
+            security,
             producer_ids: Mutex::new((0, 0)),
             allocating: tokio::sync::Mutex::new(()),
         }

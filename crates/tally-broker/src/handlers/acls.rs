@@ -1,6 +1,7 @@
 //! CreateAcls, DescribeAcls and DeleteAcls (v1-v3). Creating and deleting need Alter on the
 //! cluster, describing needs Describe; without an authorizer each answers SECURITY_DISABLED,
-//! as Kafka does. Changes are on disk before the answer.
+//! as Kafka does. Changes are on disk (in cluster mode: applied from the controller's log on
+//! this node) before the answer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,28 +25,29 @@ use crate::security::acl::{
     code, AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType, CLUSTER_NAME,
 };
 
+/// A failed write of `acls.json`, as answered.
+fn not_written(e: std::io::Error) -> (ResponseError, String) {
+    warn!(error = %e, "writing ACLs failed");
+    (
+        ResponseError::KafkaStorageError,
+        "the ACLs could not be written".to_string(),
+    )
+}
+
 fn message(text: &str) -> Option<StrBytes> {
     Some(StrBytes::from_string(text.to_string()))
 }
 
-/// Whether the request may touch ACLs at all: the error to answer with, if not. `change`:
-/// CreateAcls or DeleteAcls, which cluster mode refuses until ACLs are replicated.
+/// Whether the request may touch ACLs at all: the error to answer with, if not.
 fn gate(
     broker: &Broker,
     ctx: &RequestContext,
     operation: Operation,
-    change: bool,
 ) -> Option<(ResponseError, &'static str)> {
     if !broker.acls.enabled() {
         return Some((
             ResponseError::SecurityDisabled,
             "No Authorizer is configured (authorizer.class.name)",
-        ));
-    }
-    if change && broker.cluster.is_some() {
-        return Some((
-            ResponseError::InvalidRequest,
-            "ACLs are not replicated yet: in cluster mode each node keeps its own acls.json",
         ));
     }
     let allowed = broker.acls.allows(
@@ -66,7 +68,7 @@ pub async fn create(
     ctx: &RequestContext,
     request: CreateAclsRequest,
 ) -> CreateAclsResponse {
-    if let Some((e, text)) = gate(broker, ctx, Operation::Alter, true) {
+    if let Some((e, text)) = gate(broker, ctx, Operation::Alter) {
         let results = request
             .creations
             .iter()
@@ -97,20 +99,25 @@ pub async fn create(
         .iter()
         .filter_map(|c| c.as_ref().ok().cloned())
         .collect();
-    let store = Arc::clone(&broker.acls);
-    let written = broker.off_runtime(move || store.create(&valid)).await;
-    if let Err(e) = &written {
-        warn!(error = %e, "writing ACLs failed");
-    }
+    let written = match &broker.cluster {
+        Some(cluster) => cluster.security.create_acls(&valid).await,
+        None => {
+            let store = Arc::clone(&broker.acls);
+            broker
+                .off_runtime(move || store.create(&valid))
+                .await
+                .map_err(not_written)
+        }
+    };
     let results = checked
         .into_iter()
         .map(|c| match (c, &written) {
             (Err(reason), _) => AclCreationResult::default()
                 .with_error_code(ResponseError::InvalidRequest.code())
                 .with_error_message(message(&reason)),
-            (Ok(_), Err(_)) => AclCreationResult::default()
-                .with_error_code(ResponseError::KafkaStorageError.code())
-                .with_error_message(message("the ACLs could not be written")),
+            (Ok(_), Err((e, text))) => AclCreationResult::default()
+                .with_error_code(e.code())
+                .with_error_message(message(text)),
             (Ok(_), Ok(())) => AclCreationResult::default(),
         })
         .collect();
@@ -122,7 +129,7 @@ pub fn describe(
     ctx: &RequestContext,
     r: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if let Some((e, text)) = gate(broker, ctx, Operation::Describe, false) {
+    if let Some((e, text)) = gate(broker, ctx, Operation::Describe) {
         return DescribeAclsResponse::default()
             .with_error_code(e.code())
             .with_error_message(message(text));
@@ -181,7 +188,7 @@ pub async fn delete(
     ctx: &RequestContext,
     request: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    if let Some((e, text)) = gate(broker, ctx, Operation::Alter, true) {
+    if let Some((e, text)) = gate(broker, ctx, Operation::Alter) {
         let results = request
             .filters
             .iter()
@@ -212,19 +219,26 @@ pub async fn delete(
         .iter()
         .filter_map(|c| c.as_ref().ok().cloned())
         .collect();
-    let store = Arc::clone(&broker.acls);
-    let deleted = broker.off_runtime(move || store.delete(&valid)).await;
+    let deleted = match &broker.cluster {
+        Some(cluster) => cluster.security.delete_acls(&valid).await,
+        None => {
+            let store = Arc::clone(&broker.acls);
+            broker
+                .off_runtime(move || store.delete(&valid))
+                .await
+                .map_err(not_written)
+        }
+    };
     let mut removed = match deleted {
         Ok(removed) => removed.into_iter(),
-        Err(e) => {
-            warn!(error = %e, "writing ACLs failed");
+        Err((e, text)) => {
             let results = request
                 .filters
                 .iter()
                 .map(|_| {
                     DeleteAclsFilterResult::default()
-                        .with_error_code(ResponseError::KafkaStorageError.code())
-                        .with_error_message(message("the ACLs could not be written"))
+                        .with_error_code(e.code())
+                        .with_error_message(message(&text))
                 })
                 .collect();
             return DeleteAclsResponse::default().with_filter_results(results);

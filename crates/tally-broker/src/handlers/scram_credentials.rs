@@ -1,7 +1,7 @@
 //! DescribeUserScramCredentials and AlterUserScramCredentials (KIP-554). The client sends a
 //! salted password, never the password; the broker keeps StoredKey and ServerKey from it. A
-//! user's alterations are accepted or refused together, and accepted ones are on disk before
-//! the answer. Errors as Kafka's: RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE,
+//! user's alterations are accepted or refused together, and accepted ones are on disk (in
+//! cluster mode: applied from the controller's log on this node) before the answer. Errors as Kafka's: RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE,
 //! UNSUPPORTED_SASL_MECHANISM, UNACCEPTABLE_CREDENTIAL.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,23 +84,28 @@ pub async fn alter(
     _ctx: &RequestContext,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    let (mut outcomes, changes) = decide(
-        &request,
-        &broker.credentials.users(),
-        broker.cluster.is_some(),
-    );
-    let store = Arc::clone(&broker.credentials);
+    let (mut outcomes, changes) = decide(&request, &broker.credentials.users());
     let accepted: BTreeSet<String> = changes.iter().map(|c| change_user(c).to_string()).collect();
-    if let Err(e) = broker.off_runtime(move || store.alter(&changes)).await {
-        warn!(error = %e, "writing SCRAM credentials failed");
+    let written = match &broker.cluster {
+        // The controller's log keeps them; answered once this node has applied the change.
+        Some(cluster) => cluster.security.alter_credentials(&changes).await,
+        None => {
+            let store = Arc::clone(&broker.credentials);
+            broker
+                .off_runtime(move || store.alter(&changes))
+                .await
+                .map_err(|e| {
+                    warn!(error = %e, "writing SCRAM credentials failed");
+                    (
+                        ResponseError::KafkaStorageError,
+                        "the credentials could not be written".to_string(),
+                    )
+                })
+        }
+    };
+    if let Err(refusal) = written {
         for user in accepted {
-            outcomes.insert(
-                user,
-                Some((
-                    ResponseError::KafkaStorageError,
-                    "the credentials could not be written".to_string(),
-                )),
-            );
+            outcomes.insert(user, Some(refusal.clone()));
         }
     }
     let results = outcomes
@@ -129,7 +134,6 @@ fn change_user(change: &CredentialChange) -> &str {
 pub fn decide(
     request: &AlterUserScramCredentialsRequest,
     users: &Users,
-    cluster_mode: bool,
 ) -> (BTreeMap<String, Option<Refusal>>, Vec<CredentialChange>) {
     let mut per_user: BTreeMap<String, Result<Vec<CredentialChange>, Refusal>> = BTreeMap::new();
     let mut touched = BTreeSet::new();
@@ -146,7 +150,7 @@ pub fn decide(
             .entry(user.clone())
             .or_insert_with(|| Ok(Vec::new()));
         let Ok(changes) = entry else { continue };
-        let change = check(&user, mechanism, upsert, users, cluster_mode).and_then(|change| {
+        let change = check(&user, mechanism, upsert, users).and_then(|change| {
             if touched.insert((user.clone(), mechanism)) {
                 Ok(change)
             } else {
@@ -186,15 +190,8 @@ fn check(
         &kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion,
     >,
     users: &Users,
-    cluster_mode: bool,
 ) -> Result<CredentialChange, Refusal> {
     let unacceptable = |m: &str| Err((ResponseError::UnacceptableCredential, m.to_string()));
-    if cluster_mode {
-        return Err((
-            ResponseError::InvalidRequest,
-            "SCRAM credentials are not replicated yet: give each node sasl.bootstrap.users".into(),
-        ));
-    }
     if user.is_empty() {
         return unacceptable("Username must not be empty");
     }

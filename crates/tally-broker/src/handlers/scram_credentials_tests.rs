@@ -51,7 +51,7 @@ fn each_user_is_accepted_or_refused_whole() {
         ]);
     let mut request = request;
     request.upsertions.push(upsert("gina", 2, 4096, 64));
-    let (outcomes, changes) = decide(&request, &users, false);
+    let (outcomes, changes) = decide(&request, &users);
     let e = |e: ResponseError| e.code();
     assert_eq!(
         codes(&outcomes),
@@ -85,22 +85,10 @@ fn the_same_credential_twice_is_a_duplicate() {
         upsert("alice", 2, 4096, 64),
         upsert("alice", 2, 5000, 64),
     ]);
-    let (outcomes, changes) = decide(&request, &Users::new(), false);
+    let (outcomes, changes) = decide(&request, &Users::new());
     assert_eq!(
         codes(&outcomes),
         vec![("alice".into(), ResponseError::DuplicateResource.code())]
-    );
-    assert!(changes.is_empty());
-}
-
-#[test]
-fn cluster_mode_refuses_until_credentials_are_replicated() {
-    let request = AlterUserScramCredentialsRequest::default()
-        .with_upsertions(vec![upsert("alice", 2, 4096, 64)]);
-    let (outcomes, changes) = decide(&request, &Users::new(), true);
-    assert_eq!(
-        codes(&outcomes),
-        vec![("alice".into(), ResponseError::InvalidRequest.code())]
     );
     assert!(changes.is_empty());
 }
@@ -111,7 +99,7 @@ fn an_upserted_credential_is_the_one_its_password_makes() {
     let mut u = upsert("alice", 2, 4096, 64);
     u.salted_password = bytes::Bytes::from(salted);
     let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![u]);
-    let (_, changes) = decide(&request, &Users::new(), false);
+    let (_, changes) = decide(&request, &Users::new());
     let [CredentialChange::Upsert { credential, .. }] = changes.as_slice() else {
         panic!("{changes:?}")
     };

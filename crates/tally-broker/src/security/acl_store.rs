@@ -153,6 +153,12 @@ impl AclStore {
         Ok(removed)
     }
 
+    /// Replaces every ACL, in memory only: cluster mode, where the controller's log keeps
+    /// them.
+    pub fn replace_all(&self, acls: Vec<AclBinding>) {
+        *self.acls.write() = Arc::new(acls);
+    }
+
     fn replace(&self, acls: Vec<AclBinding>) -> std::io::Result<()> {
         let form = FileForm {
             version: FORMAT_VERSION,

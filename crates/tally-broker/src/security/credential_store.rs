@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use tally_controller::ScramRecord;
 use tally_protocol::scram::{ScramCredential, ScramMechanism, MIN_ITERATIONS};
 use thiserror::Error;
 
@@ -159,29 +160,44 @@ impl CredentialStore {
     /// Blocking: file I/O and PBKDF2.
     pub fn bootstrap(&self, users: &[(String, String)]) -> Result<usize, CredentialError> {
         let known = self.users();
-        let mut changes = Vec::new();
-        for (user, password) in users {
-            if known.contains_key(user) {
-                continue;
-            }
-            for mechanism in ScramMechanism::ALL {
-                let salt = random_bytes(32);
-                let credential = ScramCredential::from_password(
-                    mechanism,
-                    password.as_bytes(),
-                    &salt,
-                    MIN_ITERATIONS,
-                );
-                changes.push(CredentialChange::Upsert {
-                    user: user.clone(),
-                    mechanism,
-                    credential,
-                });
-            }
-        }
+        let new: Vec<(String, String)> = users
+            .iter()
+            .filter(|(user, _)| !known.contains_key(user))
+            .cloned()
+            .collect();
+        let changes = bootstrap_changes(&new);
         self.alter(&changes)?;
         Ok(changes.len() / ScramMechanism::ALL.len())
     }
+
+    /// Replaces every credential with `users`, in memory only: cluster mode, where the
+    /// controller's log keeps them.
+    pub fn replace_all(&self, users: Users) {
+        *self.users.write() = Arc::new(users);
+    }
+}
+
+/// SCRAM-SHA-256 and SCRAM-SHA-512 credentials for each `(user, password)`, each with its own
+/// salt and 4096 iterations. Blocking: PBKDF2.
+pub fn bootstrap_changes(users: &[(String, String)]) -> Vec<CredentialChange> {
+    let mut changes = Vec::new();
+    for (user, password) in users {
+        for mechanism in ScramMechanism::ALL {
+            let salt = random_bytes(32);
+            let credential = ScramCredential::from_password(
+                mechanism,
+                password.as_bytes(),
+                &salt,
+                MIN_ITERATIONS,
+            );
+            changes.push(CredentialChange::Upsert {
+                user: user.clone(),
+                mechanism,
+                credential,
+            });
+        }
+    }
+    changes
 }
 
 /// `NAME:PASSWORD` entries, from `sasl.bootstrap.users` (comma-separated) and the lines of
@@ -227,16 +243,53 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
 #[derive(Serialize, Deserialize)]
 struct FileForm {
     version: u32,
-    users: BTreeMap<String, Vec<CredentialForm>>,
+    users: BTreeMap<String, Vec<ScramRecord>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct CredentialForm {
-    mechanism: String,
-    salt: String,
-    stored_key: String,
-    server_key: String,
-    iterations: u32,
+/// A credential as the file and the controller's log hold it.
+pub fn to_record(mechanism: ScramMechanism, c: &ScramCredential) -> ScramRecord {
+    ScramRecord {
+        mechanism: mechanism.name().to_string(),
+        salt: BASE64.encode(&c.salt),
+        stored_key: BASE64.encode(&c.stored_key),
+        server_key: BASE64.encode(&c.server_key),
+        iterations: c.iterations,
+    }
+}
+
+pub fn from_record(
+    user: &str,
+    r: &ScramRecord,
+) -> Result<(ScramMechanism, ScramCredential), String> {
+    let mechanism = ScramMechanism::from_name(&r.mechanism)
+        .ok_or_else(|| format!("unknown mechanism {}", r.mechanism))?;
+    let field = |v: &str| BASE64.decode(v).map_err(|e| format!("{user}: {e}"));
+    Ok((
+        mechanism,
+        ScramCredential {
+            salt: field(&r.salt)?,
+            stored_key: field(&r.stored_key)?,
+            server_key: field(&r.server_key)?,
+            iterations: r.iterations,
+        },
+    ))
+}
+
+/// The users of the controller's records (cluster mode); a record this version cannot read
+/// is left out, and said.
+pub fn users_from_records(records: &BTreeMap<String, tally_controller::UserScram>) -> Users {
+    let mut users = Users::new();
+    for (user, list) in records {
+        for record in list.values() {
+            match from_record(user, record) {
+                Ok((m, c)) => {
+                    users.entry(user.clone()).or_default().insert(m, c);
+                }
+                Err(e) => tracing::warn!(%user, error = %e, "skipping a SCRAM credential"),
+            }
+        }
+    }
+    users
 }
 
 fn encode(users: &Users) -> Vec<u8> {
@@ -245,16 +298,7 @@ fn encode(users: &Users) -> Vec<u8> {
         users: users
             .iter()
             .map(|(user, credentials)| {
-                let list = credentials
-                    .iter()
-                    .map(|(m, c)| CredentialForm {
-                        mechanism: m.name().to_string(),
-                        salt: BASE64.encode(&c.salt),
-                        stored_key: BASE64.encode(&c.stored_key),
-                        server_key: BASE64.encode(&c.server_key),
-                        iterations: c.iterations,
-                    })
-                    .collect();
+                let list = credentials.iter().map(|(m, c)| to_record(*m, c)).collect();
                 (user.clone(), list)
             })
             .collect(),
@@ -275,19 +319,9 @@ fn decode(bytes: &[u8]) -> Result<Users, String> {
     let mut users = Users::new();
     for (user, list) in form.users {
         let mut credentials = UserCredentials::new();
-        for c in list {
-            let mechanism = ScramMechanism::from_name(&c.mechanism)
-                .ok_or_else(|| format!("unknown mechanism {}", c.mechanism))?;
-            let field = |v: &str| BASE64.decode(v).map_err(|e| format!("{user}: {e}"));
-            credentials.insert(
-                mechanism,
-                ScramCredential {
-                    salt: field(&c.salt)?,
-                    stored_key: field(&c.stored_key)?,
-                    server_key: field(&c.server_key)?,
-                    iterations: c.iterations,
-                },
-            );
+        for record in &list {
+            let (mechanism, credential) = from_record(&user, record)?;
+            credentials.insert(mechanism, credential);
         }
         users.insert(user, credentials);
     }
