@@ -161,12 +161,7 @@ impl Broker {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> R {
-        match self.writer_mode {
-            WriterMode::Thread => tokio::task::spawn_blocking(f)
-                .await
-                .expect("blocking task panicked"),
-            WriterMode::Task => f(),
-        }
+        off_runtime(self.writer_mode, f).await
     }
 
     /// From now on connections finish what they are doing and stop.
@@ -224,24 +219,22 @@ impl Broker {
         let ((credentials, bootstrap_users), acls) = {
             let config = Arc::clone(&config);
             let log_dir = log_dir.clone();
-            tokio::task::spawn_blocking(move || {
+            off_runtime(writer_mode, move || {
                 let (enabled, settings) = config.authorizer();
                 let acls = AclStore::open(&log_dir, enabled, settings)?;
                 let credentials = open_credentials(&config, &log_dir, cluster_mode)?;
                 Ok::<_, StartError>((credentials, Arc::new(acls)))
             })
-            .await
-            .expect("credentials task")?
+            .await?
         };
         let topics = {
             let config = Arc::clone(&config);
             let log_dir = log_dir.clone();
             // Recovery reads files: keep it off the async workers.
-            tokio::task::spawn_blocking(move || {
+            off_runtime(writer_mode, move || {
                 TopicRegistry::open(&log_dir, config, now_ms, writer_mode)
             })
-            .await
-            .expect("recovery task")?
+            .await?
         };
         // The internal topic of committed offsets: one partition, like any other on disk.
         if topics.get(OFFSETS_TOPIC).is_none() {
@@ -253,11 +246,10 @@ impl Broker {
         let groups = {
             let config = config.group_config();
             let clock = Arc::clone(&clock);
-            let (groups, store_task) = tokio::task::spawn_blocking(move || {
+            let (groups, store_task) = off_runtime(writer_mode, move || {
                 GroupCoordinator::open(offsets_partition, config, clock)
             })
             .await
-            .expect("group load task")
             .map_err(StartError::Groups)?;
             tokio::spawn(store_task);
             Arc::new(groups)
@@ -330,6 +322,21 @@ impl Broker {
             }
         }
         self.topics.close_all().await;
+    }
+}
+
+/// [`Broker::off_runtime`] before there is a broker (its start-up): under a simulation a
+/// blocking thread would finish after a real, not a simulated, time, and the simulated time a
+/// start takes (so a seed's trace) would depend on the machine's load.
+async fn off_runtime<R: Send + 'static>(
+    mode: WriterMode,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    match mode {
+        WriterMode::Thread => tokio::task::spawn_blocking(f)
+            .await
+            .expect("blocking task panicked"),
+        WriterMode::Task => f(),
     }
 }
 
@@ -513,7 +520,7 @@ async fn open_txns(
     // Markers that reach __consumer_offsets apply or drop the transaction's offsets.
     let on_offsets_marker: OffsetsMarkerHook =
         Arc::new(move |producer_id, commit| groups.complete_txn(producer_id, commit));
-    let txns = tokio::task::spawn_blocking(move || {
+    let txns = off_runtime(writer_mode, move || {
         TxnCoordinator::open(
             logs,
             topics,
@@ -525,7 +532,6 @@ async fn open_txns(
         )
     })
     .await
-    .expect("transaction load task")
     .map_err(StartError::Transactions)?;
     let txns = Arc::new(txns);
     txns.resume();
