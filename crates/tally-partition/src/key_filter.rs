@@ -2,8 +2,6 @@
 //! it is applied (decide side, pure), the keys of a batch already in the log (apply of an
 //! unfiltered entry, and replay), and the index opened from its snapshot plus the log after it.
 
-use std::sync::Arc;
-
 use tally_log::{storage, Log, LogError};
 use tally_protocol::{
     parse_marker, BatchHeader, BatchRecords, EndTxnMarker, KeySource, RecordsError,
@@ -13,6 +11,7 @@ use tracing::warn;
 use crate::append_error::{AppendError, OpenError};
 use crate::batch_validation::MAX_DECOMPRESSED_BATCH_BYTES;
 use crate::entry::Entry;
+use crate::idempotency_key::IdempotencyKey;
 use crate::key_index::{IdempotencyConfig, KeptKey, KeyClock, KeyIndex};
 use crate::key_snapshot::{list_key_snapshots, read_key_snapshot};
 
@@ -91,6 +90,7 @@ pub fn keys_in_batch(
     source: &KeySource,
     header: &BatchHeader,
     bytes: &[u8],
+    hash: impl Fn(&[u8]) -> u64,
 ) -> Result<Vec<KeptKey>, RecordsError> {
     if header.is_control() || header.records_count <= 0 {
         return Ok(Vec::new());
@@ -104,7 +104,8 @@ pub fn keys_in_batch(
             if seen.insert(key) {
                 keys.push(KeptKey {
                     offset_delta: r.offset_delta,
-                    key: Arc::from(key),
+                    key: IdempotencyKey::new(key),
+                    hash: hash(key),
                 });
             }
         }
@@ -128,11 +129,13 @@ pub(crate) fn index_entry(
             index.index_batch(header, &filtered.kept, marker, clock);
         }
         None => {
-            let keys =
-                keys_in_batch(&index.config().source, header, entry.bytes).unwrap_or_else(|e| {
-                    warn!(offset = header.base_offset, error = %e, "records without readable keys");
-                    Vec::new()
-                });
+            let keys = keys_in_batch(&index.config().source, header, entry.bytes, |k| {
+                index.hash(k)
+            })
+            .unwrap_or_else(|e| {
+                warn!(offset = header.base_offset, error = %e, "records without readable keys");
+                Vec::new()
+            });
             index.index_batch(header, &keys, marker, clock);
         }
     }
@@ -196,7 +199,7 @@ pub fn replay_keys(
         } else {
             None
         };
-        let keys = keys_in_batch(&source, header, bytes).unwrap_or_else(|e| {
+        let keys = keys_in_batch(&source, header, bytes, |k| index.hash(k)).unwrap_or_else(|e| {
             warn!(offset = header.base_offset, error = %e, "records without readable keys");
             Vec::new()
         });

@@ -16,8 +16,7 @@
 //! offset (retention took its segment), is not stored any more, whether or not it has been
 //! purged from memory yet.
 
-use std::sync::Arc;
-
+use crate::idempotency_key::IdempotencyKey;
 use crate::key_table::KeyTable;
 
 // Keys come from clients, so the hasher must resist chosen collisions (randomly seeded), and it
@@ -53,7 +52,7 @@ pub enum KeyClock {
 }
 
 /// Keys with what is remembered of each, in log order.
-pub type KeyList = Vec<(Arc<[u8]>, StoredKey)>;
+pub type KeyList = Vec<(IdempotencyKey, StoredKey)>;
 /// The staged keys of open transactions, per producer id.
 pub type StagedKeys = Vec<(i64, KeyList)>;
 
@@ -64,11 +63,13 @@ pub struct StoredKey {
     pub timestamp_ms: i64,
 }
 
-/// One key of a batch as the filter kept it: the record's offset delta and its key.
+/// One key of a batch as the filter kept it: the record's offset delta, its key and the
+/// key's hash in the index (computed once, for the lookup and the insert).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptKey {
     pub offset_delta: i32,
-    pub key: Arc<[u8]>,
+    pub key: IdempotencyKey,
+    pub hash: u64,
 }
 
 /// Counters for `tally keys` and the metrics (not persisted: they count since start).
@@ -82,8 +83,8 @@ pub struct KeyStats {
 
 #[derive(Debug, Clone, Default)]
 struct Staged {
-    keys: Vec<(Arc<[u8]>, StoredKey)>,
-    set: HashSet<Arc<[u8]>>,
+    keys: Vec<(IdempotencyKey, StoredKey)>,
+    set: HashSet<IdempotencyKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,9 +130,18 @@ impl KeyIndex {
     /// Whether `key` is stored: remembered, within the window at `now_ms`, and at or above
     /// the log start offset.
     pub fn is_stored(&self, key: &[u8], now_ms: i64, log_start_offset: i64) -> bool {
+        self.is_stored_hashed(self.keys.hash(key), key, now_ms, log_start_offset)
+    }
+
+    fn is_stored_hashed(&self, hash: u64, key: &[u8], now_ms: i64, log_start_offset: i64) -> bool {
         self.keys
-            .get(key)
+            .get(hash, key)
             .is_some_and(|s| s.offset >= log_start_offset && !self.expired(s, now_ms))
+    }
+
+    /// The hash the index files `key` under.
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.keys.hash(key)
     }
 
     /// Whether `producer_id`'s open transaction already holds `key`.
@@ -158,22 +168,37 @@ impl KeyIndex {
     ) -> (Vec<bool>, Vec<KeptKey>) {
         let mut keep = Vec::with_capacity(records.len());
         let mut kept = Vec::new();
-        let mut seen: HashSet<&[u8]> =
-            HashSet::with_capacity_and_hasher(records.len(), Default::default());
+        // The batch's keys so far, by the index's hash (computed once per record).
+        let mut seen: hashbrown::HashTable<(u64, &[u8])> =
+            hashbrown::HashTable::with_capacity(records.len());
+        // Hash every key first and start reading what each lookup reads, so the lookups'
+        // cache misses overlap rather than follow one another.
+        let hashes: Vec<Option<u64>> = (0..records.len())
+            .map(|i| {
+                let hash = self.keys.hash(records.key(i)?);
+                self.keys.prefetch(hash);
+                Some(hash)
+            })
+            .collect();
         for (i, record) in records.records.iter().enumerate() {
-            let Some(key) = records.key(i) else {
+            let (Some(key), Some(hash)) = (records.key(i), hashes[i]) else {
                 keep.push(true);
                 continue;
             };
             // A key stays in `seen` even when it is dropped: later copies are dropped too.
-            let duplicate = !seen.insert(key)
-                || self.is_stored(key, now_ms, log_start_offset)
+            let repeated = seen.find(hash, |(h, k)| *h == hash && *k == key).is_some();
+            if !repeated {
+                seen.insert_unique(hash, (hash, key), |(h, _)| *h);
+            }
+            let duplicate = repeated
+                || self.is_stored_hashed(hash, key, now_ms, log_start_offset)
                 || (header.is_transactional() && self.is_staged(header.producer_id, key));
             keep.push(!duplicate);
             if !duplicate {
                 kept.push(KeptKey {
                     offset_delta: record.offset_delta,
-                    key: Arc::from(key),
+                    key: IdempotencyKey::new(key),
+                    hash,
                 });
             }
         }
@@ -198,7 +223,7 @@ impl KeyIndex {
             if let Some(staged) = self.staged.remove(&marker.producer_id) {
                 if marker.result == TxnResult::Commit {
                     for (key, stored) in staged.keys {
-                        self.store(key, stored);
+                        self.store(self.keys.hash(&key), key, stored);
                     }
                 }
             }
@@ -218,11 +243,11 @@ impl KeyIndex {
                 };
                 if header.is_transactional() {
                     let staged = self.staged.entry(header.producer_id).or_default();
-                    if staged.set.insert(Arc::clone(&k.key)) {
-                        staged.keys.push((Arc::clone(&k.key), stored));
+                    if staged.set.insert(k.key.clone()) {
+                        staged.keys.push((k.key.clone(), stored));
                     }
                 } else {
-                    self.store(Arc::clone(&k.key), stored);
+                    self.store(k.hash, k.key.clone(), stored);
                 }
             }
         }
@@ -234,8 +259,8 @@ impl KeyIndex {
         self.stats.dropped_records += records;
     }
 
-    fn store(&mut self, key: Arc<[u8]>, stored: StoredKey) {
-        self.keys.insert(key, stored);
+    fn store(&mut self, hash: u64, key: IdempotencyKey, stored: StoredKey) {
+        self.keys.insert(hash, key, stored);
         while self.keys.len() > self.config.max_keys {
             if self.keys.pop_front().is_some() {
                 self.stats.evicted_keys += 1;
@@ -271,7 +296,7 @@ impl KeyIndex {
 
     /// The keys stored at `now_ms` (within the window, at or above `log_start_offset`), in log
     /// order: what an index means, whatever it has not purged yet.
-    pub fn live_entries(&self, now_ms: i64, log_start_offset: i64) -> Vec<(Arc<[u8]>, StoredKey)> {
+    pub fn live_entries(&self, now_ms: i64, log_start_offset: i64) -> KeyList {
         let (stored, _) = self.entries();
         stored
             .into_iter()
@@ -283,19 +308,19 @@ impl KeyIndex {
     pub fn from_entries(
         config: IdempotencyConfig,
         latest_timestamp_ms: i64,
-        stored: Vec<(Arc<[u8]>, StoredKey)>,
+        stored: KeyList,
         staged: StagedKeys,
     ) -> KeyIndex {
         let mut index = KeyIndex::new(config);
         index.latest_timestamp_ms = latest_timestamp_ms;
         for (key, s) in stored {
-            index.store(key, s);
+            index.store(index.keys.hash(&key), key, s);
         }
         index.stats.evicted_keys = 0;
         for (pid, keys) in staged {
             let entry = index.staged.entry(pid).or_default();
             for (key, s) in keys {
-                if entry.set.insert(Arc::clone(&key)) {
+                if entry.set.insert(key.clone()) {
                     entry.keys.push((key, s));
                 }
             }

@@ -8,10 +8,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tally_log::storage;
 
+use crate::idempotency_key::IdempotencyKey;
 use crate::key_index::{IdempotencyConfig, KeyIndex, StoredKey};
 use crate::snapshot::SnapshotError;
 
@@ -27,7 +27,7 @@ pub(crate) fn list_key_snapshots(dir: &Path) -> Vec<(i64, PathBuf)> {
     crate::snapshot::list_by_suffix(dir, ".keys")
 }
 
-fn put_keys(body: &mut Vec<u8>, keys: &[(Arc<[u8]>, StoredKey)]) {
+fn put_keys(body: &mut Vec<u8>, keys: &[(IdempotencyKey, StoredKey)]) {
     body.extend_from_slice(&(keys.len() as u32).to_be_bytes());
     for (key, s) in keys {
         body.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -102,12 +102,12 @@ impl Cursor<'_> {
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_be_bytes(self.bytes(8)?.try_into().ok()?))
     }
-    fn keys(&mut self) -> Option<Vec<(Arc<[u8]>, StoredKey)>> {
+    fn keys(&mut self) -> Option<Vec<(IdempotencyKey, StoredKey)>> {
         let n = self.u32()? as usize;
         let mut out = Vec::with_capacity(n.min(1 << 20));
         for _ in 0..n {
             let len = self.u32()? as usize;
-            let key: Arc<[u8]> = Arc::from(self.bytes(len)?);
+            let key = IdempotencyKey::new(self.bytes(len)?);
             let offset = self.i64()?;
             let timestamp_ms = self.i64()?;
             out.push((

@@ -18,12 +18,15 @@ mod append_error;
 mod batch_metadata;
 mod batch_validation;
 mod entry;
+mod idempotency_key;
 mod key_filter;
 mod key_index;
 mod key_snapshot;
 mod key_table;
 mod partition;
 mod partition_reader;
+mod prefetch;
+mod presence_filter;
 mod producer_state_entry;
 mod producer_table;
 mod snapshot;
@@ -32,6 +35,7 @@ pub use append_error::{AppendError, OpenError};
 pub use batch_metadata::BatchMetadata;
 pub use batch_validation::{validate_client_batch, MAX_DECOMPRESSED_BATCH_BYTES};
 pub use entry::{Decision, Entry, EntryOrigin};
+pub use idempotency_key::IdempotencyKey;
 pub use key_filter::{filter_batch, keys_in_batch, FilteredBatch};
 pub use key_index::{
     IdempotencyConfig, KeptKey, KeyClock, KeyIndex, KeyList, KeyStats, StagedKeys, StoredKey,

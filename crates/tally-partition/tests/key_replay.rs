@@ -188,7 +188,7 @@ fn stored(p: &Partition) -> Vec<(i64, Option<String>, i64, bool)> {
     out
 }
 
-type Live = Vec<(std::sync::Arc<[u8]>, tally_partition::StoredKey)>;
+type Live = Vec<(tally_partition::IdempotencyKey, tally_partition::StoredKey)>;
 
 fn live(p: &Partition, now_ms: i64) -> Live {
     p.key_index()
