@@ -14,20 +14,9 @@ use tally_testkit::{batch, BrokerProcess, WireClient};
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
 fn tally(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(TALLY)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut command = Command::new(TALLY);
+    command.args(args);
+    tally_testkit::run_with_stdin(&mut command, stdin)
 }
 
 #[test]

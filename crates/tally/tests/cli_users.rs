@@ -4,9 +4,8 @@
 //! password is a one-line SASL_AUTHENTICATION_FAILED; a created user survives SIGKILL and a
 //! deleted one is refused. A user created with the command line logs in with librdkafka.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig as RdConfig;
@@ -31,26 +30,16 @@ const ADMIN: Login = Login {
 };
 
 fn tally(broker: &BrokerProcess, ca: &Path, login: &Login, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(TALLY)
+    let mut command = Command::new(TALLY);
+    command
         .args(args)
         .env("TALLY_BOOTSTRAP", broker.bootstrap())
         .env("TALLY_SECURITY_PROTOCOL", "SASL_SSL")
         .env("TALLY_SSL_CA_LOCATION", ca)
         .env("TALLY_SASL_MECHANISM", login.mechanism)
         .env("TALLY_SASL_USERNAME", login.user)
-        .env("TALLY_SASL_PASSWORD", login.password)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .env("TALLY_SASL_PASSWORD", login.password);
+    tally_testkit::run_with_stdin(&mut command, stdin)
 }
 
 fn ok(out: Output) -> String {

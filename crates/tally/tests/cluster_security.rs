@@ -5,9 +5,8 @@
 //! through one node is refused everywhere. Each node's only local credential is the admin of
 //! `sasl.bootstrap.users`, which every node proposes at start.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tally_testkit::{free_fixed_port, BrokerProcess, WireClient};
@@ -23,7 +22,8 @@ fn tally_as(
     args: &[&str],
     stdin: &str,
 ) -> Output {
-    let mut child = Command::new(TALLY)
+    let mut command = Command::new(TALLY);
+    command
         .args(["--bootstrap", &node.bootstrap()])
         .args([
             "--security-protocol",
@@ -33,19 +33,8 @@ fn tally_as(
         ])
         .args(["--sasl-username", user])
         .env("TALLY_SASL_PASSWORD", password)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .args(args);
+    tally_testkit::run_with_stdin(&mut command, stdin)
 }
 
 fn admin(node: &BrokerProcess, args: &[&str], stdin: &str) -> Output {

@@ -6,9 +6,8 @@
 //! no ClusterAction. Each is refused and creates nothing, while the same command sent with a
 //! node's own certificate is taken: so the refusals are the security's, not a bad command's.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,23 +27,13 @@ const MESSAGES: usize = 50;
 
 /// `tally` over SSL (no client certificate: the Kafka listener does not ask for one).
 fn tally(broker: &BrokerProcess, ca: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(TALLY)
+    let mut command = Command::new(TALLY);
+    command
         .args(["--bootstrap", &broker.bootstrap()])
         .args(["--security-protocol", "SSL", "--ssl-ca-location"])
         .arg(ca)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .args(args);
+    tally_testkit::run_with_stdin(&mut command, stdin)
 }
 
 fn topics(broker: &BrokerProcess, ca: &Path) -> String {

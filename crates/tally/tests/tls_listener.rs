@@ -5,9 +5,8 @@
 //! plaintext client gets nothing; the broker keeps serving. A missing or bad keystore stops
 //! the start with a clear message.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tally_testkit::BrokerProcess;
 
@@ -19,7 +18,8 @@ const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MESSAGES: usize = 100;
 
 fn kcat(broker: &BrokerProcess, ca: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new("kcat")
+    let mut command = Command::new("kcat");
+    command
         // cargo points LD_LIBRARY_PATH at rdkafka-sys's own librdkafka, built without TLS;
         // kcat must load Debian's.
         .env_remove("LD_LIBRARY_PATH")
@@ -27,19 +27,9 @@ fn kcat(broker: &BrokerProcess, ca: &Path, args: &[&str], stdin: &str) -> std::p
         .arg(broker.bootstrap())
         .args(["-X", "security.protocol=ssl", "-X"])
         .arg(format!("ssl.ca.location={}", ca.display()))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat runs (.ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .args(args);
+    // kcat is installed by .ci/run.
+    tally_testkit::run_with_stdin(&mut command, stdin)
 }
 
 /// Every message of `topic`, read from the start with kcat over TLS.
@@ -333,26 +323,16 @@ fn a_client_certificate_is_the_connections_principal() {
     );
     // Tally's own command line presents a certificate too.
     let tally_with = |client: &(PathBuf, PathBuf), line: &str| {
-        let mut child = Command::new(TALLY)
+        let mut command = Command::new(TALLY);
+        command
             .args(["produce", "certs", "--bootstrap", &broker.bootstrap()])
             .args(["--security-protocol", "SSL", "--ssl-ca-location"])
             .arg(&pki.ca)
             .arg("--ssl-certificate-location")
             .arg(&client.0)
             .arg("--ssl-key-location")
-            .arg(&client.1)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(line.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+            .arg(&client.1);
+        tally_testkit::run_with_stdin(&mut command, line)
     };
     let out = tally_with(&pki.client, "cli-alice\n");
     assert!(out.status.success(), "{out:?}");
