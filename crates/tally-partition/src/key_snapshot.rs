@@ -14,6 +14,7 @@ use tally_log::storage;
 use crate::idempotency_key::IdempotencyKey;
 use crate::key_index::{IdempotencyConfig, KeyIndex, StoredKey};
 use crate::snapshot::SnapshotError;
+use crate::snapshot_frame::{frame, unframe, BodyReader};
 
 const MAGIC: &[u8; 4] = b"TLYK";
 const VERSION: u16 = 1;
@@ -51,12 +52,7 @@ pub(crate) fn encode_key_index(map_end_offset: i64, index: &KeyIndex) -> Vec<u8>
         body.extend_from_slice(&pid.to_be_bytes());
         put_keys(&mut body, keys);
     }
-    let mut bytes = Vec::with_capacity(body.len() + 10);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&VERSION.to_be_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    bytes.extend_from_slice(&body);
-    bytes
+    frame(MAGIC, VERSION, &body)
 }
 
 /// Writes the snapshot durably (temporary file, fsync, rename, directory fsync).
@@ -82,44 +78,23 @@ pub(crate) fn write_key_snapshot(
     Ok(())
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Cursor<'_> {
-    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
-        let b = self.buf.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(b)
+fn read_keys(r: &mut BodyReader) -> Option<Vec<(IdempotencyKey, StoredKey)>> {
+    let n = r.u32()? as usize;
+    let mut out = Vec::with_capacity(n.min(1 << 20));
+    for _ in 0..n {
+        let len = r.u32()? as usize;
+        let key = IdempotencyKey::new(r.bytes(len)?);
+        let offset = r.i64()?;
+        let timestamp_ms = r.i64()?;
+        out.push((
+            key,
+            StoredKey {
+                offset,
+                timestamp_ms,
+            },
+        ));
     }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.bytes(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.bytes(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.bytes(8)?.try_into().ok()?))
-    }
-    fn keys(&mut self) -> Option<Vec<(IdempotencyKey, StoredKey)>> {
-        let n = self.u32()? as usize;
-        let mut out = Vec::with_capacity(n.min(1 << 20));
-        for _ in 0..n {
-            let len = self.u32()? as usize;
-            let key = IdempotencyKey::new(self.bytes(len)?);
-            let offset = self.i64()?;
-            let timestamp_ms = self.i64()?;
-            out.push((
-                key,
-                StoredKey {
-                    offset,
-                    timestamp_ms,
-                },
-            ));
-        }
-        Some(out)
-    }
+    Some(out)
 }
 
 /// Reads a key snapshot for `config`. `Ok(None)` when it was taken for another key source (the
@@ -136,31 +111,21 @@ pub(crate) fn read_key_snapshot(
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    if bytes.len() < 10 || &bytes[0..4] != MAGIC {
-        return Err(corrupt("bad magic"));
-    }
-    if u16::from_be_bytes([bytes[4], bytes[5]]) != VERSION {
-        return Err(corrupt("unknown version"));
-    }
-    let crc = u32::from_be_bytes(bytes[6..10].try_into().expect("4 bytes"));
-    let body = &bytes[10..];
-    if crc32c::crc32c(body) != crc {
-        return Err(corrupt("CRC mismatch"));
-    }
-    let mut c = Cursor { buf: body, at: 0 };
-    let parse = |c: &mut Cursor| {
+    let body = unframe(&bytes, MAGIC, VERSION).map_err(|reason| corrupt(&reason))?;
+    let mut c = BodyReader::new(body);
+    let parse = |c: &mut BodyReader| {
         let _offset = c.i64()?;
         let len = c.u16()? as usize;
         let source = String::from_utf8(c.bytes(len)?.to_vec()).ok()?;
         let latest = c.i64()?;
-        let stored = c.keys()?;
+        let stored = read_keys(c)?;
         let producers = c.u32()? as usize;
         let mut staged = Vec::with_capacity(producers.min(1 << 16));
         for _ in 0..producers {
             let pid = c.i64()?;
-            staged.push((pid, c.keys()?));
+            staged.push((pid, read_keys(c)?));
         }
-        (c.at == c.buf.len()).then_some((source, latest, stored, staged))
+        c.is_done().then_some((source, latest, stored, staged))
     };
     let (source, latest, stored, staged) =
         parse(&mut c).ok_or_else(|| corrupt("truncated or trailing bytes"))?;

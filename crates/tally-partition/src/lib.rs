@@ -30,6 +30,7 @@ mod presence_filter;
 mod producer_state_entry;
 mod producer_table;
 mod snapshot;
+mod snapshot_frame;
 
 pub use append_error::{AppendError, OpenError};
 pub use batch_metadata::BatchMetadata;

@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::batch_metadata::BatchMetadata;
 use crate::producer_state_entry::{ProducerStateEntry, NUM_BATCHES_TO_RETAIN};
+use crate::snapshot_frame::{frame, unframe, BodyReader};
 
 const MAGIC: &[u8; 4] = b"TLYS";
 const VERSION: u16 = 1;
@@ -85,12 +86,7 @@ pub fn encode_producer_state(map_end_offset: i64, entries: &[&ProducerStateEntry
             body.extend_from_slice(&b.timestamp.to_be_bytes());
         }
     }
-    let mut bytes = Vec::with_capacity(body.len() + 10);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&VERSION.to_be_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    bytes.extend_from_slice(&body);
-    bytes
+    frame(MAGIC, VERSION, &body)
 }
 
 /// Writes the table's entries as the state at `map_end_offset`, atomically (temporary file,
@@ -115,34 +111,6 @@ pub fn write_snapshot(
     Ok(path)
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let bytes = self.buf.get(self.at..self.at + N)?;
-        self.at += N;
-        bytes.try_into().ok()
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take().map(i16::from_be_bytes)
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take().map(i32::from_be_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_be_bytes)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-}
-
 /// Reads a snapshot: the offset it was taken at and its entries.
 pub fn read_snapshot(path: &Path) -> Result<(i64, Vec<ProducerStateEntry>), SnapshotError> {
     let bytes = fs::read(path).map_err(io(path))?;
@@ -154,21 +122,9 @@ pub fn read_snapshot(path: &Path) -> Result<(i64, Vec<ProducerStateEntry>), Snap
 
 /// The offset and entries in snapshot bytes, or why they are not a snapshot.
 pub fn decode_producer_state(bytes: &[u8]) -> Result<(i64, Vec<ProducerStateEntry>), String> {
-    let corrupt = |reason: &str| reason.to_string();
-    if bytes.len() < 10 || &bytes[0..4] != MAGIC {
-        return Err(corrupt("bad magic"));
-    }
-    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
-        return Err(corrupt(&format!("unknown version {version}")));
-    }
-    let crc = u32::from_be_bytes(bytes[6..10].try_into().expect("4 bytes"));
-    let body = &bytes[10..];
-    if crc32c::crc32c(body) != crc {
-        return Err(corrupt("CRC mismatch"));
-    }
-    let mut r = Reader { buf: body, at: 0 };
-    let parse = |r: &mut Reader| -> Option<(i64, Vec<ProducerStateEntry>)> {
+    let body = unframe(bytes, MAGIC, VERSION)?;
+    let mut r = BodyReader::new(body);
+    let parse = |r: &mut BodyReader| -> Option<(i64, Vec<ProducerStateEntry>)> {
         let offset = r.i64()?;
         let count = r.u32()? as usize;
         let mut entries = Vec::with_capacity(count.min(1 << 20));
@@ -196,9 +152,9 @@ pub fn decode_producer_state(bytes: &[u8]) -> Result<(i64, Vec<ProducerStateEntr
             e.batch_metadata = batches;
             entries.push(e);
         }
-        (r.at == r.buf.len()).then_some((offset, entries))
+        r.is_done().then_some((offset, entries))
     };
-    parse(&mut r).ok_or_else(|| corrupt("truncated or trailing bytes"))
+    parse(&mut r).ok_or_else(|| "truncated or trailing bytes".to_string())
 }
 
 #[cfg(test)]

@@ -72,12 +72,14 @@ impl SecuritySync {
         *seen = Some(current);
     }
 
-    /// Follows the controller's log until it closes.
+    /// Follows the controller's log until it closes or the broker lets go of this sync (the
+    /// task holds it weakly, so it does not keep a stopped node alive).
     pub fn follow(self: &Arc<Self>) {
-        let sync = Arc::clone(self);
+        let sync = Arc::downgrade(self);
         let mut changes = self.node.controller().changes();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
+                let Some(sync) = sync.upgrade() else { return };
                 sync.sync();
             }
         });
