@@ -32,6 +32,27 @@ impl IdempotencyKey {
         }
     }
 
+    /// The empty key, inline.
+    pub const EMPTY: IdempotencyKey = IdempotencyKey::Inline {
+        len: 0,
+        bytes: [0; INLINE],
+    };
+
+    /// Makes this key `key`, writing an inline key's bytes where this value already is.
+    /// Why: a key built with [`IdempotencyKey::new`] and then moved into a vector is copied
+    /// through the stack, and reading back bytes just copied in pieces of another size waits
+    /// for every store queued before them (the key filter's cold table reads among them).
+    /// Pushing [`IdempotencyKey::EMPTY`] and setting it in place avoids the round trip.
+    pub fn set(&mut self, key: &[u8]) {
+        match self {
+            IdempotencyKey::Inline { len, bytes } if key.len() <= INLINE => {
+                bytes[..key.len()].copy_from_slice(key);
+                *len = key.len() as u8;
+            }
+            _ => *self = IdempotencyKey::new(key),
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             IdempotencyKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -99,6 +120,21 @@ mod tests {
         assert_eq!(IdempotencyKey::new(&[]).as_bytes(), b"");
         let edge = [1u8; INLINE];
         assert_eq!(&*IdempotencyKey::new(&edge), &edge[..]);
+        // Set in place: inline to inline, inline to shared, shared back to inline.
+        let mut k = IdempotencyKey::EMPTY;
+        k.set(b"order-17");
+        assert_eq!(k, short);
+        k.set(&long_bytes);
+        assert!(matches!(k, IdempotencyKey::Shared(_)));
+        assert_eq!(&*k, &long_bytes[..]);
+        k.set(b"o-1");
+        assert_eq!(&*k, b"o-1");
+        let mut k = IdempotencyKey::new(b"a-much-longer-key-than-the-next");
+        k.set(b"short");
+        assert_eq!(
+            &*k, b"short",
+            "a shorter key leaves no bytes of the longer one"
+        );
         let set: std::collections::HashSet<IdempotencyKey> = [short.clone(), long].into();
         assert!(set.contains(&b"order-17"[..]));
         assert!(!set.contains(&b"order-1"[..]));

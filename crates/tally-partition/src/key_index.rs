@@ -27,6 +27,9 @@ type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use tally_protocol::{BatchHeader, BatchRecords, EndTxnMarker, KeySource, TxnResult};
 
+/// How many records ahead the filter asks for the table lines a lookup reads.
+const LOOKUP_PREFETCH_AHEAD: usize = 16;
+
 /// The topic's idempotency-key settings, resolved once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyConfig {
@@ -101,9 +104,11 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     pub fn new(config: IdempotencyConfig) -> KeyIndex {
+        let mut keys = KeyTable::default();
+        keys.set_max_keys(config.max_keys);
         KeyIndex {
             config,
-            keys: KeyTable::default(),
+            keys,
             staged: HashMap::default(),
             latest_timestamp_ms: -1,
             stats: KeyStats::default(),
@@ -171,16 +176,19 @@ impl KeyIndex {
         // The batch's keys so far, by the index's hash (computed once per record).
         let mut seen: hashbrown::HashTable<(u64, &[u8])> =
             hashbrown::HashTable::with_capacity(records.len());
-        // Hash every key first and start reading what each lookup reads, so the lookups'
-        // cache misses overlap rather than follow one another.
+        // Hash every key first; each lookup then starts reading what the lookup a few records
+        // on reads, so their cache misses overlap rather than follow one another (and the
+        // lines are still in cache when apply inserts the kept keys).
         let hashes: Vec<Option<u64>> = (0..records.len())
-            .map(|i| {
-                let hash = self.keys.hash(records.key(i)?);
-                self.keys.prefetch(hash);
-                Some(hash)
-            })
+            .map(|i| Some(self.keys.hash(records.key(i)?)))
             .collect();
+        for hash in hashes.iter().take(LOOKUP_PREFETCH_AHEAD).flatten() {
+            self.keys.prefetch(*hash);
+        }
         for (i, record) in records.records.iter().enumerate() {
+            if let Some(Some(ahead)) = hashes.get(i + LOOKUP_PREFETCH_AHEAD) {
+                self.keys.prefetch(*ahead);
+            }
             let (Some(key), Some(hash)) = (records.key(i), hashes[i]) else {
                 keep.push(true);
                 continue;
@@ -197,9 +205,10 @@ impl KeyIndex {
             if !duplicate {
                 kept.push(KeptKey {
                     offset_delta: record.offset_delta,
-                    key: IdempotencyKey::new(key),
+                    key: IdempotencyKey::EMPTY,
                     hash,
                 });
+                kept.last_mut().expect("pushed").key.set(key);
             }
         }
         (keep, kept)
@@ -223,7 +232,7 @@ impl KeyIndex {
             if let Some(staged) = self.staged.remove(&marker.producer_id) {
                 if marker.result == TxnResult::Commit {
                     for (key, stored) in staged.keys {
-                        self.store(self.keys.hash(&key), key, stored);
+                        self.store(self.keys.hash(&key), &key, stored);
                     }
                 }
             }
@@ -247,7 +256,7 @@ impl KeyIndex {
                         staged.keys.push((k.key.clone(), stored));
                     }
                 } else {
-                    self.store(k.hash, k.key.clone(), stored);
+                    self.store(k.hash, &k.key, stored);
                 }
             }
         }
@@ -259,10 +268,10 @@ impl KeyIndex {
         self.stats.dropped_records += records;
     }
 
-    fn store(&mut self, hash: u64, key: IdempotencyKey, stored: StoredKey) {
+    fn store(&mut self, hash: u64, key: &IdempotencyKey, stored: StoredKey) {
         self.keys.insert(hash, key, stored);
         while self.keys.len() > self.config.max_keys {
-            if self.keys.pop_front().is_some() {
+            if self.keys.pop_front() {
                 self.stats.evicted_keys += 1;
             }
         }
@@ -278,7 +287,6 @@ impl KeyIndex {
             }
             self.keys.pop_front();
         }
-        self.keys.compact();
     }
 
     /// The stored keys in log order, then the staged ones per producer (what a snapshot holds;
@@ -314,7 +322,7 @@ impl KeyIndex {
         let mut index = KeyIndex::new(config);
         index.latest_timestamp_ms = latest_timestamp_ms;
         for (key, s) in stored {
-            index.store(index.keys.hash(&key), key, s);
+            index.store(index.keys.hash(&key), &key, s);
         }
         index.stats.evicted_keys = 0;
         for (pid, keys) in staged {

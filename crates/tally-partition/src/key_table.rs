@@ -1,13 +1,12 @@
 //! The stored keys of a [`crate::KeyIndex`]: the keys in log order in a ring, and a hash table
-//! (hashbrown's `HashTable`) from each key's hash to its position in the ring.
+//! ([`PositionTable`]) from each key's hash to its position in the ring.
 //!
-//! Why this shape: the index forgets its oldest key for each key it stores once it is full, and
-//! looking that key up in the table to remove it was a third of the broker's time with keys on
-//! (a random probe into a table of a million entries, then freeing the key). Now forgetting is
-//! popping the ring's front, which is sequential memory. The table slot that pointed at it is
-//! left behind, dead (its position is before the ring's front, so lookups skip it without
-//! reading the ring), and dead slots are swept in one sequential pass once they are half as
-//! many as the live ones.
+//! Why this shape: the index forgets its oldest key for each key it stores once it is full.
+//! Forgetting is popping the ring's front (sequential memory, read ahead) and removing that
+//! key's slot, whose line was asked for while the entry was still a few pops ahead. Storing is
+//! pushing at the back, and the ring is sized to the bound so that the back is the slot just
+//! popped. So each stored key costs about one table line, fetched ahead, instead of the
+//! several cold misses (and stalled stores) of a general-purpose table.
 //!
 //! A key stored again (after its window) gets a new entry at the ring's back; its slot moves
 //! there, and the old entry is kept in the ring as stale (no key) until it reaches the front.
@@ -15,19 +14,22 @@
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-
 use crate::idempotency_key::IdempotencyKey;
 use crate::key_index::StoredKey;
-use crate::presence_filter::PresenceFilter;
+use crate::position_table::PositionTable;
+use crate::prefetch::prefetch;
 
-/// How far ahead of the front the ring is prefetched, in entries (cache lines).
-const PREFETCH_AHEAD: usize = 16;
-/// Dead slots swept at once at least (so a small index is not swept at every batch).
-const SWEEP_MIN_DEAD: usize = 1024;
+/// How far ahead of the front the ring is read ahead, in entries (cache lines).
+const PREFETCH_AHEAD: usize = 32;
+/// How far ahead of the front the table slot of an entry is read ahead (less than
+/// `PREFETCH_AHEAD`, so the entry that names the slot has arrived).
+const PREFETCH_SLOT_AHEAD: usize = 8;
+/// Entries the ring holds beyond `max_keys` before it doubles (room for stale entries).
+const RING_SLACK: usize = 256;
 
-/// 64 bytes: one cache line.
+/// 64 bytes, aligned: one cache line (unaligned, most entries would straddle two).
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Entry {
     /// `None` once the key was stored again (the newer entry is the live one).
     key: Option<IdempotencyKey>,
@@ -35,26 +37,19 @@ struct Entry {
     hash: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    hash: u64,
-    /// The entry's position: `front` is the ring's first entry, positions only grow.
-    position: u64,
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyTable {
     // Keys come from clients: a randomly seeded hasher, so chosen collisions do not pile up
     // (foldhash: hashbrown's default, a fraction of SipHash's cost).
     hasher: foldhash::fast::RandomState,
-    table: HashTable<Slot>,
+    table: PositionTable,
     ring: VecDeque<Entry>,
     /// The position of `ring[0]`.
     front: u64,
     /// Entries of `ring` whose key was stored again.
     stale: usize,
-    /// Which hashes are certainly not in the table.
-    presence: PresenceFilter,
+    /// What the ring is sized for at most (0: unbounded doubling).
+    max_keys: usize,
 }
 
 impl KeyTable {
@@ -67,65 +62,72 @@ impl KeyTable {
         self.hasher.hash_one(key)
     }
 
-    /// Starts reading what a lookup of `hash` reads first.
+    /// Starts reading what a lookup or insert of `hash` reads first.
     pub(crate) fn prefetch(&self, hash: u64) {
-        self.presence.prefetch(hash);
+        self.table.prefetch(hash);
     }
 
-    /// The live slot of `key` (hash `hash`): one whose entry is still in the ring.
-    fn is_slot_of(&self, slot: &Slot, hash: u64, key: &[u8]) -> bool {
-        slot.hash == hash
-            && slot.position >= self.front
-            && self.ring[(slot.position - self.front) as usize]
-                .key
-                .as_deref()
-                .is_some_and(|k| k == key)
+    /// Sets the number of keys the ring is sized for at most (`idempotency.window.max.keys`).
+    pub(crate) fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
+    /// The ring entry at `position` (`None` when the position is not in the ring, which a
+    /// table slot never names: every popped live entry's slot is removed).
+    fn entry(ring: &VecDeque<Entry>, front: u64, position: u64) -> Option<&Entry> {
+        ring.get(usize::try_from(position.checked_sub(front)?).ok()?)
+    }
+
+    fn holds(ring: &VecDeque<Entry>, front: u64, position: u64, key: &[u8]) -> bool {
+        Self::entry(ring, front, position).is_some_and(|e| e.key.as_deref() == Some(key))
     }
 
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<StoredKey> {
-        if !self.presence.may_contain(hash) {
-            return None;
+        let (ring, front) = (&self.ring, self.front);
+        let position = self
+            .table
+            .find(hash, |p| Self::holds(ring, front, p, key))?;
+        Self::entry(ring, front, position).map(|e| e.stored)
+    }
+
+    /// Grows the ring when it is full: doubling, but to no more than the bound and a little
+    /// slack. Why: a full index pops its front for each key it pushes at the back; when the
+    /// ring is about that size, the back is the slot popped a moment ago, still in cache,
+    /// instead of one untouched for megabytes.
+    fn reserve_one(&mut self) {
+        let len = self.ring.len();
+        if len < self.ring.capacity() {
+            return;
         }
-        let slot = self.table.find(hash, |s| self.is_slot_of(s, hash, key))?;
-        Some(self.ring[(slot.position - self.front) as usize].stored)
+        let bound = self.max_keys.saturating_add(RING_SLACK);
+        let target = if bound > len {
+            (2 * len).max(16).min(bound)
+        } else {
+            2 * len
+        };
+        self.ring.reserve_exact(target - len);
     }
 
     /// Stores `key` (hash `hash`) as the newest, replacing what was remembered of it.
-    pub(crate) fn insert(&mut self, hash: u64, key: IdempotencyKey, stored: StoredKey) {
+    ///
+    /// It takes the key by reference and clones it straight into the ring: a key moved in by
+    /// value was copied through the stack in pieces that the copy into the ring then read back
+    /// whole, which waits for every store queued before it (cold table writes among them).
+    pub(crate) fn insert(&mut self, hash: u64, key: &IdempotencyKey, stored: StoredKey) {
         let position = self.front + self.ring.len() as u64;
-        let new = !self.presence.may_contain(hash);
-        self.presence.add(hash);
+        let (ring, front) = (&self.ring, self.front);
+        let is_key = |p: u64| Self::holds(ring, front, p, key);
+        if let Some(old) = self.table.upsert(hash, position, is_key) {
+            // `is_key` found it in the ring.
+            self.ring[(old - front) as usize].key = None;
+            self.stale += 1;
+        }
+        self.reserve_one();
         self.ring.push_back(Entry {
-            key: None,
+            key: Some(key.clone()),
             stored,
             hash,
         });
-        if new {
-            self.table
-                .insert_unique(hash, Slot { hash, position }, |s| s.hash);
-            self.ring.back_mut().expect("pushed").key = Some(key);
-            return;
-        }
-        let (front, ring) = (self.front, &self.ring);
-        let is_slot = |s: &Slot| {
-            s.hash == hash
-                && s.position >= front
-                && ring[(s.position - front) as usize].key.as_deref() == Some(&*key)
-        };
-        // One probe: it finds the key's slot, or where a new slot goes.
-        match self.table.entry(hash, is_slot, |s| s.hash) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => {
-                let slot = e.get_mut();
-                let old = (slot.position - front) as usize;
-                slot.position = position;
-                self.ring[old].key = None;
-                self.stale += 1;
-            }
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(Slot { hash, position });
-            }
-        }
-        self.ring.back_mut().expect("pushed").key = Some(key);
     }
 
     /// Drops stale entries at the ring's front.
@@ -143,35 +145,26 @@ impl KeyTable {
         self.ring.front().map(|e| e.stored)
     }
 
-    /// Forgets the oldest live key. Its table slot stays behind, dead, until a sweep.
-    pub(crate) fn pop_front(&mut self) -> Option<StoredKey> {
+    /// Forgets the oldest live key. Returns whether there was one.
+    pub(crate) fn pop_front(&mut self) -> bool {
         self.skip_stale();
-        let entry = self.ring.pop_front()?;
+        let Some(hash) = self.ring.front().map(|e| e.hash) else {
+            return false;
+        };
+        let removed = self.table.remove(hash, self.front);
+        debug_assert!(removed, "a live entry has a slot");
+        self.ring.pop_front();
         self.front += 1;
-        // The ring is read front to back, far behind where it was written: ask for the
-        // entries a few pops ahead, or each pop waits for memory.
+        // The ring is read front to back, far behind where it was written, and each entry
+        // names a random table slot: ask for the entries, then their slots, a few pops ahead,
+        // or each pop waits for memory twice.
         if let Some(ahead) = self.ring.get(PREFETCH_AHEAD) {
-            crate::prefetch::prefetch(ahead);
+            prefetch(ahead);
         }
-        Some(entry.stored)
-    }
-
-    /// Sweeps the dead slots once they are half as many as the live keys: one pass over the
-    /// table in memory order.
-    pub(crate) fn compact(&mut self) {
-        let live = self.len();
-        let dead = self.table.len() - live;
-        if dead > SWEEP_MIN_DEAD.max(live / 2) {
-            let front = self.front;
-            self.table.retain(|s| s.position >= front);
+        if let Some(ahead) = self.ring.get(PREFETCH_SLOT_AHEAD) {
+            self.table.prefetch(ahead.hash);
         }
-        if self.presence.needs_rebuild(live) {
-            let mut presence = PresenceFilter::with_keys(live);
-            for e in self.ring.iter().filter(|e| e.key.is_some()) {
-                presence.add(e.hash);
-            }
-            self.presence = presence;
-        }
+        true
     }
 
     /// The live keys in the order they were stored.
@@ -195,7 +188,7 @@ mod tests {
 
     fn put(t: &mut KeyTable, key: &str, offset: i64) {
         let hash = t.hash(key.as_bytes());
-        t.insert(hash, IdempotencyKey::new(key.as_bytes()), stored(offset));
+        t.insert(hash, &IdempotencyKey::new(key.as_bytes()), stored(offset));
     }
 
     fn get(t: &KeyTable, key: &str) -> Option<i64> {
@@ -204,42 +197,41 @@ mod tests {
     }
 
     #[test]
-    fn forgotten_keys_are_gone_before_and_after_the_sweep() {
+    fn forgotten_keys_are_gone_and_can_be_stored_again() {
         let mut t = KeyTable::default();
         for i in 0..5000 {
             put(&mut t, &format!("k{i}"), i);
         }
         for _ in 0..3000 {
-            t.pop_front();
+            assert!(t.pop_front());
         }
         assert_eq!(t.len(), 2000);
-        assert_eq!(get(&t, "k2999"), None, "dead slot, not yet swept");
-        assert_eq!(get(&t, "k3000"), Some(3000));
-        t.compact();
-        assert_eq!(t.table.len(), 2000, "swept");
+        assert_eq!(t.table.len(), 2000, "each forgotten key's slot is removed");
         assert_eq!(get(&t, "k2999"), None);
+        assert_eq!(get(&t, "k3000"), Some(3000));
         assert_eq!(get(&t, "k4999"), Some(4999));
-        // A forgotten key can be stored again.
         put(&mut t, "k0", 9000);
         assert_eq!(get(&t, "k0"), Some(9000));
     }
 
     #[test]
     fn a_full_table_forgetting_its_oldest_knows_exactly_its_live_keys() {
-        // As the index runs when full: one key forgotten per key stored, a sweep per batch.
+        // As the index runs when full: one key forgotten per key stored.
         let mut t = KeyTable::default();
         let live = 1000;
+        t.set_max_keys(live);
         for i in 0..50_000i64 {
             put(&mut t, &format!("k{i}"), i);
             if t.len() > live {
                 t.pop_front();
             }
-            if i % 100 == 0 {
-                t.compact();
-            }
         }
         assert_eq!(t.len(), live);
-        assert!(t.table.len() <= live + SWEEP_MIN_DEAD.max(live / 2) + 100);
+        assert_eq!(t.table.len(), live);
+        assert!(
+            t.ring.capacity() <= live + RING_SLACK + 16,
+            "the ring stays at the bound"
+        );
         for i in 0..50_000i64 {
             let expected = (i >= 49_000).then_some(i);
             assert_eq!(get(&t, &format!("k{i}")), expected, "k{i}");
@@ -257,9 +249,10 @@ mod tests {
         let order: Vec<i64> = t.in_order().map(|(_, s)| s.offset).collect();
         assert_eq!(order, [2, 3]);
         assert_eq!(t.front().map(|s| s.offset), Some(2));
-        assert_eq!(t.pop_front().map(|s| s.offset), Some(2));
-        assert_eq!(t.pop_front().map(|s| s.offset), Some(3));
-        assert_eq!(t.pop_front(), None);
+        assert!(t.pop_front());
+        assert_eq!(t.front().map(|s| s.offset), Some(3));
+        assert!(t.pop_front());
+        assert!(!t.pop_front());
         assert_eq!(t.len(), 0);
         assert_eq!(get(&t, "a"), None);
     }
