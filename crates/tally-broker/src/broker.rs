@@ -70,6 +70,9 @@ pub struct BrokerOptions {
     /// The SSL listener's keystore (reloaded when its file changes), which Raft's TLS
     /// between nodes presents too; read from `ssl.keystore.location` when absent.
     pub tls_keystore: Option<Arc<crate::tls::ReloadingKeystore>>,
+    /// The seed of Raft's randomness (election timeouts) in cluster mode; `None`: random.
+    /// A simulation sets it so that its seed replays exactly.
+    pub raft_seed: Option<u64>,
 }
 
 impl Default for BrokerOptions {
@@ -80,6 +83,7 @@ impl Default for BrokerOptions {
             raft_transport: TokioTcp::shared(),
             listener_ports: Vec::new(),
             tls_keystore: None,
+            raft_seed: None,
         }
     }
 }
@@ -195,6 +199,7 @@ impl Broker {
             raft_transport,
             listener_ports,
             tls_keystore,
+            raft_seed,
         } = options;
         if let Ok(controls) = std::env::var("TALLY_CONTROL") {
             warn!(%controls, "TALLY_CONTROL is set: test controls turn guarantees off");
@@ -265,6 +270,7 @@ impl Broker {
                     &advertised,
                     secure_raft(&config, raft_transport, tls_keystore, &acls).await?,
                     (&credentials, &acls),
+                    (writer_mode, raft_seed),
                 )
                 .await
                 .map_err(StartError::Cluster)?,
@@ -412,10 +418,17 @@ async fn start_cluster(
     advertised: &Endpoint,
     transport: Arc<dyn RaftTransport>,
     (credentials, acls): (&Arc<CredentialStore>, &Arc<AclStore>),
+    (writer_mode, raft_seed): (WriterMode, Option<u64>),
 ) -> std::io::Result<ClusterMode> {
     let partition = config.partition_config(&Default::default());
-    let replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
+    let mut replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
         .map_err(std::io::Error::other)?;
+    // Under a simulation (writers as tasks) the replicas' file I/O runs inline too, so that a
+    // seed's run does not depend on when real threads finish.
+    if writer_mode == WriterMode::Task {
+        replica.io = tally_raft::BlockingIo::Inline;
+    }
+    replica.seed = raft_seed;
     let node = ClusterNode::start(ClusterConfig {
         node_id: config.node_id() as u64,
         voters,
@@ -435,6 +448,7 @@ async fn start_cluster(
         node,
         Arc::clone(credentials),
         Arc::clone(acls),
+        raft_seed,
     ))
 }
 

@@ -4,7 +4,7 @@
 //! sequence ranges are stored more than once (a duplicate: exactly what idempotence must
 //! prevent).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
@@ -72,9 +72,9 @@ impl AuditReport {
 struct Tracker {
     audit: ProducerAudit,
     /// Per epoch: ranges seen (first sequence -> (last sequence, base offset)).
-    ranges: HashMap<i16, BTreeMap<i32, (i32, i64)>>,
+    ranges: BTreeMap<i16, BTreeMap<i32, (i32, i64)>>,
     /// Per epoch: the last sequence of the newest batch.
-    last: HashMap<i16, i32>,
+    last: BTreeMap<i16, i32>,
 }
 
 impl Tracker {

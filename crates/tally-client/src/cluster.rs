@@ -2,7 +2,7 @@
 //! Metadata), and one pipelined connection per broker, re-established with backoff when it
 //! breaks.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +38,8 @@ pub struct TopicInfo {
 
 #[derive(Default)]
 struct State {
-    brokers: HashMap<i32, String>,
-    topics: HashMap<String, TopicInfo>,
+    brokers: BTreeMap<i32, String>,
+    topics: BTreeMap<String, TopicInfo>,
     controller: Option<i32>,
     cluster_id: Option<String>,
 }
@@ -54,7 +54,7 @@ pub struct Cluster {
     config: ClientConfig,
     state: std::sync::RwLock<State>,
     /// Connections by node id; bootstrap connections use negative ids (-1 - index).
-    connections: AsyncMutex<HashMap<i32, NodeConnection>>,
+    connections: AsyncMutex<BTreeMap<i32, NodeConnection>>,
 }
 
 /// Metadata versions this client reads.
@@ -69,7 +69,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             config,
             state: std::sync::RwLock::new(State::default()),
-            connections: AsyncMutex::new(HashMap::new()),
+            connections: AsyncMutex::new(BTreeMap::new()),
         });
         cluster.refresh(&[]).await?;
         Ok(cluster)

@@ -3,7 +3,7 @@
 //! that times out closes the connection, as Kafka clients do, so nothing waits on an answer
 //! that may never come.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,7 +77,7 @@ pub struct BrokerConnection {
     next_correlation_id: AtomicI32,
     client_id: String,
     /// The broker's ApiVersions: api key -> (min, max).
-    versions: HashMap<i16, (i16, i16)>,
+    versions: BTreeMap<i16, (i16, i16)>,
     /// The broker's finalized `transaction.version` feature level (0 when it has none).
     transaction_version: i16,
     tasks: [JoinHandle<()>; 2],
@@ -223,7 +223,7 @@ impl BrokerConnection {
             tx,
             next_correlation_id: AtomicI32::new(1),
             client_id: client_id.to_string(),
-            versions: HashMap::new(),
+            versions: BTreeMap::new(),
             transaction_version: 0,
             tasks: [writer, reader],
         };
@@ -237,7 +237,7 @@ impl BrokerConnection {
     async fn api_versions(
         &self,
         timeout: Duration,
-    ) -> Result<(HashMap<i16, (i16, i16)>, i16), ClientError> {
+    ) -> Result<(BTreeMap<i16, (i16, i16)>, i16), ClientError> {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("tally-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));

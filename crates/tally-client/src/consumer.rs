@@ -2,7 +2,7 @@
 //! timestamp), fetches pipelined (the next fetch to a broker is sent as soon as an answer is
 //! read, before the records are handed out), batches decompressed, control batches skipped.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ pub struct Consumer {
     buffered: VecDeque<ConsumerRecord>,
     fetches: JoinSet<FetchResult>,
     /// Nodes with a fetch in flight.
-    fetching: HashMap<i32, u64>,
+    fetching: BTreeMap<i32, u64>,
     /// Bumped by assign and seek: answers to fetches sent before are dropped.
     generation: u64,
 }
@@ -95,7 +95,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             buffered: VecDeque::new(),
             fetches: JoinSet::new(),
-            fetching: HashMap::new(),
+            fetching: BTreeMap::new(),
             generation: 0,
         })
     }
@@ -259,7 +259,7 @@ impl Consumer {
     }
 
     async fn start_fetches(&mut self) -> Result<(), ClientError> {
-        let mut by_node: HashMap<i32, Vec<TopicPartition>> = HashMap::new();
+        let mut by_node: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
         let mut stale = false;
         for tp in self.positions.keys() {
             match self.cluster.leader(&tp.0, tp.1) {
@@ -396,7 +396,7 @@ impl Consumer {
 struct Aborted {
     /// (first offset, producer id), ascending.
     pending: VecDeque<(i64, i64)>,
-    aborting: std::collections::HashSet<i64>,
+    aborting: std::collections::BTreeSet<i64>,
 }
 
 impl Aborted {

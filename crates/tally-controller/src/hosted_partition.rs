@@ -42,7 +42,7 @@ pub struct HostedPartition {
     /// This node, leading the group, is moving its replicas (`replica_move.rs`).
     pub(crate) moving: AtomicBool,
     /// The term this node leads the group in, and since when (`prefer_leader`).
-    pub(crate) led_since: parking_lot::Mutex<Option<(u64, std::time::Instant)>>,
+    pub(crate) led_since: parking_lot::Mutex<Option<(u64, tokio::time::Instant)>>,
 }
 
 impl HostedPartition {
@@ -153,9 +153,10 @@ impl HostContext {
     ) -> io::Result<Arc<HostedPartition>> {
         let dir = partition_dir(&self.data_dir, topic, index);
         let prepared = dir.clone();
-        tokio::task::spawn_blocking(move || prepare_dir(&prepared, topic_id))
-            .await
-            .map_err(io::Error::other)??;
+        self.replica
+            .io
+            .run(move || prepare_dir(&prepared, topic_id))
+            .await??;
         let group = HostedPartition::group_name(topic_id, index);
         let network = TcpNetworkFactory::with_peers(group.clone(), Arc::clone(&self.peers))
             .over(Arc::clone(&self.transport));
@@ -189,9 +190,10 @@ impl HostContext {
         partition.stop().await?;
         if delete {
             let dir = partition.replica.dir.clone();
-            tokio::task::spawn_blocking(move || storage::remove_dir_all(&dir))
-                .await
-                .map_err(io::Error::other)??;
+            self.replica
+                .io
+                .run(move || storage::remove_dir_all(&dir))
+                .await??;
         }
         Ok(())
     }

@@ -130,11 +130,11 @@ pub(crate) async fn prefer_leader(
         let mut since = partition.led_since.lock();
         match *since {
             Some((term, at)) if term == m.current_term && at.elapsed() >= check => {
-                *since = Some((term, std::time::Instant::now()));
+                *since = Some((term, tokio::time::Instant::now()));
             }
             Some((term, _)) if term == m.current_term => return,
             _ => {
-                *since = Some((m.current_term, std::time::Instant::now()));
+                *since = Some((m.current_term, tokio::time::Instant::now()));
                 return;
             }
         }

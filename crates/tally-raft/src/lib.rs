@@ -16,6 +16,7 @@
 //! all its groups; entries travel as the batches the segments hold) or, in tests and the
 //! simulation, through the in-process `LocalRouter`.
 
+mod blocking_io;
 mod entry_codec;
 mod leader_log;
 mod local_network;
@@ -26,9 +27,11 @@ mod quorum_status;
 mod raft_index;
 mod raft_meta;
 mod replica;
+mod seeded_runtime;
 mod state_machine;
 mod type_config;
 
+pub use blocking_io::BlockingIo;
 pub use entry_codec::{
     decode_entry, encode_entry, is_raft_entry, is_refused, next_offset, refused_batch,
     without_raft_entries, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP, CONTROL_TYPE_REFUSED,
@@ -42,5 +45,6 @@ pub use net::{
 pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produced};
 pub use quorum_status::{MemberStatus, QuorumStatus};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
+pub use seeded_runtime::SeededRuntime;
 pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};
 pub use type_config::{AppliedBatch, Entry, LogId, RaftBatch, StoredMembership, TallyRaft, Vote};

@@ -27,6 +27,7 @@ use tally_log::{Log, LogConfig, LogReader};
 use tally_partition::ProducerTable;
 use tally_protocol::BatchHeader;
 
+use crate::blocking_io::BlockingIo;
 use crate::entry_codec::{decode_entry, encode_entry, refused_batch};
 use crate::leader_log::{Admission, LeaderLog};
 use crate::raft_index::{EntryLoc, RaftIndex};
@@ -40,6 +41,8 @@ const READ_CHUNK_BYTES: usize = 8 << 20;
 #[derive(Clone)]
 pub struct SegmentLogStore {
     inner: Arc<Inner>,
+    /// Where writes run (see [`BlockingIo`]).
+    io: BlockingIo,
 }
 
 struct Inner {
@@ -103,6 +106,7 @@ impl SegmentLogStore {
                 meta: Mutex::new(meta),
                 leader: Mutex::new(None),
             }),
+            io: BlockingIo::Pool,
         })
     }
 
@@ -156,9 +160,18 @@ impl SegmentLogStore {
         f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(io::Error::other)?
+        self.io.run(move || f(&inner)).await?
+    }
+
+    /// This store with its writes run where `io` says (inline under a simulation).
+    pub fn with_io(mut self, io: BlockingIo) -> SegmentLogStore {
+        self.io = io;
+        self
+    }
+
+    /// Where this store's blocking I/O runs.
+    pub fn io(&self) -> BlockingIo {
+        self.io
     }
 }
 

@@ -9,8 +9,10 @@ use openraft::network::RaftNetworkFactory;
 use openraft::{Config, SnapshotPolicy};
 use tally_log::LogConfig;
 
+use crate::blocking_io::BlockingIo;
 use crate::local_network::PartitionRaft;
 use crate::log_store::SegmentLogStore;
+use crate::seeded_runtime::SeededRuntime;
 use crate::state_machine::{ApplyListener, PartitionStateMachine};
 use crate::type_config::TallyRaft;
 
@@ -61,6 +63,12 @@ pub struct ReplicaConfig {
     pub max_producers: usize,
     /// Told of every batch the replica's state machine applies (the controller's metadata).
     pub listener: Option<Arc<dyn ApplyListener>>,
+    /// Where the replica's blocking file I/O runs (inline under a simulation).
+    pub io: BlockingIo,
+    /// The seed of the randomness openraft draws for this node's replicas (election
+    /// timeouts, tick jitter), mixed with each replica's directory; `None`: random. A
+    /// simulation sets it so that a seed replays exactly.
+    pub seed: Option<u64>,
 }
 
 impl std::fmt::Debug for ReplicaConfig {
@@ -70,6 +78,8 @@ impl std::fmt::Debug for ReplicaConfig {
             .field("raft", &self.raft)
             .field("max_producers", &self.max_producers)
             .field("listener", &self.listener.is_some())
+            .field("io", &self.io)
+            .field("seed", &self.seed)
             .finish()
     }
 }
@@ -81,6 +91,8 @@ impl ReplicaConfig {
             raft: raft_config(timeouts)?,
             max_producers: 10_000,
             listener: None,
+            io: BlockingIo::Pool,
+            seed: None,
         })
     }
 }
@@ -117,25 +129,29 @@ impl Replica {
         let dir_owned = dir.to_path_buf();
         let (log_config, max_producers) = (config.log.clone(), config.max_producers);
         let listener = config.listener.clone();
-        let (store, state_machine) = tokio::task::spawn_blocking(move || {
-            let store = SegmentLogStore::open(&dir_owned, log_config)?;
-            let mut sm = PartitionStateMachine::open(&dir_owned, store.clone(), max_producers)?;
-            if let Some(listener) = listener {
-                sm = sm.with_listener(listener);
-            }
-            Ok::<_, io::Error>((store, sm))
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let io = config.io;
+        let (store, state_machine) = io
+            .run(move || {
+                let store = SegmentLogStore::open(&dir_owned, log_config)?.with_io(io);
+                let mut sm = PartitionStateMachine::open(&dir_owned, store.clone(), max_producers)?;
+                if let Some(listener) = listener {
+                    sm = sm.with_listener(listener);
+                }
+                Ok::<_, io::Error>((store, sm))
+            })
+            .await??;
         let last_index_at_open = store.last_index();
-        let raft = PartitionRaft::new(
+        let start = PartitionRaft::new(
             id,
             Arc::clone(&config.raft),
             network,
             store.clone(),
             state_machine.clone(),
-        )
-        .await
+        );
+        let raft = match config.seed {
+            Some(seed) => SeededRuntime::scope(replica_seed(seed, id, dir), start).await,
+            None => start.await,
+        }
         .map_err(io::Error::other)?;
         Ok(Replica {
             id,
@@ -156,8 +172,19 @@ impl Replica {
     pub async fn close(&self) -> io::Result<()> {
         self.raft.shutdown().await.map_err(io::Error::other)?;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .map_err(io::Error::other)?
+        self.store.io().run(move || store.close()).await?
     }
+}
+
+/// A replica's seed: the node's, mixed with its id and its directory's name (the group, the
+/// same in every run of a simulation seed, unlike the data directory's temporary path), so
+/// that the groups of one node do not time out in step.
+fn replica_seed(seed: u64, id: u64, dir: &Path) -> u64 {
+    // FNV-1a: fixed, unlike std's randomly keyed hashers.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed ^ id.rotate_left(32);
+    let name = dir.file_name().unwrap_or_default();
+    for b in name.as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }

@@ -290,9 +290,10 @@ impl RaftSnapshotBuilder<TallyRaft> for PartitionStateMachine {
         };
         let sm = self.clone();
         let to_save = stored.clone();
-        tokio::task::spawn_blocking(move || sm.save_snapshot(&to_save))
-            .await
-            .map_err(io::Error::other)??;
+        self.store
+            .io()
+            .run(move || sm.save_snapshot(&to_save))
+            .await??;
         *self.snapshot.lock() = Some(stored.clone());
         Ok(Snapshot {
             meta: stored.meta,
@@ -379,9 +380,10 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
         };
         let sm = self.clone();
         let to_save = stored.clone();
-        tokio::task::spawn_blocking(move || sm.save_snapshot(&to_save))
-            .await
-            .map_err(io::Error::other)??;
+        self.store
+            .io()
+            .run(move || sm.save_snapshot(&to_save))
+            .await??;
         self.high_watermark.send_replace(state.high_watermark);
         {
             let mut current = self.state.lock();

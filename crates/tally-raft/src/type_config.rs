@@ -15,6 +15,7 @@ openraft::declare_raft_types!(
         Node = openraft::impls::BasicNode,
         Term = u64,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+        AsyncRuntime = crate::seeded_runtime::SeededRuntime,
 );
 
 pub type CommittedLeaderId = openraft::vote::leader_id_std::CommittedLeaderId<u64>;

@@ -294,6 +294,7 @@ pub fn run_cluster_seed(seed: u64, options: &SimOptions) -> Result<SimReport, Si
             cluster: Some((k + 1, voters.join(","), n)),
             registry: Some(Arc::clone(&registry)),
             idempotency_keys: false,
+            seed,
         };
         sim.host(host.as_str(), move || broker_software(setup.clone()));
     }

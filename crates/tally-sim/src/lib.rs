@@ -21,9 +21,16 @@
 //! checks that no group ever has two leaders in one term (`leaders.rs`). Transactions do not
 //! run in cluster mode yet, so it has no transactional producer.
 //!
-//! A failure names its seed and the command that replays it. A single broker's run replays
-//! exactly (the trace hash); a cluster's does not yet: openraft draws its election timeouts
-//! from an unseeded generator, and topic and cluster ids are random.
+//! A failure names its seed and the command that replays it, and a run replays exactly (the
+//! trace hash), a cluster's too. What that takes, besides turmoil's seeded network:
+//! - every host's tokio runtime seeded by turmoil (`--cfg tokio_unstable`, set in
+//!   `.cargo/config.toml`): tokio's own random choices decide the order in which tasks wake;
+//! - openraft's election timeouts drawn from the seed (tally-raft's `SeededRuntime`);
+//! - the brokers' file I/O on the simulated hosts' own tasks (`BlockingIo::Inline`), never on
+//!   real threads that finish after a real time;
+//! - topic ids from the seed, and the producers' record timestamps from the simulated clock;
+//! - no iteration over a randomly seeded hash map where the order is seen (the client's maps
+//!   are ordered: which node it sends to first, which connection it closes first).
 
 mod checker;
 mod cluster;

@@ -10,10 +10,12 @@ use tally_sim::{run_seed, SimOptions};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // TALLY_SIM_LOG=info (a tracing filter) prints the brokers' logs.
+    // TALLY_SIM_LOG=info (a tracing filter) prints the brokers' logs, stamped with simulated
+    // time (microseconds) so two runs of a seed compare line by line.
     if let Ok(filter) = std::env::var("TALLY_SIM_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
             .with_writer(std::io::stderr)
             .init();
     }
@@ -117,5 +119,15 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Log lines stamped with the simulated time so two runs of one seed can be compared line by line.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let sim = turmoil::sim_elapsed().map_or(0, |d| d.as_micros());
+        write!(w, "sim={sim}")
     }
 }

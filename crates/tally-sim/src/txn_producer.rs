@@ -50,7 +50,8 @@ async fn one(producer: &Producer, id: usize, options: &SimOptions, commit: bool)
     }
     for i in 0..options.txn_size {
         let record = ProducerRecord::new(TXN_TOPIC, format!("t{id}-{i}"))
-            .with_partition((i % options.partitions as usize) as i32);
+            .with_partition((i % options.partitions as usize) as i32)
+            .with_timestamp(crate::world::sim_now_ms());
         if producer.send(record).await.is_err() {
             return TxnFate::Unknown;
         }

@@ -188,8 +188,14 @@ struct SimClock;
 
 impl Clock for SimClock {
     fn now_ms(&self) -> i64 {
-        SIM_EPOCH_MS + turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as i64)
+        sim_now_ms()
     }
+}
+
+/// The simulated wall clock, for the brokers and for the producers' record timestamps (a
+/// client's own clock is the machine's, which would make a seed's bytes differ per run).
+pub(crate) fn sim_now_ms() -> i64 {
+    SIM_EPOCH_MS + turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What a simulated broker host runs with.
@@ -207,6 +213,8 @@ pub(crate) struct BrokerSetup {
     pub registry: Option<Registry>,
     /// `log.idempotency.key=key` (single broker only).
     pub idempotency_keys: bool,
+    /// The run's seed, which seeds Raft's randomness in cluster mode.
+    pub seed: u64,
 }
 
 pub(crate) type Registry = Arc<Mutex<std::collections::BTreeMap<String, Weak<Broker>>>>;
@@ -221,6 +229,7 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
         cluster,
         registry,
         idempotency_keys,
+        seed,
     } = setup;
     let mut config = BrokerConfig::new();
     config.set("log.dirs", &dir.to_string_lossy())?;
@@ -248,6 +257,7 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
         raft_transport: Arc::new(crate::transport::TurmoilRaftTransport),
         listener_ports: Vec::new(),
         tls_keystore: None,
+        raft_seed: Some(seed),
     };
     let broker = Broker::open_with(config, 9092, options).await?;
     if let Some(registry) = registry {
@@ -304,7 +314,8 @@ pub(crate) async fn producer_software(
             for i in 0..count {
                 let value = format!("{prefix}{index}-{i}");
                 let mut record = ProducerRecord::new(TOPIC, value.clone())
-                    .with_partition((i % options.partitions as usize) as i32);
+                    .with_partition((i % options.partitions as usize) as i32)
+                    .with_timestamp(sim_now_ms());
                 if options.idempotency_keys {
                     record = record.with_key(value.clone());
                 }

@@ -81,3 +81,25 @@ fn the_cluster_oracle_catches_duplicates_without_idempotence() {
         .to_string()
         .contains("replay it with: cargo run -p tally-sim --release -- --seed"));
 }
+
+/// A cluster run is a function of its seed, as a single broker's is: replayed in a fresh
+/// process, the same seed gives the same trace (fault schedule, every fate, the simulated
+/// time). Raft's election timeouts draw from the seed, and the replicas' file I/O runs on
+/// the simulation's own time rather than on real threads.
+#[test]
+fn the_same_cluster_seed_gives_the_same_trace() {
+    let trace = |seed: u64| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally-sim"))
+            .args(["--brokers", "3", "--seed", &seed.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cluster seed {seed} failed");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let at = stdout.find("trace ").expect("a trace hash") + "trace ".len();
+        stdout[at..at + 16].to_string()
+    };
+    for seed in [5u64, 8] {
+        assert_eq!(trace(seed), trace(seed), "cluster seed {seed}");
+    }
+    assert_ne!(trace(5), trace(8));
+}

@@ -63,7 +63,7 @@ pub async fn create_topics(
         }
         let command = ControllerCommand::CreateTopic {
             name: name.clone(),
-            topic_id: Uuid::new_v4(),
+            topic_id: cluster.new_topic_id(),
             partitions,
             replication_factor,
             configs,

@@ -151,7 +151,7 @@ async fn auto_create(broker: &Broker, cluster: &ClusterMode, name: &str) -> Resp
     }
     let command = ControllerCommand::CreateTopic {
         name: name.to_string(),
-        topic_id: Uuid::new_v4(),
+        topic_id: cluster.new_topic_id(),
         partitions: broker.config.num_partitions().max(1) as u32,
         replication_factor,
         configs: BTreeMap::new(),

@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod produce;
 pub mod reassign;
 pub mod security_sync;
+mod topic_ids;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub struct ClusterMode {
     producer_ids: Mutex<(i64, i64)>,
     /// One block request at a time.
     allocating: tokio::sync::Mutex<()>,
+    /// The ids of the topics this node proposes.
+    topic_ids: topic_ids::TopicIds,
 }
 
 /// What this node knows of a partition's leadership.
@@ -68,8 +71,10 @@ impl ClusterMode {
         node: ClusterNode,
         credentials: Arc<crate::security::CredentialStore>,
         acls: Arc<crate::security::AclStore>,
+        id_seed: Option<u64>,
     ) -> ClusterMode {
         let node = Arc::new(node);
+        let topic_ids = topic_ids::TopicIds::new(id_seed, node.node_id());
         let security = SecuritySync::new(Arc::clone(&node), credentials, acls);
         security.follow();
         ClusterMode {
@@ -77,7 +82,13 @@ impl ClusterMode {
             security,
             producer_ids: Mutex::new((0, 0)),
             allocating: tokio::sync::Mutex::new(()),
+            topic_ids,
         }
+    }
+
+    /// An id for a topic this node proposes (see `topic_ids.rs`).
+    pub(crate) fn new_topic_id(&self) -> uuid::Uuid {
+        self.topic_ids.next()
     }
 
     pub fn node_id(&self) -> u64 {

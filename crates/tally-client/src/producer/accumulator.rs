@@ -5,7 +5,7 @@
 //! `append` runs once per record under a lock, so it looks topics up by `&str` and allocates
 //! nothing but the record's slot in its batch.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,14 +19,14 @@ use crate::partitioner::partition_for_key;
 
 #[derive(Default)]
 struct TopicBatches {
-    open: HashMap<i32, OpenBatch>,
+    open: BTreeMap<i32, OpenBatch>,
     /// The partition keyless records go to until its batch closes.
     sticky: Option<i32>,
 }
 
 #[derive(Default)]
 pub(crate) struct Accumulator {
-    topics: HashMap<String, TopicBatches>,
+    topics: BTreeMap<String, TopicBatches>,
     ready: Vec<OpenBatch>,
 }
 

@@ -2,7 +2,7 @@
 //! `idempotency.key` names the record key (`key`) or a header (`header:NAME`). The producer
 //! reads each topic's setting once (DescribeConfigs) and remembers it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use tally_protocol::KeySource;
@@ -13,7 +13,7 @@ use crate::record::{Header, ProducerRecord};
 
 #[derive(Default)]
 pub(crate) struct KeySources {
-    known: Mutex<HashMap<String, Option<KeySource>>>,
+    known: Mutex<BTreeMap<String, Option<KeySource>>>,
 }
 
 impl KeySources {

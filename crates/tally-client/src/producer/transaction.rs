@@ -8,7 +8,7 @@
 //! TxnOffsetCommit v5 add their partition to the transaction. Every EndTxn then bumps the
 //! epoch; the producer continues with the id and epoch EndTxn returns, sequences from 0.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ use crate::error::{ClientError, TransactionError};
 #[derive(Debug, Default)]
 pub(crate) struct Phase {
     pub in_txn: bool,
-    pub partitions: HashSet<(String, i32)>,
+    pub partitions: BTreeSet<(String, i32)>,
     /// Offsets were added (AddOffsetsToTxn), so EndTxn has something to end.
     pub offsets: bool,
     pub failed: Option<TransactionError>,

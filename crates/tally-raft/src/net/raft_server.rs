@@ -1,7 +1,7 @@
 //! A node's Raft listener: peers' requests for every group on this node, each connection on
 //! its own task, requests on a connection answered in order.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -19,8 +19,8 @@ use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
 use crate::local_network::PartitionRaft;
 
-type Groups = Arc<Mutex<HashMap<String, PartitionRaft>>>;
-type Forwarders = Arc<Mutex<HashMap<String, Arc<dyn ForwardHandler>>>>;
+type Groups = Arc<Mutex<BTreeMap<String, PartitionRaft>>>;
+type Forwarders = Arc<Mutex<BTreeMap<String, Arc<dyn ForwardHandler>>>>;
 
 /// Serves requests forwarded to this node for a group (see `forward`).
 pub trait ForwardHandler: Send + Sync + 'static {

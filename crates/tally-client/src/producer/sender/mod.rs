@@ -15,7 +15,7 @@
 //!   new producer id), restart every partition's sequence at 0 and restamp the batches that
 //!   were certainly not written. A batch that may have been written is never restamped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,8 +81,8 @@ struct ResponseEvent {
 
 pub(crate) struct Sender {
     inner: Arc<Inner>,
-    partitions: HashMap<TopicPartition, PartitionState>,
-    node_in_flight: HashMap<i32, usize>,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    node_in_flight: BTreeMap<i32, usize>,
     events_tx: mpsc::UnboundedSender<ResponseEvent>,
     events_rx: mpsc::UnboundedReceiver<ResponseEvent>,
     next_batch_id: u64,
@@ -99,8 +99,8 @@ impl Sender {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Sender {
             inner,
-            partitions: HashMap::new(),
-            node_in_flight: HashMap::new(),
+            partitions: BTreeMap::new(),
+            node_in_flight: BTreeMap::new(),
             events_tx,
             events_rx,
             next_batch_id: 0,
@@ -439,7 +439,7 @@ impl Sender {
     async fn send(&mut self, now: Instant) {
         self.adopt_transaction_epoch();
         // Group partitions with something to send by leader.
-        let mut by_node: HashMap<i32, Vec<TopicPartition>> = HashMap::new();
+        let mut by_node: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
         for (tp, state) in &self.partitions {
             if self.sendable(state, now).is_none() {
                 continue;
@@ -471,7 +471,7 @@ impl Sender {
                     break;
                 }
                 let mut picked: Vec<(TopicPartition, u64)> = Vec::new();
-                let mut topics: HashMap<String, Vec<PartitionProduceData>> = HashMap::new();
+                let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
                 for tp in &tps {
                     let state = self.partitions.get(tp).expect("partition state");
                     let Some(index) = self.sendable(state, now) else {

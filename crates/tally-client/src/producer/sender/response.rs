@@ -12,7 +12,7 @@ impl Sender {
         let backoff = Duration::from_millis(self.inner.config.retry_backoff_ms);
         let acks_zero = self.inner.config.acks == 0;
         let recovers_locally = self.recovers_locally();
-        let answers: HashMap<TopicPartition, (i16, i64, i64, Option<String>)> = match &event.result
+        let answers: BTreeMap<TopicPartition, (i16, i64, i64, Option<String>)> = match &event.result
         {
             Ok(response) => response
                 .responses
@@ -31,7 +31,7 @@ impl Sender {
                     })
                 })
                 .collect(),
-            Err(_) => HashMap::new(),
+            Err(_) => BTreeMap::new(),
         };
         for (tp, id) in event.batches {
             let Some(state) = self.partitions.get_mut(&tp) else {
