@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -182,12 +182,13 @@ impl BrokerConnection {
                     reader_shared.close(format!("invalid response size {size}"));
                     return;
                 }
-                let mut frame = BytesMut::zeroed(size as usize);
-                if let Err(e) = read_half.read_exact(&mut frame).await {
-                    reader_shared.close(format!("connection closed by the broker ({e})"));
-                    return;
-                }
-                let frame = frame.freeze();
+                let frame = match read_frame(&mut read_half, size as usize).await {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        reader_shared.close(format!("connection closed by the broker ({e})"));
+                        return;
+                    }
+                };
                 let correlation_id = i32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
                 let next = reader_shared.pending.lock().expect("lock").pop_front();
                 match next {
@@ -436,4 +437,17 @@ impl Drop for BrokerConnection {
             task.abort();
         }
     }
+}
+
+/// Reads a frame of `size` bytes into spare capacity rather than a zeroed buffer: zeroing each
+/// fetch response's megabytes cost a consumer as much as reading them.
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> std::io::Result<Bytes> {
+    let mut frame = BytesMut::with_capacity(size);
+    while frame.len() < size {
+        let want = (size - frame.len()) as u64;
+        if (&mut *r).take(want).read_buf(&mut frame).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(frame.freeze())
 }

@@ -17,6 +17,7 @@
 //! simulation, through the in-process `LocalRouter`.
 
 mod blocking_io;
+mod entry_cache;
 mod entry_codec;
 mod leader_log;
 mod local_network;

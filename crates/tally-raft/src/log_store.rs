@@ -2,8 +2,9 @@
 //!
 //! Writes (append, truncate, purge, vote) run on tokio's blocking pool, one at a time as
 //! openraft issues them; they take the writer's lock, which no reader takes. Readers (the
-//! replication tasks, the state machine) copy locations from the raft index under a short
-//! read lock and read the segment files through the lock-free `LogReader`.
+//! replication tasks, the state machine) take entries appended and not yet applied from
+//! memory (`entry_cache.rs`); older ones they locate in the raft index under a short read
+//! lock and read from the segment files through the lock-free `LogReader`.
 //!
 //! Every append is fsynced before openraft hears it is done, which Raft needs for its votes and
 //! its commit rule. openraft hands over many entries at once under load, so one fsync covers
@@ -28,6 +29,7 @@ use tally_partition::ProducerTable;
 use tally_protocol::BatchHeader;
 
 use crate::blocking_io::BlockingIo;
+use crate::entry_cache::EntryCache;
 use crate::entry_codec::{decode_entry, encode_entry, refused_batch};
 use crate::leader_log::{Admission, LeaderLog};
 use crate::raft_index::{EntryLoc, RaftIndex};
@@ -36,6 +38,11 @@ use crate::type_config::{Entry, LogId, RaftBatch, TallyRaft, Vote};
 
 /// Bytes read from the segments at a time when openraft asks for a range of entries.
 const READ_CHUNK_BYTES: usize = 8 << 20;
+
+/// The bound of a replica's appended-but-unapplied entries kept in memory (`entry_cache.rs`).
+/// Entries normally leave within milliseconds, when applied; the bound only matters while
+/// a quorum is slower than the writes.
+const ENTRY_CACHE_BYTES: usize = 16 << 20;
 
 /// The Raft log of one partition replica. Cheap to clone: clones share the log.
 #[derive(Clone)]
@@ -56,6 +63,9 @@ struct Inner {
     committed: Mutex<Option<LogId>>,
     /// Set while this replica leads a term with the duplicate check on.
     leader: Mutex<Option<LeaderLog>>,
+    /// The entries appended and not yet applied, so openraft's reads of them right after the
+    /// append do not go back to the segments. Taken after `index`, never the other way.
+    cache: Mutex<EntryCache>,
 }
 
 fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -105,28 +115,35 @@ impl SegmentLogStore {
                 committed: Mutex::new(raft_meta::load_committed(dir)),
                 meta: Mutex::new(meta),
                 leader: Mutex::new(None),
+                cache: Mutex::new(EntryCache::new(ENTRY_CACHE_BYTES)),
             }),
             io: BlockingIo::Pool,
         })
     }
 
-    /// The partition's read side: what Fetch reads (below the high watermark).
     /// The index of the last entry the log holds now.
     pub fn last_index(&self) -> Option<u64> {
         self.inner.index.read().last_log_id().map(|l| l.index)
     }
 
+    /// The partition's read side: what Fetch reads (below the high watermark).
     pub fn log_reader(&self) -> &Arc<LogReader> {
         &self.inner.reader
     }
 
-    /// The Kafka offsets of the batch that holds the entry at raft `index`.
     /// The largest term at most `term` with an entry in the log, and the offset after its
     /// last entry: what a leader answers to OffsetForLeaderEpoch (the leader epoch is the term).
     pub fn end_offset_for_term(&self, term: u64) -> Option<(u64, i64)> {
         self.inner.index.read().end_offset_for_term(term)
     }
 
+    /// Tells the store that the entries up to `index` are applied: openraft reads them no
+    /// more, except for a follower behind, which reads them from the segments.
+    pub fn applied_upto(&self, index: u64) {
+        self.inner.cache.lock().forget_upto(index);
+    }
+
+    /// The Kafka offsets of the batch that holds the entry at raft `index`.
     pub fn offsets_of(&self, index: u64) -> Option<(i64, i64)> {
         let loc = self.inner.index.read().get(index)?;
         Some((loc.base_offset, loc.end_offset))
@@ -220,19 +237,21 @@ impl Inner {
                 self.save_meta(|m| m.first_entry = Some(first))?;
             }
             let mut encoded = encode_entry(&entry, base_offset).map_err(io_err)?;
-            if let Some(reason) = self.refuses(&entry, &encoded.header) {
+            let mut stored = entry;
+            if let Some(reason) = self.refuses(&stored, &encoded.header) {
                 tracing::info!(
-                    log_id = %entry.log_id,
+                    log_id = %stored.log_id,
                     producer_id = encoded.header.producer_id,
                     base_sequence = encoded.header.base_sequence,
                     %reason,
                     "the leader's log refused a client batch"
                 );
                 let stand_in = <Entry as openraft::entry::RaftEntry>::new_normal(
-                    entry.log_id,
+                    stored.log_id,
                     RaftBatch(refused_batch(&reason)),
                 );
                 encoded = encode_entry(&stand_in, base_offset).map_err(io_err)?;
+                stored = stand_in;
             }
             let now = now_ms();
             let size = encoded.header.size_in_bytes();
@@ -241,8 +260,9 @@ impl Inner {
             }
             log.append_parts(&[&encoded.head, &encoded.tail], &encoded.header, now)
                 .map_err(io_err)?;
-            let loc = loc_of(entry.log_id.leader_id.term, &encoded.header);
+            let loc = loc_of(stored.log_id.leader_id.term, &encoded.header);
             self.index.write().push(index, loc);
+            self.cache.lock().push(stored);
         }
         log.flush().map_err(io_err)
     }
@@ -266,7 +286,9 @@ impl Inner {
         let mut log = self.log.lock();
         let from = last.map_or(0, |l| l.index + 1);
         // The index first: a reader that finds an entry there finds its bytes.
-        let Some(cut) = self.index.write().truncate_from(from) else {
+        let cut = self.index.write().truncate_from(from);
+        self.cache.lock().truncate_from(from);
+        let Some(cut) = cut else {
             return Ok(());
         };
         log.truncate_to(cut).map_err(io_err)
@@ -279,6 +301,7 @@ impl Inner {
             index.purge_upto(log_id);
             index.first()
         };
+        self.cache.lock().forget_upto(log_id.index);
         // Purged entries stay in the segments: they are the partition's records, which
         // retention deletes, not Raft.
         self.save_meta(|m| {
@@ -347,11 +370,25 @@ impl RaftLogReader<TallyRaft> for SegmentLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = bounds(&range);
-        let locs = self.inner.index.read().range(start, end);
+        let (cached, locs) = {
+            let index = self.inner.index.read();
+            let (from, cached) = self.inner.cache.lock().range(start, end);
+            (cached, index.range(start, from))
+        };
         if locs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(cached);
         }
-        self.blocking(move |inner| inner.read_entries(locs)).await
+        let mut entries = self.blocking(move |inner| inner.read_entries(locs)).await?;
+        if let (Some(last), Some(first)) = (entries.last(), cached.first()) {
+            if last.log_id.index + 1 != first.log_id.index {
+                return Err(io::Error::other(format!(
+                    "entries read up to {} and cached from {}",
+                    last.log_id, first.log_id
+                )));
+            }
+        }
+        entries.extend(cached);
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -315,7 +315,9 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TallyRaft>, io::Error>> + Unpin + OptionalSend,
     {
+        let mut last_applied = None;
         while let Some((entry, responder)) = entries.try_next().await? {
+            last_applied = Some(entry.log_id.index);
             let applied = self.applied_batch(&entry.log_id, &entry.payload);
             let mut refused = false;
             if let (EntryPayload::Normal(RaftBatch(bytes)), Some(a)) = (&entry.payload, applied) {
@@ -358,6 +360,9 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
                 };
                 responder.send(applied.filter(|_| !refused).unwrap_or(nowhere));
             }
+        }
+        if let Some(index) = last_applied {
+            self.store.applied_upto(index);
         }
         Ok(())
     }

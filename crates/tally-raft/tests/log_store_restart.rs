@@ -60,7 +60,11 @@ struct Seen {
     log_end_offset: i64,
 }
 
+/// What the store holds, its entries read from the segment files: the entries appended and not
+/// yet applied are served from memory (and carry the offsets they came with), so they are
+/// marked applied first.
 async fn seen(store: &mut SegmentLogStore) -> Seen {
+    store.applied_upto(u64::MAX);
     let s = store.get_log_state().await.unwrap();
     Seen {
         state: (s.last_purged_log_id, s.last_log_id),
@@ -241,4 +245,59 @@ fn summary(e: &Entry) -> (LogId, String) {
         other => format!("{other}"),
     };
     (e.log_id, payload)
+}
+
+/// The entries served from memory right after their append are the ones the segments hold,
+/// but for the two fields the log sets as it writes (base offset, leader epoch): whether they
+/// come all from memory, all from the segments, or split between the two.
+#[tokio::test]
+async fn entries_from_memory_are_the_ones_in_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let all = entries();
+    append(&mut store, all.clone()).await;
+    let from_memory = store.try_get_log_entries(0..u64::MAX).await.unwrap();
+    assert_eq!(from_memory, all, "as appended");
+    store.applied_upto(20);
+    let split = store.try_get_log_entries(5..30).await.unwrap();
+    store.applied_upto(u64::MAX);
+    let from_segments = store.try_get_log_entries(0..u64::MAX).await.unwrap();
+    // Indexes 5..=20 from the segments, 21..=29 from memory (index i is at position i - 1).
+    let expected: Vec<Entry> = from_segments[4..20]
+        .iter()
+        .chain(&from_memory[20..29])
+        .cloned()
+        .collect();
+    assert_eq!(split, expected, "split where the applied entries end");
+
+    let without_offsets = |entries: &[Entry]| -> Vec<Entry> {
+        entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(RaftBatch(b)) => {
+                    let mut b = b.to_vec();
+                    b[..8].fill(0);
+                    b[12..16].fill(0);
+                    Entry::new_normal(e.log_id, RaftBatch(b.into()))
+                }
+                _ => e.clone(),
+            })
+            .collect()
+    };
+    assert_eq!(from_segments.len(), all.len());
+    assert_eq!(
+        without_offsets(&from_segments),
+        without_offsets(&from_memory)
+    );
+    let mut next = 0;
+    for e in &from_segments {
+        if let EntryPayload::Normal(RaftBatch(b)) = &e.payload {
+            let h = BatchHeader::parse(b).unwrap();
+            assert_eq!(h.base_offset, next, "the segments' offsets are the log's");
+            assert_eq!(h.partition_leader_epoch as u64, e.log_id.leader_id.term);
+            next = h.last_offset() + 1;
+        } else {
+            next += 1;
+        }
+    }
 }

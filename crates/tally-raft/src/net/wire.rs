@@ -155,8 +155,15 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin, H: for<'de> Deserialize<'de
     if !(4..=MAX_FRAME_BYTES).contains(&frame_len) {
         return Err(bad(format!("frame length {frame_len}")));
     }
-    let mut frame = BytesMut::zeroed(frame_len);
-    r.read_exact(&mut frame).await?;
+    // Read into spare capacity, not a zeroed buffer: zeroing each AppendEntries' megabytes
+    // cost a follower as much as reading them.
+    let mut frame = BytesMut::with_capacity(frame_len);
+    while frame.len() < frame_len {
+        let want = (frame_len - frame.len()) as u64;
+        if (&mut *r).take(want).read_buf(&mut frame).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     let mut frame = frame.freeze();
     let json_len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
     if json_len > frame_len - 4 {
