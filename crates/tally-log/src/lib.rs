@@ -15,6 +15,7 @@ pub mod failpoint;
 mod fsync_stats;
 mod index;
 mod log;
+mod positioned_read;
 mod reader;
 mod scan;
 mod segment;

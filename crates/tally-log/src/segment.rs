@@ -3,7 +3,6 @@
 //! positional reads while the writer appends.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use tally_protocol::RECORD_BATCH_OVERHEAD;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::offset_file_name;
+use crate::positioned_read::{self, ReadFailure};
 use crate::scan::{BatchScanner, ScanStep};
 use crate::storage;
 use crate::txn_index::{collect_aborted, AbortedTxn, SharedAborted, TxnIndex};
@@ -532,10 +532,7 @@ impl SegmentReader {
         unsafe { self.pread_into(buf.as_mut_ptr(), buf.len(), position, mode) }
     }
 
-    /// Writes `len` bytes from `position` to `ptr`, or fails. With `ReadMode::NoWait` the
-    /// kernel is asked not to wait for the disk (`RWF_NOWAIT`): bytes not in the page cache,
-    /// or a file system that cannot tell, give `LogError::WouldBlock`, and the caller reads
-    /// again where blocking is allowed.
+    /// Writes `len` bytes from `position` to `ptr` (see `positioned_read::read_into`).
     ///
     /// # Safety
     /// `ptr` must be valid for writes of `len` bytes.
@@ -546,46 +543,12 @@ impl SegmentReader {
         position: u64,
         mode: ReadMode,
     ) -> Result<(), LogError> {
-        let flags = match mode {
-            ReadMode::Block => 0,
-            ReadMode::NoWait => libc::RWF_NOWAIT,
-        };
-        let mut done = 0usize;
-        while done < len {
-            let iov = libc::iovec {
-                // SAFETY: `done < len`, inside the caller's buffer.
-                iov_base: unsafe { ptr.add(done) }.cast(),
-                iov_len: len - done,
-            };
-            // SAFETY: one iovec over the caller's writable memory, a file descriptor that
-            // lives as long as `self.file`.
-            let n = unsafe {
-                libc::preadv2(
-                    self.file.as_raw_fd(),
-                    &iov,
-                    1,
-                    (position + done as u64) as libc::off_t,
-                    flags,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
-                        if mode == ReadMode::NoWait =>
-                    {
-                        Err(LogError::WouldBlock)
-                    }
-                    _ => Err(self.io_error(e)),
-                };
-            }
-            if n == 0 {
-                return Err(self.io_error(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-            done += n as usize;
+        // SAFETY: passed on from the caller.
+        match unsafe { positioned_read::read_into(&self.file, ptr, len, position, mode) } {
+            Ok(()) => Ok(()),
+            Err(ReadFailure::WouldBlock) => Err(LogError::WouldBlock),
+            Err(ReadFailure::Io(e)) => Err(self.io_error(e)),
         }
-        Ok(())
     }
 
     /// Built only on failure: the hot read path allocates no path.
