@@ -270,7 +270,7 @@ impl Broker {
                     &advertised,
                     secure_raft(&config, raft_transport, tls_keystore, &acls).await?,
                     (&credentials, &acls),
-                    (writer_mode, raft_seed),
+                    (writer_mode, raft_seed, clock.now_ms() as u64),
                 )
                 .await
                 .map_err(StartError::Cluster)?,
@@ -418,7 +418,7 @@ async fn start_cluster(
     advertised: &Endpoint,
     transport: Arc<dyn RaftTransport>,
     (credentials, acls): (&Arc<CredentialStore>, &Arc<AclStore>),
-    (writer_mode, raft_seed): (WriterMode, Option<u64>),
+    (writer_mode, raft_seed, incarnation): (WriterMode, Option<u64>, u64),
 ) -> std::io::Result<ClusterMode> {
     let partition = config.partition_config(&Default::default());
     let mut replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
@@ -441,6 +441,7 @@ async fn start_cluster(
         replica,
         max_message_bytes: partition.max_message_bytes,
         transport,
+        incarnation,
     })
     .await?;
     info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");

@@ -20,7 +20,10 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::ServerState;
 use parking_lot::Mutex;
-use tally_raft::{PeerAddresses, RaftServer, RaftTransport, ReplicaConfig, TcpNetworkFactory};
+use tally_raft::{
+    driven, spawn_group_driver, DrivenGroups, Liveness, PartitionRaft, PeerAddresses, RaftServer,
+    RaftTransport, ReplicaConfig, TcpNetworkFactory,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -63,6 +66,9 @@ pub struct ClusterConfig {
     pub max_message_bytes: usize,
     /// The network Raft's traffic travels on: TCP (`TokioTcp`), or the simulation's.
     pub transport: Arc<dyn RaftTransport>,
+    /// A value this node has not started with before (the broker's clock in milliseconds):
+    /// what its Raft listener answers pings with, so peers see a restart.
+    pub incarnation: u64,
 }
 
 type Hosted = Arc<Mutex<BTreeMap<(String, u32), Arc<HostedPartition>>>>;
@@ -70,6 +76,8 @@ type Hosted = Arc<Mutex<BTreeMap<(String, u32), Arc<HostedPartition>>>>;
 pub struct ClusterNode {
     controller: Arc<Controller>,
     server: Arc<RaftServer>,
+    /// Which peers answer the node's pings (see tally-raft's `group_driver.rs`).
+    liveness: Arc<Liveness>,
     hosted: Hosted,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -93,6 +101,7 @@ impl ClusterNode {
                 )
             })?;
         let server = Arc::new(RaftServer::bind_on(&*config.transport, raft_addr).await?);
+        server.set_incarnation(config.incarnation);
         let peers: PeerAddresses = Arc::new(config.voters.clone());
         let controller = Arc::new(
             Controller::open(
@@ -130,10 +139,17 @@ impl ClusterNode {
                 Err(e) => return Err(io::Error::other(e)),
             }
         }
+        // Partition groups run without openraft's timers: the group driver elects and the
+        // node's pings stand in for each group's heartbeats. The controller's one group keeps
+        // its own.
+        let partition_replica = ReplicaConfig {
+            raft: driven(&config.replica.raft),
+            ..config.replica.clone()
+        };
         let context = Arc::new(HostContext {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),
-            replica: config.replica.clone(),
+            replica: partition_replica,
             max_message_bytes: config.max_message_bytes,
             server: Arc::clone(&server),
             peers,
@@ -151,7 +167,23 @@ impl ClusterNode {
         let init = ControllerCommand::InitCluster {
             cluster_id: config.cluster_id.clone(),
         };
-        let tasks = vec![
+        let liveness = Liveness::new();
+        let driven_groups = Arc::new(NodeGroups {
+            node_id: config.node_id,
+            hosted: Arc::clone(&hosted),
+            controller: Arc::clone(&controller),
+            peers: Arc::clone(&context.peers),
+        });
+        let mut tasks = spawn_group_driver(
+            config.node_id,
+            &config.replica.raft,
+            Arc::clone(&config.transport),
+            config.replica.seed,
+            driven_groups,
+            Arc::clone(&liveness),
+            stop.subscribe(),
+        );
+        tasks.extend([
             tokio::spawn(register(
                 Arc::clone(&controller),
                 [init, registration],
@@ -163,10 +195,11 @@ impl ClusterNode {
                 Arc::clone(&hosted),
                 stop.subscribe(),
             )),
-        ];
+        ]);
         Ok(ClusterNode {
             controller,
             server,
+            liveness,
             hosted,
             stop,
             tasks: Mutex::new(tasks),
@@ -184,6 +217,22 @@ impl ClusterNode {
 
     pub fn raft_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Which peers answer this node's pings, and when they last did.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// AppendEntries requests this node's partition replicas were sent, heartbeats included.
+    pub fn partition_append_requests(&self) -> u64 {
+        self.partitions()
+            .iter()
+            .map(|p| {
+                let group = HostedPartition::group_name(p.topic_id, p.index);
+                self.server.append_requests(&group)
+            })
+            .sum()
     }
 
     /// The replica of `topic`-`index` on this node, if it hosts one.
@@ -221,6 +270,44 @@ impl ClusterNode {
         }
         self.server.unregister(CONTROLLER_GROUP);
         self.controller.close().await
+    }
+}
+
+/// What the group driver drives on this node: its hosted partitions' groups, and every other
+/// registered broker (reached at this node's own address for it when it has one, as the
+/// groups' traffic is).
+struct NodeGroups {
+    node_id: u64,
+    hosted: Hosted,
+    controller: Arc<Controller>,
+    peers: PeerAddresses,
+}
+
+impl DrivenGroups for NodeGroups {
+    fn groups(&self) -> Vec<(String, PartitionRaft)> {
+        self.hosted
+            .lock()
+            .values()
+            .map(|p| {
+                let name = HostedPartition::group_name(p.topic_id, p.index);
+                (name, p.replica.raft.clone())
+            })
+            .collect()
+    }
+
+    fn peers(&self) -> BTreeMap<u64, String> {
+        let mut peers: BTreeMap<u64, String> = self.controller.read(|state| {
+            state
+                .brokers()
+                .values()
+                .map(|b| (b.node_id, b.raft_addr.clone()))
+                .collect()
+        });
+        for (id, addr) in self.peers.iter() {
+            peers.insert(*id, addr.clone());
+        }
+        peers.remove(&self.node_id);
+        peers
     }
 }
 

@@ -41,6 +41,11 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
         replica: ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap(),
         max_message_bytes: 1 << 20,
         transport: tally_raft::TokioTcp::shared(),
+        // New at each start, as a broker's clock gives it.
+        incarnation: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
     }
 }
 
@@ -234,6 +239,88 @@ async fn a_restarted_node_hosts_its_partitions_again_and_catches_up() {
         high_watermark(&nodes[&away], "events", 0) == first + 6
     })
     .await;
+    for (_, node) in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// The node leading `topic`-`index`, as its own replica says.
+fn leader_of(nodes: &BTreeMap<u64, ClusterNode>, topic: &str, index: u32) -> Option<u64> {
+    nodes.values().find_map(|n| {
+        let p = n.partition(topic, index)?;
+        let m = p.replica.raft.metrics().borrow_watched().clone();
+        (m.state == openraft::ServerState::Leader).then_some(n.node_id())
+    })
+}
+
+/// Idle partition groups cost nothing per group: the nodes ping each other, and no group
+/// heartbeats its followers (openraft's per-group heartbeats would send 12 groups x 2
+/// followers x 10 a second). Yet when a leading node goes away, its partitions get new
+/// leaders on the others, elected by the group driver, and take produce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_send_no_heartbeats_and_a_lost_leader_is_replaced() {
+    const PARTITIONS: u32 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let voters = voters(3);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(
+            id,
+            ClusterNode::start(config(id, &voters, dir.path()))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_until("three registered brokers", || {
+        nodes[&1].controller().cluster().brokers().len() == 3
+    })
+    .await;
+    nodes[&1]
+        .submit(&create("idle", PARTITIONS), WAIT)
+        .await
+        .unwrap();
+    for index in 0..PARTITIONS {
+        produce(&nodes, "idle", index, 0).await;
+    }
+    wait_until("every replica has committed its partition's batch", || {
+        (0..PARTITIONS).all(|i| nodes.values().all(|n| high_watermark(n, "idle", i) >= 2))
+    })
+    .await;
+
+    let appends = |nodes: &BTreeMap<u64, ClusterNode>| -> u64 {
+        nodes
+            .values()
+            .map(ClusterNode::partition_append_requests)
+            .sum()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = appends(&nodes);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = appends(&nodes) - before;
+    assert!(
+        sent < u64::from(PARTITIONS),
+        "{sent} AppendEntries in 2 s between idle groups: heartbeats per group"
+    );
+    assert!(
+        nodes.values().all(|n| (1..=3)
+            .filter(|peer| *peer != n.node_id())
+            .all(|peer| n.liveness().heard_within(peer, Duration::from_secs(1)))),
+        "every node hears from the others"
+    );
+
+    // The node leading the most partitions goes away.
+    let mut led: BTreeMap<u64, u32> = BTreeMap::new();
+    for index in 0..PARTITIONS {
+        *led.entry(leader_of(&nodes, "idle", index).unwrap())
+            .or_default() += 1;
+    }
+    let (&gone, _) = led.iter().max_by_key(|(_, n)| **n).unwrap();
+    nodes.remove(&gone).unwrap().shutdown().await.unwrap();
+    for index in 0..PARTITIONS {
+        produce(&nodes, "idle", index, 1).await;
+        let leader = leader_of(&nodes, "idle", index);
+        assert!(leader.is_some_and(|l| l != gone), "{index}: {leader:?}");
+    }
     for (_, node) in nodes {
         node.shutdown().await.unwrap();
     }

@@ -14,11 +14,14 @@
 //! replica as it applies (see ARCHITECTURE.md, "Replication"). It does not own the
 //! controller. Raft's traffic between nodes goes over TCP (`net/`: one listener per node for
 //! all its groups; entries travel as the batches the segments hold) or, in tests and the
-//! simulation, through the in-process `LocalRouter`.
+//! simulation, through the in-process `LocalRouter`. A node's partition groups share one
+//! ping per peer instead of heartbeating each on its own, and one task decides when each
+//! starts an election (`group_driver.rs`, `net/liveness.rs`).
 
 mod blocking_io;
 mod entry_cache;
 mod entry_codec;
+mod group_driver;
 mod leader_log;
 mod local_network;
 mod log_store;
@@ -37,11 +40,12 @@ pub use entry_codec::{
     decode_entry, encode_entry, is_raft_entry, is_refused, next_offset, refused_batch,
     without_raft_entries, CONTROL_TYPE_BLANK, CONTROL_TYPE_MEMBERSHIP, CONTROL_TYPE_REFUSED,
 };
+pub use group_driver::{driven, spawn_group_driver, DrivenGroups};
 pub use local_network::{LocalNetworkFactory, LocalRouter, PartitionRaft};
 pub use log_store::SegmentLogStore;
 pub use net::{
-    forward, ForwardHandler, NetFuture, PeerAddresses, RaftListener, RaftServer, RaftStream,
-    RaftStreamIo, RaftTransport, TcpNetworkFactory, TokioTcp,
+    forward, ForwardHandler, Liveness, NetFuture, PeerAddresses, RaftListener, RaftServer,
+    RaftStream, RaftStreamIo, RaftTransport, TcpNetworkFactory, TokioTcp,
 };
 pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produced};
 pub use quorum_status::{MemberStatus, QuorumStatus};

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::impls::ProgressResponder;
-use openraft::ServerState;
+use openraft::{Instant as _, ServerState};
 use tally_partition::{validate_client_batch, AppendDecision, AppendError, ProducerTable};
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -126,6 +126,7 @@ impl PartitionLeader {
         let header = validate_client_batch(&batch, self.max_message_bytes)?;
         let mut guard = self.term.lock().await;
         let term = self.sync_term(&mut guard).await?;
+        self.renew_lease().await?;
         let leader_term = guard.as_mut().expect("synced");
         let decision = if self.idempotence {
             leader_term.table.check(&header, false).inspect_err(|e| {
@@ -213,6 +214,44 @@ impl PartitionLeader {
             rx.await
                 .map_err(|e| ProduceError::TimedOut(e.to_string()))?
         }))
+    }
+
+    /// Makes sure this leader's lease (a quorum acknowledged it within the election timeout)
+    /// holds, renewing it with one round of heartbeats if it lapsed or is about to.
+    ///
+    /// Why: openraft takes a write, and Tally answers ListOffsets, only under a lease. A busy
+    /// group renews it with every replicated batch; an idle one sends no heartbeats of its own
+    /// (they are shared per pair of nodes, see `group_driver.rs`), so the first request after
+    /// a pause pays one round trip here, as a linearizable read would.
+    pub async fn renew_lease(&self) -> Result<(), ProduceError> {
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let (fresh, leader) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            let single = m.membership_config.membership().voter_ids().count() <= 1;
+            let acked = m
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|t| t.elapsed() < lease / 2);
+            (single || acked, m.current_leader)
+        };
+        if fresh {
+            return Ok(());
+        }
+        match tokio::time::timeout(
+            lease,
+            self.raft
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "the leader's lease could not be renewed");
+                Err(ProduceError::NotLeader { leader })
+            }
+            Err(_) => Err(ProduceError::NotLeader { leader }),
+        }
     }
 
     /// Makes `guard` this replica's table for its current term, if it leads. A new table is

@@ -24,7 +24,7 @@ openraft_rt::task_local! {
 
 /// SplitMix64's mixer: each step of a seed, and a child task's seed from its parent's, with
 /// different constants so that the two sequences do not meet.
-fn mix(seed: u64, gamma: u64) -> u64 {
+pub(crate) fn mix(seed: u64, gamma: u64) -> u64 {
     let z = seed.wrapping_add(gamma);
     let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

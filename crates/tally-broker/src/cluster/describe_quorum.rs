@@ -15,7 +15,7 @@ use kafka_protocol::messages::describe_quorum_response::{
 use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse};
 use kafka_protocol::protocol::StrBytes;
 use tally_protocol::ResponseError;
-use tally_raft::{MemberStatus, QuorumStatus, Replica};
+use tally_raft::{Liveness, MemberStatus, QuorumStatus, Replica};
 
 use super::{broker_id, ClusterMode};
 use crate::handlers::RequestContext;
@@ -48,7 +48,8 @@ pub fn handle(
                         .with_leader_epoch(-1)
                         .with_high_watermark(-1);
                     if name == METADATA_TOPIC && index == 0 {
-                        return describe(version, cluster.node.controller().replica(), answer);
+                        let replica = cluster.node.controller().replica();
+                        return describe(version, replica, None, answer);
                     }
                     let record = state.topic(&name);
                     let known = record.is_some_and(|t| {
@@ -59,7 +60,10 @@ pub fn handle(
                     };
                     let view = cluster.view(&name, index as u32, record);
                     match (&view.hosted, view.is_leader) {
-                        (Some(hosted), true) => describe(version, &hosted.replica, answer),
+                        (Some(hosted), true) => {
+                            let liveness = Some(cluster.node.liveness());
+                            describe(version, &hosted.replica, liveness, answer)
+                        }
                         _ => {
                             let leader = view.leader.map_or(NO_LEADER, broker_id);
                             error(
@@ -116,8 +120,27 @@ fn error(version: i16, mut answer: PartitionData, e: ResponseError) -> Partition
     answer
 }
 
-fn describe(version: i16, replica: &Replica, answer: PartitionData) -> PartitionData {
-    let status = replica.quorum_status();
+/// `liveness`: for a partition group, whose members' nodes answer pings in place of the
+/// group's own heartbeats (an idle group sends none): a member was last heard from when its
+/// group or its node last answered.
+fn describe(
+    version: i16,
+    replica: &Replica,
+    liveness: Option<&Liveness>,
+    answer: PartitionData,
+) -> PartitionData {
+    let mut status = replica.quorum_status();
+    if let Some(liveness) = liveness {
+        for member in status.voters.iter_mut().chain(status.learners.iter_mut()) {
+            if member.node_id != replica.id {
+                let pinged = liveness.last_heard(member.node_id);
+                member.last_heard = match (member.last_heard, pinged) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+    }
     if !status.is_leader {
         let leader = status.leader.map_or(NO_LEADER, broker_id);
         return error(

@@ -65,7 +65,10 @@ pub async fn handle(
             }
             // KIP-207: a new leader's high watermark is known once it has applied an entry
             // of its own term; before that it may be behind what the old leader answered.
-            if !applied_own_term(&hosted) || !lease_holds(&hosted) {
+            // An idle partition's lease has lapsed (its group sends no heartbeats of its own):
+            // renew it first, as a produce would.
+            let renewed = hosted.leader.renew_lease().await.is_ok();
+            if !applied_own_term(&hosted) || !renewed || !lease_holds(&hosted) {
                 partitions.push(answer.with_error_code(ResponseError::OffsetNotAvailable.code()));
                 continue;
             }

@@ -131,10 +131,13 @@ impl ClusterMode {
                         let caught_up = replication.get(r).is_some_and(|matched| {
                             matched.map_or(0, |l| l.index) + ISR_MAX_LAG_ENTRIES >= last
                         });
+                        // An idle partition's group sends no heartbeats: its followers'
+                        // nodes answering the node's pings counts as hearing from them.
                         let heard = heartbeat
                             .get(r)
                             .and_then(|t| t.as_ref().map(|t| t.elapsed() < lag_time))
-                            .unwrap_or(false);
+                            .unwrap_or(false)
+                            || self.node.liveness().heard_within(*r, lag_time);
                         *r == self.node_id() || (caught_up && heard)
                     })
                     .collect()

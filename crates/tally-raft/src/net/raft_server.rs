@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,7 +20,9 @@ use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
 use crate::local_network::PartitionRaft;
 
-type Groups = Arc<Mutex<BTreeMap<String, PartitionRaft>>>;
+/// Each group's replica, and the AppendEntries requests it was sent (heartbeats included:
+/// what an idle group costs).
+type Groups = Arc<Mutex<BTreeMap<String, (PartitionRaft, Arc<AtomicU64>)>>>;
 type Forwarders = Arc<Mutex<BTreeMap<String, Arc<dyn ForwardHandler>>>>;
 
 /// Serves requests forwarded to this node for a group (see `forward`).
@@ -32,6 +35,8 @@ pub trait ForwardHandler: Send + Sync + 'static {
 struct Served {
     groups: Groups,
     forwarders: Forwarders,
+    /// Answered to pings (see `Reply::Pong`).
+    incarnation: Arc<AtomicU64>,
 }
 
 pub struct RaftServer {
@@ -89,11 +94,30 @@ impl RaftServer {
 
     /// Serves `group`'s replica on this node.
     pub fn register(&self, group: impl Into<String>, raft: PartitionRaft) {
-        self.served.groups.lock().insert(group.into(), raft);
+        self.served
+            .groups
+            .lock()
+            .insert(group.into(), (raft, Arc::default()));
     }
 
     pub fn unregister(&self, group: &str) {
         self.served.groups.lock().remove(group);
+    }
+
+    /// Sets what pings are answered with: a value this node has not used before.
+    pub fn set_incarnation(&self, incarnation: u64) {
+        self.served
+            .incarnation
+            .store(incarnation, Ordering::Relaxed);
+    }
+
+    /// AppendEntries requests `group` was sent since it was registered, heartbeats included.
+    pub fn append_requests(&self, group: &str) -> u64 {
+        self.served
+            .groups
+            .lock()
+            .get(group)
+            .map_or(0, |(_, appends)| appends.load(Ordering::Relaxed))
     }
 
     /// Serves requests that other nodes forward for `group` (`forward`).
@@ -127,6 +151,11 @@ async fn serve(stream: RaftStream, served: Served) -> io::Result<()> {
             }
             continue;
         }
+        if let Request::Ping { .. } = request {
+            let incarnation = served.incarnation.load(Ordering::Relaxed);
+            write_frame(&mut stream, &Reply::Pong { incarnation }, &[]).await?;
+            continue;
+        }
         let reply = handle(request, payload, &served.groups).await;
         write_frame(&mut stream, &reply, &[]).await?;
     }
@@ -137,10 +166,13 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
     let group = match &request {
         Request::Append { group, .. }
         | Request::Vote { group, .. }
+        | Request::PreVote { group, .. }
         | Request::Snapshot { group, .. }
+        | Request::TransferLeader { group, .. }
         | Request::Forward { group } => group.clone(),
+        Request::Ping { .. } => return Reply::Error("a ping is answered by the listener".into()),
     };
-    let Some(raft) = groups.lock().get(&group).cloned() else {
+    let Some((raft, appends)) = groups.lock().get(&group).cloned() else {
         return Reply::Error(format!("no replica of group {group} on this node"));
     };
     match request {
@@ -150,17 +182,30 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
             leader_commit,
             first_index,
             ..
-        } => match decode_append(vote, prev_log_id, leader_commit, first_index, payload) {
-            Ok(rpc) => match raft.append_entries(rpc).await {
-                Ok(resp) => Reply::Append(resp),
+        } => {
+            appends.fetch_add(1, Ordering::Relaxed);
+            match decode_append(vote, prev_log_id, leader_commit, first_index, payload) {
+                Ok(rpc) => match raft.append_entries(rpc).await {
+                    Ok(resp) => Reply::Append(resp),
+                    Err(e) => Reply::Error(e.to_string()),
+                },
                 Err(e) => Reply::Error(e.to_string()),
-            },
-            Err(e) => Reply::Error(e.to_string()),
-        },
+            }
+        }
         Request::Vote { request, .. } => match raft.vote(request).await {
             Ok(resp) => Reply::Vote(resp),
             Err(e) => Reply::Error(e.to_string()),
         },
+        Request::PreVote { request, .. } => match raft.pre_vote(request).await {
+            Ok(resp) => Reply::Vote(resp),
+            Err(e) => Reply::Error(e.to_string()),
+        },
+        Request::TransferLeader { request, .. } => {
+            match raft.handle_transfer_leader(request).await {
+                Ok(resp) => Reply::TransferLeader(resp),
+                Err(e) => Reply::Error(e.to_string()),
+            }
+        }
         Request::Snapshot { vote, meta, .. } => {
             let snapshot = Snapshot {
                 meta,
@@ -171,6 +216,8 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
                 Err(e) => Reply::Error(e.to_string()),
             }
         }
-        Request::Forward { group } => Reply::Error(format!("group {group}: not forwarded")),
+        Request::Forward { .. } | Request::Ping { .. } => {
+            Reply::Error(format!("group {group}: not forwarded"))
+        }
     }
 }

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, Snapshot};
 use tokio::io::BufStream;
@@ -100,7 +101,7 @@ impl TcpConnection {
         // restarted one on the same address: reconnect rather than ask the same task again.
         if !matches!(
             result,
-            Ok(Reply::Append(_) | Reply::Vote(_) | Reply::Snapshot(_))
+            Ok(Reply::Append(_) | Reply::Vote(_) | Reply::Snapshot(_) | Reply::TransferLeader(_))
         ) {
             self.stream = None;
         }
@@ -166,6 +167,38 @@ impl RaftNetworkV2<TallyRaft> for TcpConnection {
         };
         match self.call(&header, &[], option.hard_ttl()).await {
             Ok(Reply::Vote(resp)) => Ok(resp),
+            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
+            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TallyRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TallyRaft>, RPCError<TallyRaft>> {
+        let header = Request::PreVote {
+            group: self.group.clone(),
+            request: rpc,
+        };
+        match self.call(&header, &[], option.hard_ttl()).await {
+            Ok(Reply::Vote(resp)) => Ok(resp),
+            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
+            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TallyRaft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TallyRaft>, RPCError<TallyRaft>> {
+        let header = Request::TransferLeader {
+            group: self.group.clone(),
+            request,
+        };
+        match self.call(&header, &[], option.hard_ttl()).await {
+            Ok(Reply::TransferLeader(resp)) => Ok(resp),
             Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
             Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
         }

@@ -9,7 +9,8 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tally_protocol::BatchHeader;
@@ -35,6 +36,12 @@ pub(crate) enum Request {
         group: String,
         request: VoteRequest<TallyRaft>,
     },
+    /// Would the node grant this vote? Nothing changes on it (see `group_driver.rs`: a replica
+    /// whose log cannot win must not keep raising the term over the one that can).
+    PreVote {
+        group: String,
+        request: VoteRequest<TallyRaft>,
+    },
     Snapshot {
         group: String,
         vote: Vote,
@@ -43,6 +50,16 @@ pub(crate) enum Request {
     /// A request for whatever serves `group` on the node (the controller's leader takes
     /// proposals from the other nodes); the payload is the request's bytes.
     Forward { group: String },
+    /// A leader hands its group over to the request's target, which elects itself at once
+    /// (without it the target would wait for an election timeout that a driven group, whose
+    /// leader's node still answers pings, never reaches).
+    TransferLeader {
+        group: String,
+        request: TransferLeaderRequest<TallyRaft>,
+    },
+    /// Is the node there? One per peer and heartbeat interval, for all its groups at once
+    /// (see `liveness.rs`).
+    Ping { from: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,8 +67,14 @@ pub(crate) enum Reply {
     Append(AppendEntriesResponse<TallyRaft>),
     Vote(VoteResponse<TallyRaft>),
     Snapshot(SnapshotResponse<TallyRaft>),
+    TransferLeader(TransferLeaderResponse<TallyRaft>),
     /// The answer to a forwarded request; its bytes are the payload.
     Forwarded,
+    /// The answer to a ping: the node's incarnation, new each time its Raft listener starts,
+    /// so a peer that restarted between two pings is seen as having come back.
+    Pong {
+        incarnation: u64,
+    },
     /// The node could not serve the request (no such group, Raft stopped).
     Error(String),
 }
