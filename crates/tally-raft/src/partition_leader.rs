@@ -224,6 +224,11 @@ impl PartitionLeader {
     /// (they are shared per pair of nodes, see `group_driver.rs`), so the first request after
     /// a pause pays one round trip here, as a linearizable read would.
     pub async fn renew_lease(&self) -> Result<(), ProduceError> {
+        if self.raft.config().enable_tick {
+            // openraft heartbeats this group itself: a lapsed lease means its followers do
+            // not answer, and the write is refused at once, as before.
+            return Ok(());
+        }
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         let (fresh, leader) = {
             let metrics = self.raft.metrics();
