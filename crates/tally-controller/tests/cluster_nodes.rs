@@ -49,6 +49,18 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
     }
 }
 
+/// Three voters with their data under `dir`, started; the voters' addresses too, to restart
+/// one.
+async fn start_three(dir: &Path) -> (BTreeMap<u64, String>, BTreeMap<u64, ClusterNode>) {
+    let voters = voters(3);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let node = ClusterNode::start(config(id, &voters, dir)).await.unwrap();
+        nodes.insert(id, node);
+    }
+    (voters, nodes)
+}
+
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !f() {
@@ -105,16 +117,7 @@ async fn a_topic_created_through_any_node_is_hosted_replicated_and_removed_with_
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let voters = voters(3);
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3 {
-        nodes.insert(
-            id,
-            ClusterNode::start(config(id, &voters, dir.path()))
-                .await
-                .unwrap(),
-        );
-    }
+    let (_, nodes) = start_three(dir.path()).await;
     wait_until("every node sees three registered brokers", || {
         nodes
             .values()
@@ -195,16 +198,7 @@ async fn a_topic_created_through_any_node_is_hosted_replicated_and_removed_with_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_hosts_its_partitions_again_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let voters = voters(3);
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3 {
-        nodes.insert(
-            id,
-            ClusterNode::start(config(id, &voters, dir.path()))
-                .await
-                .unwrap(),
-        );
-    }
+    let (voters, mut nodes) = start_three(dir.path()).await;
     wait_until("three registered brokers", || {
         nodes[&1].controller().cluster().brokers().len() == 3
     })
@@ -261,16 +255,7 @@ fn leader_of(nodes: &BTreeMap<u64, ClusterNode>, topic: &str, index: u32) -> Opt
 async fn idle_groups_send_no_heartbeats_and_a_lost_leader_is_replaced() {
     const PARTITIONS: u32 = 12;
     let dir = tempfile::tempdir().unwrap();
-    let voters = voters(3);
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3 {
-        nodes.insert(
-            id,
-            ClusterNode::start(config(id, &voters, dir.path()))
-                .await
-                .unwrap(),
-        );
-    }
+    let (_, mut nodes) = start_three(dir.path()).await;
     wait_until("three registered brokers", || {
         nodes[&1].controller().cluster().brokers().len() == 3
     })
@@ -321,6 +306,49 @@ async fn idle_groups_send_no_heartbeats_and_a_lost_leader_is_replaced() {
         let leader = leader_of(&nodes, "idle", index);
         assert!(leader.is_some_and(|l| l != gone), "{index}: {leader:?}");
     }
+    for (_, node) in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// A leader whose node still answers pings but whose replica of the partition has stopped
+/// (its Raft core ended, as on a fatal storage error) is replaced: the node's pings name the
+/// stopped group, and the followers elect as if the node were gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_group_stopped_is_replaced_while_its_node_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nodes) = start_three(dir.path()).await;
+    wait_until("three registered brokers", || {
+        nodes[&1].controller().cluster().brokers().len() == 3
+    })
+    .await;
+    nodes[&1].submit(&create("stops", 1), WAIT).await.unwrap();
+    produce(&nodes, "stops", 0, 0).await;
+    let stopped = leader_of(&nodes, "stops", 0).unwrap();
+    let replica = nodes[&stopped].partition("stops", 0).unwrap();
+    replica.replica.raft.shutdown().await.unwrap();
+
+    produce(&nodes, "stops", 0, 1).await;
+    let leader = nodes
+        .values()
+        .filter(|n| n.node_id() != stopped)
+        .find_map(|n| {
+            let m = n
+                .partition("stops", 0)?
+                .replica
+                .raft
+                .metrics()
+                .borrow_watched()
+                .clone();
+            (m.state == openraft::ServerState::Leader).then_some(n.node_id())
+        });
+    assert!(leader.is_some(), "no other node leads");
+    assert!(
+        nodes.values().all(|n| (1..=3)
+            .filter(|peer| *peer != n.node_id())
+            .all(|peer| n.liveness().heard_within(peer, Duration::from_secs(1)))),
+        "the stopped group's node still answered pings"
+    );
     for (_, node) in nodes {
         node.shutdown().await.unwrap();
     }

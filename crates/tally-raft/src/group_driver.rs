@@ -4,8 +4,9 @@
 //! Partition groups run with openraft's tick off ([`driven`]): no replica elects or sends
 //! heartbeats on its own. Every half heartbeat interval the driver looks at each group the
 //! node hosts:
-//! - a voter that knows no live leader (none, itself without leading, or one whose node has
-//!   not answered a ping within the minimum election timeout) starts an election after a
+//! - a voter that knows no live leader (none, itself without leading, one whose node has
+//!   not answered a ping within the minimum election timeout, or one whose node said in its
+//!   last answer that its replica of the group has stopped) starts an election after a
 //!   random timeout between the minimum and the maximum, and again after another such
 //!   timeout while no leader appears. This is Raft's election timer, with the node's pings in
 //!   place of each group's heartbeats; like Raft's, it starts again whenever the replica's
@@ -204,7 +205,9 @@ impl GroupDriver {
                 continue;
             }
             let leader_alive = view.leader.is_some_and(|leader| {
-                leader != self.node_id && liveness.heard_within(leader, self.timing.election_min)
+                leader != self.node_id
+                    && liveness.heard_within(leader, self.timing.election_min)
+                    && !liveness.group_stopped(leader, &name)
             });
             if !view.voter || leader_alive {
                 self.deadlines.remove(&name);

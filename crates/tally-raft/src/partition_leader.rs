@@ -124,9 +124,11 @@ impl PartitionLeader {
     /// pipelined requests must be), with the future of its answer.
     pub async fn submit(&self, batch: Bytes) -> Result<ProduceAnswer, ProduceError> {
         let header = validate_client_batch(&batch, self.max_message_bytes)?;
+        // Before the lock: the round trip an idle group's first write pays does not hold up
+        // other connections' writes to the partition behind it.
+        self.renew_lease().await?;
         let mut guard = self.term.lock().await;
         let term = self.sync_term(&mut guard).await?;
-        self.renew_lease().await?;
         let leader_term = guard.as_mut().expect("synced");
         let decision = if self.idempotence {
             leader_term.table.check(&header, false).inspect_err(|e| {

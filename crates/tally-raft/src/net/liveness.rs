@@ -9,7 +9,7 @@
 //! answering these pings. Each ping goes through the same transport and addresses as the
 //! groups' own traffic, so a cut link or a paused process stops both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +22,21 @@ use super::transport::{RaftStream, RaftTransport};
 use super::wire::{read_frame, write_frame, Reply, Request};
 
 /// What this node knows of one peer.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct PeerState {
     /// When the peer last answered a ping.
     heard_at: Option<Instant>,
     /// What it answered with (it changes when the peer restarts).
     incarnation: Option<u64>,
+    /// The groups whose Raft core had stopped there, as of its last answer.
+    stopped: BTreeSet<String>,
+}
+
+/// A peer's answer to a ping.
+#[derive(Debug)]
+pub(crate) struct Pong {
+    pub(crate) incarnation: u64,
+    pub(crate) stopped: Vec<String>,
 }
 
 /// When each peer last answered, shared by the pinger, the group driver and the broker (which
@@ -56,10 +65,23 @@ impl Liveness {
         self.last_heard(node).is_some_and(|d| d <= within)
     }
 
+    /// Whether `node` said, in its last answer, that its replica of `group` has stopped: a
+    /// leader there is as good as gone, however well the node answers.
+    pub fn group_stopped(&self, node: u64, group: &str) -> bool {
+        self.peers
+            .lock()
+            .get(&node)
+            .is_some_and(|peer| peer.stopped.contains(group))
+    }
+
     /// Records an answer from `node`. A peer that had been silent for longer than
     /// `silent_after`, or that answers with a new incarnation, came back: its groups' leaders
     /// here must reach it once (it may hold a stale leader or lag behind an idle group).
-    fn record(&self, node: u64, incarnation: u64, silent_after: Duration) {
+    fn record(&self, node: u64, pong: Pong, silent_after: Duration) {
+        let Pong {
+            incarnation,
+            stopped,
+        } = pong;
         let now = Instant::now();
         let mut peers = self.peers.lock();
         let peer = peers.entry(node).or_default();
@@ -69,6 +91,7 @@ impl Liveness {
             || peer.incarnation != Some(incarnation);
         peer.heard_at = Some(now);
         peer.incarnation = Some(incarnation);
+        peer.stopped = stopped.into_iter().collect();
         drop(peers);
         if came_back {
             self.returned.lock().push(node);
@@ -93,7 +116,7 @@ impl Link {
         transport: &dyn RaftTransport,
         from: u64,
         timeout: Duration,
-    ) -> io::Result<u64> {
+    ) -> io::Result<Pong> {
         let result = tokio::time::timeout(timeout, self.ping_inner(transport, from)).await;
         let result = result
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "ping timed out")));
@@ -104,14 +127,23 @@ impl Link {
         result
     }
 
-    async fn ping_inner(&mut self, transport: &dyn RaftTransport, from: u64) -> io::Result<u64> {
+    async fn ping_inner(&mut self, transport: &dyn RaftTransport, from: u64) -> io::Result<Pong> {
         if self.stream.is_none() {
             self.stream = Some(BufStream::new(transport.connect(&self.addr).await?));
         }
         let stream = self.stream.as_mut().expect("connected");
         write_frame(stream, &Request::Ping { from }, &[]).await?;
         match read_frame::<_, Reply>(stream).await? {
-            Some((Reply::Pong { incarnation }, _)) => Ok(incarnation),
+            Some((
+                Reply::Pong {
+                    incarnation,
+                    stopped,
+                },
+                _,
+            )) => Ok(Pong {
+                incarnation,
+                stopped,
+            }),
             Some((other, _)) => Err(io::Error::other(format!("unexpected reply {other:?}"))),
             None => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -164,7 +196,7 @@ impl Pinger {
             .map(|(id, link)| async move { (*id, link.ping(transport, from, timeout).await) });
         for (id, answer) in futures_util::future::join_all(pings).await {
             match answer {
-                Ok(incarnation) => liveness.record(id, incarnation, silent_after),
+                Ok(pong) => liveness.record(id, pong, silent_after),
                 Err(e) => tracing::trace!(node = id, error = %e, "a ping went unanswered"),
             }
         }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Snapshot;
 use parking_lot::Mutex;
 use tokio::io::BufStream;
@@ -153,13 +154,30 @@ async fn serve(stream: RaftStream, served: Served) -> io::Result<()> {
         }
         if let Request::Ping { .. } = request {
             let incarnation = served.incarnation.load(Ordering::Relaxed);
-            write_frame(&mut stream, &Reply::Pong { incarnation }, &[]).await?;
+            let stopped = stopped_groups(&served.groups);
+            let pong = Reply::Pong {
+                incarnation,
+                stopped,
+            };
+            write_frame(&mut stream, &pong, &[]).await?;
             continue;
         }
         let reply = handle(request, payload, &served.groups).await;
         write_frame(&mut stream, &reply, &[]).await?;
     }
     Ok(())
+}
+
+/// The registered groups whose Raft core is no longer running. A leader's node keeps
+/// answering pings while one of its groups is dead, so without this its followers would never
+/// elect a replacement.
+fn stopped_groups(groups: &Groups) -> Vec<String> {
+    groups
+        .lock()
+        .iter()
+        .filter(|(_, (raft, _))| raft.metrics().borrow_watched().running_state.is_err())
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {

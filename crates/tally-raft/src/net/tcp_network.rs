@@ -127,6 +127,19 @@ impl TcpConnection {
         }
     }
 
+    /// Sends a vote or pre-vote request; both are answered with a vote.
+    async fn ask_vote(
+        &mut self,
+        header: Request,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TallyRaft>, RPCError<TallyRaft>> {
+        match self.call(&header, &[], option.hard_ttl()).await {
+            Ok(Reply::Vote(resp)) => Ok(resp),
+            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
+            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
+        }
+    }
+
     fn unreachable(&self, e: impl std::fmt::Display) -> Unreachable<TallyRaft> {
         Unreachable::from_string(format!("{} ({}): {e}", self.addr, self.group))
     }
@@ -165,11 +178,7 @@ impl RaftNetworkV2<TallyRaft> for TcpConnection {
             group: self.group.clone(),
             request: rpc,
         };
-        match self.call(&header, &[], option.hard_ttl()).await {
-            Ok(Reply::Vote(resp)) => Ok(resp),
-            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
-            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
-        }
+        self.ask_vote(header, option).await
     }
 
     async fn pre_vote(
@@ -181,11 +190,7 @@ impl RaftNetworkV2<TallyRaft> for TcpConnection {
             group: self.group.clone(),
             request: rpc,
         };
-        match self.call(&header, &[], option.hard_ttl()).await {
-            Ok(Reply::Vote(resp)) => Ok(resp),
-            Ok(other) => Err(RPCError::Unreachable(self.unreachable(unexpected(other)))),
-            Err(e) => Err(RPCError::Unreachable(self.unreachable(e))),
-        }
+        self.ask_vote(header, option).await
     }
 
     async fn transfer_leader(

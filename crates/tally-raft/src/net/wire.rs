@@ -74,6 +74,12 @@ pub(crate) enum Reply {
     /// so a peer that restarted between two pings is seen as having come back.
     Pong {
         incarnation: u64,
+        /// The groups hosted there whose Raft core has stopped (a fatal storage error, or
+        /// shut down while the node runs on). The node answers for them no more than a dead
+        /// node would, so their followers elect as if its pings had stopped. Absent from a
+        /// node of an earlier version: none.
+        #[serde(default)]
+        stopped: Vec<String>,
     },
     /// The node could not serve the request (no such group, Raft stopped).
     Error(String),
