@@ -312,21 +312,42 @@ pub fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
 
 /// `file.sync_data()`: the file's data is durable (its directory entry is not).
 pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    let len_before = tracked_len(file);
     crate::fsync_stats::timed(|| file.sync_data())?;
-    synced_file(path);
+    synced_file(path, len_before);
     Ok(())
 }
 
 /// `file.sync_all()`.
 pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
+    let len_before = tracked_len(file);
     crate::fsync_stats::timed(|| file.sync_all())?;
-    synced_file(path);
+    synced_file(path, len_before);
     Ok(())
 }
 
-fn synced_file(path: &Path) {
+/// Under tracking, the file's length as an fsync starts.
+fn tracked_len(file: &File) -> Option<u64> {
+    tracking().then(|| file.metadata().ok().map(|m| m.len()))?
+}
+
+/// An fsync makes durable what was written before it started. Bytes another thread appended
+/// while it ran may still be lost, so they stay recorded as not durable (no broker path does
+/// that today; a pipelined flush was tried, see BENCHMARKS.md, and the model stays strict).
+fn synced_file(path: &Path, len_before: Option<u64>) {
     if tracking() {
-        with_tracker(path, |t, p| t.dirty.remove(p));
+        with_tracker(path, |t, p| {
+            let len_now = fs::metadata(p).map_or(0, |m| m.len());
+            match (len_before, t.dirty.get_mut(p)) {
+                (Some(before), Some(dirty)) if len_now > before => {
+                    dirty.durable_len = dirty.durable_len.max(before);
+                    dirty.saved.retain(|(from, _)| *from >= before);
+                }
+                _ => {
+                    t.dirty.remove(p);
+                }
+            }
+        });
     }
 }
 

@@ -79,6 +79,29 @@ fn a_later_fsync_makes_changes_durable() {
     assert_eq!(read(&path).unwrap(), b"onetwo");
 }
 
+/// An fsync covers what was written before it started: bytes another thread appended while
+/// it ran are still lost in a power cut.
+#[test]
+fn an_fsync_does_not_cover_appends_made_while_it_ran() {
+    let root = Root::new();
+    let (path, file) = created_synced(&root, "a.log", b"one");
+    write_all_at(&file, &path, b"two", 3).unwrap();
+    // The fsync starts here...
+    let len_before = tracked_len(&file);
+    assert_eq!(len_before, Some(6));
+    // ...another thread appends...
+    write_all_at(&file, &path, b"three", 6).unwrap();
+    // ...and the fsync returns.
+    file.sync_data().unwrap();
+    synced_file(&path, len_before);
+    let report = root.cut();
+    assert_eq!(read(&path).unwrap(), b"onetwo");
+    assert_eq!(
+        report.bytes_lost, 5,
+        "the append made during the fsync is lost"
+    );
+}
+
 #[test]
 fn a_new_file_needs_its_directory_fsynced() {
     let root = Root::new();

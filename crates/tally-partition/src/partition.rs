@@ -312,7 +312,14 @@ impl Partition {
             .log
             .should_roll(bytes.len(), header.last_offset(), entry.append_time_ms)
         {
-            self.roll()?;
+            // A roll that fails half-way (its fsyncs, the new file) leaves what only recovery
+            // sorts out, and the producer's next batch must not be judged against a table
+            // that lacks this one: offline, as Kafka takes the log directory offline.
+            if let Err(e) = self.roll() {
+                tracing::error!(dir = %self.dir.display(), error = %e, "a segment roll failed; the partition refuses appends until restart");
+                self.offline = Some(e.to_string());
+                return Err(e);
+            }
         }
         if self.fail_writes {
             return Err(AppendError::Storage(LogError::Io {
@@ -363,6 +370,13 @@ impl Partition {
     /// the high watermark moves to the log end, so consumers never see what a failed flush
     /// may lose. A failed fsync takes the partition offline.
     pub fn flush_if_due(&mut self) -> Result<(), AppendError> {
+        if let Some(reason) = &self.offline {
+            // What was written since the last good fsync may be lost, and a later fsync that
+            // succeeds does not say otherwise (the kernel may have dropped the pages the
+            // failed one covered): nothing more is acknowledged, and the high watermark stays
+            // where the last good fsync left it.
+            return Err(AppendError::Offline(reason.clone()));
+        }
         if let Err(e) = self.log.flush_if_due() {
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the partition refuses appends until restart");
             self.offline = Some(e.to_string());

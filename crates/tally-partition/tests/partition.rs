@@ -251,6 +251,31 @@ fn failed_fsync_never_lets_a_retry_be_appended_twice() {
     assert_eq!(p.log_end_offset(), 4);
 }
 
+/// A segment roll whose fsync fails takes the partition offline: the batch that needed the
+/// roll is not written, and the producer's next batch is refused as a storage error rather
+/// than judged against a table that lacks it (OUT_OF_ORDER_SEQUENCE_NUMBER, which makes a
+/// client bump its epoch or give up).
+#[test]
+fn a_failed_roll_takes_the_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    // One batch fills a segment: the next one rolls.
+    let cfg = config(60);
+    let (mut p, _) = Partition::open(dir.path(), cfg.clone(), 0).unwrap();
+    assert_eq!(send(&mut p, 9, 0, 0, 2).unwrap().base_offset, 0);
+    p.inject_flush_failures(true);
+    assert_eq!(send(&mut p, 9, 0, 2, 2), Err(56), "the roll's fsync failed");
+    p.inject_flush_failures(false);
+    assert_eq!(
+        send(&mut p, 9, 0, 4, 2),
+        Err(56),
+        "offline, not out of order"
+    );
+    assert_eq!(p.log_end_offset(), 2);
+    drop(p);
+    let (mut p, _) = Partition::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(send(&mut p, 9, 0, 2, 2).unwrap().base_offset, 2);
+}
+
 /// A batch whose header claims more records than it holds (with a consistent delta and CRC)
 /// would take offsets it has no records for; it is refused.
 #[test]
