@@ -168,6 +168,7 @@ impl ClusterNode {
             cluster_id: config.cluster_id.clone(),
         };
         let liveness = Liveness::new();
+        server.answer_pings_with(Arc::clone(&liveness));
         let driven_groups = Arc::new(NodeGroups {
             node_id: config.node_id,
             hosted: Arc::clone(&hosted),

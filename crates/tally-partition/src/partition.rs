@@ -23,6 +23,8 @@ use crate::partition_reader::PartitionReader;
 use crate::producer_table::{AppendDecision, CompletedTxn, ProducerTable};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
 
+mod commit;
+
 /// Snapshots kept besides the newest: older ones are never needed once a newer one exists.
 const SNAPSHOTS_TO_KEEP: usize = 2;
 
@@ -363,38 +365,6 @@ impl Partition {
             log_start_offset: self.log.log_start_offset(),
             duplicate: false,
         })
-    }
-
-    /// Applies the `flush.messages` policy to everything applied so far: with
-    /// `flush.messages=1`, one fsync for a whole drained set of appends (group commit). Then
-    /// the high watermark moves to the log end, so consumers never see what a failed flush
-    /// may lose. A failed fsync takes the partition offline.
-    pub fn flush_if_due(&mut self) -> Result<(), AppendError> {
-        if let Some(reason) = &self.offline {
-            // What was written since the last good fsync may be lost, and a later fsync that
-            // succeeds does not say otherwise (the kernel may have dropped the pages the
-            // failed one covered): nothing more is acknowledged, and the high watermark stays
-            // where the last good fsync left it.
-            return Err(AppendError::Offline(reason.clone()));
-        }
-        if let Err(e) = self.log.flush_if_due() {
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the partition refuses appends until restart");
-            self.offline = Some(e.to_string());
-            return Err(e.into());
-        }
-        self.publish_high_watermark(self.log.log_end_offset());
-        Ok(())
-    }
-
-    /// Publishes the high watermark and the last stable offset that follows from it.
-    fn publish_high_watermark(&mut self, high_watermark: i64) {
-        self.producers.on_high_watermark(high_watermark);
-        let lso = self
-            .producers
-            .first_unstable_offset()
-            .map_or(high_watermark, |o| o.min(high_watermark))
-            .max(self.log.log_start_offset().min(high_watermark));
-        self.reader.set_high_watermark(high_watermark, lso);
     }
 
     /// Snapshot the producer table at the log end, then start a new segment: after a crash,

@@ -130,6 +130,8 @@ struct GroupDriver {
 
 /// What the driver reads of a group's metrics.
 struct GroupView {
+    /// The replica's Raft core runs (it stops on a fatal error).
+    running: bool,
     state: ServerState,
     vote: Vote,
     leader: Option<u64>,
@@ -172,6 +174,7 @@ impl GroupDriver {
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         let view = GroupView {
+            running: m.running_state.is_ok(),
             state: m.state,
             vote: m.vote,
             leader: m.current_leader,
@@ -192,9 +195,15 @@ impl GroupDriver {
     ) {
         let now = Instant::now();
         let mut hosted = BTreeSet::new();
+        let mut stopped = Vec::new();
         for (name, raft) in groups {
             let view = self.view(&raft);
             hosted.insert(name.clone());
+            if !view.running {
+                // Named in this node's pongs: its followers elect as if the node were gone.
+                stopped.push(name);
+                continue;
+            }
             if view.state == ServerState::Leader {
                 self.deadlines.remove(&name);
                 if !view.members.is_disjoint(returned) {
@@ -232,5 +241,6 @@ impl GroupDriver {
             }
         }
         self.deadlines.retain(|name, _| hosted.contains(name));
+        liveness.set_stopped_here(stopped);
     }
 }

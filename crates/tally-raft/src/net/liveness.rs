@@ -47,6 +47,9 @@ pub struct Liveness {
     /// Peers that came back (answered after a silence, or restarted) and that the group
     /// driver has not yet looked at.
     returned: Mutex<Vec<u64>>,
+    /// This node's groups whose Raft core has stopped, as the group driver last saw them:
+    /// what this node's pongs name (see `Reply::Pong`).
+    stopped_here: Mutex<Vec<String>>,
 }
 
 impl Liveness {
@@ -96,6 +99,19 @@ impl Liveness {
         if came_back {
             self.returned.lock().push(node);
         }
+    }
+
+    /// Records which of this node's groups have stopped (the driver, at each look).
+    pub(crate) fn set_stopped_here(&self, groups: Vec<String>) {
+        let mut stopped = self.stopped_here.lock();
+        if *stopped != groups {
+            *stopped = groups;
+        }
+    }
+
+    /// This node's stopped groups, for a pong.
+    pub(crate) fn stopped_here(&self) -> Vec<String> {
+        self.stopped_here.lock().clone()
     }
 
     /// The peers that came back since the last call.

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Snapshot;
 use parking_lot::Mutex;
 use tokio::io::BufStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::liveness::Liveness;
 use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
 use crate::local_network::PartitionRaft;
@@ -38,6 +38,8 @@ struct Served {
     forwarders: Forwarders,
     /// Answered to pings (see `Reply::Pong`).
     incarnation: Arc<AtomicU64>,
+    /// Where pongs take this node's stopped groups from (the group driver's last look).
+    liveness: Arc<Mutex<Option<Arc<Liveness>>>>,
 }
 
 pub struct RaftServer {
@@ -112,6 +114,11 @@ impl RaftServer {
             .store(incarnation, Ordering::Relaxed);
     }
 
+    /// Pongs name the groups `liveness` records as stopped on this node.
+    pub fn answer_pings_with(&self, liveness: Arc<Liveness>) {
+        *self.served.liveness.lock() = Some(liveness);
+    }
+
     /// AppendEntries requests `group` was sent since it was registered, heartbeats included.
     pub fn append_requests(&self, group: &str) -> u64 {
         self.served
@@ -154,7 +161,11 @@ async fn serve(stream: RaftStream, served: Served) -> io::Result<()> {
         }
         if let Request::Ping { .. } = request {
             let incarnation = served.incarnation.load(Ordering::Relaxed);
-            let stopped = stopped_groups(&served.groups);
+            let stopped = served
+                .liveness
+                .lock()
+                .as_ref()
+                .map_or_else(Vec::new, |l| l.stopped_here());
             let pong = Reply::Pong {
                 incarnation,
                 stopped,
@@ -166,18 +177,6 @@ async fn serve(stream: RaftStream, served: Served) -> io::Result<()> {
         write_frame(&mut stream, &reply, &[]).await?;
     }
     Ok(())
-}
-
-/// The registered groups whose Raft core is no longer running. A leader's node keeps
-/// answering pings while one of its groups is dead, so without this its followers would never
-/// elect a replacement.
-fn stopped_groups(groups: &Groups) -> Vec<String> {
-    groups
-        .lock()
-        .iter()
-        .filter(|(_, (raft, _))| raft.metrics().borrow_watched().running_state.is_err())
-        .map(|(name, _)| name.clone())
-        .collect()
 }
 
 async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
