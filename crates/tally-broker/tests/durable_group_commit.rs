@@ -22,7 +22,8 @@ fn durable_partition(dir: &std::path::Path) -> Partition {
     let config = PartitionConfig {
         log: LogConfig {
             flush_interval_messages: 1,
-            // Small segments: groups of one turn land in different files.
+            // Small segments: rolls happen, also once fsyncs fail (a failed roll must take
+            // the partition offline too).
             segment_bytes: 16 * 1024,
             ..LogConfig::default()
         },

@@ -103,10 +103,7 @@ impl Liveness {
 
     /// Records which of this node's groups have stopped (the driver, at each look).
     pub(crate) fn set_stopped_here(&self, groups: Vec<String>) {
-        let mut stopped = self.stopped_here.lock();
-        if *stopped != groups {
-            *stopped = groups;
-        }
+        *self.stopped_here.lock() = groups;
     }
 
     /// This node's stopped groups, for a pong.
