@@ -115,7 +115,11 @@ impl ClusterNode {
             .with_peers(Arc::clone(&peers))
             .over(Arc::clone(&config.transport)),
         );
-        server.register(CONTROLLER_GROUP, controller.raft().clone());
+        server.register(
+            CONTROLLER_GROUP,
+            controller.raft().clone(),
+            controller.replica().store.clone(),
+        );
         server.register_forward(
             CONTROLLER_GROUP,
             Arc::new(ProposalHandler(Arc::clone(&controller))),

@@ -161,7 +161,8 @@ impl HostContext {
         let network = TcpNetworkFactory::with_peers(group.clone(), Arc::clone(&self.peers))
             .over(Arc::clone(&self.transport));
         let replica = Replica::open(self.node_id, &dir, &self.replica, network).await?;
-        self.server.register(group, replica.raft.clone());
+        self.server
+            .register(group, replica.raft.clone(), replica.store.clone());
         let leader = PartitionLeader::new(
             replica.raft.clone(),
             replica.store.clone(),

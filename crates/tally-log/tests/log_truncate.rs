@@ -149,3 +149,35 @@ fn aborted_transactions_at_or_after_the_cut_are_forgotten() {
     let kept = log.reader().collect_aborted_txns(0, i64::MAX);
     assert_eq!(kept.len(), 1, "after reopen: {kept:?}");
 }
+
+/// `truncate_fully_and_start_at`: a replica that is sent the leader's retained log starts
+/// again, empty, at the leader's log start, whether that is past its own end or inside it.
+#[test]
+fn a_full_truncation_starts_an_empty_log_at_the_offset_and_survives_a_reopen() {
+    for start in [500, 6] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path(), 12);
+        let old = log.segment_base_offsets();
+        assert!(old.len() >= 3, "{old:?}");
+        log.truncate_fully_and_start_at(start).unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        assert_eq!(log.log_end_offset(), start);
+        assert_eq!(log.segment_base_offsets(), vec![start]);
+        assert!(read_all(&log).is_empty());
+        for base in old.iter().filter(|b| **b != start) {
+            assert!(
+                !segment_file(dir.path(), *base, "log").exists(),
+                "{base} left"
+            );
+        }
+        // Done again (an install redone after a crash): the same empty log.
+        log.truncate_fully_and_start_at(start).unwrap();
+        assert_eq!(append(&mut log, 2, 7_000), start);
+        log.close().unwrap();
+        drop(log);
+        let (log, _) = Log::open(dir.path(), config(SEGMENT_BYTES)).unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        assert_eq!(log.log_end_offset(), start + 2);
+        assert_eq!(bases(&log), vec![start]);
+    }
+}

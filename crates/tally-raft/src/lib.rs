@@ -32,6 +32,8 @@ mod raft_index;
 mod raft_meta;
 mod replica;
 mod seeded_runtime;
+mod snapshot_install;
+mod snapshot_records;
 mod state_machine;
 mod type_config;
 
@@ -51,5 +53,6 @@ pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produce
 pub use quorum_status::{MemberStatus, QuorumStatus};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
 pub use seeded_runtime::SeededRuntime;
+pub use snapshot_records::{PartitionSnapshot, SnapshotRecords, StagedRecords, Stager};
 pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};
 pub use type_config::{AppliedBatch, Entry, LogId, RaftBatch, StoredMembership, TallyRaft, Vote};

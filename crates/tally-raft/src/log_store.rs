@@ -52,20 +52,20 @@ pub struct SegmentLogStore {
     io: BlockingIo,
 }
 
-struct Inner {
-    dir: PathBuf,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
     /// The writer's side of the log. Only this store's writes take it, one at a time.
-    log: Mutex<Log>,
+    pub(crate) log: Mutex<Log>,
     reader: Arc<LogReader>,
-    index: RwLock<RaftIndex>,
+    pub(crate) index: RwLock<RaftIndex>,
     /// The saved `raft-meta.json`, as last written.
-    meta: Mutex<RaftMeta>,
+    pub(crate) meta: Mutex<RaftMeta>,
     committed: Mutex<Option<LogId>>,
     /// Set while this replica leads a term with the duplicate check on.
-    leader: Mutex<Option<LeaderLog>>,
+    pub(crate) leader: Mutex<Option<LeaderLog>>,
     /// The entries appended and not yet applied, so openraft's reads of them right after the
     /// append do not go back to the segments. Taken after `index`, never the other way.
-    cache: Mutex<EntryCache>,
+    pub(crate) cache: Mutex<EntryCache>,
 }
 
 fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -76,8 +76,9 @@ impl SegmentLogStore {
     /// Opens the partition log in `dir` (recovering it as `Log::open` does) and rebuilds the
     /// raft index from its first entry on. Blocking: call it off the async workers.
     pub fn open(dir: &Path, config: LogConfig) -> io::Result<SegmentLogStore> {
-        let (log, _report) = Log::open(dir, config).map_err(io_err)?;
-        let meta = RaftMeta::load(dir)?;
+        let (mut log, _report) = Log::open(dir, config).map_err(io_err)?;
+        let mut meta = RaftMeta::load(dir)?;
+        crate::snapshot_install::recover(dir, &mut log, &mut meta)?;
         let mut index = RaftIndex::new(meta.last_purged);
         if let Some(first) = meta.first_entry {
             let mut next = first.index;
@@ -121,6 +122,20 @@ impl SegmentLogStore {
         })
     }
 
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The settings of the partition log (segment size, index interval).
+    pub fn log_config(&self) -> LogConfig {
+        self.inner.log.lock().config().clone()
+    }
+
+    /// The replica's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     /// The index of the last entry the log holds now.
     pub fn last_index(&self) -> Option<u64> {
         self.inner.index.read().last_log_id().map(|l| l.index)
@@ -159,6 +174,22 @@ impl SegmentLogStore {
         if leader.as_ref().is_none_or(|l| l.term < term) {
             *leader = Some(LeaderLog::new(term, table));
         }
+    }
+
+    /// Deletes the segments that end at or before `offset` and hold no entry the Raft log
+    /// still has (purged entries are records only): how retention frees space in a replica.
+    /// Never the active segment. Returns the log start offset afterwards. Blocking.
+    pub fn delete_records_before(&self, offset: i64) -> io::Result<i64> {
+        let mut log = self.inner.log.lock();
+        let first_entry = self
+            .inner
+            .index
+            .read()
+            .first()
+            .map(|(_, loc)| loc.base_offset);
+        let cut = offset.min(first_entry.unwrap_or_else(|| log.log_end_offset()));
+        log.delete_segments_before(cut).map_err(io_err)?;
+        Ok(log.log_start_offset())
     }
 
     /// How many handles share this store, writes still running on the blocking pool
@@ -200,7 +231,7 @@ fn loc_of(term: u64, h: &BatchHeader) -> EntryLoc {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -10,10 +10,10 @@
 //! the leader decided against the same state, so a check that does not say Append is a bug,
 //! counted (`check_disagreements`) and logged.
 //!
-//! A snapshot holds the applied log id, the membership, the high watermark and the producer
-//! table, not the records below it. So a replica must never be sent a snapshot instead of
-//! entries: the group is configured never to purge its log (`raft_config`), until snapshots
-//! carry segment files.
+//! A snapshot's state holds the applied log id, the membership, the high watermark and the
+//! producer table. Its records are the log itself: a snapshot sent to a replica carries the
+//! sender's retained log (`snapshot_records.rs`), and installing it starts the receiver's log
+//! again from those bytes when its own lacks them (`snapshot_install.rs`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,6 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tally_log::storage;
 use tally_partition::{
     decode_producer_state, encode_producer_state, AppendDecision, BatchMetadata, ProducerTable,
 };
@@ -39,16 +38,21 @@ use crate::type_config::{
     TallyRaft,
 };
 
-const SNAPSHOT_FILE: &str = "raft-snapshot.json";
+use crate::snapshot_install::{replace_file, SNAPSHOT_FILE};
+use crate::snapshot_records::{stage_from, PartitionSnapshot, SnapshotRecords};
 
-/// A snapshot's bytes: the state machine's state as JSON.
-pub type SnapshotData = Vec<u8>;
+/// What openraft's snapshots carry: the state, and where the records are.
+pub type SnapshotData = PartitionSnapshot;
+
+/// The encoded state of a snapshot (see `encode_snapshot`).
+type StateBytes = Vec<u8>;
 
 /// Told of every committed batch that is not one of Raft's own, in log order, on every
 /// replica, as it is applied: how state kept outside the producer table (the controller's
 /// cluster metadata) follows the log. It must be deterministic and must not block: it runs
 /// inside the state machine's apply. It sees the log again from the start after a restart,
-/// as the producer table does (no snapshot is built; see the module comment).
+/// as the producer table does, so its group must never build a snapshot (the controller's
+/// does not: only retention builds them, and the controller has none).
 pub trait ApplyListener: Send + Sync + 'static {
     /// `header` carries the batch's offsets in the log; `batch` is the batch as stored.
     fn applied(&self, header: &BatchHeader, batch: &[u8]);
@@ -78,7 +82,7 @@ impl State {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    data: SnapshotData,
+    data: StateBytes,
 }
 
 /// Cheap to clone: clones share the state.
@@ -233,18 +237,24 @@ impl PartitionStateMachine {
 
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> io::Result<()> {
         let bytes = serde_json::to_vec(snapshot).map_err(io::Error::other)?;
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let file = storage::create(&tmp)?;
-        storage::write_all_at(&file, &tmp, &bytes, 0)?;
-        storage::sync_data(&file, &tmp)?;
-        storage::rename(&tmp, &self.dir.join(SNAPSHOT_FILE))?;
-        storage::sync_dir(&self.dir)
+        replace_file(&self.dir, SNAPSHOT_FILE, &bytes)
+    }
+
+    /// openraft's view of a stored snapshot: its records are this replica's log.
+    fn to_raft(&self, stored: StoredSnapshot) -> RaftSnapshot {
+        Snapshot {
+            meta: stored.meta,
+            snapshot: PartitionSnapshot {
+                state: stored.data,
+                records: SnapshotRecords::Local(self.store.clone()),
+            },
+        }
     }
 }
 
 /// A snapshot's bytes: the state as JSON (length-prefixed), then the producer table in the
 /// producer snapshot format.
-fn encode_snapshot(state: &State, producers: &ProducerTable) -> io::Result<SnapshotData> {
+fn encode_snapshot(state: &State, producers: &ProducerTable) -> io::Result<StateBytes> {
     let json = serde_json::to_vec(state).map_err(io::Error::other)?;
     let table = encode_producer_state(producers.map_end_offset(), &producers.entries());
     let mut out = Vec::with_capacity(4 + json.len() + table.len());
@@ -252,6 +262,11 @@ fn encode_snapshot(state: &State, producers: &ProducerTable) -> io::Result<Snaps
     out.extend_from_slice(&json);
     out.extend_from_slice(&table);
     Ok(out)
+}
+
+/// The offset after the last record that a snapshot's state covers: where its records end.
+pub(crate) fn snapshot_end_offset(data: &[u8]) -> io::Result<i64> {
+    Ok(decode_snapshot(data, usize::MAX)?.0.high_watermark)
 }
 
 fn decode_snapshot(data: &[u8], max_producers: usize) -> io::Result<(State, ProducerTable)> {
@@ -295,10 +310,7 @@ impl RaftSnapshotBuilder<TallyRaft> for PartitionStateMachine {
             .run(move || sm.save_snapshot(&to_save))
             .await??;
         *self.snapshot.lock() = Some(stored.clone());
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: stored.data,
-        })
+        Ok(self.to_raft(stored))
     }
 }
 
@@ -376,19 +388,43 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let (mut state, producers) = decode_snapshot(&snapshot, self.max_producers)?;
+        let (mut state, producers) = decode_snapshot(&snapshot.state, self.max_producers)?;
+        let last_log_id = meta
+            .last_log_id
+            .ok_or_else(|| io::Error::other("a snapshot with no last log id"))?;
         state.applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
+        let end_offset = state.high_watermark;
+        let staged = match snapshot.records {
+            SnapshotRecords::Staged(staged) => Some(staged),
+            // Sent within one process (the in-process network, openraft's storage suite):
+            // stage the sender's records here, as the wire transfer would.
+            SnapshotRecords::Local(source) => {
+                let (dir, config) = (self.dir.clone(), self.store.log_config());
+                let staged = self
+                    .store
+                    .io()
+                    .run(move || stage_from(&source, &dir, end_offset, config))
+                    .await??;
+                Some(staged)
+            }
+        };
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: snapshot,
+            data: snapshot.state,
         };
-        let sm = self.clone();
-        let to_save = stored.clone();
-        self.store
-            .io()
-            .run(move || sm.save_snapshot(&to_save))
-            .await??;
+        let file = serde_json::to_vec(&stored).map_err(io::Error::other)?;
+        let replaced = self
+            .store
+            .install_snapshot(last_log_id, end_offset, staged, file)
+            .await?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            last_log_id = %last_log_id,
+            end_offset,
+            replaced,
+            "installed a snapshot"
+        );
         self.high_watermark.send_replace(state.high_watermark);
         {
             let mut current = self.state.lock();
@@ -400,9 +436,7 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<RaftSnapshot>, io::Error> {
-        Ok(self.snapshot.lock().clone().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: s.data,
-        }))
+        let stored = self.snapshot.lock().clone();
+        Ok(stored.map(|s| self.to_raft(s)))
     }
 }

@@ -35,7 +35,7 @@ async fn start(id: u64, dir: &Path, addr: &str) -> Node {
     let replica = Replica::open(id, dir, &config, TcpNetworkFactory::new(GROUP))
         .await
         .unwrap();
-    server.register(GROUP, replica.raft.clone());
+    server.register(GROUP, replica.raft.clone(), replica.store.clone());
     let leader = Arc::new(PartitionLeader::new(
         replica.raft.clone(),
         replica.store.clone(),

@@ -80,4 +80,47 @@ impl Log {
         debug_assert_eq!(self.log_end_offset(), offset);
         Ok(())
     }
+
+    /// Deletes every segment and starts the log again, empty, at `offset`: Kafka's
+    /// `truncateFullyAndStartAt`, for a replica that is sent a leader's retained log because
+    /// its own lacks what the leader has already deleted. The log start and end offsets are
+    /// both `offset` afterwards, and the change is on disk when this returns.
+    ///
+    /// Crash safety: the recovery point moves to the start first; segments go oldest first,
+    /// so a crash part-way leaves a suffix of the old log (as retention would), and the caller
+    /// (a snapshot install, redone after a crash) starts again from there.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        let first = self.log_start_offset;
+        if self.recovery_point > first {
+            self.set_recovery_point(first)?;
+        }
+        let old = std::mem::take(&mut self.segments);
+        let mut created = false;
+        for (base, segment) in old {
+            if base == offset && segment.is_empty() {
+                // Already the empty log at `offset` (an install redone after a crash).
+                self.segments.insert(base, segment);
+                created = true;
+                continue;
+            }
+            segment.delete()?;
+        }
+        if !created {
+            self.segments
+                .insert(offset, Segment::create(&self.dir, offset)?);
+        }
+        self.log_start_offset = offset;
+        self.unflushed_messages = 0;
+        self.publish();
+        sync_dir(&self.dir)?;
+        self.set_recovery_point(offset)?;
+        Ok(())
+    }
 }

@@ -10,20 +10,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use openraft::Snapshot;
 use parking_lot::Mutex;
 use tokio::io::BufStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::liveness::Liveness;
+use super::snapshot_transfer::{self, Incoming};
 use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{decode_append, read_frame, write_frame, Reply, Request};
 use crate::local_network::PartitionRaft;
+use crate::log_store::SegmentLogStore;
 
 /// Each group's replica, and the AppendEntries requests it was sent (heartbeats included:
 /// what an idle group costs).
-type Groups = Arc<Mutex<BTreeMap<String, (PartitionRaft, Arc<AtomicU64>)>>>;
+type Groups = Arc<Mutex<BTreeMap<String, ServedGroup>>>;
+
+/// One group's replica as the listener serves it.
+#[derive(Clone)]
+struct ServedGroup {
+    raft: PartitionRaft,
+    /// Where a snapshot sent to the replica is staged.
+    store: SegmentLogStore,
+    appends: Arc<AtomicU64>,
+}
 type Forwarders = Arc<Mutex<BTreeMap<String, Arc<dyn ForwardHandler>>>>;
 
 /// Serves requests forwarded to this node for a group (see `forward`).
@@ -95,12 +105,15 @@ impl RaftServer {
         self.local_addr
     }
 
-    /// Serves `group`'s replica on this node.
-    pub fn register(&self, group: impl Into<String>, raft: PartitionRaft) {
-        self.served
-            .groups
-            .lock()
-            .insert(group.into(), (raft, Arc::default()));
+    /// Serves `group`'s replica on this node: its Raft, and its log store, into which the
+    /// snapshots it is sent are staged.
+    pub fn register(&self, group: impl Into<String>, raft: PartitionRaft, store: SegmentLogStore) {
+        let served = ServedGroup {
+            raft,
+            store,
+            appends: Arc::default(),
+        };
+        self.served.groups.lock().insert(group.into(), served);
     }
 
     pub fn unregister(&self, group: &str) {
@@ -125,7 +138,7 @@ impl RaftServer {
             .groups
             .lock()
             .get(group)
-            .map_or(0, |(_, appends)| appends.load(Ordering::Relaxed))
+            .map_or(0, |g| g.appends.load(Ordering::Relaxed))
     }
 
     /// Serves requests that other nodes forward for `group` (`forward`).
@@ -173,6 +186,39 @@ async fn serve(stream: RaftStream, served: Served) -> io::Result<()> {
             write_frame(&mut stream, &pong, &[]).await?;
             continue;
         }
+        if let Request::Snapshot {
+            group,
+            vote,
+            meta,
+            log_start_offset,
+            end_offset,
+        } = request
+        {
+            let Some(target) = served.groups.lock().get(&group).cloned() else {
+                let reply = Reply::Error(format!("no replica of group {group} on this node"));
+                write_frame(&mut stream, &reply, &[]).await?;
+                // The snapshot's records follow: nothing else on this connection can be read.
+                return Ok(());
+            };
+            let incoming = Incoming {
+                vote,
+                meta,
+                log_start_offset,
+                end_offset,
+                state: payload,
+            };
+            match snapshot_transfer::receive(&mut stream, incoming, &target.raft, &target.store)
+                .await
+            {
+                Ok(reply) => write_frame(&mut stream, &reply, &[]).await?,
+                Err(e) => {
+                    let reply = Reply::Error(format!("group {group}: snapshot: {e}"));
+                    let _ = write_frame(&mut stream, &reply, &[]).await;
+                    return Err(e);
+                }
+            }
+            continue;
+        }
         let reply = handle(request, payload, &served.groups).await;
         write_frame(&mut stream, &reply, &[]).await?;
     }
@@ -187,9 +233,11 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
         | Request::Snapshot { group, .. }
         | Request::TransferLeader { group, .. }
         | Request::Forward { group } => group.clone(),
-        Request::Ping { .. } => return Reply::Error("a ping is answered by the listener".into()),
+        Request::Ping { .. } | Request::SnapshotChunk | Request::SnapshotEnd => {
+            return Reply::Error("not a request on its own".into())
+        }
     };
-    let Some((raft, appends)) = groups.lock().get(&group).cloned() else {
+    let Some(ServedGroup { raft, appends, .. }) = groups.lock().get(&group).cloned() else {
         return Reply::Error(format!("no replica of group {group} on this node"));
     };
     match request {
@@ -223,18 +271,10 @@ async fn handle(request: Request, payload: Bytes, groups: &Groups) -> Reply {
                 Err(e) => Reply::Error(e.to_string()),
             }
         }
-        Request::Snapshot { vote, meta, .. } => {
-            let snapshot = Snapshot {
-                meta,
-                snapshot: payload.to_vec(),
-            };
-            match raft.install_full_snapshot(vote, snapshot).await {
-                Ok(resp) => Reply::Snapshot(resp),
-                Err(e) => Reply::Error(e.to_string()),
-            }
-        }
-        Request::Forward { .. } | Request::Ping { .. } => {
-            Reply::Error(format!("group {group}: not forwarded"))
-        }
+        Request::Forward { .. }
+        | Request::Ping { .. }
+        | Request::Snapshot { .. }
+        | Request::SnapshotChunk
+        | Request::SnapshotEnd => Reply::Error(format!("group {group}: not forwarded")),
     }
 }

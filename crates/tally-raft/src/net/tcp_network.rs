@@ -23,6 +23,7 @@ use openraft::raft::{
 use openraft::{OptionalSend, Snapshot};
 use tokio::io::BufStream;
 
+use super::snapshot_transfer;
 use super::transport::{RaftStream, RaftTransport, TokioTcp};
 use super::wire::{encode_append, read_frame, write_frame, Reply, Request};
 use crate::state_machine::SnapshotData;
@@ -213,16 +214,27 @@ impl RaftNetworkV2<TallyRaft> for TcpConnection {
         &mut self,
         vote: Vote,
         snapshot: Snapshot<CommittedLeaderId, u64, Node, SnapshotData>,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        option: RPCOption,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
     ) -> Result<SnapshotResponse<TallyRaft>, StreamingError<TallyRaft>> {
-        let header = Request::Snapshot {
-            group: self.group.clone(),
-            vote,
-            meta: snapshot.meta,
+        // A connection of its own, dropped afterwards: a transfer cut short leaves frames that
+        // nothing else must read.
+        self.stream = None;
+        let transfer = async {
+            let stream = tokio::time::timeout(
+                Duration::from_millis(CONNECT_TIMEOUT_MS),
+                self.transport.connect(&self.addr),
+            )
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            let mut stream = BufStream::new(stream);
+            snapshot_transfer::send(&mut stream, &self.group, vote, snapshot).await
         };
-        let payload = [Bytes::from(snapshot.snapshot)];
-        match self.call(&header, &payload, option.hard_ttl()).await {
+        let result = tokio::select! {
+            result = transfer => result,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        match result {
             Ok(Reply::Snapshot(resp)) => Ok(resp),
             Ok(other) => Err(StreamingError::Unreachable(
                 self.unreachable(unexpected(other)),

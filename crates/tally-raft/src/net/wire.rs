@@ -42,14 +42,24 @@ pub(crate) enum Request {
         group: String,
         request: VoteRequest<TallyRaft>,
     },
+    /// A snapshot: its state is the payload, and `SnapshotChunk` frames with its records
+    /// `[log_start_offset, end_offset)` follow on the same connection, then `SnapshotEnd`,
+    /// which alone is answered (see `snapshot_transfer.rs`).
     Snapshot {
         group: String,
         vote: Vote,
         meta: SnapshotMeta,
+        log_start_offset: i64,
+        end_offset: i64,
     },
+    /// Whole batches of the snapshot's records, in order; they are the payload.
+    SnapshotChunk,
+    SnapshotEnd,
     /// A request for whatever serves `group` on the node (the controller's leader takes
     /// proposals from the other nodes); the payload is the request's bytes.
-    Forward { group: String },
+    Forward {
+        group: String,
+    },
     /// A leader hands its group over to the request's target, which elects itself at once
     /// (without it the target would wait for an election timeout that a driven group, whose
     /// leader's node still answers pings, never reaches).
@@ -59,7 +69,9 @@ pub(crate) enum Request {
     },
     /// Is the node there? One per peer and heartbeat interval, for all its groups at once
     /// (see `liveness.rs`).
-    Ping { from: u64 },
+    Ping {
+        from: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

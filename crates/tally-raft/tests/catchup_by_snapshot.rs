@@ -1,0 +1,335 @@
+//! A follower that was down while the others purged their Raft logs and deleted the segments
+//! it lacks catches up by snapshot over TCP: it is sent the leader's retained log with the
+//! snapshot, starts its log again from those bytes, and holds what the leader holds, at the
+//! same offsets, with the same producer table. A retry of a batch from before the snapshot is
+//! answered as a duplicate after the leader changes, and the follower reopens from its
+//! snapshot after a restart.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::impls::BasicNode;
+use tally_log::{LogConfig, LogReader};
+use tally_protocol::BatchHeader;
+use tally_raft::{
+    PartitionLeader, ProduceError, Produced, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
+    TcpNetworkFactory,
+};
+use tally_testkit::BatchSpec;
+
+mod common;
+use common::highest_term_leader;
+
+const GROUP: &str = "orders-0";
+const PRODUCER_ID: i64 = 41;
+
+struct Node {
+    replica: Replica,
+    leader: Arc<PartitionLeader>,
+    server: RaftServer,
+}
+
+/// Segments of a few batches, so that deleting segments leaves the leader's log starting
+/// past everything the stopped follower holds.
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1_024,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+async fn start(id: u64, dir: &Path, addr: &str) -> Node {
+    // A stopped node's listener closes as its task ends, a moment after it is dropped.
+    let mut tries = 0;
+    let server = loop {
+        match RaftServer::bind(addr).await {
+            Ok(server) => break server,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    };
+    let config = ReplicaConfig::new(log_config(), RaftTimeouts::default()).unwrap();
+    let replica = Replica::open(id, dir, &config, TcpNetworkFactory::new(GROUP))
+        .await
+        .unwrap();
+    server.register(GROUP, replica.raft.clone(), replica.store.clone());
+    let leader = Arc::new(PartitionLeader::new(
+        replica.raft.clone(),
+        replica.store.clone(),
+        replica.state_machine.clone(),
+        1 << 20,
+    ));
+    Node {
+        replica,
+        leader,
+        server,
+    }
+}
+
+/// The leader of the highest term any replica knows: a restarted leader resumes in its old
+/// term until it hears of the newer one, and its table lacks what was written since.
+fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
+    let newest = nodes
+        .values()
+        .map(|n| n.replica.raft.metrics().borrow_watched().current_term)
+        .max()?;
+    let id = highest_term_leader(nodes.values().map(|n| &n.replica))?;
+    let term = nodes[&id]
+        .replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    (term == newest).then_some(id)
+}
+
+/// Produces `batch` through whoever leads until it is acknowledged (60 s at most).
+async fn produce_one(nodes: &BTreeMap<u64, Node>, batch: &Bytes) -> Produced {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+        let Some(id) = leader_of(nodes) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(3),
+            nodes[&id].leader.produce(batch.clone()),
+        );
+        match sent.await {
+            Ok(Ok(produced)) => return produced,
+            Ok(Err(ProduceError::Refused(e))) => panic!("refused by {id}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn batch(seq: i32) -> Bytes {
+    BatchSpec::new(PRODUCER_ID, 0, seq, 2).encode()
+}
+
+/// Every byte of the log in `[start, end)`.
+fn bytes_between(reader: &LogReader, start: i64, end: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = start;
+    while offset < end {
+        let read = reader.read(offset, 1 << 20, end, true).unwrap();
+        let mut rest = &read.records[..];
+        while !rest.is_empty() {
+            let h = BatchHeader::parse_whole(rest).unwrap();
+            offset = h.last_offset() + 1;
+            rest = &rest[h.size_in_bytes()..];
+        }
+        out.extend_from_slice(&read.records);
+    }
+    out
+}
+
+/// Builds a snapshot of everything `replica` has applied, purges its Raft log up to it and
+/// deletes the segments below: what retention does on each replica.
+async fn snapshot_and_delete(replica: &Replica) -> i64 {
+    let applied = replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .unwrap();
+    replica.raft.trigger().snapshot().await.unwrap();
+    replica
+        .raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
+            "snapshot built",
+        )
+        .await
+        .unwrap();
+    replica
+        .raft
+        .trigger()
+        .purge_log(applied.index)
+        .await
+        .unwrap();
+    replica
+        .raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index >= applied.index),
+            "log purged",
+        )
+        .await
+        .unwrap();
+    let store = replica.store.clone();
+    let hw = *replica.state_machine.high_watermark().borrow();
+    tokio::task::spawn_blocking(move || store.delete_records_before(hw))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits until `replica` has applied `index`.
+async fn applied(replica: &Replica, index: u64) {
+    replica
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .applied_index_at_least(Some(index), "caught up")
+        .await
+        .unwrap_or_else(|e| panic!("replica {} did not catch up: {e}", replica.id));
+}
+
+/// The replicas agree with `reference` on the log start, the high watermark, the bytes in
+/// between and the producer table.
+fn assert_same(reference: &Replica, others: &[&Replica]) {
+    let hw = *reference.state_machine.high_watermark().borrow();
+    let start = reference.store.log_reader().log_start_offset();
+    let bytes = bytes_between(reference.store.log_reader(), start, hw);
+    let producers = reference.state_machine.producers();
+    for r in others {
+        assert_eq!(
+            *r.state_machine.high_watermark().borrow(),
+            hw,
+            "replica {}",
+            r.id
+        );
+        assert_eq!(
+            r.store.log_reader().log_start_offset(),
+            start,
+            "replica {}",
+            r.id
+        );
+        assert!(
+            bytes_between(r.store.log_reader(), start, hw) == bytes,
+            "replica {} holds other bytes",
+            r.id
+        );
+        assert_eq!(
+            r.state_machine.producers().entries(),
+            producers.entries(),
+            "replica {}",
+            r.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let node = start(id, dir.path(), "127.0.0.1:0").await;
+        addrs.insert(id, node.server.local_addr().to_string());
+        nodes.insert(id, node);
+    }
+    let members: BTreeMap<u64, BasicNode> = addrs
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a.clone())))
+        .collect();
+    nodes[&1].replica.raft.initialize(members).await.unwrap();
+    for k in 0..10 {
+        produce_one(&nodes, &batch(k * 2)).await;
+    }
+
+    // A follower stops; the others go on, snapshot, purge and delete what it has not got.
+    let leader = leader_of(&nodes).unwrap();
+    let down = *nodes.keys().find(|id| **id != leader).unwrap();
+    let node = nodes.remove(&down).unwrap();
+    let down_end = node.replica.store.log_reader().log_end_offset();
+    node.replica.shutdown().await.unwrap();
+    drop(node.server);
+    let mut answers = Vec::new();
+    for k in 10..40 {
+        answers.push(produce_one(&nodes, &batch(k * 2)).await);
+    }
+    let last = nodes[&leader]
+        .replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .unwrap();
+    for node in nodes.values() {
+        applied(&node.replica, last).await;
+        let start = snapshot_and_delete(&node.replica).await;
+        assert!(
+            start > down_end,
+            "replica {} still holds offset {down_end} (log start {start}): no snapshot needed",
+            node.replica.id
+        );
+    }
+
+    // It comes back and is sent the snapshot with the retained records.
+    let idx = (down - 1) as usize;
+    nodes.insert(down, start(down, dirs[idx].path(), &addrs[&down]).await);
+    let reply = produce_one(&nodes, &batch(80)).await;
+    let leader = leader_of(&nodes).unwrap();
+    let last = nodes[&leader]
+        .replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .unwrap();
+    applied(&nodes[&down].replica, last).await;
+    let m = nodes[&down].replica.raft.metrics().borrow_watched().clone();
+    assert!(
+        m.snapshot.is_some(),
+        "the follower was sent entries, not a snapshot"
+    );
+    let others: Vec<&Replica> = nodes.values().map(|n| &n.replica).collect();
+    assert_same(&nodes[&leader].replica, &others);
+    assert!(reply.base_offset > 0);
+
+    // The leader stops; under the next one (maybe the follower), a retry of a batch from
+    // before the snapshot is a duplicate, with the offsets it was first given.
+    let old = nodes.remove(&leader).unwrap();
+    old.replica.shutdown().await.unwrap();
+    drop(old.server);
+    let retried = produce_one(&nodes, &batch(78)).await;
+    assert!(
+        retried.duplicate,
+        "a retry after the snapshot was stored again"
+    );
+    assert_eq!(retried.base_offset, answers.last().unwrap().base_offset);
+    let fresh = produce_one(&nodes, &batch(82)).await;
+    assert!(fresh.base_offset > reply.base_offset);
+
+    // It reopens from its snapshot and the entries after it.
+    let node = nodes.remove(&down).unwrap();
+    let hw = *node.replica.state_machine.high_watermark().borrow();
+    node.replica.shutdown().await.unwrap();
+    drop(node.server);
+    let old_idx = (leader - 1) as usize;
+    nodes.insert(
+        leader,
+        start(leader, dirs[old_idx].path(), &addrs[&leader]).await,
+    );
+    nodes.insert(down, start(down, dirs[idx].path(), &addrs[&down]).await);
+    produce_one(&nodes, &batch(84)).await;
+    let leader = leader_of(&nodes).unwrap();
+    let last = nodes[&leader]
+        .replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .unwrap();
+    for node in nodes.values() {
+        applied(&node.replica, last).await;
+    }
+    assert!(*nodes[&down].replica.state_machine.high_watermark().borrow() > hw);
+    let others: Vec<&Replica> = nodes.values().map(|n| &n.replica).collect();
+    assert_same(&nodes[&leader].replica, &others);
+    for node in nodes.into_values() {
+        node.replica.shutdown().await.unwrap();
+    }
+}
