@@ -22,7 +22,7 @@ use crate::security::{AclStore, CredentialStore};
 use crate::topic_error::TopicError;
 use crate::topic_registry::TopicRegistry;
 use crate::txn::{OffsetsMarkerHook, TxnCoordinator, TRANSACTION_STATE_TOPIC};
-use tally_controller::{ClusterConfig, ClusterNode};
+use tally_controller::{ClusterConfig, ClusterNode, RetentionSchedule, TopicLogConfig};
 use tally_raft::{RaftTimeouts, RaftTransport, ReplicaConfig, TokioTcp};
 
 #[derive(Debug, Error)]
@@ -270,7 +270,7 @@ impl Broker {
                     &advertised,
                     secure_raft(&config, raft_transport, tls_keystore, &acls).await?,
                     (&credentials, &acls),
-                    (writer_mode, raft_seed, clock.now_ms() as u64),
+                    (writer_mode, raft_seed, Arc::clone(&clock)),
                 )
                 .await
                 .map_err(StartError::Cluster)?,
@@ -418,8 +418,10 @@ async fn start_cluster(
     advertised: &Endpoint,
     transport: Arc<dyn RaftTransport>,
     (credentials, acls): (&Arc<CredentialStore>, &Arc<AclStore>),
-    (writer_mode, raft_seed, incarnation): (WriterMode, Option<u64>, u64),
+    (writer_mode, raft_seed, clock): (WriterMode, Option<u64>, Arc<dyn Clock>),
 ) -> std::io::Result<ClusterMode> {
+    // New at each start: what the node's Raft listener answers pings with.
+    let incarnation = clock.now_ms() as u64;
     let partition = config.partition_config(&Default::default());
     let mut replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
         .map_err(std::io::Error::other)?;
@@ -442,6 +444,14 @@ async fn start_cluster(
         max_message_bytes: partition.max_message_bytes,
         transport,
         incarnation,
+        topic_log_config: Some(TopicLogConfig(Arc::new({
+            let config = config.clone();
+            move |overrides| config.partition_config(overrides).log
+        }))),
+        retention: Some(RetentionSchedule {
+            every: Duration::from_millis(config.retention_check_interval_ms()),
+            now_ms: Arc::new(move || clock.now_ms()),
+        }),
     })
     .await?;
     info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");

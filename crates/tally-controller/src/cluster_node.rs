@@ -30,9 +30,10 @@ use tokio::task::JoinHandle;
 use crate::cluster_state::ClusterState;
 use crate::command::ControllerCommand;
 use crate::controller::{Controller, ControllerError};
-use crate::hosted_partition::{assigned_to, HostContext, HostedPartition};
+use crate::hosted_partition::{assigned_to, HostContext, HostedPartition, TopicLogConfig};
 use crate::outcome::Outcome;
 use crate::replica_move::{follow_assignment, prefer_leader};
+use crate::retention_loop::RetentionSchedule;
 use crate::submit::{submit, ProposalHandler, CONTROLLER_GROUP};
 
 /// How long a start-up registration keeps trying before it gives up and logs.
@@ -69,9 +70,13 @@ pub struct ClusterConfig {
     /// A value this node has not started with before (the broker's clock in milliseconds):
     /// what its Raft listener answers pings with, so peers see a restart.
     pub incarnation: u64,
+    /// A topic's log settings from its configs; None: `replica.log` for every topic.
+    pub topic_log_config: Option<TopicLogConfig>,
+    /// When each hosted replica applies retention; None: never.
+    pub retention: Option<RetentionSchedule>,
 }
 
-type Hosted = Arc<Mutex<BTreeMap<(String, u32), Arc<HostedPartition>>>>;
+pub(crate) type Hosted = Arc<Mutex<BTreeMap<(String, u32), Arc<HostedPartition>>>>;
 
 pub struct ClusterNode {
     controller: Arc<Controller>,
@@ -159,6 +164,7 @@ impl ClusterNode {
             peers,
             transport: Arc::clone(&config.transport),
             preferred_leader_check: config.preferred_leader_check,
+            topic_log_config: config.topic_log_config.clone(),
         });
         let (stop, _) = watch::channel(false);
         let hosted: Hosted = Arc::default();
@@ -201,6 +207,14 @@ impl ClusterNode {
                 stop.subscribe(),
             )),
         ]);
+        if let Some(schedule) = config.retention.clone() {
+            tasks.push(tokio::spawn(crate::retention_loop::run(
+                Arc::clone(&hosted),
+                Arc::clone(&liveness),
+                schedule,
+                stop.subscribe(),
+            )));
+        }
         Ok(ClusterNode {
             controller,
             server,
@@ -378,7 +392,14 @@ async fn reconcile(controller: &Arc<Controller>, context: &HostContext, hosted: 
         if hosted.lock().contains_key(&(topic.clone(), index)) {
             continue;
         }
-        match context.open(&topic, index, topic_id, &replicas).await {
+        let configs = state
+            .topic(&topic)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default();
+        match context
+            .open(&topic, index, topic_id, &replicas, &configs)
+            .await
+        {
             Ok(partition) => {
                 hosted.lock().insert((topic, index), partition);
             }

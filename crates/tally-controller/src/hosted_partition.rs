@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::impls::BasicNode;
-use tally_log::storage;
+use tally_log::{storage, LogConfig};
 use tally_raft::{
     PartitionLeader, PeerAddresses, RaftServer, RaftTransport, Replica, ReplicaConfig,
     TcpNetworkFactory,
@@ -28,6 +28,20 @@ use crate::cluster_state::ClusterState;
 
 const METADATA_FILE: &str = "partition.metadata";
 
+/// A topic's log settings from its configs (`segment.bytes`, `retention.ms`, ...): the
+/// broker's own resolution of topic overrides over its defaults.
+#[derive(Clone)]
+pub struct TopicLogConfig(pub Arc<LogConfigOf>);
+
+/// Resolves a topic's configs into its log settings.
+pub type LogConfigOf = dyn Fn(&BTreeMap<String, String>) -> LogConfig + Send + Sync;
+
+impl std::fmt::Debug for TopicLogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopicLogConfig")
+    }
+}
+
 /// A partition replica on this node, with its produce path (used when it leads).
 pub struct HostedPartition {
     pub topic: String,
@@ -37,6 +51,8 @@ pub struct HostedPartition {
     pub replicas: Vec<u64>,
     pub replica: Replica,
     pub leader: PartitionLeader,
+    /// Retention deletes old segments (`cleanup.policy` includes `delete`, the default).
+    pub(crate) retention: bool,
     /// The group has a membership (formed here or joined).
     formed: AtomicBool,
     /// This node, leading the group, is moving its replicas (`replica_move.rs`).
@@ -140,6 +156,8 @@ pub(crate) struct HostContext {
     pub transport: Arc<dyn RaftTransport>,
     /// See `ClusterConfig::preferred_leader_check`.
     pub preferred_leader_check: Option<std::time::Duration>,
+    /// See `ClusterConfig::topic_log_config`.
+    pub topic_log_config: Option<TopicLogConfig>,
 }
 
 impl HostContext {
@@ -150,6 +168,7 @@ impl HostContext {
         index: u32,
         topic_id: Uuid,
         replicas: &[u64],
+        configs: &BTreeMap<String, String>,
     ) -> io::Result<Arc<HostedPartition>> {
         let dir = partition_dir(&self.data_dir, topic, index);
         let prepared = dir.clone();
@@ -160,7 +179,11 @@ impl HostContext {
         let group = HostedPartition::group_name(topic_id, index);
         let network = TcpNetworkFactory::with_peers(group.clone(), Arc::clone(&self.peers))
             .over(Arc::clone(&self.transport));
-        let replica = Replica::open(self.node_id, &dir, &self.replica, network).await?;
+        let mut config = self.replica.clone();
+        if let Some(topic_log_config) = &self.topic_log_config {
+            config.log = (topic_log_config.0)(configs);
+        }
+        let replica = Replica::open(self.node_id, &dir, &config, network).await?;
         self.server
             .register(group, replica.raft.clone(), replica.store.clone());
         let leader = PartitionLeader::new(
@@ -176,6 +199,9 @@ impl HostContext {
             replicas: replicas.to_vec(),
             replica,
             leader,
+            retention: configs
+                .get("cleanup.policy")
+                .is_none_or(|p| p.split(',').any(|p| p.trim() == "delete")),
             formed: AtomicBool::new(false),
             moving: AtomicBool::new(false),
             led_since: parking_lot::Mutex::new(None),

@@ -21,6 +21,7 @@ mod controller;
 mod hosted_partition;
 mod outcome;
 mod replica_move;
+mod retention_loop;
 mod security_records;
 mod submit;
 
@@ -29,7 +30,8 @@ pub use cluster_node::{ClusterConfig, ClusterNode};
 pub use cluster_state::{BrokerRegistration, ClusterState, TopicRecord, PRODUCER_ID_BLOCK_SIZE};
 pub use command::{decode_commands, encode_command, ControllerCommand};
 pub use controller::{Controller, ControllerError};
-pub use hosted_partition::HostedPartition;
+pub use hosted_partition::{HostedPartition, TopicLogConfig};
 pub use outcome::{Outcome, Refusal};
+pub use retention_loop::RetentionSchedule;
 pub use security_records::{ScramRecord, SecurityRecords, UserScram};
 pub use submit::{submit, ProposalHandler, CONTROLLER_GROUP};

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use tally_controller::{ClusterConfig, ClusterNode, ControllerCommand, Outcome};
+use tally_controller::{
+    ClusterConfig, ClusterNode, ControllerCommand, Outcome, RetentionSchedule, TopicLogConfig,
+};
 use tally_log::LogConfig;
 use tally_raft::{RaftTimeouts, ReplicaConfig};
 use uuid::Uuid;
@@ -46,6 +48,8 @@ fn config(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig 
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64,
+        topic_log_config: None,
+        retention: None,
     }
 }
 
@@ -349,6 +353,125 @@ async fn a_leader_whose_group_stopped_is_replaced_while_its_node_answers() {
             .all(|peer| n.liveness().heard_within(peer, Duration::from_secs(1)))),
         "the stopped group's node still answered pings"
     );
+    for (_, node) in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// A node whose topics resolve `segment.bytes` and `retention.bytes` from their configs, and
+/// that applies retention every 200 ms.
+fn retaining(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig {
+    let num = |c: &BTreeMap<String, String>, key: &str, default: i64| -> i64 {
+        c.get(key).map_or(default, |v| v.parse().unwrap())
+    };
+    ClusterConfig {
+        topic_log_config: Some(TopicLogConfig(std::sync::Arc::new(move |c| LogConfig {
+            segment_bytes: num(c, "segment.bytes", 1 << 30) as u64,
+            retention_bytes: num(c, "retention.bytes", -1),
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        }))),
+        retention: Some(RetentionSchedule {
+            every: Duration::from_millis(200),
+            now_ms: std::sync::Arc::new(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64
+            }),
+        }),
+        ..config(id, voters, dir)
+    }
+}
+
+/// Retention in cluster mode: a topic's `retention.bytes` deletes old segments on every
+/// replica; a node that was down while they went is sent a snapshot with the leader's
+/// retained log when it returns, and holds the same records from the same log start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_segments_and_a_returning_node_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let voters = voters(3);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let node = ClusterNode::start(retaining(id, &voters, dir.path()))
+            .await
+            .unwrap();
+        nodes.insert(id, node);
+    }
+    wait_until("three registered brokers", || {
+        nodes[&1].controller().cluster().brokers().len() == 3
+    })
+    .await;
+    let topic = ControllerCommand::CreateTopic {
+        name: "logs".into(),
+        topic_id: Uuid::new_v4(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: [("segment.bytes", "1024"), ("retention.bytes", "2048")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    nodes[&1].submit(&topic, WAIT).await.unwrap();
+    wait_until("every node hosts the replica", || {
+        nodes.values().all(|n| n.partition("logs", 0).is_some())
+    })
+    .await;
+    for seq in 0..10 {
+        produce(&nodes, "logs", 0, seq).await;
+    }
+    let leader = loop {
+        if let Some(id) = leader_of(&nodes, "logs", 0) {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let away = *nodes.keys().find(|&&id| id != leader).unwrap();
+    let away_end = {
+        let p = nodes[&away].partition("logs", 0).unwrap();
+        p.replica.store.log_reader().log_end_offset()
+    };
+    nodes.remove(&away).unwrap().shutdown().await.unwrap();
+    for seq in 10..80 {
+        produce(&nodes, "logs", 0, seq).await;
+    }
+    let log_start = |node: &ClusterNode| {
+        node.partition("logs", 0)
+            .map_or(-1, |p| p.replica.store.log_reader().log_start_offset())
+    };
+    wait_until("the others delete what the stopped node lacks", || {
+        nodes.values().all(|n| log_start(n) > away_end)
+    })
+    .await;
+
+    nodes.insert(
+        away,
+        ClusterNode::start(retaining(away, &voters, dir.path()))
+            .await
+            .unwrap(),
+    );
+    produce(&nodes, "logs", 0, 80).await;
+    let leader = leader_of(&nodes, "logs", 0).unwrap();
+    wait_until("the returning node catches up", || {
+        high_watermark(&nodes[&away], "logs", 0) == high_watermark(&nodes[&leader], "logs", 0)
+    })
+    .await;
+    let p = nodes[&away].partition("logs", 0).unwrap();
+    let m = p.replica.raft.metrics().borrow_watched().clone();
+    assert!(m.snapshot.is_some(), "it was sent entries, not a snapshot");
+    assert!(log_start(&nodes[&away]) > away_end);
+    let reference = nodes[&leader].partition("logs", 0).unwrap();
+    let hw = high_watermark(&nodes[&leader], "logs", 0);
+    let from = log_start(&nodes[&leader]).max(log_start(&nodes[&away]));
+    let read = |p: &tally_controller::HostedPartition| {
+        p.replica
+            .store
+            .log_reader()
+            .read(from, 1 << 20, hw, true)
+            .unwrap()
+            .records
+    };
+    assert_eq!(read(&p), read(&reference));
     for (_, node) in nodes {
         node.shutdown().await.unwrap();
     }

@@ -26,7 +26,7 @@ mod writeback;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use fsync_stats::{fsync_latency, FsyncLatency};
-pub use log::{sync_dir, Log, RecoveryReport, RetentionOutcome};
+pub use log::{sync_dir, Log, RecoveryReport, RetentionCut, RetentionOutcome};
 pub use reader::{LogReadResult, LogReader};
 pub use segment::{ReadMode, Segment, SegmentReader};
 pub use txn_index::AbortedTxn;

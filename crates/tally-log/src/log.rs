@@ -381,6 +381,46 @@ impl Log {
     /// offset. Never deletes the active segment: when it has expired too, `roll_needed` says
     /// so, and the caller (which snapshots producer state at every roll) rolls and calls again.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        let (doomed, roll_needed) = self.retention_selection(now_ms);
+        let removed: Vec<Segment> = doomed
+            .iter()
+            .filter_map(|b| self.segments.remove(b))
+            .collect();
+        if !doomed.is_empty() {
+            self.log_start_offset = *self.segments.keys().next().expect("active remains");
+            // Readers stop seeing the segments before their files go.
+            self.publish();
+            for segment in &removed {
+                segment.delete()?;
+            }
+            info!(dir = %self.dir.display(), deleted = doomed.len(), log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        Ok(RetentionOutcome {
+            deleted_segments: doomed,
+            roll_needed,
+        })
+    }
+
+    /// Where retention would move the log start offset now (the base of the first segment it
+    /// keeps), without deleting anything, and whether the active segment has expired too:
+    /// for a replica, which may delete only what its Raft log no longer needs.
+    pub fn retention_cut(&self, now_ms: i64) -> RetentionCut {
+        let (doomed, roll_needed) = self.retention_selection(now_ms);
+        let new_start = self
+            .segments
+            .keys()
+            .copied()
+            .find(|b| !doomed.contains(b))
+            .expect("the active segment is never selected");
+        RetentionCut {
+            new_start,
+            roll_needed,
+        }
+    }
+
+    /// The segments beyond `retention.ms` and `retention.bytes`, oldest first, never the
+    /// active one, and whether the active one has expired as well.
+    fn retention_selection(&self, now_ms: i64) -> (Vec<i64>, bool) {
         let mut doomed: Vec<i64> = Vec::new();
         if self.config.retention_ms >= 0 {
             for segment in self.segments.values() {
@@ -412,23 +452,7 @@ impl Log {
         let active_base = self.active().base_offset();
         let roll_needed = doomed.contains(&active_base);
         doomed.retain(|b| *b != active_base);
-        let removed: Vec<Segment> = doomed
-            .iter()
-            .filter_map(|b| self.segments.remove(b))
-            .collect();
-        if !doomed.is_empty() {
-            self.log_start_offset = *self.segments.keys().next().expect("active remains");
-            // Readers stop seeing the segments before their files go.
-            self.publish();
-            for segment in &removed {
-                segment.delete()?;
-            }
-            info!(dir = %self.dir.display(), deleted = doomed.len(), log_start_offset = self.log_start_offset, "retention deleted segments");
-        }
-        Ok(RetentionOutcome {
-            deleted_segments: doomed,
-            roll_needed,
-        })
+        (doomed, roll_needed)
     }
 }
 
@@ -455,6 +479,13 @@ impl Log {
         }
         Ok(doomed)
     }
+}
+
+/// Where retention would start the log (see [`Log::retention_cut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionCut {
+    pub new_start: i64,
+    pub roll_needed: bool,
 }
 
 /// What one retention pass did.

@@ -31,6 +31,7 @@ mod quorum_status;
 mod raft_index;
 mod raft_meta;
 mod replica;
+mod retention;
 mod seeded_runtime;
 mod snapshot_install;
 mod snapshot_records;
@@ -52,6 +53,7 @@ pub use net::{
 pub use partition_leader::{PartitionLeader, ProduceAnswer, ProduceError, Produced};
 pub use quorum_status::{MemberStatus, QuorumStatus};
 pub use replica::{raft_config, RaftTimeouts, Replica, ReplicaConfig};
+pub use retention::{apply_retention, RetentionPass};
 pub use seeded_runtime::SeededRuntime;
 pub use snapshot_records::{PartitionSnapshot, SnapshotRecords, StagedRecords, Stager};
 pub use state_machine::{ApplyListener, PartitionStateMachine, SnapshotData};

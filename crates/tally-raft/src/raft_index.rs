@@ -65,6 +65,17 @@ impl RaftIndex {
         Some((last.term, last.end_offset))
     }
 
+    /// The last entry that ends at or before `offset`: how far the Raft log may be purged
+    /// when the records below `offset` are to be deleted.
+    pub fn last_ending_at_or_before(&self, offset: i64) -> Option<LogId> {
+        let count = self.entries.partition_point(|l| l.end_offset <= offset);
+        let last = self.entries.get(count.checked_sub(1)?)?;
+        Some(LogId::new_term_index(
+            last.term,
+            self.first_index + count as u64 - 1,
+        ))
+    }
+
     pub fn get(&self, index: u64) -> Option<EntryLoc> {
         let i = index.checked_sub(self.first_index)?;
         self.entries.get(usize::try_from(i).ok()?).copied()
@@ -148,6 +159,24 @@ mod tests {
         assert_eq!(idx.end_offset_for_term(2), Some((1, 2)));
         assert_eq!(idx.end_offset_for_term(3), Some((3, 7)));
         assert_eq!(idx.end_offset_for_term(4), Some((4, 10)));
+        // Entries 1-5 end at offsets 1, 2, 6, 7, 10.
+        assert_eq!(idx.last_ending_at_or_before(0), None);
+        assert_eq!(
+            idx.last_ending_at_or_before(2),
+            Some(LogId::new_term_index(1, 2))
+        );
+        assert_eq!(
+            idx.last_ending_at_or_before(5),
+            Some(LogId::new_term_index(1, 2))
+        );
+        assert_eq!(
+            idx.last_ending_at_or_before(7),
+            Some(LogId::new_term_index(3, 4))
+        );
+        assert_eq!(
+            idx.last_ending_at_or_before(99),
+            Some(LogId::new_term_index(4, 5))
+        );
         assert_eq!(idx.end_offset_for_term(9), Some((4, 10)));
         assert_eq!(idx.end_offset_for_term(0), None);
     }

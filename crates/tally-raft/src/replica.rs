@@ -37,9 +37,11 @@ impl Default for RaftTimeouts {
     }
 }
 
-/// openraft's settings for a partition group. Snapshots are never built and the log is never
-/// purged, and a lagging follower is always sent entries, never a snapshot: a snapshot does
-/// not carry segment files yet (see `state_machine.rs`).
+/// openraft's settings for a partition group. Snapshots are built, and the log purged, only
+/// by retention (`retention.rs`), never by openraft's own policy: the controller's group, which
+/// retention never touches, keeps its whole log. A follower behind the leader's purge is sent
+/// a snapshot with the leader's retained records (`snapshot_records.rs`), over a transfer with
+/// timeouts of its own (`install_snapshot_timeout` is not used).
 pub fn raft_config(timeouts: RaftTimeouts) -> Result<Arc<Config>, openraft::ConfigError> {
     let config = Config {
         cluster_name: "tally-partition".to_string(),

@@ -148,6 +148,22 @@ fn dev_cluster_runs_three_nodes_that_serve_one_replicated_topic_and_stop_on_sigi
         );
     }
 
+    // A compacted topic is refused, with the reason: replicas apply retention on their own.
+    let out = tally(
+        &bootstrap,
+        &[
+            "topic",
+            "create",
+            "table",
+            "--config",
+            "cleanup.policy=compact",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("compact"), "{stderr}");
+
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(cluster.id() as i32, libc::SIGINT);

@@ -148,6 +148,17 @@ fn check_new_topic(
             "idempotency.key is not supported in cluster mode yet".into(),
         ));
     }
+    if configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"))
+    {
+        // Replicas apply retention each on its own; compaction would rewrite the log under
+        // Raft's entries.
+        return Err((
+            ResponseError::InvalidConfig,
+            "cleanup.policy=compact is not supported in cluster mode yet".into(),
+        ));
+    }
     Ok((partitions as u32, replication_factor, configs))
 }
 

@@ -3,8 +3,9 @@
 //! `controller.quorum.voters` is set; the handlers of Produce, Fetch, ListOffsets, Metadata,
 //! CreateTopics, DeleteTopics and InitProducerId then answer from here (see `dispatch`).
 //!
-//! Not yet in cluster mode (issue 12): transactions, topic configs other than the partition
-//! count and replication factor, and replicated consumer groups (groups are coordinated by
+//! Not yet in cluster mode (issue 12): transactions, compaction, changing topic configs after
+//! creation (the log settings given at creation apply: `segment.*`, `retention.*`), and
+//! replicated consumer groups (groups are coordinated by
 //! the lowest registered node, with their offsets in that node's local `__consumer_offsets`).
 //! Also served here: CreatePartitions, DescribeProducers, DescribeQuorum and
 //! AlterPartitionReassignments; SCRAM credentials and ACLs are the controller's
