@@ -148,8 +148,22 @@ impl SegmentLogStore {
 
     /// The largest term at most `term` with an entry in the log, and the offset after its
     /// last entry: what a leader answers to OffsetForLeaderEpoch (the leader epoch is the term).
+    ///
+    /// When every entry of `term` and earlier has been purged (retention), the answer is the
+    /// newest purged term at most `term` and the offset where the entries left begin: those
+    /// entries were committed, so no truncation can have cut them, and a consumer's position in
+    /// them is at or below that offset, which is all KIP-320's check needs.
     pub fn end_offset_for_term(&self, term: u64) -> Option<(u64, i64)> {
-        self.inner.index.read().end_offset_for_term(term)
+        let index = self.inner.index.read();
+        if let Some(found) = index.end_offset_for_term(term) {
+            return Some(found);
+        }
+        let purged = index.last_purged()?;
+        let end = match index.first() {
+            Some((_, first)) => first.base_offset,
+            None => self.inner.reader.log_end_offset(),
+        };
+        Some((term.min(purged.leader_id.term), end))
     }
 
     /// Tells the store that the entries up to `index` are applied: openraft reads them no

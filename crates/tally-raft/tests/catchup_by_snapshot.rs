@@ -13,8 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use tally_log::{LogConfig, LogReader};
-use tally_protocol::BatchHeader;
+use tally_log::LogConfig;
 use tally_raft::{
     PartitionLeader, ProduceError, Produced, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
     TcpNetworkFactory,
@@ -22,7 +21,7 @@ use tally_raft::{
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::highest_term_leader;
+use common::{bytes_between, highest_term_leader};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 41;
@@ -114,23 +113,6 @@ async fn produce_one(nodes: &BTreeMap<u64, Node>, batch: &Bytes) -> Produced {
 
 fn batch(seq: i32) -> Bytes {
     BatchSpec::new(PRODUCER_ID, 0, seq, 2).encode()
-}
-
-/// Every byte of the log in `[start, end)`.
-fn bytes_between(reader: &LogReader, start: i64, end: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = start;
-    while offset < end {
-        let read = reader.read(offset, 1 << 20, end, true).unwrap();
-        let mut rest = &read.records[..];
-        while !rest.is_empty() {
-            let h = BatchHeader::parse_whole(rest).unwrap();
-            offset = h.last_offset() + 1;
-            rest = &rest[h.size_in_bytes()..];
-        }
-        out.extend_from_slice(&read.records);
-    }
-    out
 }
 
 /// Builds a snapshot of everything `replica` has applied, purges its Raft log up to it and
@@ -288,6 +270,15 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     let others: Vec<&Replica> = nodes.values().map(|n| &n.replica).collect();
     assert_same(&nodes[&leader].replica, &others);
     assert!(reply.base_offset > 0);
+    // OffsetForLeaderEpoch for a term whose entries it never held: answered, at or past
+    // everything from before the snapshot.
+    let (epoch, end) = nodes[&down]
+        .replica
+        .store
+        .end_offset_for_term(0)
+        .expect("a purged term is answered");
+    assert_eq!(epoch, 0);
+    assert!(end > answers.last().unwrap().last_offset, "{end}");
 
     // The leader stops; under the next one (maybe the follower), a retry of a batch from
     // before the snapshot is a duplicate, with the offsets it was first given.

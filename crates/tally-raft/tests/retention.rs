@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use tally_log::{LogConfig, LogReader};
-use tally_protocol::BatchHeader;
+use tally_log::LogConfig;
 use tally_raft::{
     apply_retention, LocalRouter, PartitionLeader, RaftTimeouts, Replica, ReplicaConfig,
 };
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::highest_term_leader;
+use common::{bytes_between, highest_term_leader};
 
 const PRODUCER_ID: i64 = 5;
 
@@ -66,22 +65,6 @@ async fn produce(nodes: &BTreeMap<u64, (Replica, PartitionLeader)>, from: i32, t
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-}
-
-fn bytes_between(reader: &LogReader, start: i64, end: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = start;
-    while offset < end {
-        let read = reader.read(offset, 1 << 20, end, true).unwrap();
-        let mut rest = &read.records[..];
-        while !rest.is_empty() {
-            let h = BatchHeader::parse_whole(rest).unwrap();
-            offset = h.last_offset() + 1;
-            rest = &rest[h.size_in_bytes()..];
-        }
-        out.extend_from_slice(&read.records);
-    }
-    out
 }
 
 async fn applied_all(replica: &Replica, index: u64) {

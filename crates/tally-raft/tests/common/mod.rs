@@ -12,8 +12,13 @@ use tally_raft::{LocalRouter, PartitionLeader, RaftTimeouts, Replica, ReplicaCon
 
 /// Every byte of the log below `end`, batch by batch.
 pub fn bytes_below(reader: &LogReader, end: i64) -> Vec<u8> {
+    bytes_between(reader, 0, end)
+}
+
+/// Every byte of the log in `[start, end)`, batch by batch.
+pub fn bytes_between(reader: &LogReader, start: i64, end: i64) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut offset = 0;
+    let mut offset = start;
     while offset < end {
         let read = reader.read(offset, 1 << 20, end, true).unwrap();
         let mut rest = &read.records[..];
