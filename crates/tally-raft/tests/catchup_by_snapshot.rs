@@ -7,30 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::impls::BasicNode;
 use tally_log::LogConfig;
-use tally_raft::{
-    PartitionLeader, ProduceError, Produced, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
-    TcpNetworkFactory,
-};
+use tally_raft::{ProduceError, Produced, Replica};
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::{bytes_between, highest_term_leader};
+use common::tcp::{start_tcp, start_three_tcp, stop_tcp, TcpNode};
+use common::{applied, bytes_between, highest_term_leader, last_index};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 41;
-
-struct Node {
-    replica: Replica,
-    leader: Arc<PartitionLeader>,
-    server: RaftServer,
-}
 
 /// Segments of a few batches, so that deleting segments leaves the leader's log starting
 /// past everything the stopped follower holds.
@@ -42,40 +32,13 @@ fn log_config() -> LogConfig {
     }
 }
 
-async fn start(id: u64, dir: &Path, addr: &str) -> Node {
-    // A stopped node's listener closes as its task ends, a moment after it is dropped.
-    let mut tries = 0;
-    let server = loop {
-        match RaftServer::bind(addr).await {
-            Ok(server) => break server,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("bind {addr}: {e}"),
-        }
-    };
-    let config = ReplicaConfig::new(log_config(), RaftTimeouts::default()).unwrap();
-    let replica = Replica::open(id, dir, &config, TcpNetworkFactory::new(GROUP))
-        .await
-        .unwrap();
-    server.register(GROUP, replica.raft.clone(), replica.store.clone());
-    let leader = Arc::new(PartitionLeader::new(
-        replica.raft.clone(),
-        replica.store.clone(),
-        replica.state_machine.clone(),
-        1 << 20,
-    ));
-    Node {
-        replica,
-        leader,
-        server,
-    }
+async fn start(id: u64, dir: &Path, addr: &str) -> TcpNode {
+    start_tcp(id, dir, addr, GROUP, log_config()).await
 }
 
 /// The leader of the highest term any replica knows: a restarted leader resumes in its old
 /// term until it hears of the newer one, and its table lacks what was written since.
-fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
+fn leader_of(nodes: &BTreeMap<u64, TcpNode>) -> Option<u64> {
     let newest = nodes
         .values()
         .map(|n| n.replica.raft.metrics().borrow_watched().current_term)
@@ -91,7 +54,7 @@ fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
 }
 
 /// Produces `batch` through whoever leads until it is acknowledged (60 s at most).
-async fn produce_one(nodes: &BTreeMap<u64, Node>, batch: &Bytes) -> Produced {
+async fn produce_one(nodes: &BTreeMap<u64, TcpNode>, batch: &Bytes) -> Produced {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
@@ -157,16 +120,6 @@ async fn snapshot_and_delete(replica: &Replica) -> i64 {
         .unwrap()
 }
 
-/// Waits until `replica` has applied `index`.
-async fn applied(replica: &Replica, index: u64) {
-    replica
-        .raft
-        .wait(Some(Duration::from_secs(30)))
-        .applied_index_at_least(Some(index), "caught up")
-        .await
-        .unwrap_or_else(|e| panic!("replica {} did not catch up: {e}", replica.id));
-}
-
 /// The replicas agree with `reference` on the log start, the high watermark, the bytes in
 /// between and the producer table.
 fn assert_same(reference: &Replica, others: &[&Replica]) {
@@ -204,19 +157,7 @@ fn assert_same(reference: &Replica, others: &[&Replica]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let id = i as u64 + 1;
-        let node = start(id, dir.path(), "127.0.0.1:0").await;
-        addrs.insert(id, node.server.local_addr().to_string());
-        nodes.insert(id, node);
-    }
-    let members: BTreeMap<u64, BasicNode> = addrs
-        .iter()
-        .map(|(id, a)| (*id, BasicNode::new(a.clone())))
-        .collect();
-    nodes[&1].replica.raft.initialize(members).await.unwrap();
+    let (mut nodes, addrs) = start_three_tcp(&dirs, GROUP, log_config()).await;
     for k in 0..10 {
         produce_one(&nodes, &batch(k * 2)).await;
     }
@@ -226,19 +167,12 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     let down = *nodes.keys().find(|id| **id != leader).unwrap();
     let node = nodes.remove(&down).unwrap();
     let down_end = node.replica.store.log_reader().log_end_offset();
-    node.replica.shutdown().await.unwrap();
-    drop(node.server);
+    stop_tcp(node).await;
     let mut answers = Vec::new();
     for k in 10..40 {
         answers.push(produce_one(&nodes, &batch(k * 2)).await);
     }
-    let last = nodes[&leader]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index
-        .unwrap();
+    let last = last_index(&nodes[&leader].replica);
     for node in nodes.values() {
         applied(&node.replica, last).await;
         let start = snapshot_and_delete(&node.replica).await;
@@ -254,13 +188,7 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     nodes.insert(down, start(down, dirs[idx].path(), &addrs[&down]).await);
     let reply = produce_one(&nodes, &batch(80)).await;
     let leader = leader_of(&nodes).unwrap();
-    let last = nodes[&leader]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index
-        .unwrap();
+    let last = last_index(&nodes[&leader].replica);
     applied(&nodes[&down].replica, last).await;
     let m = nodes[&down].replica.raft.metrics().borrow_watched().clone();
     assert!(
@@ -283,8 +211,7 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     // The leader stops; under the next one (maybe the follower), a retry of a batch from
     // before the snapshot is a duplicate, with the offsets it was first given.
     let old = nodes.remove(&leader).unwrap();
-    old.replica.shutdown().await.unwrap();
-    drop(old.server);
+    stop_tcp(old).await;
     let retried = produce_one(&nodes, &batch(78)).await;
     assert!(
         retried.duplicate,
@@ -297,8 +224,7 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     // It reopens from its snapshot and the entries after it.
     let node = nodes.remove(&down).unwrap();
     let hw = *node.replica.state_machine.high_watermark().borrow();
-    node.replica.shutdown().await.unwrap();
-    drop(node.server);
+    stop_tcp(node).await;
     let old_idx = (leader - 1) as usize;
     nodes.insert(
         leader,
@@ -307,13 +233,7 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     nodes.insert(down, start(down, dirs[idx].path(), &addrs[&down]).await);
     produce_one(&nodes, &batch(84)).await;
     let leader = leader_of(&nodes).unwrap();
-    let last = nodes[&leader]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index
-        .unwrap();
+    let last = last_index(&nodes[&leader].replica);
     for node in nodes.values() {
         applied(&node.replica, last).await;
     }
@@ -321,6 +241,6 @@ async fn a_follower_behind_the_leaders_deleted_segments_catches_up_by_snapshot()
     let others: Vec<&Replica> = nodes.values().map(|n| &n.replica).collect();
     assert_same(&nodes[&leader].replica, &others);
     for node in nodes.into_values() {
-        node.replica.shutdown().await.unwrap();
+        stop_tcp(node).await;
     }
 }

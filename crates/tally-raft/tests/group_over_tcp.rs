@@ -4,58 +4,27 @@
 //! catches up and holds the same bytes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::impls::BasicNode;
 use tally_log::LogConfig;
-use tally_raft::{
-    PartitionLeader, ProduceError, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
-    TcpNetworkFactory,
-};
+use tally_raft::ProduceError;
 use tally_testkit::BatchSpec;
 
 mod common;
+use common::tcp::{start_tcp, start_three_tcp, stop_tcp, TcpNode};
 use common::{converged, highest_term_leader, producer_batches};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 77;
 
-struct Node {
-    replica: Replica,
-    leader: Arc<PartitionLeader>,
-    _server: RaftServer,
-}
-
-async fn start(id: u64, dir: &Path, addr: &str) -> Node {
-    let server = RaftServer::bind(addr).await.unwrap();
-    let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
-    let replica = Replica::open(id, dir, &config, TcpNetworkFactory::new(GROUP))
-        .await
-        .unwrap();
-    server.register(GROUP, replica.raft.clone(), replica.store.clone());
-    let leader = Arc::new(PartitionLeader::new(
-        replica.raft.clone(),
-        replica.store.clone(),
-        replica.state_machine.clone(),
-        1 << 20,
-    ));
-    Node {
-        replica,
-        leader,
-        _server: server,
-    }
-}
-
-fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
+fn leader_of(nodes: &BTreeMap<u64, TcpNode>) -> Option<u64> {
     highest_term_leader(nodes.values().map(|n| &n.replica))
 }
 
 /// Produces `batches` (sequence, bytes) in order through whoever leads, retrying each until
 /// it is acknowledged. Bounded: 60 seconds.
-async fn produce(nodes: &BTreeMap<u64, Node>, batches: &[(i32, Bytes)]) {
+async fn produce(nodes: &BTreeMap<u64, TcpNode>, batches: &[(i32, Bytes)]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for (seq, batch) in batches {
         loop {
@@ -83,19 +52,7 @@ async fn produce(nodes: &BTreeMap<u64, Node>, batches: &[(i32, Bytes)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_over_tcp_survives_a_stopped_leader_and_the_restarted_one_catches_up() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let id = i as u64 + 1;
-        let node = start(id, dir.path(), "127.0.0.1:0").await;
-        addrs.insert(id, node._server.local_addr().to_string());
-        nodes.insert(id, node);
-    }
-    let members: BTreeMap<u64, BasicNode> = addrs
-        .iter()
-        .map(|(id, a)| (*id, BasicNode::new(a.clone())))
-        .collect();
-    nodes[&1].replica.raft.initialize(members).await.unwrap();
+    let (mut nodes, addrs) = start_three_tcp(&dirs, GROUP, LogConfig::default()).await;
 
     let all: Vec<(i32, Bytes)> = (0..40)
         .map(|k| (k * 2, BatchSpec::new(PRODUCER_ID, 0, k * 2, 2).encode()))
@@ -104,16 +61,21 @@ async fn a_group_over_tcp_survives_a_stopped_leader_and_the_restarted_one_catche
 
     // The leader stops (its Raft, its listener); the others elect a new one and go on.
     let stopped = leader_of(&nodes).unwrap();
-    let node = nodes.remove(&stopped).unwrap();
-    node.replica.shutdown().await.unwrap();
-    drop(node._server);
+    stop_tcp(nodes.remove(&stopped).unwrap()).await;
     produce(&nodes, &all[20..30]).await;
 
     // It comes back on its directory and address, and catches up.
     let idx = (stopped - 1) as usize;
     nodes.insert(
         stopped,
-        start(stopped, dirs[idx].path(), &addrs[&stopped]).await,
+        start_tcp(
+            stopped,
+            dirs[idx].path(),
+            &addrs[&stopped],
+            GROUP,
+            LogConfig::default(),
+        )
+        .await,
     );
     produce(&nodes, &all[30..]).await;
     let leader = leader_of(&nodes).unwrap();

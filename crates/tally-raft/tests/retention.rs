@@ -11,13 +11,11 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
 use tally_log::LogConfig;
-use tally_raft::{
-    apply_retention, LocalRouter, PartitionLeader, RaftTimeouts, Replica, ReplicaConfig,
-};
+use tally_raft::{apply_retention, LocalRouter, PartitionLeader, Replica};
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::{bytes_between, highest_term_leader};
+use common::{applied, bytes_between, highest_term_leader, last_index, start_local_with};
 
 const PRODUCER_ID: i64 = 5;
 
@@ -32,18 +30,7 @@ fn log_config() -> LogConfig {
 }
 
 async fn open(id: u64, dir: &Path, router: &LocalRouter) -> (Replica, PartitionLeader) {
-    let config = ReplicaConfig::new(log_config(), RaftTimeouts::default()).unwrap();
-    let replica = Replica::open(id, dir, &config, router.network_for(id))
-        .await
-        .unwrap();
-    router.add(id, replica.raft.clone());
-    let leader = PartitionLeader::new(
-        replica.raft.clone(),
-        replica.store.clone(),
-        replica.state_machine.clone(),
-        1 << 20,
-    );
-    (replica, leader)
+    start_local_with(id, dir, router, log_config()).await
 }
 
 /// Produces sequences `from..to` (2 records each) through whoever leads.
@@ -65,15 +52,6 @@ async fn produce(nodes: &BTreeMap<u64, (Replica, PartitionLeader)>, from: i32, t
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-}
-
-async fn applied_all(replica: &Replica, index: u64) {
-    replica
-        .raft
-        .wait(Some(Duration::from_secs(30)))
-        .applied_index_at_least(Some(index), "caught up")
-        .await
-        .unwrap_or_else(|e| panic!("replica {}: {e}", replica.id));
 }
 
 fn now_ms() -> i64 {
@@ -110,13 +88,7 @@ async fn retention_deletes_on_every_replica_and_a_returning_follower_catches_up_
     // leader, told it is alive, purges nothing past what it has.
     router.isolate(down);
     produce(&nodes, 20, 80).await;
-    let held = nodes[&down]
-        .0
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index
-        .unwrap();
+    let held = last_index(&nodes[&down].0);
     let pass = apply_retention(&nodes[&leader].0, now_ms(), |_| true)
         .await
         .unwrap();
@@ -136,15 +108,9 @@ async fn retention_deletes_on_every_replica_and_a_returning_follower_catches_up_
             tally_log::Log::open(dirs[(down - 1) as usize].path(), log_config()).unwrap();
         log.log_end_offset()
     };
-    let last = nodes[&leader]
-        .0
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index
-        .unwrap();
+    let last = last_index(&nodes[&leader].0);
     for (replica, _) in nodes.values() {
-        applied_all(replica, last).await;
+        applied(replica, last).await;
         let pass = apply_retention(replica, now_ms(), |id| id != down)
             .await
             .unwrap();
@@ -179,15 +145,9 @@ async fn retention_deletes_on_every_replica_and_a_returning_follower_catches_up_
     );
     produce(&nodes, 80, 90).await;
     let leader = highest_term_leader(nodes.values().map(|(r, _)| r)).unwrap();
-    let last = nodes[&leader]
-        .0
-        .raft
-        .metrics()
-        .borrow_watched()
-        .last_log_index
-        .unwrap();
+    let last = last_index(&nodes[&leader].0);
     for (replica, _) in nodes.values() {
-        applied_all(replica, last).await;
+        applied(replica, last).await;
     }
     assert!(
         purged(&nodes[&down].0).is_some(),

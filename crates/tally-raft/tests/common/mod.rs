@@ -1,6 +1,8 @@
 //! Helpers shared by the partition-group tests.
 #![allow(dead_code)]
 
+pub mod tcp;
+
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
@@ -85,7 +87,17 @@ pub async fn converged<'a>(
 /// Opens replica `id` of an in-process group on `dir`, reachable through `router`, with its
 /// produce path.
 pub async fn start_local(id: u64, dir: &Path, router: &LocalRouter) -> (Replica, PartitionLeader) {
-    let config = ReplicaConfig::new(LogConfig::default(), RaftTimeouts::default()).unwrap();
+    start_local_with(id, dir, router, LogConfig::default()).await
+}
+
+/// `start_local` with the log settings `log`.
+pub async fn start_local_with(
+    id: u64,
+    dir: &Path,
+    router: &LocalRouter,
+    log: LogConfig,
+) -> (Replica, PartitionLeader) {
+    let config = ReplicaConfig::new(log, RaftTimeouts::default()).unwrap();
     let replica = Replica::open(id, dir, &config, router.network_for(id))
         .await
         .unwrap();
@@ -110,4 +122,24 @@ pub fn highest_term_leader<'a>(replicas: impl IntoIterator<Item = &'a Replica>) 
         })
         .max()
         .map(|(_, id)| id)
+}
+
+/// The index of the last entry `replica` holds.
+pub fn last_index(replica: &Replica) -> u64 {
+    replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .expect("a log with entries")
+}
+
+/// Waits (30 s at most) until `replica` has applied the entry at `index`.
+pub async fn applied(replica: &Replica, index: u64) {
+    replica
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .applied_index_at_least(Some(index), "caught up")
+        .await
+        .unwrap_or_else(|e| panic!("replica {} did not catch up: {e}", replica.id));
 }
