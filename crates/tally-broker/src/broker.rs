@@ -450,6 +450,7 @@ async fn start_cluster(
         }))),
         retention: Some(RetentionSchedule {
             every: Duration::from_millis(config.retention_check_interval_ms()),
+            down_after: config.replica_lag_time_max(),
             now_ms: Arc::new(move || clock.now_ms()),
         }),
     })
@@ -457,6 +458,7 @@ async fn start_cluster(
     info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");
     Ok(ClusterMode::new(
         node,
+        config.replica_lag_time_max(),
         Arc::clone(credentials),
         Arc::clone(acls),
         raft_seed,

@@ -266,6 +266,11 @@ impl BrokerConfig {
         self.long("transaction.state.log.num.partitions") as i32
     }
 
+    /// `replica.lag.time.max.ms` (cluster mode).
+    pub fn replica_lag_time_max(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.long("replica.lag.time.max.ms") as u64)
+    }
+
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.long("log.retention.check.interval.ms") as u64
     }

@@ -92,6 +92,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("default.replication.factor", Short, "1", 1, "Replication factor of auto-created topics and of CreateTopics with -1; a single broker supports 1."),
     def("auto.leader.rebalance.enable", Boolean, "true", 0, "Cluster mode: a partition's leader hands leadership to the partition's preferred replica (its first) once that one has caught up."),
     def("leader.imbalance.check.interval.seconds", Long, "300", 1, "Cluster mode: how long a node leads a partition whose preferred replica is another before it hands leadership over."),
+    def("replica.lag.time.max.ms", Long, "30000", 1, "Cluster mode: a follower its leader has not heard from for this long is out of the ISR, and the leader's retention no longer keeps segments for it (it catches up by snapshot when it returns)."),
     def("auto.create.topics.enable", Boolean, "true", 0, "Create a topic when Metadata asks for one that does not exist."),
     def("log.segment.bytes", Int, "1073741824", 100, "Roll to a new segment when the active one would grow past this."),
     def("log.roll.ms", Long, "604800000", 1, "Roll to a new segment when the active one is older than this."),

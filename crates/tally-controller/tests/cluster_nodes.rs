@@ -372,6 +372,7 @@ fn retaining(id: u64, voters: &BTreeMap<u64, String>, dir: &Path) -> ClusterConf
             ..LogConfig::default()
         }))),
         retention: Some(RetentionSchedule {
+            down_after: Duration::from_secs(10),
             every: Duration::from_millis(200),
             now_ms: std::sync::Arc::new(|| {
                 std::time::SystemTime::now()

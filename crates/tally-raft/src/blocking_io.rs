@@ -27,4 +27,14 @@ impl BlockingIo {
             BlockingIo::Inline => Ok(f()),
         }
     }
+
+    /// Runs `f` where this mode says without waiting for it: for clean-up from a `Drop`, which
+    /// cannot wait (and may run on an async worker when a task is cancelled). Outside a
+    /// runtime it runs inline.
+    pub fn detach(self, f: impl FnOnce() + Send + 'static) {
+        match (self, tokio::runtime::Handle::try_current()) {
+            (BlockingIo::Pool, Ok(handle)) => drop(handle.spawn_blocking(f)),
+            _ => f(),
+        }
+    }
 }

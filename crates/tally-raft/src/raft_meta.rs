@@ -68,7 +68,7 @@ pub(crate) fn save_committed(dir: &Path, committed: Option<&LogId>) -> io::Resul
     replace(dir, COMMITTED_FILE, &bytes, false)
 }
 
-fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
+pub(crate) fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
     // `Log::open` removes `*.tmp` files, so a crash here leaves nothing behind.
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);

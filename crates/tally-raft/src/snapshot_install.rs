@@ -47,12 +47,7 @@ struct Range {
 
 /// Replaces `dir/name` with `bytes`, durably.
 pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = storage::create(&tmp)?;
-    storage::write_all_at(&file, &tmp, bytes, 0)?;
-    storage::sync_data(&file, &tmp)?;
-    storage::rename(&tmp, &dir.join(name))?;
-    storage::sync_dir(dir)
+    crate::raft_meta::replace(dir, name, bytes, true)
 }
 
 impl SegmentLogStore {

@@ -94,6 +94,8 @@ pub struct PartitionStateMachine {
     producers: Arc<Mutex<ProducerTable>>,
     max_producers: usize,
     check_disagreements: Arc<AtomicU64>,
+    /// Snapshots installed since this replica opened: all, and those that replaced the log.
+    installs: Arc<[AtomicU64; 2]>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     high_watermark: Arc<watch::Sender<i64>>,
     listener: Option<Arc<dyn ApplyListener>>,
@@ -126,6 +128,7 @@ impl PartitionStateMachine {
             producers: Arc::new(Mutex::new(producers)),
             max_producers,
             check_disagreements: Arc::new(AtomicU64::new(0)),
+            installs: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
             snapshot: Arc::new(Mutex::new(snapshot)),
             high_watermark: Arc::new(high_watermark),
             listener: None,
@@ -181,6 +184,15 @@ impl PartitionStateMachine {
     /// module comment): always 0 unless the leader's decision and the log disagree.
     pub fn check_disagreements(&self) -> u64 {
         self.check_disagreements.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots this replica installed since it opened, and how many of them replaced its
+    /// log with the sender's records (a catch-up past segments the leader deleted).
+    pub fn snapshots_installed(&self) -> (u64, u64) {
+        (
+            self.installs[0].load(Ordering::Relaxed),
+            self.installs[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Moves the producer table through a committed batch, with its offsets in the log.
@@ -432,6 +444,10 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
             *self.producers.lock() = producers;
         }
         *self.snapshot.lock() = Some(stored);
+        self.installs[0].fetch_add(1, Ordering::Relaxed);
+        if replaced {
+            self.installs[1].fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -6,9 +6,11 @@
 //! them one way; a client loses a broker's answers or is cut off from it.
 //!
 //! The oracle checks what the single broker's run checks (each message once, at its
-//! acknowledged offset, no sequence gap, the high watermark never back), and, after every
-//! step, that no group has two leaders in one term.
+//! acknowledged offset, no sequence gap, the high watermark never back), after every step
+//! that no group has two leaders in one term, and at the end that every two replicas of a
+//! partition hold the same bytes where both have them (`replica_agreement.rs`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,6 +67,10 @@ struct Driver {
     /// Brokers crashed at the moment: their last Raft state is not looked at.
     down: Vec<bool>,
     leaders: TermLeaders,
+    /// `SimOptions::retention`: some outages outlast the leaders' patience (see `start`).
+    retention: bool,
+    /// The snapshot installs last seen per replica (host and group), to count new ones.
+    installs_seen: HashMap<(String, String), (u64, u64)>,
 }
 
 impl Driver {
@@ -118,6 +124,28 @@ impl Driver {
         }
     }
 
+    /// Adds the snapshots `replica` installed since this was last looked at. Its counters
+    /// start again at zero when its broker restarts.
+    fn count_installs(
+        &mut self,
+        host: String,
+        group: String,
+        replica: &tally_raft::Replica,
+        oracle: &Mutex<Oracle>,
+    ) {
+        let now = replica.state_machine.snapshots_installed();
+        let seen = self.installs_seen.entry((host, group)).or_default();
+        let new = if now.0 < seen.0 {
+            now
+        } else {
+            (now.0 - seen.0, now.1.saturating_sub(seen.1))
+        };
+        *seen = now;
+        let mut o = oracle.lock().unwrap();
+        o.snapshots_installed.0 += new.0;
+        o.snapshots_installed.1 += new.1;
+    }
+
     /// Records who leads `raft`'s group now, if this replica does.
     fn observe(&mut self, group: String, raft: &PartitionRaft, oracle: &Mutex<Oracle>) {
         let (state, term, id) = {
@@ -137,7 +165,16 @@ impl Driver {
 impl FaultDriver for Driver {
     fn start(&mut self, sim: &mut Sim<'_>, now: Duration) -> Duration {
         let fault = self.pick();
-        let length = Duration::from_millis(self.rng.random_range(50..2000));
+        let mut length = Duration::from_millis(self.rng.random_range(50..2000));
+        // With retention, three crashes or isolations in five last past the 2 s after which a
+        // leader stops holding its purge back for the node: it returns to a snapshot.
+        let outage = matches!(
+            fault,
+            Fault::Crash(_) | Fault::PowerCut(_) | Fault::Isolate(_)
+        );
+        if self.retention && outage && self.rng.random_bool(0.6) {
+            length = Duration::from_millis(self.rng.random_range(2_500..4_000));
+        }
         let h = self.hosts.clone();
         match fault {
             Fault::Crash(k) => {
@@ -242,6 +279,14 @@ impl FaultDriver for Driver {
         out
     }
 
+    fn at_end(&mut self, oracle: &Mutex<Oracle>) {
+        let differ = crate::replica_agreement::disagreements(&self.registry, &self.hosts);
+        let mut o = oracle.lock().unwrap();
+        for line in differ {
+            o.violation(line);
+        }
+    }
+
     fn after_step(&mut self, oracle: &Mutex<Oracle>) {
         let brokers: Vec<_> = {
             let registry = self.registry.lock().unwrap();
@@ -249,10 +294,13 @@ impl FaultDriver for Driver {
                 .iter()
                 .enumerate()
                 .filter(|(k, _)| !self.down[*k])
-                .filter_map(|(_, host)| registry.get(host).and_then(|b| b.upgrade()))
+                .filter_map(|(_, host)| {
+                    let broker = registry.get(host).and_then(|b| b.upgrade())?;
+                    Some((host.clone(), broker))
+                })
                 .collect()
         };
-        for broker in brokers {
+        for (host, broker) in brokers {
             let Some(cluster) = broker.cluster.clone() else {
                 continue;
             };
@@ -260,7 +308,8 @@ impl FaultDriver for Driver {
             self.observe(group, cluster.node.controller().raft(), oracle);
             for p in cluster.node.partitions() {
                 let group = format!("{}-{}", p.topic, p.index);
-                self.observe(group, &p.replica.raft, oracle);
+                self.observe(group.clone(), &p.replica.raft, oracle);
+                self.count_installs(host.clone(), group, &p.replica, oracle);
             }
         }
     }
@@ -294,6 +343,7 @@ pub fn run_cluster_seed(seed: u64, options: &SimOptions) -> Result<SimReport, Si
             cluster: Some((k + 1, voters.join(","), n)),
             registry: Some(Arc::clone(&registry)),
             idempotency_keys: false,
+            retention: options.retention,
             seed,
         };
         sim.host(host.as_str(), move || broker_software(setup.clone()));
@@ -311,6 +361,8 @@ pub fn run_cluster_seed(seed: u64, options: &SimOptions) -> Result<SimReport, Si
         registry,
         down: vec![false; n],
         leaders: TermLeaders::default(),
+        retention: options.retention,
+        installs_seen: HashMap::new(),
     };
     let report = run_world(seed, options, sim, &oracle, &mut driver);
     drop(tracked);

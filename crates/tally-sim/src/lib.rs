@@ -36,6 +36,7 @@ mod checker;
 mod cluster;
 mod leaders;
 mod oracle;
+mod replica_agreement;
 mod run;
 mod single;
 mod transport;

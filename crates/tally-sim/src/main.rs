@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         (None, Some(n)) => (value("--start").unwrap_or(0), n),
         _ => {
             eprintln!(
-                "usage: tally-sim --seed N | --seeds COUNT [--start N] [--messages N] [--brokers N] [--idempotency-keys]"
+                "usage: tally-sim --seed N | --seeds COUNT [--start N] [--messages N] [--brokers N] [--idempotency-keys] [--retention]"
             );
             return ExitCode::from(2);
         }
@@ -46,6 +46,10 @@ fn main() -> ExitCode {
     if args.iter().any(|a| a == "--idempotency-keys") {
         options.idempotency_keys = true;
     }
+    // Cluster only: retention deletes segments during the run; long outages end in snapshots.
+    if args.iter().any(|a| a == "--retention") {
+        options.retention = true;
+    }
     if let Some(n) = value("--messages") {
         options.messages = n as usize;
     }
@@ -55,13 +59,14 @@ fn main() -> ExitCode {
     let (mut acked, mut unknown, mut txns) = (0, 0, (0, 0, 0));
     let (mut duplicates, mut losses) = (0, 0);
     let mut cut = (0, 0, 0);
+    let mut installs = (0, 0);
     for seed in first..first + count {
         match run_seed(seed, &options) {
             Ok(r) => {
                 println!(
                     "seed {seed}: ok, {} acked, {} unknown, {} failed, {} faults, {:.1} s simulated; \
                      transactions: {} committed, {} aborted, {} interrupted; {} leader terms seen; \
-                     trace {:016x}",
+                     {} snapshots installed ({} replacing the log); log starts {}; trace {:016x}",
                     r.acked,
                     r.unknown,
                     r.failed,
@@ -71,8 +76,13 @@ fn main() -> ExitCode {
                     r.transactions.1,
                     r.transactions.2,
                     r.leader_terms,
+                    r.snapshots_installed.0,
+                    r.snapshots_installed.1,
+                    r.log_starts,
                     r.trace_hash
                 );
+                installs.0 += r.snapshots_installed.0;
+                installs.1 += r.snapshots_installed.1;
                 for (kind, n) in r.fault_kinds() {
                     *kinds.entry(kind).or_default() += n;
                 }
@@ -99,8 +109,8 @@ fn main() -> ExitCode {
     println!(
         "summary: {count} seeds ({first}..{}), {} failed {:?}; faults: {}; broker crashes: {}; \
          power cuts: {} (dropped {} files' unsynced data, {} bytes, {} directory changes); {acked} messages acknowledged, {unknown} of unknown fate; transactions: {} committed, \
-         {} aborted, {} interrupted; duplicates: {duplicates}; acknowledged losses: {losses}; \
-         {:.0} s",
+         {} aborted, {} interrupted; snapshots installed: {} ({} replacing the log); \
+         duplicates: {duplicates}; acknowledged losses: {losses}; {:.0} s",
         first + count,
         failed.len(),
         failed,
@@ -113,6 +123,8 @@ fn main() -> ExitCode {
         txns.0,
         txns.1,
         txns.2,
+        installs.0,
+        installs.1,
         started.elapsed().as_secs_f64()
     );
     if failed.is_empty() {

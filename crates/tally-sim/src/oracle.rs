@@ -28,6 +28,10 @@ pub struct Oracle {
     pub unknown_stored: usize,
     /// What the transactional producer was told about each transaction.
     pub txn_fates: HashMap<usize, crate::txn_producer::TxnFate>,
+    /// With retention: each partition's log start offset when the checker read the topic.
+    pub log_starts: HashMap<i32, i64>,
+    /// Cluster runs: snapshots the replicas installed, and those that replaced a log.
+    pub snapshots_installed: (u64, u64),
 }
 
 impl Oracle {

@@ -29,6 +29,8 @@ pub(crate) trait FaultDriver {
     }
     /// Looks at the world after every step (the cluster's one-leader-per-term check).
     fn after_step(&mut self, _oracle: &Mutex<Oracle>) {}
+    /// Called once the clients are done, while the brokers still run: checks of their state.
+    fn at_end(&mut self, _oracle: &Mutex<Oracle>) {}
     /// What a failure report says of the world's state (the cluster's Raft groups).
     fn describe(&self) -> String {
         String::new()
@@ -57,7 +59,7 @@ pub(crate) fn data_dir(seed: u64, options: &SimOptions) -> Result<tempfile::Temp
         .map_err(|e| SimFailure {
             seed,
             reason: e.to_string(),
-            brokers: options.brokers,
+            replay_args: options.replay_args(),
         })?;
     if std::env::var_os("TALLY_SIM_KEEP_DATA").is_some() {
         data.disable_cleanup(true);
@@ -113,7 +115,7 @@ pub(crate) fn run_world(
     let fail = |reason: String| SimFailure {
         seed,
         reason,
-        brokers: options.brokers,
+        replay_args: options.replay_args(),
     };
     let mut active_until: Option<Duration> = None;
     let mut next_at = Duration::from_millis(200);
@@ -161,6 +163,7 @@ pub(crate) fn run_world(
             _ => {}
         }
     }
+    driver.at_end(oracle);
     report(seed, &sim, &oracle.lock().unwrap(), driver).map_err(fail)
 }
 
@@ -200,6 +203,8 @@ fn report(
     Ok(SimReport {
         power_cut_losses: driver.power_cut_losses(),
         leader_terms: 0,
+        log_starts: o.log_starts.values().sum(),
+        snapshots_installed: o.snapshots_installed,
         trace_hash,
         seed,
         acked: count(|f| matches!(f, Fate::Acked { .. })),

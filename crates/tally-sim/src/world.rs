@@ -50,6 +50,12 @@ pub struct SimOptions {
     /// record key, so the key index lives through the crashes and power cuts (and any record
     /// it wrongly dropped would be an acknowledged loss).
     pub idempotency_keys: bool,
+    /// Cluster only: retention deletes old segments during the run (`log.retention.bytes`
+    /// small, checked every half second), and some crashes and isolations last longer than
+    /// the time after which a leader stops waiting for a peer, so a returning node catches up
+    /// by snapshot. The oracle then asks for an acknowledged message only at or past the log
+    /// start.
+    pub retention: bool,
 }
 
 impl Default for SimOptions {
@@ -70,11 +76,37 @@ impl Default for SimOptions {
             power_cuts_without_flush: false,
             brokers: 1,
             idempotency_keys: false,
+            retention: false,
         }
     }
 }
 
 impl SimOptions {
+    /// The command-line flags that select these options (for a failure's replay line): the
+    /// ones `tally-sim` takes, where they differ from its defaults.
+    pub fn replay_args(&self) -> String {
+        let mut args = String::new();
+        let defaults = if self.brokers > 1 {
+            args += &format!(" --brokers {}", self.brokers);
+            SimOptions::cluster(self.brokers)
+        } else {
+            SimOptions::default()
+        };
+        if !self.faults {
+            args += " --no-faults";
+        }
+        if self.idempotency_keys {
+            args += " --idempotency-keys";
+        }
+        if self.retention {
+            args += " --retention";
+        }
+        if self.messages != defaults.messages {
+            args += &format!(" --messages {}", self.messages);
+        }
+        args
+    }
+
     /// A cluster of `brokers` nodes, with every partition on all of them. No transactional
     /// producer: transactions do not run in cluster mode yet.
     pub fn cluster(brokers: usize) -> SimOptions {
@@ -112,6 +144,11 @@ pub struct SimReport {
     pub power_cut_losses: (usize, u64, usize),
     /// Cluster runs: the (group, term) pairs whose leader the oracle saw.
     pub leader_terms: usize,
+    /// Retention runs: the partitions' log start offsets, summed, when the checker read them.
+    pub log_starts: i64,
+    /// Cluster runs: snapshots the replicas installed, and those that replaced the log with
+    /// the leader's records (catch-ups past deleted segments).
+    pub snapshots_installed: (u64, u64),
 }
 
 impl SimReport {
@@ -132,21 +169,16 @@ impl SimReport {
 pub struct SimFailure {
     pub seed: u64,
     pub reason: String,
-    /// The run's brokers: a cluster's replay names them.
-    pub brokers: usize,
+    /// The flags after `--seed N` that replay the run (`SimOptions::replay_args`).
+    pub replay_args: String,
 }
 
 impl std::fmt::Display for SimFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let brokers = if self.brokers > 1 {
-            format!(" --brokers {}", self.brokers)
-        } else {
-            String::new()
-        };
         write!(
             f,
-            "simulation seed {} failed: {}\nreplay it with: cargo run -p tally-sim --release -- --seed {}{brokers}",
-            self.seed, self.reason, self.seed
+            "simulation seed {} failed: {}\nreplay it with: cargo run -p tally-sim --release -- --seed {}{}",
+            self.seed, self.reason, self.seed, self.replay_args
         )
     }
 }
@@ -213,6 +245,8 @@ pub(crate) struct BrokerSetup {
     pub registry: Option<Registry>,
     /// `log.idempotency.key=key` (single broker only).
     pub idempotency_keys: bool,
+    /// Retention that deletes segments within the run (see `SimOptions::retention`).
+    pub retention: bool,
     /// The run's seed, which seeds Raft's randomness in cluster mode.
     pub seed: u64,
 }
@@ -229,6 +263,7 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
         cluster,
         registry,
         idempotency_keys,
+        retention,
         seed,
     } = setup;
     let mut config = BrokerConfig::new();
@@ -248,6 +283,14 @@ pub(crate) async fn broker_software(setup: BrokerSetup) -> turmoil::Result {
     }
     if idempotency_keys {
         config.set("log.idempotency.key", "key")?;
+    }
+    if retention {
+        // About two 4 KiB segments kept of each partition's log, while a run writes about
+        // twenty KiB to each.
+        config.set("log.retention.bytes", "8192")?;
+        config.set("log.retention.check.interval.ms", "500")?;
+        // A node away for longer is no longer waited for: it returns to a snapshot.
+        config.set("replica.lag.time.max.ms", "2000")?;
     }
     // Writers as tasks of the simulated host and the host's (simulated) time as the wall clock,
     // so a seed replays the same run.

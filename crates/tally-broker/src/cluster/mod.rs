@@ -37,10 +37,8 @@ use tally_protocol::ResponseError;
 use security_sync::SecuritySync;
 
 /// A follower is in sync while its log is within this many entries of the leader's and it
-/// has acknowledged the leader within `REPLICA_LAG_TIME_MAX_MS` (Kafka's
-/// `replica.lag.time.max.ms`, whose default this is).
+/// has acknowledged the leader within `replica.lag.time.max.ms` (`ClusterMode::lag_time`).
 const ISR_MAX_LAG_ENTRIES: u64 = 1000;
-const REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// How long a request waits for the controller (a topic created, an id block allocated).
 pub const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,6 +52,8 @@ pub struct ClusterMode {
     allocating: tokio::sync::Mutex<()>,
     /// The ids of the topics this node proposes.
     topic_ids: topic_ids::TopicIds,
+    /// `replica.lag.time.max.ms`: how long a follower may stay silent and still be in sync.
+    lag_time: Duration,
 }
 
 /// What this node knows of a partition's leadership.
@@ -70,6 +70,7 @@ impl ClusterMode {
     /// Starts following the controller's credentials and ACLs into `credentials` and `acls`.
     pub fn new(
         node: ClusterNode,
+        lag_time: Duration,
         credentials: Arc<crate::security::CredentialStore>,
         acls: Arc<crate::security::AclStore>,
         id_seed: Option<u64>,
@@ -84,6 +85,7 @@ impl ClusterMode {
             producer_ids: Mutex::new((0, 0)),
             allocating: tokio::sync::Mutex::new(()),
             topic_ids,
+            lag_time,
         }
     }
 
@@ -124,7 +126,7 @@ impl ClusterMode {
         let isr = match (&m.replication, &m.heartbeat, is_leader) {
             (Some(replication), Some(heartbeat), true) => {
                 let last = m.last_log_index.unwrap_or(0);
-                let lag_time = Duration::from_millis(REPLICA_LAG_TIME_MAX_MS);
+                let lag_time = self.lag_time;
                 replicas
                     .iter()
                     .copied()

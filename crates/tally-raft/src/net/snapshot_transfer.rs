@@ -107,36 +107,34 @@ pub(crate) async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     let io = store.io();
     let (dir, config) = (store.dir().to_path_buf(), store.log_config());
     let (start, end) = (incoming.log_start_offset, incoming.end_offset);
-    let mut stager = io
+    let stager = io
         .run(move || Stager::begin(&dir, start, end, config))
         .await??;
+    let mut guard = StagerGuard {
+        stager: Some(stager),
+        io,
+    };
     loop {
-        let frame = match within("chunk", read_frame::<_, Request>(stream)).await {
-            Ok(frame) => frame,
-            Err(e) => {
-                io.run(move || drop(stager)).await?;
-                return Err(e);
-            }
-        };
+        let frame = within("chunk", read_frame::<_, Request>(stream)).await?;
         match frame {
             Some((Request::SnapshotChunk, bytes)) => {
-                stager = io
-                    .run(move || stager.push(bytes).map(|()| stager))
-                    .await??;
+                let mut stager = guard.take();
+                // Dropped on the pool when the push fails, which removes what was staged.
+                guard.stager = Some(
+                    io.run(move || stager.push(bytes).map(|()| stager))
+                        .await??,
+                );
             }
             Some((Request::SnapshotEnd, _)) => break,
             Some((other, _)) => {
-                io.run(move || drop(stager)).await?;
                 return Err(io::Error::other(format!(
                     "{other:?} in the middle of a snapshot"
                 )));
             }
-            None => {
-                io.run(move || drop(stager)).await?;
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
+            None => return Err(io::ErrorKind::UnexpectedEof.into()),
         }
     }
+    let stager = guard.take();
     let staged = io.run(move || stager.finish()).await??;
     let leftover = staged.dir.clone();
     let snapshot = Snapshot {
@@ -158,4 +156,28 @@ pub(crate) async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await?;
     Ok(reply)
+}
+
+/// Holds a transfer's `Stager` so that a transfer ending early, by an error or because its
+/// task was cancelled, removes its staging directory on the blocking pool, not on the async
+/// worker that dropped it.
+struct StagerGuard {
+    stager: Option<Stager>,
+    io: crate::blocking_io::BlockingIo,
+}
+
+impl StagerGuard {
+    fn take(&mut self) -> Stager {
+        self.stager
+            .take()
+            .expect("the stager is held between steps")
+    }
+}
+
+impl Drop for StagerGuard {
+    fn drop(&mut self) {
+        if let Some(stager) = self.stager.take() {
+            self.io.detach(move || drop(stager));
+        }
+    }
 }
