@@ -46,9 +46,12 @@ fn main() -> ExitCode {
     if args.iter().any(|a| a == "--idempotency-keys") {
         options.idempotency_keys = true;
     }
-    // Cluster only: retention deletes segments during the run; long outages end in snapshots.
+    // Retention deletes segments during the run (in a cluster, long outages end in
+    // snapshots). No transactional producer then: its check reads every commit back.
     if args.iter().any(|a| a == "--retention") {
         options.retention = true;
+        options.transactions = 0;
+        options.liveness_transactions = 0;
     }
     if let Some(n) = value("--messages") {
         options.messages = n as usize;

@@ -113,7 +113,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         cluster: None,
         registry: None,
         idempotency_keys: options.idempotency_keys,
-        retention: false,
+        retention: options.retention,
         seed,
     };
     sim.host(broker.as_str(), move || broker_software(setup.clone()));

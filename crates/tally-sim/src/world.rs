@@ -50,11 +50,11 @@ pub struct SimOptions {
     /// record key, so the key index lives through the crashes and power cuts (and any record
     /// it wrongly dropped would be an acknowledged loss).
     pub idempotency_keys: bool,
-    /// Cluster only: retention deletes old segments during the run (`log.retention.bytes`
-    /// small, checked every half second), and some crashes and isolations last longer than
-    /// the time after which a leader stops waiting for a peer, so a returning node catches up
-    /// by snapshot. The oracle then asks for an acknowledged message only at or past the log
-    /// start.
+    /// Retention deletes old segments during the run (`log.retention.bytes` small, checked
+    /// every half second); in a cluster some crashes and isolations last longer than the time
+    /// after which a leader stops waiting for a peer, so a returning node catches up by
+    /// snapshot. The oracle then asks for an acknowledged message only at or past the log
+    /// start. Not with a transactional producer (its check reads every commit back).
     pub retention: bool,
 }
 
