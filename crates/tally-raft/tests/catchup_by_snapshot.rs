@@ -5,19 +5,18 @@
 //! answered as a duplicate after the leader changes, and the follower reopens from its
 //! snapshot after a restart.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use tally_log::LogConfig;
-use tally_raft::{ProduceError, Produced, Replica};
+use tally_raft::Replica;
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::tcp::{start_tcp, start_three_tcp, stop_tcp, TcpNode};
-use common::{applied, bytes_between, highest_term_leader, last_index};
+use common::tcp::{leader_of, produce_one, start_tcp, start_three_tcp, stop_tcp, TcpNode};
+use common::{applied, bytes_between, last_index};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 41;
@@ -34,44 +33,6 @@ fn log_config() -> LogConfig {
 
 async fn start(id: u64, dir: &Path, addr: &str) -> TcpNode {
     start_tcp(id, dir, addr, GROUP, log_config()).await
-}
-
-/// The leader of the highest term any replica knows: a restarted leader resumes in its old
-/// term until it hears of the newer one, and its table lacks what was written since.
-fn leader_of(nodes: &BTreeMap<u64, TcpNode>) -> Option<u64> {
-    let newest = nodes
-        .values()
-        .map(|n| n.replica.raft.metrics().borrow_watched().current_term)
-        .max()?;
-    let id = highest_term_leader(nodes.values().map(|n| &n.replica))?;
-    let term = nodes[&id]
-        .replica
-        .raft
-        .metrics()
-        .borrow_watched()
-        .current_term;
-    (term == newest).then_some(id)
-}
-
-/// Produces `batch` through whoever leads until it is acknowledged (60 s at most).
-async fn produce_one(nodes: &BTreeMap<u64, TcpNode>, batch: &Bytes) -> Produced {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
-        let Some(id) = leader_of(nodes) else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let sent = tokio::time::timeout(
-            Duration::from_secs(3),
-            nodes[&id].leader.produce(batch.clone()),
-        );
-        match sent.await {
-            Ok(Ok(produced)) => return produced,
-            Ok(Err(ProduceError::Refused(e))) => panic!("refused by {id}: {e}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 fn batch(seq: i32) -> Bytes {

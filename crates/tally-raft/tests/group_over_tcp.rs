@@ -4,48 +4,23 @@
 //! catches up and holds the same bytes.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tally_log::LogConfig;
-use tally_raft::ProduceError;
 use tally_testkit::BatchSpec;
 
 mod common;
-use common::tcp::{start_tcp, start_three_tcp, stop_tcp, TcpNode};
-use common::{converged, highest_term_leader, producer_batches};
+use common::tcp::{leader_of, produce_one, start_tcp, start_three_tcp, stop_tcp, TcpNode};
+use common::{converged, producer_batches};
 
 const GROUP: &str = "orders-0";
 const PRODUCER_ID: i64 = 77;
 
-fn leader_of(nodes: &BTreeMap<u64, TcpNode>) -> Option<u64> {
-    highest_term_leader(nodes.values().map(|n| &n.replica))
-}
-
 /// Produces `batches` (sequence, bytes) in order through whoever leads, retrying each until
-/// it is acknowledged. Bounded: 60 seconds.
+/// it is acknowledged (60 s at most each).
 async fn produce(nodes: &BTreeMap<u64, TcpNode>, batches: &[(i32, Bytes)]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for (seq, batch) in batches {
-        loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "sequence {seq} never acknowledged"
-            );
-            let Some(id) = leader_of(nodes) else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let sent = tokio::time::timeout(
-                Duration::from_secs(3),
-                nodes[&id].leader.produce(batch.clone()),
-            );
-            match sent.await {
-                Ok(Ok(_)) => break,
-                Ok(Err(ProduceError::Refused(e))) => panic!("sequence {seq} refused: {e}"),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+    for (_, batch) in batches {
+        produce_one(nodes, batch).await;
     }
 }
 

@@ -5,10 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
 use tally_log::LogConfig;
 use tally_raft::{
-    PartitionLeader, RaftServer, RaftTimeouts, Replica, ReplicaConfig, TcpNetworkFactory,
+    PartitionLeader, ProduceError, Produced, RaftServer, RaftTimeouts, Replica, ReplicaConfig,
+    TcpNetworkFactory,
 };
 
 /// A replica with its listener and its produce path.
@@ -78,4 +81,42 @@ pub async fn start_three_tcp(
 pub async fn stop_tcp(node: TcpNode) {
     node.replica.shutdown().await.unwrap();
     drop(node.server);
+}
+
+/// The leader of the highest term any replica knows: a restarted leader resumes in its old
+/// term until it hears of the newer one, and its table lacks what was written since.
+pub fn leader_of(nodes: &BTreeMap<u64, TcpNode>) -> Option<u64> {
+    let newest = nodes
+        .values()
+        .map(|n| n.replica.raft.metrics().borrow_watched().current_term)
+        .max()?;
+    let id = super::highest_term_leader(nodes.values().map(|n| &n.replica))?;
+    let term = nodes[&id]
+        .replica
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    (term == newest).then_some(id)
+}
+
+/// Produces `batch` through whoever leads until it is acknowledged (60 s at most).
+pub async fn produce_one(nodes: &BTreeMap<u64, TcpNode>, batch: &Bytes) -> Produced {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+        let Some(id) = leader_of(nodes) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(3),
+            nodes[&id].leader.produce(batch.clone()),
+        );
+        match sent.await {
+            Ok(Ok(produced)) => return produced,
+            Ok(Err(ProduceError::Refused(e))) => panic!("refused by {id}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
