@@ -21,22 +21,13 @@ use tally_log::LogConfig;
 use tally_raft::{
     PartitionLeader, RaftServer, RaftTimeouts, Replica, ReplicaConfig, TcpNetworkFactory,
 };
-use tally_testkit::BatchSpec;
 
 const GROUP: &str = "bench-0";
 const RECORDS: usize = 10;
 const WAIT: Option<Duration> = Some(Duration::from_secs(300));
 
 fn batches(n: usize) -> Vec<Bytes> {
-    (0..n)
-        .map(|i| {
-            let mut spec = BatchSpec::new(1000, 0, (i * RECORDS) as i32, RECORDS);
-            spec.values = (0..RECORDS)
-                .map(|r| vec![b'a' + (r % 26) as u8; 1024])
-                .collect();
-            spec.encode()
-        })
-        .collect()
+    tally_testkit::numbered_batches(n, RECORDS, 1024)
 }
 
 async fn start(id: u64, dir: &Path, addr: &str) -> (Replica, RaftServer) {

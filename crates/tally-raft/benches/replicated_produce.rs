@@ -23,20 +23,11 @@ use openraft::impls::BasicNode;
 use tally_log::LogConfig;
 use tally_partition::{Partition, PartitionConfig};
 use tally_raft::{LocalRouter, PartitionLeader, RaftTimeouts, Replica, ReplicaConfig};
-use tally_testkit::BatchSpec;
 
 const RECORDS: usize = 10;
 
 fn batches(n: usize) -> Vec<Bytes> {
-    (0..n)
-        .map(|i| {
-            let mut spec = BatchSpec::new(1000, 0, (i * RECORDS) as i32, RECORDS);
-            spec.values = (0..RECORDS)
-                .map(|r| vec![b'a' + (r % 26) as u8; 100])
-                .collect();
-            spec.encode()
-        })
-        .collect()
+    tally_testkit::numbered_batches(n, RECORDS, 100)
 }
 
 fn single_node(dir: &Path, batches: &[Bytes]) -> f64 {

@@ -89,3 +89,17 @@ impl BatchSpec {
 pub fn batch(pid: i64, epoch: i16, base_sequence: i32, count: usize) -> Bytes {
     BatchSpec::new(pid, epoch, base_sequence, count).encode()
 }
+
+/// `n` consecutive batches of producer 1000 (epoch 0), each of `records` records whose values
+/// are `value_bytes` long: a benchmark's load.
+pub fn numbered_batches(n: usize, records: usize, value_bytes: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| {
+            let mut spec = BatchSpec::new(1000, 0, (i * records) as i32, records);
+            spec.values = (0..records)
+                .map(|r| vec![b'a' + (r % 26) as u8; value_bytes])
+                .collect();
+            spec.encode()
+        })
+        .collect()
+}

@@ -13,7 +13,7 @@ pub mod requests;
 pub mod sasl;
 pub mod wire_client;
 
-pub use batch::{batch, BatchSpec};
+pub use batch::{batch, numbered_batches, BatchSpec};
 pub use broker_process::{free_fixed_port, free_port, BrokerProcess};
 pub use http_get::http_get;
 pub use link_proxy::LinkProxy;
