@@ -2,9 +2,9 @@
 //! each replica (leader or follower) applies its topic's `retention.ms` and `retention.bytes`
 //! to its own log (tally-raft's `apply_retention`). A peer counts as down for the leader's
 //! purge once its node has not answered pings for `down_after` (the broker's
-//! `replica.lag.time.max.ms`, after which the follower is out of the ISR too): such a follower is sent a
-//! snapshot with the leader's retained log when it returns, instead of holding every other
-//! replica's disk hostage.
+//! `replica.lag.time.max.ms`, after which the follower is out of the ISR too): such a
+//! follower is sent a snapshot with the leader's retained log when it returns, instead of
+//! holding every other replica's disk hostage.
 
 use std::sync::Arc;
 use std::time::Duration;
