@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::broker_config::{BrokerConfig, ConfigError, Endpoint};
 use crate::clock::Clock;
 use crate::cluster::cluster_config::quorum_voters;
+use crate::cluster::group_partitions::GroupPartitions;
 use crate::cluster::ClusterMode;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::group::store::OFFSETS_TOPIC;
@@ -159,6 +160,28 @@ impl Broker {
         self.data_version.subscribe()
     }
 
+    /// The coordinator of `group_id` on this node: the broker's own, or in cluster mode the
+    /// one of the group's `__consumer_offsets` partition if this node leads it (else
+    /// NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS, which send the client to
+    /// FindCoordinator or to retry).
+    pub fn group_coordinator(
+        &self,
+        group_id: &str,
+    ) -> Result<Arc<GroupCoordinator>, tally_protocol::ResponseError> {
+        match &self.cluster {
+            None => Ok(Arc::clone(&self.groups)),
+            Some(cluster) => cluster.groups.coordinator(cluster, group_id),
+        }
+    }
+
+    /// Every group coordinator this node runs (ListGroups, metrics, the console).
+    pub fn group_coordinators(&self) -> Vec<Arc<GroupCoordinator>> {
+        match &self.cluster {
+            None => vec![Arc::clone(&self.groups)],
+            Some(cluster) => cluster.groups.all(),
+        }
+    }
+
     /// Runs blocking file I/O (reads, topic files) off the async workers. Under a
     /// simulation (`WriterMode::Task`) it runs inline, so the simulation stays deterministic.
     pub async fn off_runtime<R: Send + 'static>(
@@ -279,6 +302,7 @@ impl Broker {
         };
         if let Some(cluster) = &cluster {
             cluster.security.bootstrap(bootstrap_users);
+            tokio::spawn(GroupPartitions::follow(Arc::downgrade(cluster)));
         }
         let txns = open_txns(
             &config,
@@ -422,6 +446,7 @@ async fn start_cluster(
 ) -> std::io::Result<ClusterMode> {
     // New at each start: what the node's Raft listener answers pings with.
     let incarnation = clock.now_ms() as u64;
+    let clock_for_groups = Arc::clone(&clock);
     let partition = config.partition_config(&Default::default());
     let mut replica = ReplicaConfig::new(partition.log, RaftTimeouts::default())
         .map_err(std::io::Error::other)?;
@@ -456,12 +481,19 @@ async fn start_cluster(
     })
     .await?;
     info!(node_id = config.node_id(), raft = %node.raft_addr(), "cluster mode: started the cluster node");
+    let groups = GroupPartitions::new(
+        config.group_config(),
+        config.offsets_topic(),
+        clock_for_groups,
+        writer_mode,
+    );
     Ok(ClusterMode::new(
         node,
         config.replica_lag_time_max(),
         Arc::clone(credentials),
         Arc::clone(acls),
         raft_seed,
+        groups,
     ))
 }
 

@@ -262,6 +262,14 @@ impl BrokerConfig {
         }
     }
 
+    /// How `__consumer_offsets` is created in cluster mode.
+    pub fn offsets_topic(&self) -> crate::cluster::group_partitions::OffsetsTopicConfig {
+        crate::cluster::group_partitions::OffsetsTopicConfig {
+            partitions: self.long("offsets.topic.num.partitions") as u32,
+            replication_factor: self.long("offsets.topic.replication.factor") as u16,
+        }
+    }
+
     pub fn transaction_state_partitions(&self) -> i32 {
         self.long("transaction.state.log.num.partitions") as i32
     }

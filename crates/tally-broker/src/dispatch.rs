@@ -298,7 +298,7 @@ pub async fn handle(broker: &Arc<Broker>, decoded: Decoded) -> Outcome {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(broker, &ctx, r))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(broker, &ctx, r))
+            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(broker, &ctx, r).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(handlers::join_group::handle(broker, &ctx, r).await)

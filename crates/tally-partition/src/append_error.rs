@@ -39,6 +39,10 @@ pub enum AppendError {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("the partition is offline after a storage failure ({0}); restart the broker")]
     Offline(String),
+    /// A replicated partition's write that this node could not commit: it does not lead the
+    /// partition (any more).
+    #[error("not the partition's leader: {0}")]
+    NotLeader(String),
 }
 
 impl AppendError {
@@ -57,6 +61,7 @@ impl AppendError {
             AppendError::Storage(_) | AppendError::Snapshot(_) | AppendError::Offline(_) => {
                 ResponseError::KafkaStorageError
             }
+            AppendError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
         }
     }
 }

@@ -261,6 +261,16 @@ impl PartitionLeader {
         }
     }
 
+    /// Waits until this replica leads with every entry of its log applied (its term's blank
+    /// entry included, so everything committed in earlier terms), and returns the term. A
+    /// coordinator that keeps its state in the partition (consumer groups) reads the log back
+    /// then: nothing committed before the term is missing from it.
+    pub async fn take_office(&self) -> Result<u64, ProduceError> {
+        self.renew_lease().await?;
+        let mut guard = self.term.lock().await;
+        self.sync_term(&mut guard).await
+    }
+
     /// Makes `guard` this replica's table for its current term, if it leads. A new table is
     /// taken from the state machine once it has applied everything in the log (at the start of
     /// a term: the leader's blank entry, so every entry of earlier terms is applied).

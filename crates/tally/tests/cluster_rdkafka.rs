@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use rdkafka::Message;
+use rdkafka::{Message, TopicPartitionList};
 use tally_testkit::BrokerProcess;
 
 mod cluster_harness;
@@ -130,21 +130,24 @@ fn run(
     );
     let stored = read_all(&cluster.bootstrap, outcomes.acked.len());
     let group = reader.map(|r| {
-        // The group's coordinator (the lowest node) crashes right after the last commits: what
-        // it acknowledged must still be there when it is back.
+        // The group's coordinator (the leader of its `__consumer_offsets` partition) crashes
+        // right after the last commits and stays down: what it acknowledged must be held by
+        // the node that takes its place.
         let committed = r.stop();
-        let coordinator = &mut cluster.nodes[0];
+        let node = coordinator_of(&cluster.bootstrap, GROUP);
+        eprintln!("SIGKILL the group's coordinator, node {node}");
+        let coordinator = &mut cluster.nodes[node as usize - 1];
         coordinator.kill9();
-        std::thread::sleep(Duration::from_millis(300));
-        coordinator.restart();
-        failover_group::finish(
+        let run = failover_group::finish(
             committed,
             &cluster.bootstrap,
             TOPIC,
             GROUP,
             partitions(),
             &stored,
-        )
+        );
+        cluster.nodes[node as usize - 1].restart();
+        run
     });
     let logs = cluster.nodes.iter().map(|n| n.logs()).collect();
     let data_dirs = cluster
@@ -323,30 +326,25 @@ fn a_group_consumer_reads_a_replicated_topic_through_a_leader_kill_and_resumes_f
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = start_cluster(&runtime, 5);
     create_topic(&cluster.bootstrap);
-    let produce_values = |from: usize, to: usize| {
-        let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-        let p = producer(&cluster.bootstrap, true, &outcomes);
-        for i in from..to {
-            let value = format!("g-{i}");
-            p.send(
-                BaseRecord::<(), String>::to(TOPIC)
-                    .partition((i % 3) as i32)
-                    .payload(&value),
-            )
+    produce_values(&cluster.bootstrap, 0, 600);
+    // Kill the leader of a data partition that does not coordinate the group, so the group
+    // itself stays up (the coordinator's kill is the next test's).
+    let coordinator = {
+        let c: BaseConsumer = RdConfig::new()
+            .set("bootstrap.servers", &cluster.bootstrap)
+            .set("group.id", "readers")
+            .create()
             .unwrap();
-            p.poll(Duration::ZERO);
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
-        assert!(outcomes.lock().unwrap().failed.is_empty());
+        // A committed-offsets query makes librdkafka look the coordinator up (creating
+        // `__consumer_offsets`).
+        let _ = c.committed_offsets(tpl(), Duration::from_secs(30));
+        coordinator_of(&cluster.bootstrap, "readers")
     };
-    produce_values(0, 600);
-    // The coordinator is the lowest registered node (1); kill the leader of a partition that
-    // another node leads, so the group itself stays up.
     let leaders = leaders(&cluster.bootstrap);
     let victim = leaders
         .iter()
         .copied()
-        .find(|l| *l != 1)
+        .find(|l| *l != coordinator)
         .unwrap_or(leaders[0]);
     let first = consume_in_group(
         &cluster.bootstrap,
@@ -358,7 +356,7 @@ fn a_group_consumer_reads_a_replicated_topic_through_a_leader_kill_and_resumes_f
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 600, "every message once");
-    produce_values(600, 610);
+    produce_values(&cluster.bootstrap, 600, 610);
     // A new member of the same group starts from the group's commits: only the 10 new ones.
     let second = consume_in_group(&cluster.bootstrap, "readers", 10, None);
     let mut second_sorted = second.clone();
@@ -369,4 +367,67 @@ fn a_group_consumer_reads_a_replicated_topic_through_a_leader_kill_and_resumes_f
         v
     };
     assert_eq!(second_sorted, expected);
+}
+
+/// Every partition of the topic, for a committed-offsets query.
+fn tpl() -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions() {
+        tpl.add_partition(TOPIC, p);
+    }
+    tpl
+}
+
+/// Produces `g-{from}`..`g-{to}` round the first three partitions, all acknowledged.
+fn produce_values(bootstrap: &str, from: usize, to: usize) {
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let p = producer(bootstrap, true, &outcomes);
+    for i in from..to {
+        let value = format!("g-{i}");
+        p.send(
+            BaseRecord::<(), String>::to(TOPIC)
+                .partition((i % 3) as i32)
+                .payload(&value),
+        )
+        .unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    assert!(outcomes.lock().unwrap().failed.is_empty());
+}
+
+/// Issue 12: committed offsets are replicated with the group's `__consumer_offsets`
+/// partition. The group's coordinator is SIGKILLed and stays down; another node takes the
+/// partition's leadership, loads the group from its replica, and a new member resumes from
+/// the commits: it reads only the messages produced after them.
+#[test]
+fn a_groups_offsets_survive_the_kill_of_its_coordinator_without_its_restart() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = start_cluster(&runtime, 6);
+    create_topic(&cluster.bootstrap);
+    produce_values(&cluster.bootstrap, 0, 300);
+    let first = consume_in_group(&cluster.bootstrap, "survivors", 300, None);
+    assert_eq!(first.len(), 300);
+    let node = coordinator_of(&cluster.bootstrap, "survivors");
+    eprintln!("SIGKILL the coordinator of group survivors, node {node}");
+    cluster.nodes[node as usize - 1].kill9();
+    let others = cluster
+        .proxies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as i32 + 1 != node)
+        .map(|(_, p)| p.local_addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce_values(&others, 300, 310);
+    let mut second = consume_in_group(&others, "survivors", 10, None);
+    second.sort();
+    let mut expected: Vec<String> = (300..310).map(|i| format!("g-{i}")).collect();
+    expected.sort();
+    assert_eq!(
+        second, expected,
+        "the new member did not resume from the group's commits"
+    );
+    let now = coordinator_of(&others, "survivors");
+    assert_ne!(now, node, "the dead node still coordinates the group");
 }

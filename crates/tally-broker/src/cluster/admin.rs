@@ -236,6 +236,14 @@ pub async fn delete_topics(
         if version >= 6 {
             result.topic_id = state.topic(&topic_name).map_or(id, |t| t.topic_id);
         }
+        if crate::topic_registry::is_internal(&topic_name) {
+            responses.push(fail(
+                result,
+                ResponseError::InvalidTopicException,
+                "internal topics cannot be deleted".into(),
+            ));
+            continue;
+        }
         let command = ControllerCommand::DeleteTopic { name: topic_name };
         match outcome_error(cluster.node.submit(&command, CONTROLLER_TIMEOUT).await) {
             Ok(_) => responses.push(result),

@@ -36,6 +36,12 @@ pub async fn handle(
                 ResponseError::InvalidReplicaAssignment,
                 "manual replica assignments are not supported in cluster mode".to_string(),
             ))
+        } else if crate::topic_registry::is_internal(&name) {
+            // More partitions would move groups to other partitions than hold their state.
+            Err((
+                ResponseError::InvalidTopicException,
+                "an internal topic's partitions cannot be changed".to_string(),
+            ))
         } else if t.count <= 0 {
             Err((
                 ResponseError::InvalidPartitions,

@@ -125,7 +125,8 @@ fn describe(
         .collect();
     let mut t = MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-        .with_partitions(partitions);
+        .with_partitions(partitions)
+        .with_is_internal(crate::topic_registry::is_internal(name));
     if version >= 10 {
         t.topic_id = topic.topic_id;
     }

@@ -3,10 +3,11 @@
 //! `controller.quorum.voters` is set; the handlers of Produce, Fetch, ListOffsets, Metadata,
 //! CreateTopics, DeleteTopics and InitProducerId then answer from here (see `dispatch`).
 //!
-//! Not yet in cluster mode (issue 12): transactions, compaction, changing topic configs after
-//! creation (the log settings given at creation apply: `segment.*`, `retention.*`), and
-//! replicated consumer groups (groups are coordinated by
-//! the lowest registered node, with their offsets in that node's local `__consumer_offsets`).
+//! Consumer groups are coordinated by the leaders of the replicated `__consumer_offsets`
+//! partitions (`group_partitions`).
+//!
+//! Not yet in cluster mode (issue 12): transactions, compaction, and changing topic configs
+//! after creation (the log settings given at creation apply: `segment.*`, `retention.*`).
 //! Also served here: CreatePartitions, DescribeProducers, DescribeQuorum and
 //! AlterPartitionReassignments; SCRAM credentials and ACLs are the controller's
 //! (`security_sync`).
@@ -17,6 +18,7 @@ pub mod create_partitions;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod fetch;
+pub mod group_partitions;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -34,6 +36,7 @@ use parking_lot::Mutex;
 use tally_controller::{ClusterNode, ControllerCommand, HostedPartition, Outcome, TopicRecord};
 use tally_protocol::ResponseError;
 
+use group_partitions::GroupPartitions;
 use security_sync::SecuritySync;
 
 /// A follower is in sync while its log is within this many entries of the leader's and it
@@ -46,6 +49,8 @@ pub struct ClusterMode {
     pub node: Arc<ClusterNode>,
     /// Credentials and ACLs, kept by the controller.
     pub security: Arc<SecuritySync>,
+    /// The consumer groups this node coordinates.
+    pub groups: Arc<GroupPartitions>,
     /// The producer-id block this node hands out from: (next, end).
     producer_ids: Mutex<(i64, i64)>,
     /// One block request at a time.
@@ -74,6 +79,7 @@ impl ClusterMode {
         credentials: Arc<crate::security::CredentialStore>,
         acls: Arc<crate::security::AclStore>,
         id_seed: Option<u64>,
+        groups: GroupPartitions,
     ) -> ClusterMode {
         let node = Arc::new(node);
         let topic_ids = topic_ids::TopicIds::new(id_seed, node.node_id());
@@ -82,6 +88,7 @@ impl ClusterMode {
         ClusterMode {
             node,
             security,
+            groups: Arc::new(groups),
             producer_ids: Mutex::new((0, 0)),
             allocating: tokio::sync::Mutex::new(()),
             topic_ids,
@@ -154,14 +161,6 @@ impl ClusterMode {
             is_leader,
             isr,
         }
-    }
-
-    /// The node that coordinates consumer groups: the lowest registered one, so every
-    /// broker answers FindCoordinator alike.
-    pub fn group_coordinator(&self) -> Option<u64> {
-        self.node
-            .controller()
-            .read(|s| s.brokers().keys().next().copied())
     }
 
     /// A producer id from this node's block, asking the controller for a new block when it

@@ -93,6 +93,14 @@ pub async fn submit(
                 ));
                 continue;
             };
+            if crate::topic_registry::is_internal(&name) {
+                slots.push(fail(
+                    answer,
+                    ResponseError::InvalidTopicException,
+                    "cannot append to an internal topic".into(),
+                ));
+                continue;
+            }
             let records = match check_records(version, data.records) {
                 Ok(records) => records,
                 Err((e, text)) => {

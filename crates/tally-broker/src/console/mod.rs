@@ -190,14 +190,13 @@ pub async fn overview(broker: &Broker, started: Instant) -> Overview {
 }
 
 fn groups(broker: &Broker) -> Vec<GroupView> {
-    let mut out: Vec<GroupView> = broker
-        .groups
-        .list(&[])
-        .into_iter()
-        .map(|(group_id, _, _)| {
-            let d = broker.groups.describe(&group_id);
-            let offsets = broker
-                .groups
+    let coordinators = broker.group_coordinators();
+    let mut out: Vec<GroupView> = coordinators
+        .iter()
+        .flat_map(|groups| groups.list(&[]).into_iter().map(move |g| (groups, g)))
+        .map(|(groups, (group_id, _, _))| {
+            let d = groups.describe(&group_id);
+            let offsets = groups
                 .fetch(&group_id, None)
                 .into_iter()
                 .flat_map(|(topic, partitions)| {

@@ -108,6 +108,20 @@ const JOIN_SLACK: Duration = Duration::from_secs(5);
 const SYNC_WAIT: Duration = Duration::from_secs(300);
 
 impl GroupCoordinator {
+    /// This node stops coordinating these groups (cluster mode: it lost the leadership of
+    /// their `__consumer_offsets` partition). Parked JoinGroup and SyncGroup requests are
+    /// answered NOT_COORDINATOR, so their members find the new coordinator at once.
+    pub fn resign(&self) {
+        let mut inner = self.inner.lock();
+        let not_coordinator = code(ResponseError::NotCoordinator);
+        for (_, w) in inner.waiters.joins.drain() {
+            let _ = w.send(Err(not_coordinator));
+        }
+        for (_, w) in inner.waiters.syncs.drain() {
+            let _ = w.send(Err(not_coordinator));
+        }
+    }
+
     /// Performs a decision's effects on group `group_id`, under the lock: answers first, then
     /// the writes are queued (in decision order), then the timer is set.
     pub(super) fn apply(self: &Arc<Self>, inner: &mut Inner, group_id: &str, effects: Effects) {

@@ -9,11 +9,14 @@ use tracing::info;
 
 use super::consumer_group::{Group, GroupState, Member};
 use super::coordinator::{GroupCoordinator, Inner};
-use super::offsets_log::{self, GroupStore};
+use super::offsets_log::{self, GroupLog, GroupStore, LogContents};
 use super::requests::GroupConfig;
 use super::store::StoreRecord;
 use crate::clock::Clock;
 use crate::partition_handle::PartitionHandle;
+
+/// The task that performs a coordinator's writes.
+pub type StoreTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 impl GroupCoordinator {
     /// Reads the stored state back: offsets, and stable groups with their members (which keep
@@ -23,17 +26,27 @@ impl GroupCoordinator {
         partition: Arc<PartitionHandle>,
         config: GroupConfig,
         clock: Arc<dyn Clock>,
-    ) -> Result<
-        (
-            GroupCoordinator,
-            impl std::future::Future<Output = ()> + Send + 'static,
-        ),
-        String,
-    > {
+    ) -> Result<(GroupCoordinator, StoreTask), String> {
         let contents = offsets_log::load(partition.reader())?;
+        Ok(Self::from_log(
+            GroupLog::Local(partition),
+            contents,
+            config,
+            clock,
+        ))
+    }
+
+    /// The coordinator of the groups whose state is in `log`, which holds `contents`. Also
+    /// returns the task that performs the coordinator's writes; the caller spawns it.
+    pub fn from_log(
+        log: GroupLog,
+        contents: LogContents,
+        config: GroupConfig,
+        clock: Arc<dyn Clock>,
+    ) -> (GroupCoordinator, StoreTask) {
         let in_log =
             contents.records.len() + contents.pending.values().map(Vec::len).sum::<usize>();
-        let (store, store_task) = GroupStore::new(partition, in_log as u64);
+        let (store, store_task) = GroupStore::new(log, in_log as u64);
         let now = Instant::now();
         let wall = clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
@@ -100,7 +113,7 @@ impl GroupCoordinator {
             }
         }
         info!(groups = groups.len(), "loaded consumer groups");
-        Ok((
+        (
             GroupCoordinator {
                 inner: Mutex::new(Inner {
                     groups,
@@ -111,7 +124,7 @@ impl GroupCoordinator {
                 config,
                 clock,
             },
-            store_task,
-        ))
+            Box::pin(store_task),
+        )
     }
 }

@@ -26,7 +26,8 @@ mod txn_offsets;
 
 pub use consumer_group::GroupState;
 pub use coordinator::GroupCoordinator;
-pub use offsets_log::TxnProducer;
+pub use load::StoreTask;
+pub use offsets_log::{load_replicated, GroupLog, TxnProducer};
 pub use requests::{
     CommitRequest, GroupConfig, GroupDescription, GroupOffsets, JoinRequest, JoinResult,
     MemberDescription,

@@ -12,6 +12,10 @@
 //! rolls to a new segment, reads everything before it back from the log, writes the latest
 //! record of each live key after it, and drops the old segments only once all of that is
 //! written. It works from the log, not from memory, so writes still in flight are never lost.
+//!
+//! In cluster mode the log is one partition of the replicated `__consumer_offsets` topic
+//! ([`GroupLog::Replicated`]): each write is proposed to the partition's Raft group and
+//! answered once the group has committed it. That log is not compacted yet.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,13 +26,24 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tally_partition::{AppendError, EntryOrigin, PartitionReader};
+use tally_partition::{AppendError, AppendOutcome, EntryOrigin, PartitionReader};
 use tally_protocol::BatchHeader;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::store::{latest, StoreRecord};
 use crate::partition_handle::{AppendRequest, AppendResult, PartitionHandle};
+use tally_controller::HostedPartition;
+use tally_raft::ProduceError;
+
+/// Where the coordinator's records go.
+#[derive(Clone)]
+pub enum GroupLog {
+    /// The node's own `__consumer_offsets` partition (one node).
+    Local(Arc<PartitionHandle>),
+    /// A partition of the replicated `__consumer_offsets` topic this node leads (a cluster).
+    Replicated(Arc<HostedPartition>),
+}
 
 /// Compact when the log holds this many times more records than there are live keys.
 const COMPACTION_RATIO: u64 = 4;
@@ -69,7 +84,7 @@ pub struct GroupStore {
 impl GroupStore {
     /// The store and the task that performs its writes (the caller spawns it).
     pub fn new(
-        partition: Arc<PartitionHandle>,
+        log: GroupLog,
         records_in_log: u64,
     ) -> (
         GroupStore,
@@ -82,7 +97,7 @@ impl GroupStore {
             compacting: Arc::new(AtomicBool::new(false)),
         };
         let task = run(
-            partition,
+            log,
             rx,
             Arc::clone(&store.records_in_log),
             Arc::clone(&store.compacting),
@@ -149,9 +164,18 @@ pub fn load(reader: &PartitionReader) -> Result<LogContents, String> {
     read_records(reader, reader.log_start_offset(), reader.high_watermark())
 }
 
-fn read_records(reader: &PartitionReader, from: i64, to: i64) -> Result<LogContents, String> {
+/// Everything in a replica's log below `to` (its high watermark when it took office).
+pub fn load_replicated(reader: &tally_log::LogReader, to: i64) -> Result<LogContents, String> {
+    read_records(reader, reader.log_start_offset(), to)
+}
+
+fn read_records(
+    source: &impl crate::internal_log::RecordSource,
+    from: i64,
+    to: i64,
+) -> Result<LogContents, String> {
     let mut out = LogContents::default();
-    crate::internal_log::for_each_record(reader, from, to, |r| {
+    crate::internal_log::for_each_record(source, from, to, |r| {
         if r.control {
             // A marker: the producer's pending offsets take effect or are dropped.
             let pending = out.pending.remove(&r.producer_id).unwrap_or_default();
@@ -230,12 +254,24 @@ fn encode(
 }
 
 async fn run(
-    partition: Arc<PartitionHandle>,
+    log: GroupLog,
     mut rx: mpsc::UnboundedReceiver<Command>,
     records_in_log: Arc<AtomicU64>,
     compacting: Arc<AtomicBool>,
 ) {
     while let Some(command) = rx.recv().await {
+        let (partition, command) = match (&log, command) {
+            (GroupLog::Replicated(hosted), Command::Write(request, reply)) => {
+                propose(hosted, request, reply).await;
+                continue;
+            }
+            (GroupLog::Replicated(_), Command::Compact { .. }) => {
+                // Not in cluster mode yet: the replicated log keeps every record.
+                compacting.store(false, Ordering::Release);
+                continue;
+            }
+            (GroupLog::Local(partition), command) => (partition, command),
+        };
         match command {
             Command::Write(request, reply) => {
                 if let Err(e) = partition.submit_with_reply(request, reply).await {
@@ -243,7 +279,7 @@ async fn run(
                 }
             }
             Command::Compact { now_ms } => {
-                match compact(&partition, now_ms).await {
+                match compact(partition, now_ms).await {
                     Ok(live) => {
                         records_in_log.store(live as u64, Ordering::Relaxed);
                         info!(records = live, "compacted the consumer offsets log");
@@ -252,6 +288,38 @@ async fn run(
                 }
                 compacting.store(false, Ordering::Release);
             }
+        }
+    }
+}
+
+/// Proposes one write to the partition's Raft group, in the order of the queue (the proposal
+/// is made before the next command is taken), and answers once the group has committed it.
+/// A write that does not commit (this node lost the partition's leadership) is an error the
+/// coordinator turns into NOT_COORDINATOR: the client finds the new coordinator, which loads
+/// the state from the log.
+async fn propose(
+    hosted: &HostedPartition,
+    request: AppendRequest,
+    reply: oneshot::Sender<AppendResult>,
+) {
+    let failed = |e: ProduceError| match e {
+        ProduceError::Refused(e) => e,
+        other => AppendError::NotLeader(other.to_string()),
+    };
+    match hosted.leader.submit(request.batch).await {
+        Ok(answer) => {
+            tokio::spawn(async move {
+                let outcome = answer.await.map_err(failed).map(|p| AppendOutcome {
+                    base_offset: p.base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                    duplicate: p.duplicate,
+                });
+                let _ = reply.send(outcome);
+            });
+        }
+        Err(e) => {
+            let _ = reply.send(Err(failed(e)));
         }
     }
 }
@@ -280,7 +348,7 @@ async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, Stri
     let rolled = partition
         .run(|p| -> Result<(i64, Vec<StoreRecord>), String> {
             let start = p.start_new_segment().map_err(|e| e.to_string())?;
-            let contents = read_records(p.reader(), p.log_start_offset(), start)?;
+            let contents = read_records(&**p.reader(), p.log_start_offset(), start)?;
             if !contents.pending.is_empty() {
                 // Their records would not be rewritten: wait until their markers are in.
                 return Err("transactional offsets are pending".to_string());

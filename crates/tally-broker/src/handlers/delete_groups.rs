@@ -14,7 +14,13 @@ pub async fn handle(
         .iter()
         .map(|g| g.0.to_string())
         .collect();
-    let codes = broker.groups.delete_groups(&ids).await;
+    let mut codes = Vec::with_capacity(ids.len());
+    for id in ids {
+        codes.push(match broker.group_coordinator(&id) {
+            Ok(groups) => groups.delete_groups(&[id]).await[0],
+            Err(e) => e.code(),
+        });
+    }
     DeleteGroupsResponse::default().with_results(
         request
             .groups_names

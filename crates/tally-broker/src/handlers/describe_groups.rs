@@ -17,7 +17,14 @@ pub fn handle(
         .groups
         .into_iter()
         .map(|id| {
-            let d = broker.groups.describe(&id.0);
+            let d = match broker.group_coordinator(&id.0) {
+                Ok(groups) => groups.describe(&id.0),
+                Err(e) => {
+                    return DescribedGroup::default()
+                        .with_group_id(id)
+                        .with_error_code(e.code())
+                }
+            };
             let mut g = DescribedGroup::default()
                 .with_group_id(id)
                 .with_group_state(StrBytes::from_static_str(d.state))

@@ -34,7 +34,11 @@ pub async fn handle(
         require_known_member_id: version >= 4,
     };
     let mut response = JoinGroupResponse::default().with_generation_id(-1);
-    match broker.groups.join(join).await {
+    let joined = match broker.group_coordinator(&join.group_id) {
+        Ok(groups) => groups.join(join).await,
+        Err(e) => Err((e.code(), join.member_id)),
+    };
+    match joined {
         Ok(result) => {
             response.generation_id = result.generation;
             response.leader = StrBytes::from_string(result.leader);

@@ -24,7 +24,11 @@ pub fn handle(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    match broker.groups.leave(&request.group_id.0, members.clone()) {
+    let left = broker
+        .group_coordinator(&request.group_id.0)
+        .map_err(|e| e.code())
+        .and_then(|groups| groups.leave(&request.group_id.0, members.clone()));
+    match left {
         Err(code) => LeaveGroupResponse::default().with_error_code(code),
         Ok(codes) => {
             if ctx.api_version >= 3 {

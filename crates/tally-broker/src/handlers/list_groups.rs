@@ -20,9 +20,9 @@ pub fn handle(
         Vec::new()
     };
     let groups = broker
-        .groups
-        .list(&states)
-        .into_iter()
+        .group_coordinators()
+        .iter()
+        .flat_map(|groups| groups.list(&states))
         .map(|(id, protocol_type, state)| {
             let mut g = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(id)))

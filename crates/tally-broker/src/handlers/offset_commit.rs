@@ -28,8 +28,11 @@ pub async fn handle(
             ));
         }
     }
-    let codes = broker
-        .groups
+    let groups = match broker.group_coordinator(&request.group_id.0) {
+        Ok(groups) => groups,
+        Err(e) => return answer(request, vec![e.code(); offsets.len()]),
+    };
+    let codes = groups
         .commit(
             CommitRequest {
                 group_id: request.group_id.0.to_string(),
@@ -45,6 +48,11 @@ pub async fn handle(
             |topic, partition| broker.partition_exists(topic, partition),
         )
         .await;
+    answer(request, codes)
+}
+
+/// Each partition of the request with its code, in request order.
+fn answer(request: OffsetCommitRequest, codes: Vec<i16>) -> OffsetCommitResponse {
     let mut codes = codes.into_iter();
     let topics = request
         .topics

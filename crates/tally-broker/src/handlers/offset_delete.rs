@@ -41,11 +41,15 @@ pub async fn handle(
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    match broker
-        .groups
-        .delete_offsets(&request.group_id.0, &partitions, subscribed)
-        .await
-    {
+    let deleted = match broker.group_coordinator(&request.group_id.0) {
+        Ok(groups) => {
+            groups
+                .delete_offsets(&request.group_id.0, &partitions, subscribed)
+                .await
+        }
+        Err(e) => Err(e.code()),
+    };
+    match deleted {
         Err(code) => OffsetDeleteResponse::default().with_error_code(code),
         Ok(codes) => {
             let mut codes = codes.into_iter();

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::store::CommittedOffset;
+use crate::group::GroupCoordinator;
 use crate::group::GroupOffsets as Found;
 
 fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
@@ -34,12 +35,8 @@ pub fn handle(
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let require_stable = ctx.api_version >= 7 && request.require_stable;
-    let unstable = |group: &str, topic: &str, partition: i32| -> i16 {
-        if require_stable
-            && broker
-                .groups
-                .has_pending_txn_offset(group, topic, partition)
-        {
+    let unstable = |groups: &GroupCoordinator, group: &str, topic: &str, partition: i32| -> i16 {
+        if require_stable && groups.has_pending_txn_offset(group, topic, partition) {
             tally_protocol::ResponseError::UnstableOffsetCommit.code()
         } else {
             0
@@ -50,12 +47,20 @@ pub fn handle(
             .groups
             .into_iter()
             .map(|g| {
+                let coordinator = match broker.group_coordinator(&g.group_id.0) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(e.code())
+                    }
+                };
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let found: Found = broker.groups.fetch(&g.group_id.0, wanted);
+                let found: Found = coordinator.fetch(&g.group_id.0, wanted);
                 let topics = found
                     .into_iter()
                     .map(|(topic, partitions)| {
@@ -67,7 +72,12 @@ pub fn handle(
                                     .map(|(p, o)| {
                                         let (offset, epoch, metadata) = fields(&o);
                                         OffsetFetchResponsePartitions::default()
-                                            .with_error_code(unstable(&g.group_id.0, &topic, p))
+                                            .with_error_code(unstable(
+                                                &coordinator,
+                                                &g.group_id.0,
+                                                &topic,
+                                                p,
+                                            ))
                                             .with_partition_index(p)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
@@ -85,12 +95,20 @@ pub fn handle(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     // v0-1 always name topics; v2+ may send null for all.
-    let wanted = request.topics.map(|ts| {
+    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let found: Found = broker.groups.fetch(&request.group_id.0, wanted);
+    let coordinator = match broker.group_coordinator(&request.group_id.0) {
+        Ok(c) => c,
+        Err(e) if ctx.api_version >= 2 => {
+            return OffsetFetchResponse::default().with_error_code(e.code())
+        }
+        // v0-1 have no top-level error: each named partition carries it.
+        Err(e) => return per_partition_error(wanted.unwrap_or_default(), e.code()),
+    };
+    let found: Found = coordinator.fetch(&request.group_id.0, wanted);
     let topics = found
         .into_iter()
         .map(|(topic, partitions)| {
@@ -102,7 +120,12 @@ pub fn handle(
                         .map(|(p, o)| {
                             let (offset, epoch, metadata) = fields(&o);
                             let mut r = OffsetFetchResponsePartition::default()
-                                .with_error_code(unstable(&request.group_id.0, &topic, p))
+                                .with_error_code(unstable(
+                                    &coordinator,
+                                    &request.group_id.0,
+                                    &topic,
+                                    p,
+                                ))
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_metadata(metadata);
@@ -110,6 +133,29 @@ pub fn handle(
                                 r.committed_leader_epoch = epoch;
                             }
                             r
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// A v0-1 answer that fails every named partition with `code`.
+fn per_partition_error(wanted: Vec<(String, Vec<i32>)>, code: i16) -> OffsetFetchResponse {
+    let topics = wanted
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_error_code(code)
                         })
                         .collect(),
                 )

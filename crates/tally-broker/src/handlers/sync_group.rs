@@ -14,16 +14,20 @@ pub async fn handle(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    let result = broker
-        .groups
-        .sync(
-            &request.group_id.0,
-            request.generation_id,
-            &request.member_id,
-            request.group_instance_id.as_deref(),
-            assignments,
-        )
-        .await;
+    let result = match broker.group_coordinator(&request.group_id.0) {
+        Ok(groups) => {
+            groups
+                .sync(
+                    &request.group_id.0,
+                    request.generation_id,
+                    &request.member_id,
+                    request.group_instance_id.as_deref(),
+                    assignments,
+                )
+                .await
+        }
+        Err(e) => Err(e.code()),
+    };
     match result {
         Ok(r) => {
             let mut response = SyncGroupResponse::default().with_assignment(r.assignment);

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
+use crate::group::GroupCoordinator;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabels {
@@ -28,8 +29,32 @@ pub(crate) fn register(registry: &mut Registry, broker: &Broker) {
     let members = Family::<GroupLabels, Gauge<i64, AtomicI64>>::default();
     let rebalances = Family::<GroupLabels, Counter>::default();
     let lag = Family::<GroupPartitionLabels, Gauge<i64, AtomicI64>>::default();
-    for (group, _, _) in broker.groups.list(&[]) {
-        let d = broker.groups.describe(&group);
+    for groups in broker.group_coordinators() {
+        register_groups(&groups, broker, &members, &rebalances, &lag);
+    }
+    registry.register("group_members", "Members of the consumer group", members);
+    registry.register(
+        "group_rebalances",
+        "Rebalances the consumer group completed (its generation)",
+        rebalances,
+    );
+    registry.register(
+        "group_lag",
+        "Messages between the group's committed offset and the high watermark",
+        lag,
+    );
+}
+
+/// One coordinator's groups: members, rebalances, and each committed partition's lag.
+fn register_groups(
+    groups: &GroupCoordinator,
+    broker: &Broker,
+    members: &Family<GroupLabels, Gauge<i64, AtomicI64>>,
+    rebalances: &Family<GroupLabels, Counter>,
+    lag: &Family<GroupPartitionLabels, Gauge<i64, AtomicI64>>,
+) {
+    for (group, _, _) in groups.list(&[]) {
+        let d = groups.describe(&group);
         let labels = GroupLabels {
             group: group.clone(),
         };
@@ -37,7 +62,7 @@ pub(crate) fn register(registry: &mut Registry, broker: &Broker) {
         rebalances
             .get_or_create(&labels)
             .inc_by(d.generation.max(0) as u64);
-        for (topic, partitions) in broker.groups.fetch(&group, None) {
+        for (topic, partitions) in groups.fetch(&group, None) {
             for (partition, committed) in partitions {
                 let (Some(committed), Some(handle)) =
                     (committed, broker.topics.partition(&topic, partition))
@@ -54,15 +79,4 @@ pub(crate) fn register(registry: &mut Registry, broker: &Broker) {
             }
         }
     }
-    registry.register("group_members", "Members of the consumer group", members);
-    registry.register(
-        "group_rebalances",
-        "Rebalances the consumer group completed (its generation)",
-        rebalances,
-    );
-    registry.register(
-        "group_lag",
-        "Messages between the group's committed offset and the high watermark",
-        lag,
-    );
 }

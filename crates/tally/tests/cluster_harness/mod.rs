@@ -378,3 +378,33 @@ pub fn start_producing(
         (sent, fatal)
     })
 }
+
+/// The node that coordinates `group`: the leader of its `__consumer_offsets` partition,
+/// `abs(hashCode) % partitions` as Kafka places groups (Java's `String.hashCode`, masked).
+/// The topic exists once a client has looked for a group's coordinator.
+pub fn coordinator_of(bootstrap: &str, group: &str) -> i32 {
+    let client: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(m) = client.fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(5)) {
+            if let Some(t) = m.topics().first().filter(|t| !t.partitions().is_empty()) {
+                let index = (hash & 0x7fff_ffff) as usize % t.partitions().len();
+                let leader = t.partitions()[index].leader();
+                if leader > 0 {
+                    return leader;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator for group {group}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
