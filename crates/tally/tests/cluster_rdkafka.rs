@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::MetadataRequest;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer as _};
@@ -430,4 +431,50 @@ fn a_groups_offsets_survive_the_kill_of_its_coordinator_without_its_restart() {
     );
     let now = coordinator_of(&others, "survivors");
     assert_ne!(now, node, "the dead node still coordinates the group");
+}
+
+/// Partition 0's leader as `addr`'s own Metadata names it (-1: none).
+fn leader_named_by(addr: &str) -> i32 {
+    let mut wire = tally_testkit::WireClient::connect(addr.parse().unwrap()).unwrap();
+    let m = wire
+        .send(&MetadataRequest::default().with_topics(None), 12)
+        .unwrap();
+    m.topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
+        .map_or(-1, |p| p.leader_id.0)
+}
+
+/// A leader cut off from its voters stops naming itself: once the other two have elected a
+/// new leader, its own Metadata names another node or none, so a client that asks it is not
+/// sent back to a node that can take nothing (an idle group's cut-off leader learns of the new
+/// term only when its links heal).
+#[test]
+fn a_cut_off_leader_does_not_name_itself_in_its_own_metadata() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = start_cluster(&runtime, 7);
+    create_topic(&cluster.bootstrap);
+    let leader = leaders(&cluster.bootstrap)[0];
+    let own = cluster.proxies[leader as usize - 1]
+        .local_addr()
+        .to_string();
+    assert_eq!(
+        leader_named_by(&own),
+        leader,
+        "the leader names itself before the cut"
+    );
+    eprintln!("cut node {leader}, the leader of partition 0, off from the other nodes");
+    isolate(&cluster, leader, true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leaders_from(&cluster, leader)[0] == leader {
+        assert!(Instant::now() < deadline, "no new leader behind the cut");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let named = leader_named_by(&own);
+    isolate(&cluster, leader, false);
+    assert_ne!(
+        named, leader,
+        "node {leader}, cut off and replaced, still names itself the leader"
+    );
 }

@@ -61,6 +61,8 @@ pub struct ClusterMode {
     lag_time: Duration,
 }
 
+type PartitionMetrics = openraft::RaftMetrics<tally_raft::TallyRaft>;
+
 /// What this node knows of a partition's leadership.
 pub struct PartitionView {
     pub hosted: Option<Arc<HostedPartition>>,
@@ -129,6 +131,24 @@ impl ClusterMode {
             };
         };
         let m = hosted.replica.raft.metrics().borrow_watched().clone();
+        if m.state == ServerState::Leader && !self.hears_a_majority(&hosted, &m) {
+            // Cut off from its voters: their nodes elect another leader once this one's has
+            // not answered their pings for an election timeout, and an idle group's leader
+            // hears of it only when the links heal. Naming itself would send clients back
+            // to a node that can take nothing; the leader last recorded, if another, is the
+            // better guess, and none makes them ask another node.
+            let other = recorded.filter(|(leader, _)| *leader != self.node_id());
+            return PartitionView {
+                hosted: Some(hosted),
+                leader: other.map(|(leader, _)| leader),
+                leader_epoch: other.map_or(
+                    i32::try_from(m.current_term).unwrap_or(i32::MAX),
+                    |(_, e)| i32::try_from(e).unwrap_or(i32::MAX),
+                ),
+                is_leader: false,
+                isr: replicas.to_vec(),
+            };
+        }
         let is_leader = m.state == ServerState::Leader;
         let isr = match (&m.replication, &m.heartbeat, is_leader) {
             (Some(replication), Some(heartbeat), true) => {
@@ -161,6 +181,19 @@ impl ClusterMode {
             is_leader,
             isr,
         }
+    }
+
+    /// Whether a majority of the group's voters (this node included) answered this node's
+    /// pings within the election timeout: the followers of a leader that does not hear
+    /// them elect another.
+    fn hears_a_majority(&self, hosted: &HostedPartition, m: &PartitionMetrics) -> bool {
+        let within = Duration::from_millis(hosted.replica.raft.config().election_timeout_max);
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let heard = voters
+            .iter()
+            .filter(|v| **v == self.node_id() || self.node.liveness().heard_within(**v, within))
+            .count();
+        heard * 2 > voters.len()
     }
 
     /// A producer id from this node's block, asking the controller for a new block when it
