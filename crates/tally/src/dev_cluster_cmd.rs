@@ -65,6 +65,8 @@ pub fn run(args: DevClusterArgs) -> Result<()> {
             .args([
                 "--set",
                 &format!("default.replication.factor={replication_factor}"),
+                "--set",
+                &format!("offsets.topic.replication.factor={replication_factor}"),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
