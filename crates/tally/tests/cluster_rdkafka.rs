@@ -412,14 +412,7 @@ fn a_groups_offsets_survive_the_kill_of_its_coordinator_without_its_restart() {
     let node = coordinator_of(&cluster.bootstrap, "survivors");
     eprintln!("SIGKILL the coordinator of group survivors, node {node}");
     cluster.nodes[node as usize - 1].kill9();
-    let others = cluster
-        .proxies
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i as i32 + 1 != node)
-        .map(|(_, p)| p.local_addr().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = bootstrap_without(&cluster, node);
     produce_values(&others, 300, 310);
     let mut second = consume_in_group(&others, "survivors", 10, None);
     second.sort();

@@ -180,15 +180,19 @@ pub fn create_topic(bootstrap: &str) {
 
 /// Each partition's leader as the nodes other than `paused` (or cut off) see it.
 pub fn leaders_from(cluster: &Cluster, paused: i32) -> Vec<i32> {
-    let others = cluster
+    leaders(&bootstrap_without(cluster, paused))
+}
+
+/// The bootstrap list of every node but `node`.
+pub fn bootstrap_without(cluster: &Cluster, node: i32) -> String {
+    cluster
         .proxies
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i as i32 + 1 != paused)
+        .filter(|(i, _)| *i as i32 + 1 != node)
         .map(|(_, p)| p.local_addr().to_string())
         .collect::<Vec<_>>()
-        .join(",");
-    leaders(&others)
+        .join(",")
 }
 
 /// Each partition's leader (node id), once every partition has one.
