@@ -247,6 +247,7 @@ impl BrokerConfig {
             max_session_timeout_ms: self.long("group.max.session.timeout.ms") as i32,
             offsets_retention_ms: self.long("offsets.retention.minutes") * 60_000,
             offset_metadata_max_bytes: self.long("offset.metadata.max.bytes") as usize,
+            compaction_min_records: self.long("offsets.topic.compaction.min.records") as u64,
         }
     }
 

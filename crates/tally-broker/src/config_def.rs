@@ -127,6 +127,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, "10000", 1, "How often transactions open past their timeout are aborted."),
     def("offsets.topic.num.partitions", Int, "50", 1, "Cluster mode: partitions of __consumer_offsets, created on the first FindCoordinator (one broker alone keeps one)."),
     def("offsets.topic.replication.factor", Short, "3", 1, "Cluster mode: replicas of each __consumer_offsets partition; until that many brokers are registered FindCoordinator answers COORDINATOR_NOT_AVAILABLE."),
+    def("offsets.topic.compaction.min.records", Long, "10000", 1, "Tally only: compact __consumer_offsets once it holds this many records and four times more than there are live keys."),
     def("offsets.retention.minutes", Int, "10080", 1, "Committed offsets of a group that has been empty this long are deleted."),
     def("offset.metadata.max.bytes", Int, "4096", 0, "The largest metadata string committed with an offset."),
     def("producer.state.max.producers.per.partition", Int, "100000", 1, "Tally only: producers remembered per partition; past it, the one that wrote least recently is forgotten."),

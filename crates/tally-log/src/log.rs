@@ -185,6 +185,11 @@ impl Log {
         self.log_start_offset
     }
 
+    /// Where the active segment (the one appends go to) begins.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset()
+    }
+
     pub fn size_in_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size()).sum()
     }

@@ -27,6 +27,10 @@ pub const CONTROL_TYPE_MEMBERSHIP: i16 = 0x7a01;
 /// it (see `leader_log.rs`); its value is the reason, in UTF-8. It stays a normal entry to
 /// openraft, so its proposal is answered, as refused.
 pub const CONTROL_TYPE_REFUSED: i16 = 0x7a02;
+/// The control type of a log-start entry: its value is an offset (i64, big-endian) below which
+/// every replica may delete its segments, once it has applied the entry (Kafka's
+/// DeleteRecords, as a Raft entry; see `PartitionLeader::propose_log_start`).
+pub const CONTROL_TYPE_LOG_START: i16 = 0x7a03;
 
 #[derive(Debug, Error)]
 pub enum CodecError {
@@ -100,6 +104,22 @@ pub fn refused_batch(reason: &str) -> Bytes {
     Bytes::from(control(CONTROL_TYPE_REFUSED, reason.as_bytes()))
 }
 
+/// The batch of a log-start entry at `offset`.
+pub fn log_start_batch(offset: i64) -> Bytes {
+    Bytes::from(control(CONTROL_TYPE_LOG_START, &offset.to_be_bytes()))
+}
+
+/// The offset a log-start entry names, if `batch` is one.
+pub fn log_start_of(header: &BatchHeader, batch: &[u8]) -> Option<i64> {
+    if !header.is_control() {
+        return None;
+    }
+    match parse_control(header, batch) {
+        Ok((CONTROL_TYPE_LOG_START, value)) => value.try_into().ok().map(i64::from_be_bytes),
+        _ => None,
+    }
+}
+
 /// Whether a stored batch stands for a refused client batch.
 pub fn is_refused(header: &BatchHeader, batch: &[u8]) -> bool {
     header.is_control() && matches!(parse_control(header, batch), Ok((CONTROL_TYPE_REFUSED, _)))
@@ -112,7 +132,10 @@ pub fn is_raft_entry(header: &BatchHeader, batch: &[u8]) -> bool {
         && matches!(
             parse_control(header, batch),
             Ok((
-                CONTROL_TYPE_BLANK | CONTROL_TYPE_MEMBERSHIP | CONTROL_TYPE_REFUSED,
+                CONTROL_TYPE_BLANK
+                    | CONTROL_TYPE_MEMBERSHIP
+                    | CONTROL_TYPE_REFUSED
+                    | CONTROL_TYPE_LOG_START,
                 _
             ))
         )

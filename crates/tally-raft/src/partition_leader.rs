@@ -271,6 +271,39 @@ impl PartitionLeader {
         self.sync_term(&mut guard).await
     }
 
+    /// Proposes a log-start entry at `offset` (see `entry_codec.rs`) and returns once it is
+    /// committed and applied: every replica may then delete its records below `offset`, as
+    /// its retention passes come. For a writer that has rewritten whatever it still needs
+    /// from below `offset` (the consumer groups' store, compacting).
+    pub async fn propose_log_start(&self, offset: i64) -> Result<(), ProduceError> {
+        self.renew_lease().await?;
+        let mut guard = self.term.lock().await;
+        self.sync_term(&mut guard).await?;
+        // The entry takes one offset, as any one-record batch: the term's next offset moves
+        // past it, so the table keys the following batches where the log will put them.
+        guard.as_mut().expect("synced").next_offset += 1;
+        let (responder, done) = ProgressResponder::complete_only();
+        let batch = crate::entry_codec::log_start_batch(offset);
+        if let Err(e) = self
+            .raft
+            .client_write_ff(RaftBatch(batch), Some(responder))
+            .await
+        {
+            *guard = None;
+            return Err(ProduceError::TimedOut(e.to_string()));
+        }
+        drop(guard);
+        match done.await {
+            Ok(Ok(resp)) if resp.data.base_offset >= 0 => Ok(()),
+            Ok(Ok(_)) => Err(ProduceError::Superseded),
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ProduceError::NotLeader {
+                leader: f.leader_id,
+            }),
+            Ok(Err(e)) => Err(ProduceError::TimedOut(e.to_string())),
+            Err(e) => Err(ProduceError::TimedOut(e.to_string())),
+        }
+    }
+
     /// Makes `guard` this replica's table for its current term, if it leads. A new table is
     /// taken from the state machine once it has applied everything in the log (at the start of
     /// a term: the leader's blank entry, so every entry of earlier terms is applied).

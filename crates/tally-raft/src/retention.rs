@@ -14,6 +14,9 @@
 //! there. A peer whose replication is unknown (never heard since this replica led) counts as
 //! behind everything.
 //!
+//! A log-start entry (`PartitionLeader::propose_log_start`) raises the cut to its offset on
+//! every replica that has applied it, whatever the topic's own settings.
+//!
 //! The controller's group is never given to retention: its metadata listener needs the whole
 //! log at every start.
 
@@ -56,17 +59,20 @@ impl SegmentLogStore {
         Some(LogId::new_term_index(loc.term, index))
     }
 
-    /// Retention's plan at `now_ms`, never past `applied_end`. Rolls the active segment first
-    /// if it has expired, so that it can go on a later pass. Blocking.
-    fn retention_plan(&self, now_ms: i64, applied_end: i64) -> io::Result<Plan> {
+    /// Retention's plan at `now_ms`, never past `applied_end`, and up to `floor` (a
+    /// log-start entry's offset) whatever the topic's retention says. Rolls the active segment
+    /// first if it has expired or holds the floor, so that it can go on a later pass.
+    /// Blocking.
+    fn retention_plan(&self, now_ms: i64, applied_end: i64, floor: i64) -> io::Result<Plan> {
         let inner = self.inner();
         let mut log = inner.log.lock();
         let mut cut = log.retention_cut(now_ms);
-        if cut.roll_needed && log.log_end_offset() <= applied_end {
+        let floor_in_active = floor > log.active_base_offset();
+        if (cut.roll_needed || floor_in_active) && log.log_end_offset() <= applied_end {
             log.roll().map_err(io::Error::other)?;
             cut = log.retention_cut(now_ms);
         }
-        let cut_offset = cut.new_start.min(applied_end);
+        let cut_offset = cut.new_start.max(floor).min(applied_end);
         let index = inner.index.read();
         let purge_to = index
             .last_ending_at_or_before(cut_offset)
@@ -88,9 +94,10 @@ pub async fn apply_retention(
 ) -> io::Result<RetentionPass> {
     let store = replica.store.clone();
     let applied_end = *replica.state_machine.high_watermark().borrow();
+    let floor = replica.state_machine.log_start_floor();
     let plan = store
         .io()
-        .run(move || store.retention_plan(now_ms, applied_end))
+        .run(move || store.retention_plan(now_ms, applied_end, floor))
         .await??;
     let mut purged_to = None;
     if let Some(target) = plan.purge_to {

@@ -31,7 +31,7 @@ use tally_partition::{
 use tally_protocol::{parse_marker, BatchHeader};
 use tokio::sync::watch;
 
-use crate::entry_codec::is_refused;
+use crate::entry_codec::{is_raft_entry, is_refused, log_start_of};
 use crate::log_store::SegmentLogStore;
 use crate::type_config::{
     AppliedBatch, CommittedLeaderId, LogId, Node, RaftBatch, SnapshotMeta, StoredMembership,
@@ -71,6 +71,10 @@ struct State {
     /// end of the log. None in snapshots written before it existed: the high watermark.
     #[serde(default)]
     client_end: Option<i64>,
+    /// The highest offset a log-start entry named: retention may delete the segments below
+    /// it (`retention.rs`). 0 in snapshots written before it existed.
+    #[serde(default)]
+    log_start_floor: i64,
 }
 
 impl State {
@@ -153,6 +157,12 @@ impl PartitionStateMachine {
     /// moves it past them; a fetch from an offset inside them returns that batch.
     pub fn client_high_watermark(&self) -> i64 {
         self.state.lock().client_end()
+    }
+
+    /// The highest offset an applied log-start entry named (see `entry_codec.rs`): every
+    /// record below it may be deleted.
+    pub fn log_start_floor(&self) -> i64 {
+        self.state.lock().log_start_floor
     }
 
     /// A copy of the committed producer table: what a new leader starts deciding from.
@@ -344,15 +354,21 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
             last_applied = Some(entry.log_id.index);
             let applied = self.applied_batch(&entry.log_id, &entry.payload);
             let mut refused = false;
+            // A Raft entry among the Normal ones (a refused batch's stand-in, a log start):
+            // never fetched, never shown to the listener.
+            let mut raft_entry = false;
+            let mut log_start = None;
             if let (EntryPayload::Normal(RaftBatch(bytes)), Some(a)) = (&entry.payload, applied) {
                 if let Ok(mut header) = BatchHeader::parse(bytes) {
                     refused = is_refused(&header, bytes);
+                    raft_entry = is_raft_entry(&header, bytes);
+                    log_start = log_start_of(&header, bytes);
                     // The leader's entry may still carry the client's offsets: the log's are
                     // the ones that count.
                     header.base_offset = a.base_offset;
                     header.partition_leader_epoch = entry.log_id.leader_id.term as i32;
                     self.apply_to_producers(&header, bytes);
-                    if let (Some(listener), false) = (&self.listener, refused) {
+                    if let (Some(listener), false) = (&self.listener, raft_entry) {
                         listener.applied(&header, bytes);
                     }
                 }
@@ -365,9 +381,12 @@ impl RaftStateMachine<TallyRaft> for PartitionStateMachine {
                 if let EntryPayload::Membership(m) = &entry.payload {
                     state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 }
+                if let Some(offset) = log_start {
+                    state.log_start_floor = state.log_start_floor.max(offset);
+                }
                 if let Some(a) = applied {
                     state.high_watermark = state.high_watermark.max(a.last_offset + 1);
-                    let fetched = matches!(entry.payload, EntryPayload::Normal(_)) && !refused;
+                    let fetched = matches!(entry.payload, EntryPayload::Normal(_)) && !raft_entry;
                     state.client_end = Some(if fetched {
                         state.client_end().max(a.last_offset + 1)
                     } else {

@@ -46,7 +46,8 @@ impl GroupCoordinator {
     ) -> (GroupCoordinator, StoreTask) {
         let in_log =
             contents.records.len() + contents.pending.values().map(Vec::len).sum::<usize>();
-        let (store, store_task) = GroupStore::new(log, in_log as u64);
+        let (store, store_task) =
+            GroupStore::new(log, in_log as u64, config.compaction_min_records);
         let now = Instant::now();
         let wall = clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();

@@ -16,6 +16,7 @@ fn config() -> GroupConfig {
         max_session_timeout_ms: 60_000,
         offsets_retention_ms: 1_000,
         offset_metadata_max_bytes: 4096,
+        compaction_min_records: 10_000,
     }
 }
 

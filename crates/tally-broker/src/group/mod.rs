@@ -19,6 +19,7 @@ mod machine;
 mod machine_tests;
 mod offset_rules;
 mod offsets;
+mod offsets_compaction;
 mod offsets_log;
 mod requests;
 pub mod store;

@@ -8,14 +8,12 @@
 //! producer's id and epoch; they take effect when the transaction's COMMIT marker reaches
 //! this partition and never after an ABORT. Reading the log back applies the same rule.
 //!
-//! Compaction without a cleaner: when the log holds far more records than live keys, the task
-//! rolls to a new segment, reads everything before it back from the log, writes the latest
-//! record of each live key after it, and drops the old segments only once all of that is
-//! written. It works from the log, not from memory, so writes still in flight are never lost.
+//! When the log holds far more records than live keys, the task compacts it
+//! (`offsets_compaction.rs`).
 //!
 //! In cluster mode the log is one partition of the replicated `__consumer_offsets` topic
 //! ([`GroupLog::Replicated`]): each write is proposed to the partition's Raft group and
-//! answered once the group has committed it. That log is not compacted yet.
+//! answered once the group has committed it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +29,8 @@ use tally_protocol::BatchHeader;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::store::{latest, StoreRecord};
+use super::offsets_compaction::{compact, compact_replicated};
+use super::store::StoreRecord;
 use crate::partition_handle::{AppendRequest, AppendResult, PartitionHandle};
 use tally_controller::HostedPartition;
 use tally_raft::ProduceError;
@@ -47,11 +46,6 @@ pub enum GroupLog {
 
 /// Compact when the log holds this many times more records than there are live keys.
 const COMPACTION_RATIO: u64 = 4;
-const COMPACTION_MIN_RECORDS: u64 = 10_000;
-/// Records, and bytes of keys and values, per batch when the live state is written again
-/// (a batch must stay under the partition's `max.message.bytes`).
-const COMPACTION_BATCH: usize = 1000;
-const COMPACTION_BATCH_BYTES: usize = 256 * 1024;
 
 /// A transactional batch's producer: its offsets wait for the transaction's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +73,9 @@ pub struct GroupStore {
     /// Records in the log since it was last compacted (or read).
     records_in_log: Arc<AtomicU64>,
     compacting: Arc<AtomicBool>,
+    /// Compact only once the log holds more records than this
+    /// (`offsets.topic.compaction.min.records`).
+    min_records: u64,
 }
 
 impl GroupStore {
@@ -86,6 +83,7 @@ impl GroupStore {
     pub fn new(
         log: GroupLog,
         records_in_log: u64,
+        min_records: u64,
     ) -> (
         GroupStore,
         impl std::future::Future<Output = ()> + Send + 'static,
@@ -95,6 +93,7 @@ impl GroupStore {
             commands,
             records_in_log: Arc::new(AtomicU64::new(records_in_log)),
             compacting: Arc::new(AtomicBool::new(false)),
+            min_records,
         };
         let task = run(
             log,
@@ -150,7 +149,7 @@ impl GroupStore {
     /// Starts a compaction when the log holds far more records than `live` keys.
     pub fn maybe_compact(&self, live: u64, now_ms: i64) {
         let records = self.records_in_log.load(Ordering::Relaxed);
-        if records > COMPACTION_MIN_RECORDS
+        if records > self.min_records
             && records > live.max(1) * COMPACTION_RATIO
             && !self.compacting.swap(true, Ordering::AcqRel)
         {
@@ -169,7 +168,7 @@ pub fn load_replicated(reader: &tally_log::LogReader, to: i64) -> Result<LogCont
     read_records(reader, reader.log_start_offset(), to)
 }
 
-fn read_records(
+pub(super) fn read_records(
     source: &impl crate::internal_log::RecordSource,
     from: i64,
     to: i64,
@@ -207,7 +206,7 @@ fn read_records(
 }
 
 /// One batch of the broker's own records (no producer id: they take the trusted path).
-fn encode(
+pub(super) fn encode(
     records: &[StoreRecord],
     txn: Option<TxnProducer>,
     now_ms: i64,
@@ -260,26 +259,21 @@ async fn run(
     compacting: Arc<AtomicBool>,
 ) {
     while let Some(command) = rx.recv().await {
-        let (partition, command) = match (&log, command) {
-            (GroupLog::Replicated(hosted), Command::Write(request, reply)) => {
-                propose(hosted, request, reply).await;
-                continue;
-            }
-            (GroupLog::Replicated(_), Command::Compact { .. }) => {
-                // Not in cluster mode yet: the replicated log keeps every record.
-                compacting.store(false, Ordering::Release);
-                continue;
-            }
-            (GroupLog::Local(partition), command) => (partition, command),
-        };
         match command {
-            Command::Write(request, reply) => {
-                if let Err(e) = partition.submit_with_reply(request, reply).await {
-                    warn!(error = ?e, "the consumer offsets partition's writer has stopped");
+            Command::Write(request, reply) => match &log {
+                GroupLog::Local(partition) => {
+                    if let Err(e) = partition.submit_with_reply(request, reply).await {
+                        warn!(error = ?e, "the consumer offsets partition's writer has stopped");
+                    }
                 }
-            }
+                GroupLog::Replicated(hosted) => propose(hosted, request, reply).await,
+            },
             Command::Compact { now_ms } => {
-                match compact(partition, now_ms).await {
+                let compacted = match &log {
+                    GroupLog::Local(partition) => compact(partition, now_ms).await,
+                    GroupLog::Replicated(hosted) => compact_replicated(hosted, now_ms).await,
+                };
+                match compacted {
                     Ok(live) => {
                         records_in_log.store(live as u64, Ordering::Relaxed);
                         info!(records = live, "compacted the consumer offsets log");
@@ -322,67 +316,4 @@ async fn propose(
             let _ = reply.send(Err(failed(e)));
         }
     }
-}
-
-/// `records` cut into batches of at most `COMPACTION_BATCH` records and about
-/// `COMPACTION_BATCH_BYTES` (a record larger than that goes alone).
-fn batches(records: &[StoreRecord]) -> Vec<&[StoreRecord]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, r) in records.iter().enumerate() {
-        let size = r.key().len() + r.value().map_or(0, |v| v.len());
-        if i > start && (i - start >= COMPACTION_BATCH || bytes + size > COMPACTION_BATCH_BYTES) {
-            out.push(&records[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size;
-    }
-    if start < records.len() {
-        out.push(&records[start..]);
-    }
-    out
-}
-
-/// Roll, rewrite the live records after the roll, then drop what is before it.
-async fn compact(partition: &PartitionHandle, now_ms: i64) -> Result<usize, String> {
-    let rolled = partition
-        .run(|p| -> Result<(i64, Vec<StoreRecord>), String> {
-            let start = p.start_new_segment().map_err(|e| e.to_string())?;
-            let contents = read_records(&**p.reader(), p.log_start_offset(), start)?;
-            if !contents.pending.is_empty() {
-                // Their records would not be rewritten: wait until their markers are in.
-                return Err("transactional offsets are pending".to_string());
-            }
-            let records = contents.records.into_iter().map(|(_, r)| r).collect();
-            Ok((start, records))
-        })
-        .await
-        .map_err(|_| "the writer has stopped".to_string())??;
-    let (start, records) = rolled;
-    // A key whose latest record is a deletion needs nothing: its older records go too.
-    let live: Vec<StoreRecord> = latest(records)
-        .into_values()
-        .filter(StoreRecord::has_value)
-        .collect();
-    let mut answers = Vec::new();
-    for chunk in batches(&live) {
-        let request = encode(chunk, None, now_ms).map_err(|e| e.to_string())?;
-        let rx = partition
-            .submit(request)
-            .await
-            .map_err(|_| "the writer has stopped")?;
-        answers.push(rx);
-    }
-    for rx in answers {
-        rx.await
-            .map_err(|_| "the writer has stopped".to_string())?
-            .map_err(|e| e.to_string())?;
-    }
-    tally_log::failpoint::hit("group_store.compaction.before_delete");
-    partition
-        .run(move |p| p.delete_segments_before(start))
-        .await
-        .map_err(|_| "the writer has stopped".to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok(live.len())
 }

@@ -14,6 +14,9 @@ pub struct GroupConfig {
     /// `offsets.retention.minutes`, in ms: offsets of a group empty this long are deleted.
     pub offsets_retention_ms: i64,
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.topic.compaction.min.records` (Tally only): the group log is compacted once it
+    /// holds more records than this and four times more than there are live keys.
+    pub compaction_min_records: u64,
 }
 
 pub struct JoinRequest {

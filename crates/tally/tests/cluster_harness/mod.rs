@@ -81,6 +81,11 @@ pub fn voters_lists(links: &HashMap<(i32, i32), LinkProxy>, raft_ports: &[u16]) 
 }
 
 pub fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
+    start_cluster_with(runtime, seed, &[])
+}
+
+/// [`start_cluster`], each node started with `extra` arguments as well (`--set k=v`).
+pub fn start_cluster_with(runtime: &tokio::runtime::Runtime, seed: u64, extra: &[&str]) -> Cluster {
     let raft_ports: Vec<u16> = (0..3).map(|_| free_fixed_port()).collect();
     let mut links = HashMap::new();
     for from in 1..=3 {
@@ -107,17 +112,16 @@ pub fn start_cluster(runtime: &tokio::runtime::Runtime, seed: u64) -> Cluster {
         proxy.set_faults_enabled(false);
         let advertise = proxy.local_addr().to_string();
         let node_id = id.to_string();
-        let node = BrokerProcess::start(
-            Path::new(TALLY),
-            &[
-                "--node-id",
-                &node_id,
-                "--voters",
-                &voters[id as usize - 1],
-                "--advertise",
-                &advertise,
-            ],
-        );
+        let mut args: Vec<&str> = vec![
+            "--node-id",
+            &node_id,
+            "--voters",
+            &voters[id as usize - 1],
+            "--advertise",
+            &advertise,
+        ];
+        args.extend_from_slice(extra);
+        let node = BrokerProcess::start(Path::new(TALLY), &args);
         proxy.set_upstream(node.addr);
         nodes.push(node);
         proxies.push(proxy);
